@@ -1,0 +1,509 @@
+//! Field codec: strict decoding of byte slices in the file's encoding and
+//! typing of the decoded text. Pure functions over bytes.
+//!
+//! Fixed-width files are sliced first and decoded field by field, so a
+//! multi-byte character split across a field boundary is caught where it
+//! happens (a field that ends on a CP949 lead byte), instead of being decoded
+//! into a different, valid-looking syllable.
+
+use std::fmt;
+use std::ops::Range;
+
+use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
+use rust_decimal::Decimal;
+
+use super::spec::{FieldDef, FieldType, ScaleRule};
+
+/// The character encodings a spec may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// Windows-949 (the superset of EUC-KR Korean institutions use); the WHATWG
+    /// `euc-kr` decoder of `encoding_rs` is exactly this.
+    Cp949,
+    Utf8,
+}
+
+impl Encoding {
+    /// Map a label to an encoding. `encoding_rs`' label lookup does not know
+    /// `cp949`/`ms949`, so they are mapped here.
+    pub fn from_label(label: &str) -> Option<Encoding> {
+        match label.trim().to_ascii_lowercase().as_str() {
+            "cp949" | "ms949" | "windows-949" | "uhc" | "euc-kr" | "euckr" => Some(Encoding::Cp949),
+            "utf-8" | "utf8" => Some(Encoding::Utf8),
+            _ => None,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Encoding::Cp949 => "cp949",
+            Encoding::Utf8 => "utf-8",
+        }
+    }
+
+    /// Decode `bytes` strictly, appending to `out`. No replacement characters,
+    /// no BOM sniffing.
+    pub fn decode_into(self, bytes: &[u8], out: &mut String) -> Result<(), DecodeError> {
+        if bytes.is_ascii() {
+            // ASCII is ASCII in both encodings; the common case stays cheap.
+            // `is_ascii` guarantees valid UTF-8.
+            out.push_str(std::str::from_utf8(bytes).map_err(|_| DecodeError::Invalid { at: 0 })?);
+            return Ok(());
+        }
+        match self {
+            Encoding::Utf8 => match std::str::from_utf8(bytes) {
+                Ok(s) => {
+                    out.push_str(s);
+                    Ok(())
+                }
+                Err(e) if e.error_len().is_none() => Err(DecodeError::SplitCharacter {
+                    at: e.valid_up_to(),
+                }),
+                Err(e) => Err(DecodeError::Invalid { at: e.valid_up_to() }),
+            },
+            Encoding::Cp949 => {
+                let mut decoder = encoding_rs::EUC_KR.new_decoder_without_bom_handling();
+                let need = decoder
+                    .max_utf8_buffer_length_without_replacement(bytes.len())
+                    .unwrap_or(bytes.len() * 3);
+                out.reserve(need);
+                let (result, read) =
+                    decoder.decode_to_string_without_replacement(bytes, out, true);
+                match result {
+                    encoding_rs::DecoderResult::InputEmpty => Ok(()),
+                    encoding_rs::DecoderResult::Malformed(bad, extra) => {
+                        let at = read.saturating_sub(bad as usize + extra as usize);
+                        // A lead byte at the very end with nothing after it: the
+                        // character was cut by the field boundary.
+                        if at + 1 == bytes.len() && (0x81..=0xFE).contains(&bytes[at]) {
+                            Err(DecodeError::SplitCharacter { at })
+                        } else {
+                            Err(DecodeError::Invalid { at })
+                        }
+                    }
+                    encoding_rs::DecoderResult::OutputFull => Err(DecodeError::Invalid { at: read }),
+                }
+            }
+        }
+    }
+}
+
+/// Why bytes did not decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The slice ends inside a multi-byte character (byte `at` starts it).
+    SplitCharacter { at: usize },
+    /// Byte `at` starts a sequence that is not valid in the encoding.
+    Invalid { at: usize },
+}
+
+/// A typed field value. Text lives in the record's text buffer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Text,
+    /// `N` (unsigned, as written) or `decimal` (signed).
+    Number(Decimal),
+    Date(NaiveDate),
+    DateTime(NaiveDateTime),
+    /// `true` for `-`.
+    Sign(bool),
+}
+
+/// One decoded field: its value and where its trimmed text sits in the buffer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldValue {
+    pub value: Value,
+    pub text: Range<usize>,
+}
+
+/// Why a field's text is not a value of its type. Rendered as the message
+/// after `field X:`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FieldError {
+    #[error("the field ends inside a multi-byte character (byte {at} of the field starts it)")]
+    SplitCharacter { at: usize },
+    #[error("not valid {encoding} at byte {at} of the field")]
+    Encoding { encoding: &'static str, at: usize },
+    #[error("expected digits, found {found:?}")]
+    Digits { found: String },
+    #[error("expected a date {pattern}, found {found:?}")]
+    Date { pattern: &'static str, found: String },
+    #[error("expected a date-time YYYYMMDDHHMMSS, found {found:?}")]
+    DateTime { found: String },
+    #[error("expected a sign + or -, found {found:?}")]
+    Sign { found: String },
+    #[error("expected a decimal number, found {found:?}")]
+    Decimal { found: String },
+    #[error("expected at most {max} decimal places{context}, found {found:?}")]
+    Scale {
+        max: u32,
+        context: String,
+        found: String,
+    },
+    #[error("expected one of {expected}, found {found:?}")]
+    NotAllowed { expected: String, found: String },
+    #[error("expected a value, found an empty field")]
+    Empty,
+    #[error("unexpected control character U+{code:04X}")]
+    Control { code: u32 },
+}
+
+/// Decode and type one field. `raw` is the field's bytes (fixed) or cell (CSV);
+/// the trimmed text is appended to `buf`.
+pub fn parse_field(
+    def: &FieldDef,
+    raw: &[u8],
+    encoding: Encoding,
+    buf: &mut String,
+) -> Result<FieldValue, FieldError> {
+    let start = buf.len();
+    if let Err(e) = encoding.decode_into(raw, buf) {
+        buf.truncate(start);
+        return Err(match e {
+            DecodeError::SplitCharacter { at } => FieldError::SplitCharacter { at },
+            DecodeError::Invalid { at } => FieldError::Encoding {
+                encoding: encoding.label(),
+                at,
+            },
+        });
+    }
+    if let Some(c) = buf[start..].chars().find(|c| c.is_control()) {
+        buf.truncate(start);
+        return Err(FieldError::Control { code: c as u32 });
+    }
+    let trimmed_len = buf[start..].trim_end_matches([' ', '\u{3000}']).len();
+    buf.truncate(start + trimmed_len);
+    let text = &buf[start..];
+    let value = match def.ty {
+        FieldType::Text => Value::Text,
+        FieldType::Digits => Value::Number(parse_digits(text, raw.len())?),
+        FieldType::Date => Value::Date(parse_compact_date(text)?),
+        FieldType::DateTime => Value::DateTime(parse_datetime(text)?),
+        FieldType::Sign => match text {
+            "+" => Value::Sign(false),
+            "-" => Value::Sign(true),
+            other => {
+                return Err(FieldError::Sign {
+                    found: other.to_string(),
+                });
+            }
+        },
+        FieldType::IsoDate => Value::Date(parse_iso_date(text)?),
+        FieldType::Decimal => Value::Number(parse_decimal(text)?),
+    };
+    if def.required && text.is_empty() {
+        return Err(FieldError::Empty);
+    }
+    if let Some(values) = &def.values
+        && !values.iter().any(|v| v == text)
+    {
+        return Err(FieldError::NotAllowed {
+            expected: values
+                .iter()
+                .map(|v| format!("{v:?}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            found: text.to_string(),
+        });
+    }
+    Ok(FieldValue {
+        value,
+        text: start..buf.len(),
+    })
+}
+
+/// `N`: digits only, the full width (zero-padded; trailing spaces are not digits).
+fn parse_digits(text: &str, width: usize) -> Result<Decimal, FieldError> {
+    let bytes = text.as_bytes();
+    // `width` is the raw field's length: trailing padding trimmed away means
+    // the field was not zero-padded digits.
+    if bytes.is_empty()
+        || bytes.len() != width
+        || bytes.len() > 28
+        || !bytes.iter().all(u8::is_ascii_digit)
+    {
+        return Err(FieldError::Digits {
+            found: text.to_string(),
+        });
+    }
+    let mut n: i128 = 0;
+    for b in bytes {
+        n = n * 10 + i128::from(b - b'0');
+    }
+    Decimal::try_from_i128_with_scale(n, 0).map_err(|_| FieldError::Digits {
+        found: text.to_string(),
+    })
+}
+
+fn two_digit_groups(text: &str, layout: &[usize]) -> Option<Vec<u32>> {
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(layout.len());
+    let mut pos = 0;
+    for &len in layout {
+        let part = b.get(pos..pos + len)?;
+        if !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        out.push(part.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')));
+        pos += len;
+    }
+    (pos == b.len()).then_some(out)
+}
+
+/// `YYYYMMDD`, a real calendar date.
+pub fn parse_compact_date(text: &str) -> Result<NaiveDate, FieldError> {
+    two_digit_groups(text, &[4, 2, 2])
+        .and_then(|p| NaiveDate::from_ymd_opt(p[0] as i32, p[1], p[2]))
+        .ok_or_else(|| FieldError::Date {
+            pattern: "YYYYMMDD",
+            found: text.to_string(),
+        })
+}
+
+/// `YYYY-MM-DD`, a real calendar date.
+pub fn parse_iso_date(text: &str) -> Result<NaiveDate, FieldError> {
+    let b = text.as_bytes();
+    let ok = b.len() == 10 && b[4] == b'-' && b[7] == b'-';
+    ok.then(|| {
+        let compact = format!("{}{}{}", &text[0..4], &text[5..7], &text[8..10]);
+        two_digit_groups(&compact, &[4, 2, 2])
+    })
+    .flatten()
+    .and_then(|p| NaiveDate::from_ymd_opt(p[0] as i32, p[1], p[2]))
+    .ok_or_else(|| FieldError::Date {
+        pattern: "YYYY-MM-DD",
+        found: text.to_string(),
+    })
+}
+
+fn parse_datetime(text: &str) -> Result<NaiveDateTime, FieldError> {
+    two_digit_groups(text, &[4, 2, 2, 2, 2, 2])
+        .and_then(|p| {
+            let d = NaiveDate::from_ymd_opt(p[0] as i32, p[1], p[2])?;
+            let t = NaiveTime::from_hms_opt(p[3], p[4], p[5])?;
+            Some(NaiveDateTime::new(d, t))
+        })
+        .ok_or_else(|| FieldError::DateTime {
+            found: text.to_string(),
+        })
+}
+
+/// A plain decimal: optional `-`, digits, optional `.` and digits. No exponent,
+/// no thousands separators, no spaces: an amount must be unambiguous.
+pub fn parse_decimal(text: &str) -> Result<Decimal, FieldError> {
+    let bad = || FieldError::Decimal {
+        found: text.to_string(),
+    };
+    let unsigned = text.strip_prefix('-').unwrap_or(text);
+    let (int, frac) = match unsigned.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (unsigned, None),
+    };
+    if int.is_empty()
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || frac.is_some_and(|f| f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(bad());
+    }
+    Decimal::from_str_exact(text).map_err(|_| bad())
+}
+
+/// Check a decimal's scale against its rule once the whole record is decoded
+/// (the allowed scale may depend on another field, e.g. the currency).
+pub fn check_scale(
+    rule: &ScaleRule,
+    value: &Decimal,
+    text: &str,
+    fields: &[FieldValue],
+    buf: &str,
+) -> Result<(), FieldError> {
+    let scale = decimal_places(text);
+    let (max, context) = match rule {
+        ScaleRule::Any => return Ok(()),
+        ScaleRule::Max(m) => (*m, String::new()),
+        ScaleRule::By { field, scales } => {
+            let key = &buf[fields[*field].text.clone()];
+            match scales.get(key) {
+                Some(m) => (*m, format!(" for {key}")),
+                // An unknown key is reported by that field's own `values`.
+                None => return Ok(()),
+            }
+        }
+    };
+    let _ = value;
+    if scale > max {
+        return Err(FieldError::Scale {
+            max,
+            context,
+            found: text.to_string(),
+        });
+    }
+    Ok(())
+}
+
+fn decimal_places(text: &str) -> u32 {
+    text.split_once('.').map_or(0, |(_, f)| f.len() as u32)
+}
+
+/// Canonical text of a value for fingerprints and record keys: independent of
+/// padding, zero-padding width of dates, and the file's encoding.
+pub fn canonical(value: &Value, text: &str, signed: Option<Decimal>, out: &mut String) {
+    use fmt::Write;
+    match value {
+        Value::Text => out.push_str(text),
+        Value::Number(n) => {
+            let v = signed.unwrap_or(*n);
+            let _ = write!(out, "{}", v.normalize());
+        }
+        Value::Date(d) => {
+            let _ = write!(out, "{}", d.format("%Y-%m-%d"));
+        }
+        Value::DateTime(t) => {
+            let _ = write!(out, "{}", t.format("%Y-%m-%dT%H:%M:%S"));
+        }
+        Value::Sign(neg) => out.push(if *neg { '-' } else { '+' }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(ty: FieldType) -> FieldDef {
+        FieldDef {
+            name: "f".into(),
+            offset: 0,
+            len: 0,
+            ty,
+            key: false,
+            record_key: false,
+            volatile: false,
+            required: false,
+            values: None,
+            drill_unless: None,
+            sign: None,
+            scale: ScaleRule::Any,
+        }
+    }
+
+    fn cp949(s: &str) -> Vec<u8> {
+        let (b, _, bad) = encoding_rs::EUC_KR.encode(s);
+        assert!(!bad, "{s} not encodable");
+        b.into_owned()
+    }
+
+    #[test]
+    fn cp949_only_syllables_round_trip() {
+        // 똠 (8C 63) and 햏 (C1 64) are outside KS X 1001; only CP949 has them.
+        let bytes = cp949("똠햏");
+        assert_eq!(bytes, vec![0x8C, 0x63, 0xC1, 0x64]);
+        let mut out = String::new();
+        Encoding::Cp949.decode_into(&bytes, &mut out).unwrap();
+        assert_eq!(out, "똠햏");
+    }
+
+    #[test]
+    fn a_field_ending_on_a_lead_byte_is_a_split_character() {
+        let mut bytes = b"AB".to_vec();
+        bytes.extend(cp949("홍"));
+        bytes.pop(); // cut the trail byte off
+        let mut out = String::new();
+        assert_eq!(
+            Encoding::Cp949.decode_into(&bytes, &mut out),
+            Err(DecodeError::SplitCharacter { at: 2 })
+        );
+        let e = parse_field(&field(FieldType::Text), &bytes, Encoding::Cp949, &mut out).unwrap_err();
+        assert!(e.to_string().contains("multi-byte character"), "{e}");
+    }
+
+    #[test]
+    fn invalid_cp949_is_refused_not_replaced() {
+        let mut out = String::new();
+        // 0xFF is never a valid CP949 byte.
+        assert_eq!(
+            Encoding::Cp949.decode_into(b"A\xFFB", &mut out),
+            Err(DecodeError::Invalid { at: 1 })
+        );
+    }
+
+    #[test]
+    fn utf8_split_and_invalid() {
+        let mut out = String::new();
+        let bytes = "가".as_bytes();
+        assert_eq!(
+            Encoding::Utf8.decode_into(&bytes[..2], &mut out),
+            Err(DecodeError::SplitCharacter { at: 0 })
+        );
+        assert_eq!(
+            Encoding::Utf8.decode_into(b"a\xC0b", &mut out),
+            Err(DecodeError::Invalid { at: 1 })
+        );
+    }
+
+    #[test]
+    fn labels_include_cp949_aliases() {
+        for l in ["cp949", "CP949", "ms949", "euc-kr", "windows-949"] {
+            assert_eq!(Encoding::from_label(l), Some(Encoding::Cp949), "{l}");
+        }
+        assert_eq!(Encoding::from_label("UTF-8"), Some(Encoding::Utf8));
+        assert_eq!(Encoding::from_label("latin1"), None);
+    }
+
+    #[test]
+    fn text_trims_spaces_and_ideographic_spaces() {
+        let mut buf = String::new();
+        let mut raw = cp949("가");
+        raw.extend_from_slice(&[0xA1, 0xA1, b' ', 0xA1, 0xA1]);
+        let v = parse_field(&field(FieldType::Text), &raw, Encoding::Cp949, &mut buf).unwrap();
+        assert_eq!(&buf[v.text], "가");
+    }
+
+    #[test]
+    fn digits_are_digits_only() {
+        let mut buf = String::new();
+        let d = field(FieldType::Digits);
+        let v = parse_field(&d, b"0001200", Encoding::Cp949, &mut buf).unwrap();
+        assert_eq!(v.value, Value::Number(Decimal::from(1200)));
+        for bad in [&b"00 1200"[..], b"1,2", b"-12", b"       ", b"12 "] {
+            let e = parse_field(&d, bad, Encoding::Cp949, &mut buf).unwrap_err();
+            assert!(matches!(e, FieldError::Digits { .. }), "{bad:?}: {e}");
+        }
+        let e = parse_field(&d, b"1,2", Encoding::Cp949, &mut buf).unwrap_err();
+        assert_eq!(e.to_string(), r#"expected digits, found "1,2""#);
+    }
+
+    #[test]
+    fn dates_must_exist() {
+        assert!(parse_compact_date("20240229").is_ok());
+        for bad in ["20230229", "20261131", "20261301", "2026113", "2026-11-3", "abcdefgh"] {
+            assert!(parse_compact_date(bad).is_err(), "{bad}");
+        }
+        assert!(parse_iso_date("2026-11-21").is_ok());
+        for bad in ["2026-11-31", "20261121", "2026/11/21", "2026-1-021"] {
+            assert!(parse_iso_date(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn decimals_are_plain() {
+        assert_eq!(parse_decimal("-12.30").unwrap(), Decimal::new(-1230, 2));
+        assert_eq!(parse_decimal("0").unwrap(), Decimal::ZERO);
+        for bad in ["", "-", "1.", ".5", "1e3", "1,000", " 1", "+1", "1.2.3", "--1"] {
+            assert!(parse_decimal(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn control_characters_are_refused() {
+        let mut buf = String::new();
+        let e = parse_field(&field(FieldType::Text), b"ab\0", Encoding::Cp949, &mut buf).unwrap_err();
+        assert_eq!(e, FieldError::Control { code: 0 });
+    }
+
+    #[test]
+    fn canonical_normalises_numbers() {
+        let mut s = String::new();
+        canonical(&Value::Number(Decimal::new(1500, 2)), "15.00", None, &mut s);
+        assert_eq!(s, "15");
+    }
+}

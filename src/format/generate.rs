@@ -1,0 +1,1 @@
+//! Generators of valid files, for property tests and benchmarks.

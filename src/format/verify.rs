@@ -1,0 +1,1081 @@
+//! The streaming verifier: one pass over a file's bytes that checks every
+//! record against its spec and yields the file's facts — checksum, content
+//! fingerprint, business key, record keys (through a [`RecordSink`]), drill
+//! signals and recomputed control totals.
+//!
+//! It reads from any `Read` in fixed-size chunks and never holds the whole
+//! file; it does no file-system, network or clock access, so it is tested with
+//! byte fixtures and property tests alone.
+
+use std::io::{self, Read};
+use std::ops::ControlFlow;
+
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+use sha2::{Digest, Sha256};
+
+use super::codec::{self, FieldError, FieldValue, Value};
+use super::rules::RecordRef;
+use super::spec::{
+    FieldDef, FieldRef, FieldType, FormatSpec, Layout, Measure, RecordDef, Role, Terminator,
+};
+
+/// Bytes read from the input at a time.
+const CHUNK: usize = 1 << 20;
+
+/// Why a file is invalid: where, and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VerifyError {
+    /// 1-based record number (fixed: the header is record 1; CSV: the first
+    /// data row is record 1, the header row is 0). `None` for whole-file
+    /// problems such as the control file.
+    pub record: Option<u64>,
+    /// Byte offset in the file of the field (fixed) or row (CSV).
+    pub offset: Option<u64>,
+    /// The field or column, when the error is about one.
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl std::fmt::Display for VerifyError {
+    /// `record 1043 (byte 208600), field fee_amount: expected digits, found "1,2"`
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut place = Vec::with_capacity(2);
+        match (self.record, self.offset) {
+            (Some(r), Some(o)) => place.push(format!("record {r} (byte {o})")),
+            (Some(r), None) => place.push(format!("record {r}")),
+            (None, Some(o)) => place.push(format!("byte {o}")),
+            (None, None) => {}
+        }
+        if let Some(field) = &self.field {
+            place.push(format!("field {field}"));
+        }
+        if place.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", place.join(", "), self.message)
+        }
+    }
+}
+
+/// What one pass over a file establishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileFacts {
+    pub format: String,
+    /// SHA-256 of the raw bytes (always computed, whatever else fails).
+    pub checksum: [u8; 32],
+    pub size: u64,
+    /// Data records (CSV: data rows) read and accepted.
+    pub records: u64,
+    /// Content fingerprint; `None` when the file is invalid.
+    pub fingerprint: Option<[u8; 32]>,
+    /// Business key fields in spec order, canonical text.
+    pub business_key: Vec<(String, String)>,
+    pub business_date: Option<NaiveDate>,
+    /// Control totals recomputed from the data records (name → value).
+    pub totals: Vec<(String, Decimal)>,
+    /// Drill signals found in the content, e.g. `run_mode=D`.
+    pub drill_signals: Vec<String>,
+    /// The first error; `None` when the file is valid.
+    pub error: Option<VerifyError>,
+}
+
+impl FileFacts {
+    pub fn is_valid(&self) -> bool {
+        self.error.is_none()
+    }
+
+    pub fn checksum_hex(&self) -> String {
+        hex::encode(self.checksum)
+    }
+
+    pub fn fingerprint_hex(&self) -> Option<String> {
+        self.fingerprint.map(hex::encode)
+    }
+
+    /// The business key as one string: `field=value` pairs joined by `;`.
+    pub fn business_key_text(&self) -> String {
+        self.business_key
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(";")
+    }
+}
+
+/// One accepted data record, as handed to a [`RecordSink`].
+pub struct DataRecord<'a> {
+    /// Record number as in errors.
+    pub number: u64,
+    /// Byte offset of the record in the file.
+    pub offset: u64,
+    /// The record key: key fields' canonical values joined by `|`.
+    pub record_key: &'a str,
+    /// The settlement amount fed for this record.
+    pub amount: Decimal,
+    rec: RecordRef<'a>,
+}
+
+impl DataRecord<'_> {
+    /// Field name → trimmed decoded text, in spec order.
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.rec
+            .def
+            .fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name.as_str(), self.rec.text(i)))
+    }
+
+    /// The record's fields as a JSON object (kept with each settlement entry).
+    pub fn fields_json(&self) -> String {
+        let map: serde_json::Map<String, serde_json::Value> = self
+            .fields()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
+            .collect();
+        serde_json::Value::Object(map).to_string()
+    }
+}
+
+/// Receives each accepted data record, in file order. Returning `Break` stops
+/// the pass (the facts then carry an error saying so).
+pub trait RecordSink {
+    fn record(&mut self, record: &DataRecord<'_>) -> ControlFlow<()>;
+}
+
+/// The sink that keeps nothing (plain verification).
+impl RecordSink for () {
+    fn record(&mut self, _: &DataRecord<'_>) -> ControlFlow<()> {
+        ControlFlow::Continue(())
+    }
+}
+
+impl<F: FnMut(&DataRecord<'_>) -> ControlFlow<()>> RecordSink for F {
+    fn record(&mut self, record: &DataRecord<'_>) -> ControlFlow<()> {
+        self(record)
+    }
+}
+
+/// What the verifier needs to know besides the bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FileContext<'a> {
+    /// The file's original name (the file-name pattern and rules use it).
+    pub name: &'a str,
+    /// The sidecar control file's bytes, when one was found.
+    pub sidecar: Option<&'a [u8]>,
+}
+
+/// Verify one file. I/O errors from `input` are returned as such (they say
+/// nothing about the file's validity); everything wrong with the content is
+/// in `FileFacts::error`.
+pub fn verify<R: Read>(
+    spec: &FormatSpec,
+    input: R,
+    ctx: FileContext<'_>,
+    sink: &mut dyn RecordSink,
+) -> io::Result<FileFacts> {
+    let mut input = HashingReader::new(input);
+    let mut state = State::new(spec);
+    let result = match spec.layout {
+        Layout::Fixed => verify_fixed(spec, &mut input, &ctx, &mut state, sink),
+        Layout::Csv => verify_csv(spec, &mut input, &ctx, &mut state, sink),
+    };
+    let error = match result {
+        Ok(()) => None,
+        Err(Stop::Io(e)) => return Err(e),
+        Err(Stop::Invalid(e)) => Some(e),
+    };
+    // Drain whatever is left so the checksum always covers the whole file.
+    io::copy(&mut input, &mut io::sink())?;
+    let (checksum, size) = input.finish();
+    let mut facts = state.into_facts(spec, checksum, size, error);
+    if facts.error.is_none()
+        && let Some(e) = check_sidecar(spec, &ctx, &facts)
+    {
+        facts.error = Some(e);
+        facts.fingerprint = None;
+    }
+    Ok(facts)
+}
+
+/// Verify bytes already in memory.
+pub fn verify_bytes(spec: &FormatSpec, bytes: &[u8], ctx: FileContext<'_>) -> FileFacts {
+    // Reading from a slice cannot fail.
+    match verify(spec, bytes, ctx, &mut ()) {
+        Ok(f) => f,
+        Err(e) => unreachable_io(e),
+    }
+}
+
+fn unreachable_io(e: io::Error) -> FileFacts {
+    FileFacts {
+        format: String::new(),
+        checksum: [0; 32],
+        size: 0,
+        records: 0,
+        fingerprint: None,
+        business_key: Vec::new(),
+        business_date: None,
+        totals: Vec::new(),
+        drill_signals: Vec::new(),
+        error: Some(VerifyError {
+            record: None,
+            offset: None,
+            field: None,
+            message: format!("read error: {e}"),
+        }),
+    }
+}
+
+enum Stop {
+    Io(io::Error),
+    Invalid(VerifyError),
+}
+
+impl From<io::Error> for Stop {
+    fn from(e: io::Error) -> Stop {
+        Stop::Io(e)
+    }
+}
+
+fn invalid(record: Option<u64>, offset: Option<u64>, field: Option<&str>, message: impl Into<String>) -> Stop {
+    Stop::Invalid(VerifyError {
+        record,
+        offset,
+        field: field.map(str::to_string),
+        message: message.into(),
+    })
+}
+
+/// Computes the checksum of everything read through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            size: 0,
+        }
+    }
+
+    fn finish(self) -> ([u8; 32], u64) {
+        (self.hasher.finalize().into(), self.size)
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = loop {
+            match self.inner.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other?,
+            }
+        };
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+}
+
+/// Where the pass is in the header → data → trailer order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    ExpectHeader,
+    Body,
+    Done,
+}
+
+/// Order-insensitive content fingerprint: each data record's canonical form
+/// is hashed and the digests are added modulo 2^256, so reordering records
+/// does not change the sum while any change to a record does. Header,
+/// trailer and file-name fields are hashed in order on top.
+struct Fingerprint {
+    fixed_parts: Sha256,
+    sum: [u64; 4],
+    count: u64,
+    canon: String,
+}
+
+impl Fingerprint {
+    fn new() -> Self {
+        Fingerprint {
+            fixed_parts: Sha256::new(),
+            sum: [0; 4],
+            count: 0,
+            canon: String::with_capacity(256),
+        }
+    }
+
+    /// Canonical form of a record's non-volatile fields into `self.canon`.
+    fn canonicalise(&mut self, rec: RecordRef<'_>) {
+        self.canon.clear();
+        self.canon.push_str(std::str::from_utf8(&rec.def.code).unwrap_or(""));
+        self.canon.push('\u{1e}');
+        for (i, f) in rec.def.fields.iter().enumerate() {
+            if f.volatile {
+                continue;
+            }
+            let signed = f.sign.map(|_| rec.number(i));
+            codec::canonical(&rec.fields[i].value, rec.text(i), signed, &mut self.canon);
+            self.canon.push('\u{1f}');
+        }
+    }
+
+    fn add_ordered(&mut self, tag: &str, rec: RecordRef<'_>) {
+        self.canonicalise(rec);
+        self.fixed_parts.update(tag.as_bytes());
+        self.fixed_parts.update([0]);
+        self.fixed_parts.update(self.canon.as_bytes());
+        self.fixed_parts.update([0]);
+    }
+
+    fn add_data(&mut self, rec: RecordRef<'_>) {
+        self.canonicalise(rec);
+        let digest: [u8; 32] = Sha256::digest(self.canon.as_bytes()).into();
+        let mut carry = 0u64;
+        for (i, limb) in self.sum.iter_mut().enumerate() {
+            let mut part = [0u8; 8];
+            part.copy_from_slice(&digest[i * 8..i * 8 + 8]);
+            let (a, c1) = limb.overflowing_add(u64::from_le_bytes(part));
+            let (b, c2) = a.overflowing_add(carry);
+            *limb = b;
+            carry = u64::from(c1) + u64::from(c2);
+        }
+        self.count += 1;
+    }
+
+    fn finish(self, format: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"settlegate.fingerprint.v1\0");
+        h.update(format.as_bytes());
+        h.update([0]);
+        h.update(self.fixed_parts.finalize());
+        h.update(self.count.to_be_bytes());
+        for limb in self.sum {
+            h.update(limb.to_le_bytes());
+        }
+        h.finalize().into()
+    }
+}
+
+/// Per-pass state shared by the fixed and CSV readers.
+struct State<'s> {
+    phase: Phase,
+    /// Records seen (fixed: all records; CSV: data rows).
+    record_no: u64,
+    data_records: u64,
+    /// Per data record type: the next expected sequence number.
+    next_seq: Vec<Decimal>,
+    controls: Vec<Decimal>,
+    fingerprint: Fingerprint,
+    business_key: Vec<(String, String)>,
+    business_date: Option<NaiveDate>,
+    drill_signals: Vec<String>,
+    /// Decoded fields of the current record and their text.
+    values: Vec<FieldValue>,
+    buf: String,
+    /// Decoded file-name captures (when the spec has a file-name rule and the name matched).
+    name_values: Vec<FieldValue>,
+    name_buf: String,
+    name_matched: bool,
+    record_key: String,
+    spec: &'s FormatSpec,
+}
+
+impl<'s> State<'s> {
+    fn new(spec: &'s FormatSpec) -> Self {
+        State {
+            phase: Phase::ExpectHeader,
+            record_no: 0,
+            data_records: 0,
+            next_seq: vec![Decimal::ONE; spec.data_records().len()],
+            controls: vec![Decimal::ZERO; spec.controls.len()],
+            fingerprint: Fingerprint::new(),
+            business_key: Vec::new(),
+            business_date: None,
+            drill_signals: Vec::new(),
+            values: Vec::with_capacity(32),
+            buf: String::with_capacity(512),
+            name_values: Vec::new(),
+            name_buf: String::new(),
+            name_matched: false,
+            record_key: String::with_capacity(64),
+            spec,
+        }
+    }
+
+    fn into_facts(self, spec: &FormatSpec, checksum: [u8; 32], size: u64, error: Option<VerifyError>) -> FileFacts {
+        let totals = spec
+            .controls
+            .iter()
+            .zip(&self.controls)
+            .filter(|(c, _)| !matches!(c.measure, Measure::Checksum))
+            .map(|(c, v)| (c.name.clone(), *v))
+            .collect();
+        let valid = error.is_none();
+        FileFacts {
+            format: spec.id.clone(),
+            checksum,
+            size,
+            records: self.data_records,
+            fingerprint: valid.then(|| self.fingerprint.finish(&spec.id)),
+            business_key: self.business_key,
+            business_date: self.business_date,
+            totals,
+            drill_signals: self.drill_signals,
+            error,
+        }
+    }
+
+    fn rec<'a>(&'a self, def: &'a RecordDef) -> RecordRef<'a> {
+        RecordRef {
+            def,
+            fields: &self.values,
+            buf: &self.buf,
+        }
+    }
+
+    fn name_rec(&self) -> Option<RecordRef<'_>> {
+        let rule = self.spec.file_name.as_ref()?;
+        self.name_matched.then_some(RecordRef {
+            def: &rule.fields,
+            fields: &self.name_values,
+            buf: &self.name_buf,
+        })
+    }
+
+    /// Match the file name against the spec's pattern and decode its captures.
+    fn read_name(&mut self, name: &str) -> Result<(), Stop> {
+        let Some(rule) = &self.spec.file_name else {
+            return Ok(());
+        };
+        let Some(caps) = rule.pattern.captures(name) else {
+            if rule.required {
+                return Err(invalid(
+                    None,
+                    None,
+                    None,
+                    format!(
+                        "file name {name:?} does not match the pattern {}",
+                        rule.pattern.as_str()
+                    ),
+                ));
+            }
+            return Ok(());
+        };
+        for f in &rule.fields.fields {
+            let text = caps.name(&f.name).map_or("", |m| m.as_str());
+            let v = codec::parse_field(f, text.as_bytes(), self.spec.encoding, &mut self.name_buf)
+                .map_err(|e| invalid(None, None, Some(&f.name), format!("in the file name: {e}")))?;
+            self.name_values.push(v);
+        }
+        self.name_matched = true;
+        let rec = RecordRef {
+            def: &rule.fields,
+            fields: &self.name_values,
+            buf: &self.name_buf,
+        };
+        for (i, f) in rule.fields.fields.iter().enumerate() {
+            if f.key {
+                self.business_key.push((f.name.clone(), key_text(f, rec, i)));
+            }
+        }
+        if let FieldRef::Name(i) = self.spec.business_date {
+            self.business_date = rec.date(i);
+        }
+        self.fingerprint.add_ordered("name", rec);
+        Ok(())
+    }
+
+    /// Decode every field of a fixed record or CSV row into `self.values`.
+    fn decode_fields<'a>(
+        &mut self,
+        def: &RecordDef,
+        slices: impl Iterator<Item = (&'a [u8], u64)>,
+        record: u64,
+    ) -> Result<(), Stop> {
+        self.values.clear();
+        self.buf.clear();
+        for (f, (raw, offset)) in def.fields.iter().zip(slices) {
+            match codec::parse_field(f, raw, self.spec.encoding, &mut self.buf) {
+                Ok(v) => self.values.push(v),
+                Err(e) => return Err(field_error(record, offset, f, e)),
+            }
+        }
+        // Scales may depend on other fields (a currency), so check them last.
+        for (i, f) in def.fields.iter().enumerate() {
+            if let Value::Number(n) = &self.values[i].value {
+                let text = &self.buf[self.values[i].text.clone()];
+                codec::check_scale(&f.scale, n, text, &self.values, &self.buf)
+                    .map_err(|e| field_error(record, 0, f, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn drill_check(&mut self, def: &RecordDef) {
+        for (i, f) in def.fields.iter().enumerate() {
+            if let Some(allowed) = &f.drill_unless {
+                let text = &self.buf[self.values[i].text.clone()];
+                if !allowed.iter().any(|a| a == text) {
+                    self.drill_signals.push(format!("{}={}", f.name, text));
+                }
+            }
+        }
+    }
+
+    fn header(&mut self, def: &RecordDef) {
+        let rec = self.rec(def);
+        let keys: Vec<(String, String)> = def
+            .fields
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.key)
+            .map(|(i, f)| (f.name.clone(), key_text(f, rec, i)))
+            .collect();
+        let date = match self.spec.business_date {
+            FieldRef::Header(i) => rec.date(i),
+            FieldRef::Name(_) => self.business_date,
+        };
+        // Header keys come first; name keys (if any) were read before.
+        let mut all = keys;
+        all.append(&mut self.business_key);
+        self.business_key = all;
+        self.business_date = date;
+        let rec = RecordRef {
+            def,
+            fields: &self.values,
+            buf: &self.buf,
+        };
+        self.fingerprint.add_ordered("header", rec);
+        self.drill_check(def);
+    }
+
+    /// Checks and bookkeeping for one decoded data record; hands it to the sink.
+    fn data(
+        &mut self,
+        def_index: usize,
+        def: &RecordDef,
+        number: u64,
+        offset: u64,
+        sink: &mut dyn RecordSink,
+    ) -> Result<(), Stop> {
+        if let Some(seq) = def.sequence {
+            let expected = self.next_seq[def_index];
+            let found = match self.values[seq].value {
+                Value::Number(n) => n,
+                _ => Decimal::ZERO,
+            };
+            if found != expected {
+                let f = &def.fields[seq];
+                return Err(invalid(
+                    Some(number),
+                    Some(offset + f.offset as u64),
+                    Some(&f.name),
+                    format!("sequence number out of order: expected {expected}, found {found}"),
+                ));
+            }
+            self.next_seq[def_index] = expected + Decimal::ONE;
+        }
+        let name_rec = self.name_rec();
+        let rec = RecordRef {
+            def,
+            fields: &self.values,
+            buf: &self.buf,
+        };
+        for rule in &def.rules {
+            if let Err(fail) = rule.check(rec, name_rec) {
+                let f = &def.fields[fail.field];
+                return Err(invalid(
+                    Some(number),
+                    Some(offset + f.offset as u64),
+                    Some(&f.name),
+                    fail.message,
+                ));
+            }
+        }
+        for (c, total) in self.spec.controls.iter().zip(self.controls.iter_mut()) {
+            if c.when.as_ref().is_some_and(|w| !w.holds(rec.fields, rec.buf)) {
+                continue;
+            }
+            let add = match c.measure {
+                Measure::Count => Decimal::ONE,
+                Measure::Sum(i) => rec.number(i),
+                Measure::Checksum => continue,
+            };
+            *total = total.checked_add(add).ok_or_else(|| {
+                invalid(Some(number), Some(offset), None, format!("control total {} overflows", c.name))
+            })?;
+        }
+        let amount = match &def.amount {
+            Some(a) if a.when.as_ref().is_none_or(|w| w.holds(rec.fields, rec.buf)) => rec.number(a.field),
+            _ => Decimal::ZERO,
+        };
+        self.record_key.clear();
+        let mut first = true;
+        for (i, f) in def.fields.iter().enumerate() {
+            if f.record_key {
+                if !first {
+                    self.record_key.push('|');
+                }
+                first = false;
+                for c in key_text(f, rec, i).chars() {
+                    if c == '|' || c == '\\' {
+                        self.record_key.push('\\');
+                    }
+                    self.record_key.push(c);
+                }
+            }
+        }
+        self.fingerprint.add_data(rec);
+        self.data_records += 1;
+        let record = DataRecord {
+            number,
+            offset,
+            record_key: &self.record_key,
+            amount,
+            rec,
+        };
+        if sink.record(&record).is_break() {
+            return Err(invalid(Some(number), Some(offset), None, "stopped by the record consumer"));
+        }
+        self.drill_check(def);
+        Ok(())
+    }
+
+    /// Compare the trailer's control fields with what the data added up to.
+    fn trailer(&mut self, def: &RecordDef, number: u64, offset: u64) -> Result<(), Stop> {
+        let rec = RecordRef {
+            def,
+            fields: &self.values,
+            buf: &self.buf,
+        };
+        for (c, computed) in self.spec.controls.iter().zip(&self.controls) {
+            let Some(i) = c.trailer_field else { continue };
+            let stated = rec.number(i);
+            if stated != *computed {
+                let f = &def.fields[i];
+                return Err(invalid(
+                    Some(number),
+                    Some(offset + f.offset as u64),
+                    Some(&f.name),
+                    format!(
+                        "control total {}: the trailer says {stated}, the data records add up to {computed}",
+                        c.name
+                    ),
+                ));
+            }
+        }
+        self.fingerprint.add_ordered("trailer", rec);
+        self.drill_check(def);
+        Ok(())
+    }
+}
+
+/// Canonical text of a key field: N digits as written (zero-padded), dates
+/// as `YYYY-MM-DD`, text trimmed.
+fn key_text(f: &FieldDef, rec: RecordRef<'_>, i: usize) -> String {
+    match (&rec.fields[i].value, f.ty) {
+        (Value::Number(_), FieldType::Digits) | (Value::Text, _) => rec.text(i).to_string(),
+        (v, _) => {
+            let mut s = String::new();
+            codec::canonical(v, rec.text(i), None, &mut s);
+            s
+        }
+    }
+}
+
+fn field_error(record: u64, offset: u64, f: &FieldDef, e: FieldError) -> Stop {
+    invalid(Some(record), Some(offset), Some(&f.name), e.to_string())
+}
+
+// ---------------------------------------------------------------------------
+// Fixed-width
+// ---------------------------------------------------------------------------
+
+fn verify_fixed<R: Read>(
+    spec: &FormatSpec,
+    input: &mut R,
+    ctx: &FileContext<'_>,
+    state: &mut State<'_>,
+    sink: &mut dyn RecordSink,
+) -> Result<(), Stop> {
+    let Some(layout) = &spec.fixed else {
+        return Ok(());
+    };
+    state.read_name(ctx.name)?;
+    let len = layout.record_length;
+    // Room for a chunk plus one partial record (and its terminator).
+    let mut buf = vec![0u8; CHUNK + len + 2];
+    let mut start = 0usize;
+    let mut end = 0usize;
+    // File offset of buf[0].
+    let mut base: u64 = 0;
+    let mut eof = false;
+    loop {
+        if !eof && end - start < len + 2 {
+            if start > 0 {
+                buf.copy_within(start..end, 0);
+                base += start as u64;
+                end -= start;
+                start = 0;
+            }
+            let n = read_full(input, &mut buf[end..])?;
+            eof = n == 0;
+            end += n;
+            continue;
+        }
+        if end == start {
+            break;
+        }
+        let offset = base + start as u64;
+        let number = state.record_no + 1;
+        let avail = &buf[start..end];
+        let (record, consumed) = match layout.terminator {
+            Terminator::None => {
+                if avail.len() < len {
+                    return Err(invalid(
+                        Some(number),
+                        Some(offset),
+                        None,
+                        format!(
+                            "the file size ({} bytes) is not a multiple of {len}: the last record has only {} bytes",
+                            offset + avail.len() as u64,
+                            avail.len()
+                        ),
+                    ));
+                }
+                (&avail[..len], len)
+            }
+            Terminator::Line => {
+                let window = &avail[..avail.len().min(len + 2)];
+                match window.iter().position(|&b| b == b'\n') {
+                    Some(nl) => {
+                        let line = &avail[..nl];
+                        let line = line.strip_suffix(b"\r").unwrap_or(line);
+                        if line.len() != len {
+                            return Err(length_error(number, offset, len, line.len()));
+                        }
+                        (line, nl + 1)
+                    }
+                    None if avail.len() > len + 1 || !eof => {
+                        return Err(length_error(number, offset, len, avail.len().min(len + 2)));
+                    }
+                    // The last record may end at end of file without a terminator.
+                    None => {
+                        let line = avail.strip_suffix(b"\r").unwrap_or(avail);
+                        if line.len() != len {
+                            return Err(length_error(number, offset, len, line.len()));
+                        }
+                        (line, avail.len())
+                    }
+                }
+            }
+        };
+        if let Some(i) = record.iter().position(|&b| b == b'\r' || b == b'\n') {
+            return Err(invalid(
+                Some(number),
+                Some(offset + i as u64),
+                None,
+                format!("expected {len} bytes of record, found a line break at byte {i} of the record"),
+            ));
+        }
+        state.record_no = number;
+        // Copy out: the record borrows `buf`, which the next read reuses.
+        fixed_record(spec, layout, state, record, number, offset, sink)?;
+        start += consumed;
+    }
+    if state.phase != Phase::Done {
+        let number = state.record_no + 1;
+        let what = match state.phase {
+            Phase::ExpectHeader => "missing header: the file has no records",
+            _ => "missing trailer: the file ends without its trailer record",
+        };
+        return Err(invalid(Some(number), Some(base + end as u64), None, what));
+    }
+    Ok(())
+}
+
+fn length_error(number: u64, offset: u64, len: usize, found: usize) -> Stop {
+    let found = if found > len {
+        format!("more than {len}")
+    } else {
+        found.to_string()
+    };
+    invalid(
+        Some(number),
+        Some(offset),
+        None,
+        format!("expected {len} bytes before the line end, found {found}"),
+    )
+}
+
+/// Fill `buf` as far as the input allows (short reads are not end of file).
+fn read_full<R: Read>(input: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let n = input.read(&mut buf[filled..])?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    Ok(filled)
+}
+
+fn fixed_record(
+    spec: &FormatSpec,
+    layout: &super::spec::FixedLayout,
+    state: &mut State<'_>,
+    record: &[u8],
+    number: u64,
+    offset: u64,
+    sink: &mut dyn RecordSink,
+) -> Result<(), Stop> {
+    let code = &record[layout.type_offset..layout.type_offset + layout.type_len];
+    let Some(def) = layout.records.iter().find(|r| r.code == code) else {
+        let known: Vec<String> = layout
+            .records
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.code).into_owned())
+            .collect();
+        return Err(invalid(
+            Some(number),
+            Some(offset + layout.type_offset as u64),
+            None,
+            format!(
+                "unknown record type {:?}: expected one of {}",
+                String::from_utf8_lossy(code),
+                known.join(", ")
+            ),
+        ));
+    };
+    let code_text = String::from_utf8_lossy(&def.code).into_owned();
+    match (state.phase, def.role) {
+        (Phase::ExpectHeader, Role::Header) | (Phase::Body, Role::Data | Role::Trailer) => {}
+        (Phase::ExpectHeader, _) => {
+            let header = spec.header().map(|h| String::from_utf8_lossy(&h.code).into_owned());
+            return Err(invalid(
+                Some(number),
+                Some(offset),
+                None,
+                format!(
+                    "expected the header record ({}) first, found {code_text}",
+                    header.unwrap_or_default()
+                ),
+            ));
+        }
+        (Phase::Body, Role::Header) => {
+            return Err(invalid(Some(number), Some(offset), None, "a second header record"));
+        }
+        (Phase::Done, _) => {
+            return Err(invalid(
+                Some(number),
+                Some(offset),
+                None,
+                format!("record {code_text} after the trailer: the trailer must be the last record"),
+            ));
+        }
+    }
+    let slices = def
+        .fields
+        .iter()
+        .map(|f| (&record[f.offset..f.offset + f.len], offset + f.offset as u64));
+    state.decode_fields(def, slices, number)?;
+    match def.role {
+        Role::Header => {
+            state.header(def);
+            state.phase = Phase::Body;
+        }
+        Role::Data => {
+            let idx = spec
+                .data_records()
+                .iter()
+                .position(|d| std::ptr::eq(*d, def))
+                .unwrap_or(0);
+            state.data(idx, def, number, offset, sink)?;
+        }
+        Role::Trailer => {
+            state.trailer(def, number, offset)?;
+            state.phase = Phase::Done;
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// CSV
+// ---------------------------------------------------------------------------
+
+fn verify_csv<R: Read>(
+    spec: &FormatSpec,
+    input: &mut R,
+    ctx: &FileContext<'_>,
+    state: &mut State<'_>,
+    sink: &mut dyn RecordSink,
+) -> Result<(), Stop> {
+    let Some(layout) = &spec.csv else {
+        return Ok(());
+    };
+    state.read_name(ctx.name)?;
+    if spec.sidecar.is_some() && ctx.sidecar.is_none() {
+        let name = spec.sidecar_name(ctx.name).unwrap_or_default();
+        return Err(invalid(
+            None,
+            None,
+            None,
+            format!("control file {name} is missing: the data file is not complete without it"),
+        ));
+    }
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(layout.delimiter)
+        .has_headers(false)
+        .flexible(true)
+        .buffer_capacity(CHUNK)
+        .from_reader(input);
+    let row = &layout.row;
+    let mut record = csv::ByteRecord::new();
+    let mut first = true;
+    state.phase = Phase::Body;
+    loop {
+        let more = match reader.read_byte_record(&mut record) {
+            Ok(m) => m,
+            Err(e) => return Err(csv_error(e, state.record_no)),
+        };
+        if !more {
+            break;
+        }
+        let offset = record.position().map_or(0, |p| p.byte());
+        if first {
+            first = false;
+            // A UTF-8 BOM is accepted before the first row.
+            if record.get(0).is_some_and(|f| f.starts_with(b"\xEF\xBB\xBF")) {
+                let mut stripped = csv::ByteRecord::new();
+                for (i, f) in record.iter().enumerate() {
+                    stripped.push_field(if i == 0 { &f[3..] } else { f });
+                }
+                stripped.set_position(record.position().cloned());
+                record = stripped;
+            }
+            if layout.header {
+                check_header_row(row, &record, offset)?;
+                continue;
+            }
+        }
+        let number = state.record_no + 1;
+        if record.len() != row.fields.len() {
+            return Err(invalid(
+                Some(number),
+                Some(offset),
+                None,
+                format!("expected {} fields, found {}", row.fields.len(), record.len()),
+            ));
+        }
+        state.record_no = number;
+        state.decode_fields(row, record.iter().map(|f| (f, offset)), number)?;
+        state.data(0, row, number, offset, sink)?;
+    }
+    if layout.header && first {
+        return Err(invalid(Some(0), Some(0), None, "the file is empty: expected the header row"));
+    }
+    state.phase = Phase::Done;
+    Ok(())
+}
+
+fn check_header_row(row: &RecordDef, record: &csv::ByteRecord, offset: u64) -> Result<(), Stop> {
+    let expected: Vec<&str> = row.fields.iter().map(|f| f.name.as_str()).collect();
+    let found: Vec<String> = record
+        .iter()
+        .map(|f| String::from_utf8_lossy(f).trim().to_string())
+        .collect();
+    if found != expected {
+        return Err(invalid(
+            Some(0),
+            Some(offset),
+            None,
+            format!(
+                "expected the header row {:?}, found {:?}",
+                expected.join(","),
+                found.join(",")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn csv_error(e: csv::Error, rows: u64) -> Stop {
+    let offset = e.position().map(|p| p.byte());
+    match e.into_kind() {
+        csv::ErrorKind::Io(io) => Stop::Io(io),
+        other => invalid(Some(rows + 1), offset, None, format!("{other:?}")),
+    }
+}
+
+/// Compare the sidecar control file with what the data file gave.
+fn check_sidecar(spec: &FormatSpec, ctx: &FileContext<'_>, facts: &FileFacts) -> Option<VerifyError> {
+    spec.sidecar.as_ref()?;
+    let name = spec.sidecar_name(ctx.name).unwrap_or_default();
+    let err = |field: Option<&str>, message: String| {
+        Some(VerifyError {
+            record: None,
+            offset: None,
+            field: field.map(str::to_string),
+            message: format!("control file {name}: {message}"),
+        })
+    };
+    let bytes = ctx.sidecar?;
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return err(None, "is not valid UTF-8".into());
+    };
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else {
+            return err(None, format!("line {}: expected key=value, found {line:?}", n + 1));
+        };
+        let (k, v) = (k.trim(), v.trim());
+        if !spec.controls.iter().any(|c| c.name == k) {
+            return err(Some(k), format!("line {}: unknown key {k:?}", n + 1));
+        }
+        if seen.iter().any(|(s, _)| *s == k) {
+            return err(Some(k), format!("line {}: key {k:?} given twice", n + 1));
+        }
+        seen.push((k, v));
+    }
+    for c in &spec.controls {
+        let Some((_, stated)) = seen.iter().find(|(k, _)| *k == c.name) else {
+            return err(Some(&c.name), format!("has no {}= line", c.name));
+        };
+        let computed = match c.measure {
+            Measure::Checksum => {
+                let actual = facts.checksum_hex();
+                if !stated.eq_ignore_ascii_case(&actual) {
+                    return err(
+                        Some(&c.name),
+                        format!("{} says {stated}, the data file's SHA-256 is {actual}", c.name),
+                    );
+                }
+                continue;
+            }
+            _ => facts.totals.iter().find(|(n, _)| *n == c.name).map(|(_, v)| *v)?,
+        };
+        match codec::parse_decimal(stated) {
+            Ok(v) if v == computed => {}
+            Ok(_) | Err(_) => {
+                return err(
+                    Some(&c.name),
+                    format!("{} says {stated}, the data file gives {computed}", c.name),
+                );
+            }
+        }
+    }
+    None
+}

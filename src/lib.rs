@@ -1,0 +1,8 @@
+//! settlegate: a settlement-file gateway that keeps, identifies and judges every
+//! file a partner sends, and feeds each one into settlement at most once.
+//!
+//! The crate mirrors the pipeline: channels hand bytes to one intake path,
+//! which stages them, identifies and verifies them with the [`format`] engine,
+//! asks the judge for a verdict and feeds the ledger.
+
+pub mod format;

@@ -1,0 +1,149 @@
+//! The fixture harness: every case under `fixtures/<format>/<case>/` is
+//! verified and must produce the outcome written in its `expect.toml`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use settlegate::format::{FileContext, FormatRegistry, FormatSpec, verify};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Expect {
+    valid: bool,
+    records: Option<u64>,
+    #[serde(default)]
+    business_key: BTreeMap<String, String>,
+    #[serde(default)]
+    totals: BTreeMap<String, String>,
+    drill_signals: Option<Vec<String>>,
+    error: Option<ExpectError>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExpectError {
+    record: Option<u64>,
+    field: Option<String>,
+    message: String,
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+/// The data file of a case: the one file that is neither the expectation nor a sidecar.
+fn data_file(dir: &Path, spec: &FormatSpec) -> PathBuf {
+    let suffix = spec.sidecar.as_ref().map(|s| s.suffix.clone());
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap() != "expect.toml")
+        .filter(|p| {
+            suffix
+                .as_ref()
+                .is_none_or(|s| !p.to_string_lossy().ends_with(s.as_str()))
+        })
+        .collect();
+    assert_eq!(files.len(), 1, "{}: expected one data file, found {files:?}", dir.display());
+    files.pop().unwrap()
+}
+
+fn check_case(spec: &FormatSpec, dir: &Path) -> Result<(), String> {
+    let expect: Expect = toml::from_str(&std::fs::read_to_string(dir.join("expect.toml")).unwrap())
+        .map_err(|e| format!("bad expect.toml: {e}"))?;
+    let file = data_file(dir, spec);
+    let name = file.file_name().unwrap().to_str().unwrap().to_string();
+    let sidecar = spec
+        .sidecar_name(&name)
+        .and_then(|s| std::fs::read(dir.join(s)).ok());
+    let ctx = FileContext {
+        name: &name,
+        sidecar: sidecar.as_deref(),
+    };
+    let bytes = std::fs::File::open(&file).unwrap();
+    let facts = verify(spec, bytes, ctx, &mut ()).unwrap();
+    let mut problems = Vec::new();
+    if facts.is_valid() != expect.valid {
+        problems.push(format!("valid = {}, expected {} ({:?})", facts.is_valid(), expect.valid, facts.error));
+    }
+    let size = std::fs::metadata(&file).unwrap().len();
+    if facts.size != size {
+        problems.push(format!("size {} != {}", facts.size, size));
+    }
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(std::fs::read(&file).unwrap()))
+    };
+    if facts.checksum_hex() != sha {
+        problems.push("checksum differs from SHA-256 of the file".into());
+    }
+    if expect.valid {
+        if facts.fingerprint.is_none() {
+            problems.push("valid file without a fingerprint".into());
+        }
+        if let Some(n) = expect.records
+            && facts.records != n
+        {
+            problems.push(format!("records = {}, expected {n}", facts.records));
+        }
+        let key: BTreeMap<String, String> = facts.business_key.iter().cloned().collect();
+        if !expect.business_key.is_empty() && key != expect.business_key {
+            problems.push(format!("business key {key:?}, expected {:?}", expect.business_key));
+        }
+        for (name, value) in &expect.totals {
+            let want = Decimal::from_str(value).unwrap();
+            match facts.totals.iter().find(|(n, _)| n == name) {
+                Some((_, got)) if *got == want => {}
+                other => problems.push(format!("total {name} = {other:?}, expected {want}")),
+            }
+        }
+        let signals = expect.drill_signals.clone().unwrap_or_default();
+        if facts.drill_signals != signals {
+            problems.push(format!("drill signals {:?}, expected {signals:?}", facts.drill_signals));
+        }
+    } else if let (Some(want), Some(got)) = (&expect.error, &facts.error) {
+        if got.record != want.record {
+            problems.push(format!("error record {:?}, expected {:?}: {got}", got.record, want.record));
+        }
+        if got.field != want.field {
+            problems.push(format!("error field {:?}, expected {:?}: {got}", got.field, want.field));
+        }
+        if !got.message.contains(&want.message) {
+            problems.push(format!("error message {:?} lacks {:?}", got.message, want.message));
+        }
+        if facts.fingerprint.is_some() {
+            problems.push("an invalid file has a fingerprint".into());
+        }
+    } else if expect.error.is_none() {
+        problems.push("invalid case without [error] in expect.toml".into());
+    }
+    if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+}
+
+#[test]
+fn every_fixture_behaves_as_written_beside_it() {
+    let registry = FormatRegistry::load_dir(&root().join("formats")).expect("formats load");
+    let mut cases = 0;
+    let mut failures = Vec::new();
+    for spec in registry.iter() {
+        let dir = root().join("fixtures").join(&spec.id);
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_dir())
+            .collect();
+        entries.sort();
+        assert!(entries.len() >= 4, "{}: too few fixtures", spec.id);
+        for case in entries {
+            cases += 1;
+            if let Err(e) = check_case(spec, &case) {
+                failures.push(format!("{}/{}: {e}", spec.id, case.file_name().unwrap().to_string_lossy()));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} of {cases} fixtures failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(cases >= 40, "only {cases} fixtures ran");
+}
