@@ -6,3 +6,5 @@
 //! asks the judge for a verdict and feeds the ledger.
 
 pub mod format;
+pub mod cli;
+pub mod config;

@@ -1038,3 +1038,93 @@ impl Builder {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CARD: &str = include_str!("../../formats/card-settlement.toml");
+
+    fn load(text: &str) -> Result<FormatSpec, SpecError> {
+        FormatSpec::from_toml(text, Path::new("formats/test.toml"))
+    }
+
+    fn refused(text: &str, needles: &[&str]) {
+        let e = load(text).expect_err("spec should be refused").to_string();
+        assert!(e.contains("formats/test.toml"), "message must name the spec file: {e}");
+        for n in needles {
+            assert!(e.contains(n), "{e:?} should mention {n:?}");
+        }
+    }
+
+    #[test]
+    fn shipped_specs_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("formats");
+        let reg = FormatRegistry::load_dir(&dir).unwrap();
+        assert_eq!(reg.ids(), vec!["bank-transfer-result", "card-settlement", "pg-settlement-csv"]);
+        let card = reg.get("card-settlement").unwrap();
+        assert_eq!(card.fixed.as_ref().unwrap().record_length, 200);
+        assert_eq!(card.business_date, FieldRef::Header(4));
+        assert_eq!(card.controls.len(), 4);
+    }
+
+    #[test]
+    fn overlapping_bytes_are_refused() {
+        let bad = CARD.replace(
+            r#"{ name = "receiver_code", offset = 8,  len = 10"#,
+            r#"{ name = "receiver_code", offset = 7,  len = 11"#,
+        );
+        refused(&bad, &["record H", "receiver_code", "overlap"]);
+    }
+
+    #[test]
+    fn uncovered_bytes_are_refused() {
+        let bad = CARD.replace(
+            r#"{ name = "filler",        offset = 75, len = 125"#,
+            r#"{ name = "filler",        offset = 76, len = 124"#,
+        );
+        refused(&bad, &["record H", "filler", "not covered"]);
+    }
+
+    #[test]
+    fn record_length_must_add_up() {
+        refused(&CARD.replace("record_length = 200", "record_length = 201"), &["record H", "record_length is 201"]);
+        refused(&CARD.replace("record_length = 200", "record_length = 199"), &["past record_length 199"]);
+    }
+
+    #[test]
+    fn unknown_type_is_refused() {
+        let bad = CARD.replace(r#"name = "card_no",       offset = 79,  len = 16, type = "A""#, r#"name = "card_no",       offset = 79,  len = 16, type = "X""#);
+        refused(&bad, &["unknown variant", "X"]);
+    }
+
+    #[test]
+    fn references_to_missing_fields_are_refused() {
+        refused(&CARD.replace(r#"sum = "fee_amount""#, r#"sum = "fee""#), &["control total_fee", "\"fee\""]);
+        refused(&CARD.replace(r#"amount = { field = "settle_amount" }"#, r#"amount = { field = "settle" }"#), &["record D", "amount field \"settle\""]);
+        refused(&CARD.replace(r#"business_date = "business_date""#, r#"business_date = "base_date""#), &["business_date", "base_date"]);
+        refused(&CARD.replace(r#"sign = "settle_sign""#, r#"sign = "sign""#), &["settle_amount", "sign field \"sign\""]);
+        refused(&CARD.replace("settle_amount = sales_amount - fee_amount if", "settle_amount = sales - fee_amount if"), &["rule", "\"sales\""]);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        refused(&CARD.replace("record_length = 200", "record_length = 200\nrecord_lenght = 200"), &["record_lenght"]);
+        refused(&CARD.replace(r#"type = "A", key = true, values"#, r#"type = "A", kee = true, values"#), &["kee"]);
+    }
+
+    #[test]
+    fn a_spec_needs_a_business_key_and_record_key() {
+        refused(&CARD.replace(", key = true", ""), &["business key"]);
+        refused(&CARD.replace(", record_key = true", ""), &["record D", "record_key"]);
+    }
+
+    #[test]
+    fn key_fields_must_be_in_the_header() {
+        let bad = CARD.replace(
+            r#"{ name = "card_no",       offset = 79,  len = 16, type = "A" }"#,
+            r#"{ name = "card_no",       offset = 79,  len = 16, type = "A", key = true }"#,
+        );
+        refused(&bad, &["card_no", "business key fields belong to the header"]);
+    }
+}
