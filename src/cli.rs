@@ -27,7 +27,11 @@ pub mod exit {
 const PROGRESS_THRESHOLD: u64 = 64 << 20;
 
 #[derive(Debug, Parser)]
-#[command(name = "settlegate", version, about = "Settlement-file gateway: every file kept, identified, judged, and fed at most once")]
+#[command(
+    name = "settlegate",
+    version,
+    about = "Settlement-file gateway: every file kept, identified, judged, and fed at most once"
+)]
 pub struct Cli {
     /// Configuration file (default: ./settlegate.toml when present).
     #[arg(long, global = true, env = "SETTLEGATE_CONFIG")]
@@ -87,7 +91,11 @@ pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
             let _ = e.print();
             return ExitCode::from(code);
         }
@@ -140,7 +148,11 @@ fn print_formats(registry: &FormatRegistry) {
                 }
             ),
             (None, Some(_)) => {
-                let sidecar = spec.sidecar.as_ref().map(|s| format!(" + {}", s.suffix)).unwrap_or_default();
+                let sidecar = spec
+                    .sidecar
+                    .as_ref()
+                    .map(|s| format!(" + {}", s.suffix))
+                    .unwrap_or_default();
                 format!("csv{sidecar}")
             }
             (None, None) => String::new(),
@@ -193,8 +205,10 @@ fn verify_file(spec: &FormatSpec, path: &Path, json: bool) -> Result<u8, CliErro
     };
     let input: Box<dyn Read> = if size > PROGRESS_THRESHOLD && std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(size).with_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         Box::new(bar.wrap_read(file))
     } else {
@@ -206,7 +220,11 @@ fn verify_file(spec: &FormatSpec, path: &Path, json: bool) -> Result<u8, CliErro
     } else {
         print_facts(&name, &facts);
     }
-    Ok(if facts.is_valid() { exit::OK } else { exit::INVALID })
+    Ok(if facts.is_valid() {
+        exit::OK
+    } else {
+        exit::INVALID
+    })
 }
 
 /// The JSON shape of `verify --json`.
@@ -250,7 +268,11 @@ fn print_facts(name: &str, facts: &FileFacts) {
         println!("  business key   {}", facts.business_key_text());
     }
     if facts.is_valid() && !facts.totals.is_empty() {
-        let totals: Vec<String> = facts.totals.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let totals: Vec<String> = facts
+            .totals
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         println!("  totals         {}", totals.join(" "));
     }
     if !facts.drill_signals.is_empty() {

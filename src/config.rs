@@ -170,16 +170,28 @@ impl Config {
             .map(Path::to_path_buf)
             .unwrap_or_default();
         let timezone = match &raw.timezone {
-            None => FixedOffset::east_opt(9 * 3600).ok_or_else(|| err("timezone", "bad default".into()))?,
-            Some(t) => t
-                .parse::<FixedOffset>()
-                .map_err(|e| err("timezone", format!("{t:?} is not a UTC offset such as +09:00 ({e})")))?,
+            None => FixedOffset::east_opt(9 * 3600)
+                .ok_or_else(|| err("timezone", "bad default".into()))?,
+            Some(t) => t.parse::<FixedOffset>().map_err(|e| {
+                err(
+                    "timezone",
+                    format!("{t:?} is not a UTC offset such as +09:00 ({e})"),
+                )
+            })?,
         };
         let mut partners = Vec::new();
         for p in raw.partners {
             let ctx = format!("partner {}", p.id);
-            if p.id.is_empty() || !p.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                return Err(err(&ctx, "id must be ASCII letters, digits, '-' or '_'".into()));
+            if p.id.is_empty()
+                || !p
+                    .id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(err(
+                    &ctx,
+                    "id must be ASCII letters, digits, '-' or '_'".into(),
+                ));
             }
             if partners.iter().any(|q: &Partner| q.id == p.id) {
                 return Err(err(&ctx, "defined twice".into()));
@@ -190,13 +202,18 @@ impl Config {
             let drill_name_patterns = p
                 .drill_name_patterns
                 .iter()
-                .map(|r| Regex::new(r).map_err(|e| err(&ctx, format!("drill_name_patterns {r:?}: {e}"))))
+                .map(|r| {
+                    Regex::new(r).map_err(|e| err(&ctx, format!("drill_name_patterns {r:?}: {e}")))
+                })
                 .collect::<Result<_, _>>()?;
             for c in &p.drill_channels {
                 if !CHANNELS.contains(&c.as_str()) {
                     return Err(err(
                         &ctx,
-                        format!("drill_channels: unknown channel {c:?} (known: {})", CHANNELS.join(", ")),
+                        format!(
+                            "drill_channels: unknown channel {c:?} (known: {})",
+                            CHANNELS.join(", ")
+                        ),
                     ));
                 }
             }
@@ -231,7 +248,9 @@ impl Config {
         Ok(Config {
             source: path.map(Path::to_path_buf),
             data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("data")),
-            formats_dir: raw.formats_dir.map_or_else(|| base.join("formats"), |f| base.join(f)),
+            formats_dir: raw
+                .formats_dir
+                .map_or_else(|| base.join("formats"), |f| base.join(f)),
             ledger: raw.ledger,
             timezone,
             partners,
@@ -295,15 +314,30 @@ mod tests {
     fn bad_values_are_refused() {
         for (text, needle) in [
             ("timezone = \"KST\"", "timezone"),
-            ("[[partners]]\nid = \"a\"\nformats = []", "at least one format"),
-            ("[[partners]]\nid = \"a b\"\nformats = [\"f\"]", "id must be"),
-            ("[[partners]]\nid = \"a\"\nformats = [\"f\"]\ndrill_name_patterns = [\"(\"]", "drill_name_patterns"),
-            ("[[partners]]\nid = \"a\"\nformats = [\"f\"]\ndrill_channels = [\"fax\"]", "unknown channel"),
+            (
+                "[[partners]]\nid = \"a\"\nformats = []",
+                "at least one format",
+            ),
+            (
+                "[[partners]]\nid = \"a b\"\nformats = [\"f\"]",
+                "id must be",
+            ),
+            (
+                "[[partners]]\nid = \"a\"\nformats = [\"f\"]\ndrill_name_patterns = [\"(\"]",
+                "drill_name_patterns",
+            ),
+            (
+                "[[partners]]\nid = \"a\"\nformats = [\"f\"]\ndrill_channels = [\"fax\"]",
+                "unknown channel",
+            ),
             (
                 "[[partners]]\nid = \"a\"\nformats = [\"f\"]\ndrill_windows = [{ start = \"2026-11-28T22:00:00+09:00\", end = \"2026-11-28T21:00:00+09:00\" }]",
                 "before it starts",
             ),
-            ("[[partners]]\nid = \"a\"\nformats = [\"f\"]\n[[partners]]\nid = \"a\"\nformats = [\"f\"]", "defined twice"),
+            (
+                "[[partners]]\nid = \"a\"\nformats = [\"f\"]\n[[partners]]\nid = \"a\"\nformats = [\"f\"]",
+                "defined twice",
+            ),
         ] {
             let e = load(text).unwrap_err().to_string();
             assert!(e.contains(needle), "{text:?}: {e}");

@@ -5,6 +5,6 @@
 //! which stages them, identifies and verifies them with the [`format`] engine,
 //! asks the judge for a verdict and feeds the ledger.
 
-pub mod format;
 pub mod cli;
 pub mod config;
+pub mod format;

@@ -47,7 +47,12 @@ fn data_file(dir: &Path, spec: &FormatSpec) -> PathBuf {
                 .is_none_or(|s| !p.to_string_lossy().ends_with(s.as_str()))
         })
         .collect();
-    assert_eq!(files.len(), 1, "{}: expected one data file, found {files:?}", dir.display());
+    assert_eq!(
+        files.len(),
+        1,
+        "{}: expected one data file, found {files:?}",
+        dir.display()
+    );
     files.pop().unwrap()
 }
 
@@ -67,7 +72,12 @@ fn check_case(spec: &FormatSpec, dir: &Path) -> Result<(), String> {
     let facts = verify(spec, bytes, ctx, &mut ()).unwrap();
     let mut problems = Vec::new();
     if facts.is_valid() != expect.valid {
-        problems.push(format!("valid = {}, expected {} ({:?})", facts.is_valid(), expect.valid, facts.error));
+        problems.push(format!(
+            "valid = {}, expected {} ({:?})",
+            facts.is_valid(),
+            expect.valid,
+            facts.error
+        ));
     }
     let size = std::fs::metadata(&file).unwrap().len();
     if facts.size != size {
@@ -91,7 +101,10 @@ fn check_case(spec: &FormatSpec, dir: &Path) -> Result<(), String> {
         }
         let key: BTreeMap<String, String> = facts.business_key.iter().cloned().collect();
         if !expect.business_key.is_empty() && key != expect.business_key {
-            problems.push(format!("business key {key:?}, expected {:?}", expect.business_key));
+            problems.push(format!(
+                "business key {key:?}, expected {:?}",
+                expect.business_key
+            ));
         }
         for (name, value) in &expect.totals {
             let want = Decimal::from_str(value).unwrap();
@@ -102,17 +115,29 @@ fn check_case(spec: &FormatSpec, dir: &Path) -> Result<(), String> {
         }
         let signals = expect.drill_signals.clone().unwrap_or_default();
         if facts.drill_signals != signals {
-            problems.push(format!("drill signals {:?}, expected {signals:?}", facts.drill_signals));
+            problems.push(format!(
+                "drill signals {:?}, expected {signals:?}",
+                facts.drill_signals
+            ));
         }
     } else if let (Some(want), Some(got)) = (&expect.error, &facts.error) {
         if got.record != want.record {
-            problems.push(format!("error record {:?}, expected {:?}: {got}", got.record, want.record));
+            problems.push(format!(
+                "error record {:?}, expected {:?}: {got}",
+                got.record, want.record
+            ));
         }
         if got.field != want.field {
-            problems.push(format!("error field {:?}, expected {:?}: {got}", got.field, want.field));
+            problems.push(format!(
+                "error field {:?}, expected {:?}: {got}",
+                got.field, want.field
+            ));
         }
         if !got.message.contains(&want.message) {
-            problems.push(format!("error message {:?} lacks {:?}", got.message, want.message));
+            problems.push(format!(
+                "error message {:?} lacks {:?}",
+                got.message, want.message
+            ));
         }
         if facts.fingerprint.is_some() {
             problems.push("an invalid file has a fingerprint".into());
@@ -120,7 +145,11 @@ fn check_case(spec: &FormatSpec, dir: &Path) -> Result<(), String> {
     } else if expect.error.is_none() {
         problems.push("invalid case without [error] in expect.toml".into());
     }
-    if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
 }
 
 #[test]
@@ -140,10 +169,19 @@ fn every_fixture_behaves_as_written_beside_it() {
         for case in entries {
             cases += 1;
             if let Err(e) = check_case(spec, &case) {
-                failures.push(format!("{}/{}: {e}", spec.id, case.file_name().unwrap().to_string_lossy()));
+                failures.push(format!(
+                    "{}/{}: {e}",
+                    spec.id,
+                    case.file_name().unwrap().to_string_lossy()
+                ));
             }
         }
     }
-    assert!(failures.is_empty(), "{} of {cases} fixtures failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {cases} fixtures failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     assert!(cases >= 40, "only {cases} fixtures ran");
 }

@@ -33,9 +33,14 @@ struct Args {
 
 fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
-    let (num, mult) = [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("", 1)]
-        .iter()
-        .find_map(|(suf, m)| s.strip_suffix(suf).map(|n| (n, *m)))?;
+    let (num, mult) = [
+        ("GiB", 1u64 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+        ("", 1),
+    ]
+    .iter()
+    .find_map(|(suf, m)| s.strip_suffix(suf).map(|n| (n, *m)))?;
     num.trim().parse::<u64>().ok().map(|n| n * mult)
 }
 
@@ -45,7 +50,11 @@ fn main() -> ExitCode {
         eprintln!("settlegate-generate: only card-settlement is supported");
         return ExitCode::from(2);
     }
-    let le = if args.lf { LineEnding::Lf } else { LineEnding::CrLf };
+    let le = if args.lf {
+        LineEnding::Lf
+    } else {
+        LineEnding::CrLf
+    };
     let per = if args.lf { 201 } else { 202 };
     let n = match (args.records, args.size.as_deref().map(parse_size)) {
         (Some(n), None) => n,
@@ -65,7 +74,12 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(t) => {
-            println!("{}: {} records, total_settle {}", args.out.display(), t.count, t.settle);
+            println!(
+                "{}: {} records, total_settle {}",
+                args.out.display(),
+                t.count,
+                t.settle
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

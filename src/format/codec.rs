@@ -6,7 +6,6 @@
 //! happens (a field that ends on a CP949 lead byte), instead of being decoded
 //! into a different, valid-looking syllable.
 
-use std::fmt;
 use std::ops::Range;
 
 use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
@@ -59,7 +58,9 @@ impl Encoding {
                 Err(e) if e.error_len().is_none() => Err(DecodeError::SplitCharacter {
                     at: e.valid_up_to(),
                 }),
-                Err(e) => Err(DecodeError::Invalid { at: e.valid_up_to() }),
+                Err(e) => Err(DecodeError::Invalid {
+                    at: e.valid_up_to(),
+                }),
             },
             Encoding::Cp949 => {
                 let mut decoder = encoding_rs::EUC_KR.new_decoder_without_bom_handling();
@@ -67,8 +68,7 @@ impl Encoding {
                     .max_utf8_buffer_length_without_replacement(bytes.len())
                     .unwrap_or(bytes.len() * 3);
                 out.reserve(need);
-                let (result, read) =
-                    decoder.decode_to_string_without_replacement(bytes, out, true);
+                let (result, read) = decoder.decode_to_string_without_replacement(bytes, out, true);
                 match result {
                     encoding_rs::DecoderResult::InputEmpty => Ok(()),
                     encoding_rs::DecoderResult::Malformed(bad, extra) => {
@@ -81,7 +81,9 @@ impl Encoding {
                             Err(DecodeError::Invalid { at })
                         }
                     }
-                    encoding_rs::DecoderResult::OutputFull => Err(DecodeError::Invalid { at: read }),
+                    encoding_rs::DecoderResult::OutputFull => {
+                        Err(DecodeError::Invalid { at: read })
+                    }
                 }
             }
         }
@@ -127,7 +129,10 @@ pub enum FieldError {
     #[error("expected digits, found {found:?}")]
     Digits { found: String },
     #[error("expected a date {pattern}, found {found:?}")]
-    Date { pattern: &'static str, found: String },
+    Date {
+        pattern: &'static str,
+        found: String,
+    },
     #[error("expected a date-time YYYYMMDDHHMMSS, found {found:?}")]
     DateTime { found: String },
     #[error("expected a sign + or -, found {found:?}")]
@@ -157,26 +162,39 @@ pub fn parse_field(
     buf: &mut String,
 ) -> Result<FieldValue, FieldError> {
     let start = buf.len();
-    if let Err(e) = encoding.decode_into(raw, buf) {
-        buf.truncate(start);
-        return Err(match e {
-            DecodeError::SplitCharacter { at } => FieldError::SplitCharacter { at },
-            DecodeError::Invalid { at } => FieldError::Encoding {
-                encoding: encoding.label(),
-                at,
-            },
-        });
+    // Printable ASCII is the same text in every supported encoding: the
+    // common case skips the decoder and the control-character scan.
+    let ascii = if is_printable_ascii(raw) {
+        std::str::from_utf8(raw).ok()
+    } else {
+        None
+    };
+    match ascii {
+        Some(s) => buf.push_str(s),
+        None => decode_checked(raw, encoding, buf)?,
     }
-    if let Some(c) = buf[start..].chars().find(|c| c.is_control()) {
-        buf.truncate(start);
-        return Err(FieldError::Control { code: c as u32 });
-    }
-    let trimmed_len = buf[start..].trim_end_matches([' ', '\u{3000}']).len();
-    buf.truncate(start + trimmed_len);
-    let text = &buf[start..];
+    let end = start + trimmed_len(&buf[start..]);
+    buf.truncate(end);
+    let value = type_value(def, &buf[start..end], raw.len())?;
+    Ok(FieldValue {
+        value,
+        text: start..end,
+    })
+}
+
+/// Whether every byte is printable ASCII (0x20..=0x7E). Written without an
+/// early exit so the compiler vectorises it.
+pub fn is_printable_ascii(raw: &[u8]) -> bool {
+    raw.iter()
+        .fold(true, |ok, &b| ok & (b.wrapping_sub(0x20) < 0x5f))
+}
+
+/// Type an already decoded and trimmed field text. `width` is the raw
+/// field's length in bytes.
+pub fn type_value(def: &FieldDef, text: &str, width: usize) -> Result<Value, FieldError> {
     let value = match def.ty {
         FieldType::Text => Value::Text,
-        FieldType::Digits => Value::Number(parse_digits(text, raw.len())?),
+        FieldType::Digits => Value::Number(parse_digits(text, width)?),
         FieldType::Date => Value::Date(parse_compact_date(text)?),
         FieldType::DateTime => Value::DateTime(parse_datetime(text)?),
         FieldType::Sign => match text {
@@ -206,10 +224,48 @@ pub fn parse_field(
             found: text.to_string(),
         });
     }
-    Ok(FieldValue {
-        value,
-        text: start..buf.len(),
-    })
+    Ok(value)
+}
+
+/// Strict decode of a field that is not plain printable ASCII, refusing
+/// control characters (a stray CR, LF or NUL inside a record is corruption).
+fn decode_checked(raw: &[u8], encoding: Encoding, buf: &mut String) -> Result<(), FieldError> {
+    let start = buf.len();
+    if let Err(e) = encoding.decode_into(raw, buf) {
+        buf.truncate(start);
+        return Err(match e {
+            DecodeError::SplitCharacter { at } => FieldError::SplitCharacter { at },
+            DecodeError::Invalid { at } => FieldError::Encoding {
+                encoding: encoding.label(),
+                at,
+            },
+        });
+    }
+    if let Some(c) = buf[start..].chars().find(|c| c.is_control()) {
+        buf.truncate(start);
+        return Err(FieldError::Control { code: c as u32 });
+    }
+    Ok(())
+}
+
+/// Length of `s` without its right padding: spaces and U+3000 (ideographic space).
+pub fn trimmed_len(s: &str) -> usize {
+    const IDEOGRAPHIC_SPACE: &[u8] = "\u{3000}".as_bytes();
+    let b = s.as_bytes();
+    let mut end = b.len();
+    // Long space fillers are common: skip them eight bytes at a time.
+    while end >= 8 && b[end - 8..end] == *b"        " {
+        end -= 8;
+    }
+    loop {
+        if end >= 1 && b[end - 1] == b' ' {
+            end -= 1;
+        } else if end >= 3 && &b[end - 3..end] == IDEOGRAPHIC_SPACE {
+            end -= 3;
+        } else {
+            return end;
+        }
+    }
 }
 
 /// `N`: digits only, the full width (zero-padded; trailing spaces are not digits).
@@ -235,24 +291,28 @@ fn parse_digits(text: &str, width: usize) -> Result<Decimal, FieldError> {
     })
 }
 
-fn two_digit_groups(text: &str, layout: &[usize]) -> Option<Vec<u32>> {
-    let b = text.as_bytes();
-    let mut out = Vec::with_capacity(layout.len());
+/// Split `text` into runs of digits of the given lengths (e.g. 4, 2, 2).
+fn digit_groups<const N: usize>(text: &[u8], layout: [usize; N]) -> Option<[u32; N]> {
+    let mut out = [0u32; N];
     let mut pos = 0;
-    for &len in layout {
-        let part = b.get(pos..pos + len)?;
-        if !part.iter().all(u8::is_ascii_digit) {
-            return None;
+    for (slot, len) in out.iter_mut().zip(layout) {
+        let part = text.get(pos..pos + len)?;
+        let mut n = 0u32;
+        for d in part {
+            if !d.is_ascii_digit() {
+                return None;
+            }
+            n = n * 10 + u32::from(d - b'0');
         }
-        out.push(part.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')));
+        *slot = n;
         pos += len;
     }
-    (pos == b.len()).then_some(out)
+    (pos == text.len()).then_some(out)
 }
 
 /// `YYYYMMDD`, a real calendar date.
 pub fn parse_compact_date(text: &str) -> Result<NaiveDate, FieldError> {
-    two_digit_groups(text, &[4, 2, 2])
+    digit_groups(text.as_bytes(), [4, 2, 2])
         .and_then(|p| NaiveDate::from_ymd_opt(p[0] as i32, p[1], p[2]))
         .ok_or_else(|| FieldError::Date {
             pattern: "YYYYMMDD",
@@ -265,8 +325,8 @@ pub fn parse_iso_date(text: &str) -> Result<NaiveDate, FieldError> {
     let b = text.as_bytes();
     let ok = b.len() == 10 && b[4] == b'-' && b[7] == b'-';
     ok.then(|| {
-        let compact = format!("{}{}{}", &text[0..4], &text[5..7], &text[8..10]);
-        two_digit_groups(&compact, &[4, 2, 2])
+        let compact = [b[0], b[1], b[2], b[3], b[5], b[6], b[8], b[9]];
+        digit_groups(&compact, [4, 2, 2])
     })
     .flatten()
     .and_then(|p| NaiveDate::from_ymd_opt(p[0] as i32, p[1], p[2]))
@@ -277,7 +337,7 @@ pub fn parse_iso_date(text: &str) -> Result<NaiveDate, FieldError> {
 }
 
 fn parse_datetime(text: &str) -> Result<NaiveDateTime, FieldError> {
-    two_digit_groups(text, &[4, 2, 2, 2, 2, 2])
+    digit_groups(text.as_bytes(), [4, 2, 2, 2, 2, 2])
         .and_then(|p| {
             let d = NaiveDate::from_ymd_opt(p[0] as i32, p[1], p[2])?;
             let t = NaiveTime::from_hms_opt(p[3], p[4], p[5])?;
@@ -345,23 +405,59 @@ fn decimal_places(text: &str) -> u32 {
     text.split_once('.').map_or(0, |(_, f)| f.len() as u32)
 }
 
-/// Canonical text of a value for fingerprints and record keys: independent of
-/// padding, zero-padding width of dates, and the file's encoding.
-pub fn canonical(value: &Value, text: &str, signed: Option<Decimal>, out: &mut String) {
-    use fmt::Write;
+/// Canonical text of a value for fingerprints: independent of padding,
+/// zero-padding, trailing decimal zeros and the file's encoding. Built from
+/// the field's text (already checked against its type), so it costs no
+/// number or date formatting. `negative` applies a separate sign field.
+pub fn canonical(value: &Value, text: &str, negative: bool, out: &mut String) {
     match value {
         Value::Text => out.push_str(text),
-        Value::Number(n) => {
-            let v = signed.unwrap_or(*n);
-            let _ = write!(out, "{}", v.normalize());
+        Value::Number(_) => {
+            let (neg, body) = match text.strip_prefix('-') {
+                Some(rest) => (!negative, rest),
+                None => (negative, text),
+            };
+            let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+            let int = int.trim_start_matches('0');
+            let frac = frac.trim_end_matches('0');
+            if int.is_empty() && frac.is_empty() {
+                out.push('0');
+                return;
+            }
+            if neg {
+                out.push('-');
+            }
+            out.push_str(if int.is_empty() { "0" } else { int });
+            if !frac.is_empty() {
+                out.push('.');
+                out.push_str(frac);
+            }
         }
-        Value::Date(d) => {
-            let _ = write!(out, "{}", d.format("%Y-%m-%d"));
-        }
-        Value::DateTime(t) => {
-            let _ = write!(out, "{}", t.format("%Y-%m-%dT%H:%M:%S"));
+        Value::Date(_) => push_iso_date(text, out),
+        Value::DateTime(_) => {
+            // YYYYMMDDHHMMSS → YYYY-MM-DDTHH:MM:SS
+            push_iso_date(&text[..8], out);
+            out.push('T');
+            out.push_str(&text[8..10]);
+            out.push(':');
+            out.push_str(&text[10..12]);
+            out.push(':');
+            out.push_str(&text[12..14]);
         }
         Value::Sign(neg) => out.push(if *neg { '-' } else { '+' }),
+    }
+}
+
+/// `YYYYMMDD` or `YYYY-MM-DD` → `YYYY-MM-DD`.
+fn push_iso_date(text: &str, out: &mut String) {
+    if text.len() == 8 {
+        out.push_str(&text[0..4]);
+        out.push('-');
+        out.push_str(&text[4..6]);
+        out.push('-');
+        out.push_str(&text[6..8]);
+    } else {
+        out.push_str(text);
     }
 }
 
@@ -412,7 +508,8 @@ mod tests {
             Encoding::Cp949.decode_into(&bytes, &mut out),
             Err(DecodeError::SplitCharacter { at: 2 })
         );
-        let e = parse_field(&field(FieldType::Text), &bytes, Encoding::Cp949, &mut out).unwrap_err();
+        let e =
+            parse_field(&field(FieldType::Text), &bytes, Encoding::Cp949, &mut out).unwrap_err();
         assert!(e.to_string().contains("multi-byte character"), "{e}");
     }
 
@@ -475,7 +572,14 @@ mod tests {
     #[test]
     fn dates_must_exist() {
         assert!(parse_compact_date("20240229").is_ok());
-        for bad in ["20230229", "20261131", "20261301", "2026113", "2026-11-3", "abcdefgh"] {
+        for bad in [
+            "20230229",
+            "20261131",
+            "20261301",
+            "2026113",
+            "2026-11-3",
+            "abcdefgh",
+        ] {
             assert!(parse_compact_date(bad).is_err(), "{bad}");
         }
         assert!(parse_iso_date("2026-11-21").is_ok());
@@ -488,7 +592,9 @@ mod tests {
     fn decimals_are_plain() {
         assert_eq!(parse_decimal("-12.30").unwrap(), Decimal::new(-1230, 2));
         assert_eq!(parse_decimal("0").unwrap(), Decimal::ZERO);
-        for bad in ["", "-", "1.", ".5", "1e3", "1,000", " 1", "+1", "1.2.3", "--1"] {
+        for bad in [
+            "", "-", "1.", ".5", "1e3", "1,000", " 1", "+1", "1.2.3", "--1",
+        ] {
             assert!(parse_decimal(bad).is_err(), "{bad:?}");
         }
     }
@@ -496,14 +602,30 @@ mod tests {
     #[test]
     fn control_characters_are_refused() {
         let mut buf = String::new();
-        let e = parse_field(&field(FieldType::Text), b"ab\0", Encoding::Cp949, &mut buf).unwrap_err();
+        let e =
+            parse_field(&field(FieldType::Text), b"ab\0", Encoding::Cp949, &mut buf).unwrap_err();
         assert_eq!(e, FieldError::Control { code: 0 });
     }
 
     #[test]
     fn canonical_normalises_numbers() {
         let mut s = String::new();
-        canonical(&Value::Number(Decimal::new(1500, 2)), "15.00", None, &mut s);
-        assert_eq!(s, "15");
+        let n = Value::Number(Decimal::ZERO);
+        for (text, neg, want) in [
+            ("15.00", false, "15"),
+            ("0001500", false, "1500"),
+            ("0001500", true, "-1500"),
+            ("0000000", true, "0"),
+            ("-0.50", false, "-0.5"),
+            ("-0.00", false, "0"),
+            ("007.10", false, "7.1"),
+        ] {
+            s.clear();
+            canonical(&n, text, neg, &mut s);
+            assert_eq!(s, want, "{text} {neg}");
+        }
+        s.clear();
+        canonical(&Value::Date(NaiveDate::MIN), "20261121", false, &mut s);
+        assert_eq!(s, "2026-11-21");
     }
 }

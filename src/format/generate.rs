@@ -91,11 +91,15 @@ impl CardRecord {
         let sales = 1_000 + (i.wrapping_mul(7919) % 9_000_000);
         CardRecord {
             merchant_no: format!("M{:014}", i % 50_000),
-            merchant_name: if i % 3 == 0 { "홍길동 상회".into() } else { "SETTLE MART".into() },
+            merchant_name: if i.is_multiple_of(3) {
+                "홍길동 상회".into()
+            } else {
+                "SETTLE MART".into()
+            },
             txn_date: day,
             approval_no: format!("{:08}", i % 100_000_000),
             card_no: "941012******3456".into(),
-            cancel: i % 17 == 0,
+            cancel: i.is_multiple_of(17),
             sales,
             fee: sales / 50,
             payout_date: day + chrono::Days::new(2),
@@ -120,7 +124,12 @@ impl CardFile {
         digits(&mut r, u128::from(self.sender_code), 3);
         text(&mut r, &self.receiver_code, 10);
         date(&mut r, self.business_date);
-        r.extend_from_slice(self.created_at.format("%Y%m%d%H%M%S").to_string().as_bytes());
+        r.extend_from_slice(
+            self.created_at
+                .format("%Y%m%d%H%M%S")
+                .to_string()
+                .as_bytes(),
+        );
         digits(&mut r, u128::from(self.file_seq), 4);
         r.push(self.run_mode as u8);
         text(&mut r, &self.sender_name, 30);
@@ -349,7 +358,11 @@ impl PgRow {
     }
 
     pub fn signed_amount(&self) -> Decimal {
-        if self.refund { -self.amount } else { self.amount }
+        if self.refund {
+            -self.amount
+        } else {
+            self.amount
+        }
     }
 }
 
@@ -382,7 +395,9 @@ impl PgFile {
         if self.bom {
             out.push('\u{feff}');
         }
-        out.push_str("settle_date,merchant_id,merchant_name,txn_id,txn_type,currency,amount,fee,net");
+        out.push_str(
+            "settle_date,merchant_id,merchant_name,txn_id,txn_type,currency,amount,fee,net",
+        );
         out.push_str(le);
         let mut net_total = Decimal::ZERO;
         for r in &self.rows {

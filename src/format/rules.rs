@@ -123,8 +123,10 @@ impl Rule {
             None => (text, None),
         };
         let tokens: Vec<&str> = body.split_whitespace().collect();
-        if tokens.len() < 3 || tokens.len() % 2 == 0 {
-            return Err("expected `<field> <op> <term> [(+|-) <term>]… [if <field> = <value>]`".into());
+        if tokens.len() < 3 || tokens.len().is_multiple_of(2) {
+            return Err(
+                "expected `<field> <op> <term> [(+|-) <term>]… [if <field> = <value>]`".into(),
+            );
         }
         let lhs = record
             .field_index(tokens[0])
@@ -189,7 +191,11 @@ impl Rule {
 
     /// Check the rule on one decoded record. `signed(i)` gives field i's
     /// numeric value with its sign field applied.
-    pub fn check(&self, rec: RecordRef<'_>, name: Option<RecordRef<'_>>) -> Result<(), RuleFailure> {
+    pub fn check(
+        &self,
+        rec: RecordRef<'_>,
+        name: Option<RecordRef<'_>>,
+    ) -> Result<(), RuleFailure> {
         if let Some(c) = &self.when
             && !c.holds(rec.fields, rec.buf)
         {
@@ -201,7 +207,13 @@ impl Rule {
                 let mut rhs = Some(Decimal::ZERO);
                 for (neg, op) in &self.rhs {
                     let v = self.number(*op, rec, name);
-                    rhs = rhs.and_then(|r| if *neg { r.checked_sub(v) } else { r.checked_add(v) });
+                    rhs = rhs.and_then(|r| {
+                        if *neg {
+                            r.checked_sub(v)
+                        } else {
+                            r.checked_add(v)
+                        }
+                    });
                 }
                 let Some(rhs) = rhs else {
                     return Err(RuleFailure {

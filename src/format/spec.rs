@@ -525,7 +525,10 @@ impl Builder {
         {
             return Err(self.err(
                 "id",
-                format!("{:?} must be non-empty ASCII letters, digits, '-' or '_'", raw.id),
+                format!(
+                    "{:?} must be non-empty ASCII letters, digits, '-' or '_'",
+                    raw.id
+                ),
             ));
         }
         let encoding = Encoding::from_label(&raw.encoding).ok_or_else(|| {
@@ -584,7 +587,10 @@ impl Builder {
         if let Some(s) = &spec.sidecar
             && (s.suffix.is_empty() || s.suffix.contains('/'))
         {
-            return Err(self.err("sidecar.suffix", "must be a non-empty suffix such as \".ctl\""));
+            return Err(self.err(
+                "sidecar.suffix",
+                "must be a non-empty suffix such as \".ctl\"",
+            ));
         }
         spec.business_date = self.resolve_business_date(&spec, &raw.business_date)?;
         spec.controls = self.build_controls(&spec, &raw.controls)?;
@@ -604,7 +610,15 @@ impl Builder {
                 ));
             }
         }
-        let fields = self.build_record("file_name", b"", Role::Header, &raw.fields, None, &[], false)?;
+        let fields = self.build_record(
+            "file_name",
+            b"",
+            Role::Header,
+            &raw.fields,
+            None,
+            &[],
+            false,
+        )?;
         Ok(FileNameRule {
             pattern,
             required: raw.required,
@@ -619,13 +633,18 @@ impl Builder {
         if record_length == 0 {
             return Err(self.err("record_length", "must be greater than 0"));
         }
-        let terminator = raw
-            .terminator
-            .ok_or_else(|| self.err("terminator", "a fixed layout needs terminator = \"line\" or \"none\""))?;
-        let rt = raw
-            .record_type
-            .as_ref()
-            .ok_or_else(|| self.err("record_type", "a fixed layout needs [record_type] offset and len"))?;
+        let terminator = raw.terminator.ok_or_else(|| {
+            self.err(
+                "terminator",
+                "a fixed layout needs terminator = \"line\" or \"none\"",
+            )
+        })?;
+        let rt = raw.record_type.as_ref().ok_or_else(|| {
+            self.err(
+                "record_type",
+                "a fixed layout needs [record_type] offset and len",
+            )
+        })?;
         if rt.len == 0 || rt.offset + rt.len > record_length {
             return Err(self.err("record_type", "must lie within the record"));
         }
@@ -693,7 +712,11 @@ impl Builder {
         })
     }
 
-    fn build_csv(&self, raw: &RawCsv, file_name: Option<&FileNameRule>) -> Result<CsvLayout, SpecError> {
+    fn build_csv(
+        &self,
+        raw: &RawCsv,
+        file_name: Option<&FileNameRule>,
+    ) -> Result<CsvLayout, SpecError> {
         if !raw.delimiter.is_ascii() {
             return Err(self.err("csv.delimiter", "must be one ASCII character"));
         }
@@ -825,8 +848,9 @@ impl Builder {
         for (i, f) in raw_fields.iter().enumerate() {
             let fctx = format!("{ctx}, field {}", f.name);
             if let Some(sign) = &f.sign {
-                let s = index(sign)
-                    .ok_or_else(|| self.err(&fctx, format!("sign field {sign:?} does not exist")))?;
+                let s = index(sign).ok_or_else(|| {
+                    self.err(&fctx, format!("sign field {sign:?} does not exist"))
+                })?;
                 if fields[s].ty != FieldType::Sign {
                     return Err(self.err(&fctx, format!("sign field {sign:?} is not of type S")));
                 }
@@ -889,12 +913,16 @@ impl Builder {
                 .transpose()?;
             def.amount = Some(AmountRule { field, when });
         } else if role == Role::Data && fixed {
-            return Err(self.err(ctx, "a data record needs an amount (the value fed into settlement)"));
+            return Err(self.err(
+                ctx,
+                "a data record needs an amount (the value fed into settlement)",
+            ));
         }
         def.rules = rules
             .iter()
             .map(|text| {
-                Rule::parse(text, &def, None).map_err(|m| self.err(format!("{ctx}, rule {text:?}"), m))
+                Rule::parse(text, &def, None)
+                    .map_err(|m| self.err(format!("{ctx}, rule {text:?}"), m))
             })
             .collect::<Result<_, _>>()?;
         if role == Role::Data && !def.fields.iter().any(|f| f.record_key) {
@@ -912,7 +940,11 @@ impl Builder {
             if f.offset < next {
                 return Err(self.err(
                     format!("{ctx}, field {}", f.name),
-                    format!("bytes {}..{} overlap the previous field (which ends at {next})", f.offset, f.offset + f.len),
+                    format!(
+                        "bytes {}..{} overlap the previous field (which ends at {next})",
+                        f.offset,
+                        f.offset + f.len
+                    ),
                 ));
             }
             if f.offset > next {
@@ -940,11 +972,16 @@ impl Builder {
         let ctx = "business_date";
         let found = spec
             .header()
-            .and_then(|h| h.field_index(name).map(|i| (FieldRef::Header(i), h.fields[i].ty)))
+            .and_then(|h| {
+                h.field_index(name)
+                    .map(|i| (FieldRef::Header(i), h.fields[i].ty))
+            })
             .or_else(|| {
-                spec.file_name
-                    .as_ref()
-                    .and_then(|n| n.fields.field_index(name).map(|i| (FieldRef::Name(i), n.fields.fields[i].ty)))
+                spec.file_name.as_ref().and_then(|n| {
+                    n.fields
+                        .field_index(name)
+                        .map(|i| (FieldRef::Name(i), n.fields.fields[i].ty))
+                })
             });
         match found {
             Some((r, FieldType::Date | FieldType::IsoDate)) => Ok(r),
@@ -956,7 +993,11 @@ impl Builder {
         }
     }
 
-    fn build_controls(&self, spec: &FormatSpec, raw: &[RawControl]) -> Result<Vec<Control>, SpecError> {
+    fn build_controls(
+        &self,
+        spec: &FormatSpec,
+        raw: &[RawControl],
+    ) -> Result<Vec<Control>, SpecError> {
         let data = spec.data_records();
         let mut out = Vec::new();
         let mut seen = HashSet::new();
@@ -970,7 +1011,9 @@ impl Builder {
                 (false, Some(field), false) => {
                     // Sums over several data record types would need the field in each;
                     // keep to the common case of one.
-                    let first = data.first().ok_or_else(|| self.err(&ctx, "no data record"))?;
+                    let first = data
+                        .first()
+                        .ok_or_else(|| self.err(&ctx, "no data record"))?;
                     let i = first.field_index(field).ok_or_else(|| {
                         self.err(&ctx, format!("sum field {field:?} is not a data field"))
                     })?;
@@ -984,19 +1027,22 @@ impl Builder {
             };
             let when = match (&c.when, data.first()) {
                 (Some(w), Some(d)) => Some(
-                    Condition::parse(w, d).map_err(|m| self.err(format!("{ctx}, when {w:?}"), m))?,
+                    Condition::parse(w, d)
+                        .map_err(|m| self.err(format!("{ctx}, when {w:?}"), m))?,
                 ),
                 _ => None,
             };
             let trailer_field = match spec.layout {
                 Layout::Fixed => {
                     if matches!(measure, Measure::Checksum) {
-                        return Err(self.err(&ctx, "a checksum control needs a sidecar (csv layouts)"));
+                        return Err(
+                            self.err(&ctx, "a checksum control needs a sidecar (csv layouts)")
+                        );
                     }
                     let t = spec.trailer().ok_or_else(|| self.err(&ctx, "no trailer"))?;
-                    let i = t.field_index(&c.name).ok_or_else(|| {
-                        self.err(&ctx, "the trailer has no field of that name")
-                    })?;
+                    let i = t
+                        .field_index(&c.name)
+                        .ok_or_else(|| self.err(&ctx, "the trailer has no field of that name"))?;
                     if !t.fields[i].ty.is_numeric() {
                         return Err(self.err(&ctx, "the trailer field is not a number"));
                     }
@@ -1004,7 +1050,10 @@ impl Builder {
                 }
                 Layout::Csv => {
                     if spec.sidecar.is_none() {
-                        return Err(self.err(&ctx, "csv controls are read from a [sidecar]; none is declared"));
+                        return Err(self.err(
+                            &ctx,
+                            "csv controls are read from a [sidecar]; none is declared",
+                        ));
                     }
                     None
                 }
@@ -1020,7 +1069,10 @@ impl Builder {
     }
 
     fn check_keys(&self, spec: &FormatSpec) -> Result<(), SpecError> {
-        let header_keys = spec.header().map(|h| h.fields.iter().filter(|f| f.key).count()).unwrap_or(0);
+        let header_keys = spec
+            .header()
+            .map(|h| h.fields.iter().filter(|f| f.key).count())
+            .unwrap_or(0);
         let name_keys = spec
             .file_name
             .as_ref()
@@ -1051,7 +1103,10 @@ mod tests {
 
     fn refused(text: &str, needles: &[&str]) {
         let e = load(text).expect_err("spec should be refused").to_string();
-        assert!(e.contains("formats/test.toml"), "message must name the spec file: {e}");
+        assert!(
+            e.contains("formats/test.toml"),
+            "message must name the spec file: {e}"
+        );
         for n in needles {
             assert!(e.contains(n), "{e:?} should mention {n:?}");
         }
@@ -1061,7 +1116,14 @@ mod tests {
     fn shipped_specs_load() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("formats");
         let reg = FormatRegistry::load_dir(&dir).unwrap();
-        assert_eq!(reg.ids(), vec!["bank-transfer-result", "card-settlement", "pg-settlement-csv"]);
+        assert_eq!(
+            reg.ids(),
+            vec![
+                "bank-transfer-result",
+                "card-settlement",
+                "pg-settlement-csv"
+            ]
+        );
         let card = reg.get("card-settlement").unwrap();
         assert_eq!(card.fixed.as_ref().unwrap().record_length, 200);
         assert_eq!(card.business_date, FieldRef::Header(4));
@@ -1088,35 +1150,83 @@ mod tests {
 
     #[test]
     fn record_length_must_add_up() {
-        refused(&CARD.replace("record_length = 200", "record_length = 201"), &["record H", "record_length is 201"]);
-        refused(&CARD.replace("record_length = 200", "record_length = 199"), &["past record_length 199"]);
+        refused(
+            &CARD.replace("record_length = 200", "record_length = 201"),
+            &["record H", "record_length is 201"],
+        );
+        refused(
+            &CARD.replace("record_length = 200", "record_length = 199"),
+            &["past record_length 199"],
+        );
     }
 
     #[test]
     fn unknown_type_is_refused() {
-        let bad = CARD.replace(r#"name = "card_no",       offset = 79,  len = 16, type = "A""#, r#"name = "card_no",       offset = 79,  len = 16, type = "X""#);
+        let bad = CARD.replace(
+            r#"name = "card_no",       offset = 79,  len = 16, type = "A""#,
+            r#"name = "card_no",       offset = 79,  len = 16, type = "X""#,
+        );
         refused(&bad, &["unknown variant", "X"]);
     }
 
     #[test]
     fn references_to_missing_fields_are_refused() {
-        refused(&CARD.replace(r#"sum = "fee_amount""#, r#"sum = "fee""#), &["control total_fee", "\"fee\""]);
-        refused(&CARD.replace(r#"amount = { field = "settle_amount" }"#, r#"amount = { field = "settle" }"#), &["record D", "amount field \"settle\""]);
-        refused(&CARD.replace(r#"business_date = "business_date""#, r#"business_date = "base_date""#), &["business_date", "base_date"]);
-        refused(&CARD.replace(r#"sign = "settle_sign""#, r#"sign = "sign""#), &["settle_amount", "sign field \"sign\""]);
-        refused(&CARD.replace("settle_amount = sales_amount - fee_amount if", "settle_amount = sales - fee_amount if"), &["rule", "\"sales\""]);
+        refused(
+            &CARD.replace(r#"sum = "fee_amount""#, r#"sum = "fee""#),
+            &["control total_fee", "\"fee\""],
+        );
+        refused(
+            &CARD.replace(
+                r#"amount = { field = "settle_amount" }"#,
+                r#"amount = { field = "settle" }"#,
+            ),
+            &["record D", "amount field \"settle\""],
+        );
+        refused(
+            &CARD.replace(
+                r#"business_date = "business_date""#,
+                r#"business_date = "base_date""#,
+            ),
+            &["business_date", "base_date"],
+        );
+        refused(
+            &CARD.replace(r#"sign = "settle_sign""#, r#"sign = "sign""#),
+            &["settle_amount", "sign field \"sign\""],
+        );
+        refused(
+            &CARD.replace(
+                "settle_amount = sales_amount - fee_amount if",
+                "settle_amount = sales - fee_amount if",
+            ),
+            &["rule", "\"sales\""],
+        );
     }
 
     #[test]
     fn unknown_keys_are_refused() {
-        refused(&CARD.replace("record_length = 200", "record_length = 200\nrecord_lenght = 200"), &["record_lenght"]);
-        refused(&CARD.replace(r#"type = "A", key = true, values"#, r#"type = "A", kee = true, values"#), &["kee"]);
+        refused(
+            &CARD.replace(
+                "record_length = 200",
+                "record_length = 200\nrecord_lenght = 200",
+            ),
+            &["record_lenght"],
+        );
+        refused(
+            &CARD.replace(
+                r#"type = "A", key = true, values"#,
+                r#"type = "A", kee = true, values"#,
+            ),
+            &["kee"],
+        );
     }
 
     #[test]
     fn a_spec_needs_a_business_key_and_record_key() {
         refused(&CARD.replace(", key = true", ""), &["business key"]);
-        refused(&CARD.replace(", record_key = true", ""), &["record D", "record_key"]);
+        refused(
+            &CARD.replace(", record_key = true", ""),
+            &["record D", "record_key"],
+        );
     }
 
     #[test]
@@ -1125,6 +1235,9 @@ mod tests {
             r#"{ name = "card_no",       offset = 79,  len = 16, type = "A" }"#,
             r#"{ name = "card_no",       offset = 79,  len = 16, type = "A", key = true }"#,
         );
-        refused(&bad, &["card_no", "business key fields belong to the header"]);
+        refused(
+            &bad,
+            &["card_no", "business key fields belong to the header"],
+        );
     }
 }

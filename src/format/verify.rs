@@ -174,28 +174,45 @@ pub fn verify<R: Read>(
     ctx: FileContext<'_>,
     sink: &mut dyn RecordSink,
 ) -> io::Result<FileFacts> {
-    let mut input = HashingReader::new(input);
-    let mut state = State::new(spec);
-    let result = match spec.layout {
-        Layout::Fixed => verify_fixed(spec, &mut input, &ctx, &mut state, sink),
-        Layout::Csv => verify_csv(spec, &mut input, &ctx, &mut state, sink),
-    };
-    let error = match result {
-        Ok(()) => None,
-        Err(Stop::Io(e)) => return Err(e),
-        Err(Stop::Invalid(e)) => Some(e),
-    };
-    // Drain whatever is left so the checksum always covers the whole file.
-    io::copy(&mut input, &mut io::sink())?;
-    let (checksum, size) = input.finish();
-    let mut facts = state.into_facts(spec, checksum, size, error);
-    if facts.error.is_none()
-        && let Some(e) = check_sidecar(spec, &ctx, &facts)
-    {
-        facts.error = Some(e);
-        facts.fingerprint = None;
-    }
-    Ok(facts)
+    // The checksum of the raw bytes is computed on a second thread while this
+    // one parses: on large files the two take comparable time.
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+        let hasher = scope.spawn(move || {
+            let mut h = Sha256::new();
+            let mut size = 0u64;
+            for chunk in rx {
+                h.update(&chunk);
+                size += chunk.len() as u64;
+            }
+            (<[u8; 32]>::from(h.finalize()), size)
+        });
+        let mut input = HashingReader { inner: input, tx };
+        let mut state = State::new(spec);
+        let result = match spec.layout {
+            Layout::Fixed => verify_fixed(spec, &mut input, &ctx, &mut state, sink),
+            Layout::Csv => verify_csv(spec, &mut input, &ctx, &mut state, sink),
+        };
+        let error = match result {
+            Ok(()) => None,
+            Err(Stop::Io(e)) => return Err(e),
+            Err(Stop::Invalid(e)) => Some(e),
+        };
+        // Drain whatever is left so the checksum always covers the whole file.
+        io::copy(&mut input, &mut io::sink())?;
+        drop(input);
+        let (checksum, size) = hasher
+            .join()
+            .map_err(|_| io::Error::other("the checksum thread failed"))?;
+        let mut facts = state.into_facts(spec, checksum, size, error);
+        if facts.error.is_none()
+            && let Some(e) = check_sidecar(spec, &ctx, &facts)
+        {
+            facts.error = Some(e);
+            facts.fingerprint = None;
+        }
+        Ok(facts)
+    })
 }
 
 /// Verify bytes already in memory.
@@ -238,7 +255,12 @@ impl From<io::Error> for Stop {
     }
 }
 
-fn invalid(record: Option<u64>, offset: Option<u64>, field: Option<&str>, message: impl Into<String>) -> Stop {
+fn invalid(
+    record: Option<u64>,
+    offset: Option<u64>,
+    field: Option<&str>,
+    message: impl Into<String>,
+) -> Stop {
     Stop::Invalid(VerifyError {
         record,
         offset,
@@ -247,25 +269,10 @@ fn invalid(record: Option<u64>, offset: Option<u64>, field: Option<&str>, messag
     })
 }
 
-/// Computes the checksum of everything read through it.
+/// Hands a copy of everything read through it to the checksum thread.
 struct HashingReader<R> {
     inner: R,
-    hasher: Sha256,
-    size: u64,
-}
-
-impl<R: Read> HashingReader<R> {
-    fn new(inner: R) -> Self {
-        HashingReader {
-            inner,
-            hasher: Sha256::new(),
-            size: 0,
-        }
-    }
-
-    fn finish(self) -> ([u8; 32], u64) {
-        (self.hasher.finalize().into(), self.size)
-    }
+    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
 }
 
 impl<R: Read> Read for HashingReader<R> {
@@ -276,8 +283,11 @@ impl<R: Read> Read for HashingReader<R> {
                 other => break other?,
             }
         };
-        self.hasher.update(&buf[..n]);
-        self.size += n as u64;
+        if n > 0 {
+            self.tx
+                .send(buf[..n].to_vec())
+                .map_err(|_| io::Error::other("the checksum thread stopped"))?;
+        }
         Ok(n)
     }
 }
@@ -314,14 +324,17 @@ impl Fingerprint {
     /// Canonical form of a record's non-volatile fields into `self.canon`.
     fn canonicalise(&mut self, rec: RecordRef<'_>) {
         self.canon.clear();
-        self.canon.push_str(std::str::from_utf8(&rec.def.code).unwrap_or(""));
+        self.canon
+            .push_str(std::str::from_utf8(&rec.def.code).unwrap_or(""));
         self.canon.push('\u{1e}');
         for (i, f) in rec.def.fields.iter().enumerate() {
             if f.volatile {
                 continue;
             }
-            let signed = f.sign.map(|_| rec.number(i));
-            codec::canonical(&rec.fields[i].value, rec.text(i), signed, &mut self.canon);
+            let negative = f
+                .sign
+                .is_some_and(|s| rec.fields[s].value == Value::Sign(true));
+            codec::canonical(&rec.fields[i].value, rec.text(i), negative, &mut self.canon);
             self.canon.push('\u{1f}');
         }
     }
@@ -393,7 +406,8 @@ impl<'s> State<'s> {
             phase: Phase::ExpectHeader,
             record_no: 0,
             data_records: 0,
-            next_seq: vec![Decimal::ONE; spec.data_records().len()],
+            // Indexed by record definition (fixed) or 0 (the CSV row).
+            next_seq: vec![Decimal::ONE; spec.fixed.as_ref().map_or(1, |f| f.records.len())],
             controls: vec![Decimal::ZERO; spec.controls.len()],
             fingerprint: Fingerprint::new(),
             business_key: Vec::new(),
@@ -409,7 +423,13 @@ impl<'s> State<'s> {
         }
     }
 
-    fn into_facts(self, spec: &FormatSpec, checksum: [u8; 32], size: u64, error: Option<VerifyError>) -> FileFacts {
+    fn into_facts(
+        self,
+        spec: &FormatSpec,
+        checksum: [u8; 32],
+        size: u64,
+        error: Option<VerifyError>,
+    ) -> FileFacts {
         let totals = spec
             .controls
             .iter()
@@ -471,7 +491,9 @@ impl<'s> State<'s> {
         for f in &rule.fields.fields {
             let text = caps.name(&f.name).map_or("", |m| m.as_str());
             let v = codec::parse_field(f, text.as_bytes(), self.spec.encoding, &mut self.name_buf)
-                .map_err(|e| invalid(None, None, Some(&f.name), format!("in the file name: {e}")))?;
+                .map_err(|e| {
+                    invalid(None, None, Some(&f.name), format!("in the file name: {e}"))
+                })?;
             self.name_values.push(v);
         }
         self.name_matched = true;
@@ -482,7 +504,8 @@ impl<'s> State<'s> {
         };
         for (i, f) in rule.fields.fields.iter().enumerate() {
             if f.key {
-                self.business_key.push((f.name.clone(), key_text(f, rec, i)));
+                self.business_key
+                    .push((f.name.clone(), key_text(f, rec, i)));
             }
         }
         if let FieldRef::Name(i) = self.spec.business_date {
@@ -507,8 +530,56 @@ impl<'s> State<'s> {
                 Err(e) => return Err(field_error(record, offset, f, e)),
             }
         }
+        self.check_scales(def, record)
+    }
+
+    /// Fixed records: when the whole record is printable ASCII (no Hangul),
+    /// its fields are the same bytes as text, so it is copied once and each
+    /// field is only trimmed and typed.
+    fn decode_fixed(
+        &mut self,
+        def: &RecordDef,
+        record: &[u8],
+        number: u64,
+        offset: u64,
+    ) -> Result<(), Stop> {
+        let ascii = if codec::is_printable_ascii(record) {
+            std::str::from_utf8(record).ok()
+        } else {
+            None
+        };
+        let Some(text) = ascii else {
+            let slices = def.fields.iter().map(|f| {
+                (
+                    &record[f.offset..f.offset + f.len],
+                    offset + f.offset as u64,
+                )
+            });
+            return self.decode_fields(def, slices, number);
+        };
+        self.values.clear();
+        self.buf.clear();
+        self.buf.push_str(text);
+        for f in &def.fields {
+            let raw = &self.buf[f.offset..f.offset + f.len];
+            let end = f.offset + codec::trimmed_len(raw);
+            match codec::type_value(f, &self.buf[f.offset..end], f.len) {
+                Ok(value) => self.values.push(FieldValue {
+                    value,
+                    text: f.offset..end,
+                }),
+                Err(e) => return Err(field_error(number, offset + f.offset as u64, f, e)),
+            }
+        }
+        self.check_scales(def, number)
+    }
+
+    fn check_scales(&self, def: &RecordDef, record: u64) -> Result<(), Stop> {
         // Scales may depend on other fields (a currency), so check them last.
         for (i, f) in def.fields.iter().enumerate() {
+            if matches!(f.scale, super::spec::ScaleRule::Any) {
+                continue;
+            }
             if let Value::Number(n) = &self.values[i].value {
                 let text = &self.buf[self.values[i].text.clone()];
                 codec::check_scale(&f.scale, n, text, &self.values, &self.buf)
@@ -600,7 +671,10 @@ impl<'s> State<'s> {
             }
         }
         for (c, total) in self.spec.controls.iter().zip(self.controls.iter_mut()) {
-            if c.when.as_ref().is_some_and(|w| !w.holds(rec.fields, rec.buf)) {
+            if c.when
+                .as_ref()
+                .is_some_and(|w| !w.holds(rec.fields, rec.buf))
+            {
                 continue;
             }
             let add = match c.measure {
@@ -609,22 +683,38 @@ impl<'s> State<'s> {
                 Measure::Checksum => continue,
             };
             *total = total.checked_add(add).ok_or_else(|| {
-                invalid(Some(number), Some(offset), None, format!("control total {} overflows", c.name))
+                invalid(
+                    Some(number),
+                    Some(offset),
+                    None,
+                    format!("control total {} overflows", c.name),
+                )
             })?;
         }
         let amount = match &def.amount {
-            Some(a) if a.when.as_ref().is_none_or(|w| w.holds(rec.fields, rec.buf)) => rec.number(a.field),
+            Some(a) if a.when.as_ref().is_none_or(|w| w.holds(rec.fields, rec.buf)) => {
+                rec.number(a.field)
+            }
             _ => Decimal::ZERO,
         };
+        // Record key: key fields joined by `|`, with `|` and `\\` escaped so
+        // that two different field tuples never give one key.
         self.record_key.clear();
-        let mut first = true;
-        for (i, f) in def.fields.iter().enumerate() {
-            if f.record_key {
-                if !first {
-                    self.record_key.push('|');
-                }
-                first = false;
-                for c in key_text(f, rec, i).chars() {
+        for (n, (i, f)) in def
+            .fields
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.record_key)
+            .enumerate()
+        {
+            if n > 0 {
+                self.record_key.push('|');
+            }
+            let start = self.record_key.len();
+            push_key_text(f, rec, i, &mut self.record_key);
+            if self.record_key[start..].contains(['|', '\\']) {
+                let part = self.record_key.split_off(start);
+                for c in part.chars() {
                     if c == '|' || c == '\\' {
                         self.record_key.push('\\');
                     }
@@ -642,7 +732,12 @@ impl<'s> State<'s> {
             rec,
         };
         if sink.record(&record).is_break() {
-            return Err(invalid(Some(number), Some(offset), None, "stopped by the record consumer"));
+            return Err(invalid(
+                Some(number),
+                Some(offset),
+                None,
+                "stopped by the record consumer",
+            ));
         }
         self.drill_check(def);
         Ok(())
@@ -679,15 +774,17 @@ impl<'s> State<'s> {
 
 /// Canonical text of a key field: N digits as written (zero-padded), dates
 /// as `YYYY-MM-DD`, text trimmed.
-fn key_text(f: &FieldDef, rec: RecordRef<'_>, i: usize) -> String {
+fn push_key_text(f: &FieldDef, rec: RecordRef<'_>, i: usize, out: &mut String) {
     match (&rec.fields[i].value, f.ty) {
-        (Value::Number(_), FieldType::Digits) | (Value::Text, _) => rec.text(i).to_string(),
-        (v, _) => {
-            let mut s = String::new();
-            codec::canonical(v, rec.text(i), None, &mut s);
-            s
-        }
+        (Value::Number(_), FieldType::Digits) | (Value::Text, _) => out.push_str(rec.text(i)),
+        (v, _) => codec::canonical(v, rec.text(i), false, out),
     }
+}
+
+fn key_text(f: &FieldDef, rec: RecordRef<'_>, i: usize) -> String {
+    let mut s = String::new();
+    push_key_text(f, rec, i, &mut s);
+    s
 }
 
 fn field_error(record: u64, offset: u64, f: &FieldDef, e: FieldError) -> Stop {
@@ -754,7 +851,7 @@ fn verify_fixed<R: Read>(
             }
             Terminator::Line => {
                 let window = &avail[..avail.len().min(len + 2)];
-                match window.iter().position(|&b| b == b'\n') {
+                match memchr::memchr(b'\n', window) {
                     Some(nl) => {
                         let line = &avail[..nl];
                         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -777,16 +874,7 @@ fn verify_fixed<R: Read>(
                 }
             }
         };
-        if let Some(i) = record.iter().position(|&b| b == b'\r' || b == b'\n') {
-            return Err(invalid(
-                Some(number),
-                Some(offset + i as u64),
-                None,
-                format!("expected {len} bytes of record, found a line break at byte {i} of the record"),
-            ));
-        }
         state.record_no = number;
-        // Copy out: the record borrows `buf`, which the next read reuses.
         fixed_record(spec, layout, state, record, number, offset, sink)?;
         start += consumed;
     }
@@ -838,7 +926,7 @@ fn fixed_record(
     sink: &mut dyn RecordSink,
 ) -> Result<(), Stop> {
     let code = &record[layout.type_offset..layout.type_offset + layout.type_len];
-    let Some(def) = layout.records.iter().find(|r| r.code == code) else {
+    let Some(def_index) = layout.records.iter().position(|r| r.code == code) else {
         let known: Vec<String> = layout
             .records
             .iter()
@@ -855,51 +943,52 @@ fn fixed_record(
             ),
         ));
     };
-    let code_text = String::from_utf8_lossy(&def.code).into_owned();
+    let def = &layout.records[def_index];
+    let code_text = || String::from_utf8_lossy(&def.code).into_owned();
     match (state.phase, def.role) {
         (Phase::ExpectHeader, Role::Header) | (Phase::Body, Role::Data | Role::Trailer) => {}
         (Phase::ExpectHeader, _) => {
-            let header = spec.header().map(|h| String::from_utf8_lossy(&h.code).into_owned());
+            let header = spec
+                .header()
+                .map(|h| String::from_utf8_lossy(&h.code).into_owned());
             return Err(invalid(
                 Some(number),
                 Some(offset),
                 None,
                 format!(
-                    "expected the header record ({}) first, found {code_text}",
-                    header.unwrap_or_default()
+                    "expected the header record ({}) first, found {}",
+                    header.unwrap_or_default(),
+                    code_text()
                 ),
             ));
         }
         (Phase::Body, Role::Header) => {
-            return Err(invalid(Some(number), Some(offset), None, "a second header record"));
+            return Err(invalid(
+                Some(number),
+                Some(offset),
+                None,
+                "a second header record",
+            ));
         }
         (Phase::Done, _) => {
             return Err(invalid(
                 Some(number),
                 Some(offset),
                 None,
-                format!("record {code_text} after the trailer: the trailer must be the last record"),
+                format!(
+                    "record {} after the trailer: the trailer must be the last record",
+                    code_text()
+                ),
             ));
         }
     }
-    let slices = def
-        .fields
-        .iter()
-        .map(|f| (&record[f.offset..f.offset + f.len], offset + f.offset as u64));
-    state.decode_fields(def, slices, number)?;
+    state.decode_fixed(def, record, number, offset)?;
     match def.role {
         Role::Header => {
             state.header(def);
             state.phase = Phase::Body;
         }
-        Role::Data => {
-            let idx = spec
-                .data_records()
-                .iter()
-                .position(|d| std::ptr::eq(*d, def))
-                .unwrap_or(0);
-            state.data(idx, def, number, offset, sink)?;
-        }
+        Role::Data => state.data(def_index, def, number, offset, sink)?,
         Role::Trailer => {
             state.trailer(def, number, offset)?;
             state.phase = Phase::Done;
@@ -954,7 +1043,10 @@ fn verify_csv<R: Read>(
         if first {
             first = false;
             // A UTF-8 BOM is accepted before the first row.
-            if record.get(0).is_some_and(|f| f.starts_with(b"\xEF\xBB\xBF")) {
+            if record
+                .get(0)
+                .is_some_and(|f| f.starts_with(b"\xEF\xBB\xBF"))
+            {
                 let mut stripped = csv::ByteRecord::new();
                 for (i, f) in record.iter().enumerate() {
                     stripped.push_field(if i == 0 { &f[3..] } else { f });
@@ -973,7 +1065,11 @@ fn verify_csv<R: Read>(
                 Some(number),
                 Some(offset),
                 None,
-                format!("expected {} fields, found {}", row.fields.len(), record.len()),
+                format!(
+                    "expected {} fields, found {}",
+                    row.fields.len(),
+                    record.len()
+                ),
             ));
         }
         state.record_no = number;
@@ -981,7 +1077,12 @@ fn verify_csv<R: Read>(
         state.data(0, row, number, offset, sink)?;
     }
     if layout.header && first {
-        return Err(invalid(Some(0), Some(0), None, "the file is empty: expected the header row"));
+        return Err(invalid(
+            Some(0),
+            Some(0),
+            None,
+            "the file is empty: expected the header row",
+        ));
     }
     state.phase = Phase::Done;
     Ok(())
@@ -1017,7 +1118,11 @@ fn csv_error(e: csv::Error, rows: u64) -> Stop {
 }
 
 /// Compare the sidecar control file with what the data file gave.
-fn check_sidecar(spec: &FormatSpec, ctx: &FileContext<'_>, facts: &FileFacts) -> Option<VerifyError> {
+fn check_sidecar(
+    spec: &FormatSpec,
+    ctx: &FileContext<'_>,
+    facts: &FileFacts,
+) -> Option<VerifyError> {
     spec.sidecar.as_ref()?;
     let name = spec.sidecar_name(ctx.name).unwrap_or_default();
     let err = |field: Option<&str>, message: String| {
@@ -1039,7 +1144,10 @@ fn check_sidecar(spec: &FormatSpec, ctx: &FileContext<'_>, facts: &FileFacts) ->
             continue;
         }
         let Some((k, v)) = line.split_once('=') else {
-            return err(None, format!("line {}: expected key=value, found {line:?}", n + 1));
+            return err(
+                None,
+                format!("line {}: expected key=value, found {line:?}", n + 1),
+            );
         };
         let (k, v) = (k.trim(), v.trim());
         if !spec.controls.iter().any(|c| c.name == k) {
@@ -1060,12 +1168,19 @@ fn check_sidecar(spec: &FormatSpec, ctx: &FileContext<'_>, facts: &FileFacts) ->
                 if !stated.eq_ignore_ascii_case(&actual) {
                     return err(
                         Some(&c.name),
-                        format!("{} says {stated}, the data file's SHA-256 is {actual}", c.name),
+                        format!(
+                            "{} says {stated}, the data file's SHA-256 is {actual}",
+                            c.name
+                        ),
                     );
                 }
                 continue;
             }
-            _ => facts.totals.iter().find(|(n, _)| *n == c.name).map(|(_, v)| *v)?,
+            _ => facts
+                .totals
+                .iter()
+                .find(|(n, _)| *n == c.name)
+                .map(|(_, v)| *v)?,
         };
         match codec::parse_decimal(stated) {
             Ok(v) if v == computed => {}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian machine of this project's kind:
+# installs what the tests need when it is missing, makes sure the local
+# PostgreSQL is up, then runs every test. This is the command README names
+# and .ci/run calls.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the interoperability tests drive (real OpenSSH, curl, sqlite3).
+need=()
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v sftp >/dev/null || need+=(openssh-client)
+command -v curl >/dev/null || need+=(curl)
+command -v psql >/dev/null || need+=(postgresql-client)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "tests/run.sh: installing ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# The ledger tests run against real PostgreSQL at 127.0.0.1:5432 (user
+# postgres, trust auth); each test creates and drops its own database.
+if command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; then
+  for v in /etc/postgresql/*; do
+    [ -d "$v" ] && pg_ctlcluster --skip-systemctl-redirect "$(basename "$v")" main start || true
+  done
+  for _ in $(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+fi
+export SETTLEGATE_TEST_POSTGRES="${SETTLEGATE_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432/postgres}"
+
+cargo test --locked --all-targets "$@"
