@@ -8,7 +8,14 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use serde_json::json;
 
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+
 use crate::config::{Config, ConfigError};
+use crate::intake::{Arrival, Gateway, GatewayOpenError, IntakeError, Outcome, SystemClock};
+use crate::judge::Verdict;
+use crate::ledger::{EventRow, FileFilter, FileRow, LedgerError};
 use crate::format::{FileContext, FileFacts, FormatRegistry, FormatSpec};
 
 /// Exit codes, one per outcome an operator or a script must tell apart.
@@ -61,6 +68,54 @@ pub enum Command {
     },
     /// List the loaded format specs.
     Formats,
+    /// Manual ingest and redelivery: take a file through the whole pipeline.
+    Ingest {
+        /// Partner id from the configuration.
+        #[arg(long)]
+        partner: String,
+        /// The data file. For formats with a control file, it is read from beside FILE.
+        file: PathBuf,
+        /// Channel to record (manual ingest is `manual`).
+        #[arg(long, default_value = "manual")]
+        channel: String,
+        /// Why the file is being ingested by hand (kept in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List files in the ledger.
+    Files {
+        #[arg(long)]
+        partner: Option<String>,
+        /// Business date, YYYY-MM-DD.
+        #[arg(long)]
+        date: Option<NaiveDate>,
+        /// fed, duplicate, drill, conflict, overlap, invalid, received, superseded, rejected.
+        #[arg(long)]
+        verdict: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A file's facts, verdict and audit events.
+    Show {
+        file_id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// What settlement will pay for a business date, per partner and format.
+    Intake {
+        /// Business date, YYYY-MM-DD.
+        #[arg(long)]
+        date: NaiveDate,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Judge files an interrupted run left staged but unjudged.
+    Recover {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Errors the binary reports; each maps to an exit code.
@@ -68,6 +123,12 @@ pub enum Command {
 pub enum CliError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Open(#[from] GatewayOpenError),
+    #[error(transparent)]
+    Intake(#[from] IntakeError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
     #[error("{0}")]
     Usage(String),
     #[error("{context}: {source}")]
@@ -81,7 +142,9 @@ impl CliError {
     fn exit_code(&self) -> u8 {
         match self {
             CliError::Config(_) | CliError::Usage(_) => exit::USAGE,
-            CliError::Io { .. } => exit::FAILURE,
+            CliError::Open(GatewayOpenError::Config(_)) => exit::USAGE,
+            CliError::Intake(IntakeError::UnknownPartner(_)) => exit::USAGE,
+            CliError::Io { .. } | CliError::Open(_) | CliError::Intake(_) | CliError::Ledger(_) => exit::FAILURE,
         }
     }
 }
@@ -133,6 +196,283 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
             })?;
             verify_file(spec, &file, json)
         }
+        command => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(|source| CliError::Io {
+                    context: "cannot start the async runtime".into(),
+                    source,
+                })?;
+            runtime.block_on(run_ledger_command(config, command))
+        }
+    }
+}
+
+async fn run_ledger_command(config: Config, command: Command) -> Result<u8, CliError> {
+    let gateway = Gateway::open(config, Arc::new(SystemClock)).await?;
+    let result = ledger_command(&gateway, command).await;
+    gateway.ledger.close().await;
+    result
+}
+
+async fn ledger_command(gw: &Gateway, command: Command) -> Result<u8, CliError> {
+    let tz = gw.config.timezone;
+    match command {
+        Command::Ingest {
+            partner,
+            file,
+            channel,
+            reason,
+            json,
+        } => {
+            if !crate::config::CHANNELS.contains(&channel.as_str()) {
+                return Err(CliError::Usage(format!(
+                    "unknown channel {channel:?} (known: {})",
+                    crate::config::CHANNELS.join(", ")
+                )));
+            }
+            let p = gw
+                .config
+                .partner(&partner)
+                .ok_or_else(|| CliError::Usage(format!(
+                    "unknown partner {partner:?}; configured partners: {}",
+                    gw.config.partners.iter().map(|p| p.id.as_str()).collect::<Vec<_>>().join(", ")
+                )))?;
+            let name = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .ok_or_else(|| CliError::Usage(format!("{} is not a file", file.display())))?;
+            if !file.is_file() {
+                return Err(CliError::Io {
+                    context: format!("cannot read {}", file.display()),
+                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+                });
+            }
+            let sidecar = crate::intake::choose_format(&gw.formats, p, &name)
+                .ok()
+                .and_then(|spec| spec.sidecar_name(&name))
+                .map(|n| file.with_file_name(n))
+                .filter(|path| path.is_file());
+            let arrival = Arrival {
+                partner: partner.clone(),
+                channel,
+                source_path: Some(std::fs::canonicalize(&file).unwrap_or(file.clone()).display().to_string()),
+                name,
+                actor: crate::intake::operator_actor(),
+                reason,
+                ..Arrival::default()
+            };
+            let out = gw.intake_file(&arrival, &file, sidecar.as_deref()).await?;
+            if json {
+                println!("{}", outcome_json(&out));
+            } else {
+                println!("{}: {}", out.verdict, out.reason);
+                println!("  file {}  {}  checksum {}", out.file_id, arrival.name, out.checksum);
+            }
+            Ok(out.verdict.exit_code())
+        }
+        Command::Files {
+            partner,
+            date,
+            verdict,
+            json,
+        } => {
+            if let Some(v) = &verdict
+                && Verdict::parse(v).is_none()
+                && !["received", "superseded", "rejected"].contains(&v.as_str())
+            {
+                return Err(CliError::Usage(format!("unknown verdict {v:?}")));
+            }
+            let rows = gw
+                .ledger
+                .files(&FileFilter {
+                    partner,
+                    business_date: date,
+                    verdict,
+                    limit: None,
+                })
+                .await?;
+            if json {
+                let list: Vec<serde_json::Value> = rows.iter().map(file_json).collect();
+                println!("{}", serde_json::Value::Array(list));
+            } else {
+                println!(
+                    "{:>6}  {:<8} {:<9} {:<10} {:<10} {:>8}  {:<16} name / reason",
+                    "id", "partner", "channel", "verdict", "date", "records", "received"
+                );
+                for r in &rows {
+                    println!(
+                        "{:>6}  {:<8} {:<9} {:<10} {:<10} {:>8}  {:<16} {}",
+                        r.id,
+                        r.partner,
+                        r.channel,
+                        r.verdict,
+                        r.business_date.map(|d| d.to_string()).unwrap_or_else(|| "-".into()),
+                        r.records.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+                        r.received_at.with_timezone(&tz).format("%Y-%m-%d %H:%M"),
+                        r.name
+                    );
+                    if let Some(reason) = &r.reason
+                        && r.verdict != "fed"
+                    {
+                        println!("{:>82}{reason}", "");
+                    }
+                }
+            }
+            Ok(exit::OK)
+        }
+        Command::Show { file_id, json } => {
+            let row = gw
+                .ledger
+                .file(file_id)
+                .await?
+                .ok_or_else(|| CliError::Usage(format!("no file {file_id} in the ledger")))?;
+            let events = gw.ledger.events(file_id).await?;
+            let entries = gw.ledger.entry_count(file_id).await?;
+            let stored = gw.store.path_of(&row.checksum);
+            if json {
+                let mut v = file_json(&row);
+                v["entries"] = json!(entries);
+                v["stored_at"] = json!(stored.display().to_string());
+                v["events"] = json!(events);
+                println!("{v}");
+            } else {
+                print_file(&row, &events, entries, &stored, tz);
+            }
+            Ok(exit::OK)
+        }
+        Command::Intake { date, json } => {
+            let rows = gw.ledger.intake(date).await?;
+            if json {
+                println!("{}", serde_json::to_string(&rows).unwrap_or_else(|_| "[]".into()));
+            } else if rows.is_empty() {
+                println!("nothing fed for business date {date}");
+            } else {
+                println!("{:<10} {:<22} {:<10} {:>6} {:>10} {:>20}", "partner", "format", "date", "files", "entries", "total");
+                for r in rows {
+                    println!(
+                        "{:<10} {:<22} {:<10} {:>6} {:>10} {:>20}",
+                        r.partner, r.format, r.business_date, r.files, r.entries, r.total
+                    );
+                }
+            }
+            Ok(exit::OK)
+        }
+        Command::Recover { json } => {
+            let outcomes = gw.recover(&crate::intake::operator_actor()).await?;
+            if json {
+                let list: Vec<serde_json::Value> = outcomes.iter().map(outcome_json).collect();
+                println!("{}", serde_json::Value::Array(list));
+            } else if outcomes.is_empty() {
+                println!("no unjudged files");
+            } else {
+                for o in &outcomes {
+                    println!("file {}: {}: {}", o.file_id, o.verdict, o.reason);
+                }
+            }
+            Ok(exit::OK)
+        }
+        Command::Verify { .. } | Command::Formats => Err(CliError::Usage("not a ledger command".into())),
+    }
+}
+
+fn outcome_json(out: &Outcome) -> serde_json::Value {
+    let facts = out.facts.as_ref();
+    let business_key: serde_json::Map<String, serde_json::Value> = facts
+        .map(|f| f.business_key.iter().map(|(k, v)| (k.clone(), json!(v))).collect())
+        .unwrap_or_default();
+    json!({
+        "file_id": out.file_id,
+        "verdict": out.verdict.as_str(),
+        "reason": out.reason,
+        "related_file_id": out.related_file_id,
+        "checksum": out.checksum,
+        "fingerprint": facts.and_then(|f| f.fingerprint_hex()),
+        "business_key": business_key,
+        "business_date": facts.and_then(|f| f.business_date).map(|d| d.to_string()),
+        "records": facts.map(|f| f.records),
+        "entries": out.fed_entries,
+    })
+}
+
+fn file_json(r: &FileRow) -> serde_json::Value {
+    let parse = |s: &Option<String>| {
+        s.as_deref()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
+            .unwrap_or(serde_json::Value::Null)
+    };
+    json!({
+        "id": r.id,
+        "partner": r.partner,
+        "channel": r.channel,
+        "endpoint": r.endpoint,
+        "source_path": r.source_path,
+        "name": r.name,
+        "verdict": r.verdict,
+        "reason": r.reason,
+        "related_file_id": r.related_file_id,
+        "checksum": r.checksum,
+        "sidecar_checksum": r.sidecar_checksum,
+        "fingerprint": r.fingerprint,
+        "format": r.format,
+        "business_key": r.business_key,
+        "business_date": r.business_date.map(|d| d.to_string()),
+        "records": r.records,
+        "size": r.size,
+        "totals": parse(&r.totals),
+        "drill_signals": parse(&r.drill_signals),
+        "error": parse(&r.error),
+        "received_at": r.received_at.to_rfc3339(),
+        "decided_at": r.decided_at.map(|d| d.to_rfc3339()),
+    })
+}
+
+fn print_file(r: &FileRow, events: &[EventRow], entries: i64, stored: &Path, tz: chrono::FixedOffset) {
+    println!("file {}: {} ({})", r.id, r.name, r.verdict);
+    if let Some(reason) = &r.reason {
+        println!("  reason         {reason}");
+    }
+    if let Some(rel) = r.related_file_id {
+        println!("  related file   {rel}");
+    }
+    println!("  partner        {} via {}{}", r.partner, r.channel, r.endpoint.as_deref().map(|e| format!(" ({e})")).unwrap_or_default());
+    if let Some(p) = &r.source_path {
+        println!("  source         {p}");
+    }
+    println!("  received       {}", r.received_at.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %:z"));
+    println!("  size           {} bytes", r.size);
+    println!("  checksum       {}", r.checksum);
+    println!("  stored at      {}", stored.display());
+    for (label, v) in [
+        ("format", &r.format),
+        ("fingerprint", &r.fingerprint),
+        ("business key", &r.business_key),
+        ("totals", &r.totals),
+        ("drill signals", &r.drill_signals),
+        ("error", &r.error),
+    ] {
+        if let Some(v) = v {
+            println!("  {label:<14} {v}");
+        }
+    }
+    if let Some(d) = r.business_date {
+        println!("  business date  {d}");
+    }
+    if let Some(n) = r.records {
+        println!("  records        {n}");
+    }
+    println!("  entries        {entries}");
+    println!("  events:");
+    for e in events {
+        println!(
+            "    {}  {:<10} {:<28} {}",
+            e.at.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S"),
+            e.kind,
+            e.actor,
+            e.reason.as_deref().unwrap_or("")
+        );
     }
 }
 

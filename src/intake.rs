@@ -1,0 +1,623 @@
+//! The one intake path every channel uses: stage → identify → verify →
+//! judge → feed. Channels (manual ingest, watched folders, SFTP pull and
+//! push) are thin adapters that hand a file here.
+//!
+//! Correctness never rests on this process: the ledger's constraints decide
+//! who feeds. If a guard constraint fires because another process fed the
+//! same data a moment earlier, the file is looked up and judged again.
+
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+
+use crate::config::{Config, Partner};
+use crate::format::{FileContext, FileFacts, FormatRegistry, FormatSpec, RecordSink, VerifyError};
+use crate::judge::{self, ArrivalContext, Evidence, Judgement, Overlap, PriorFile, Verdict};
+use crate::ledger::{FileRow, Guard, Identity, Ledger, LedgerError, NewArrival, NewEntry};
+use crate::stage::{ContentStore, StoreError};
+
+/// Entries per batch handed from the parsing thread to the feeding task.
+const FEED_BATCH: usize = 4096;
+
+/// The source of "now": the wall clock in production, fixed in tests.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A clock that always says the same time.
+pub struct FixedClock(pub DateTime<Utc>);
+
+impl Clock for FixedClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.0
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error("unknown partner {0:?}")]
+    UnknownPartner(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("file {file_id}: stored bytes do not match the recorded checksum {checksum}; the content store is damaged")]
+    Corrupt { file_id: i64, checksum: String },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// How a file arrived.
+#[derive(Debug, Clone, Default)]
+pub struct Arrival {
+    pub partner: String,
+    /// `manual`, `watch`, `sftp-pull` or `sftp-push`.
+    pub channel: String,
+    /// The endpoint (SFTP pull) or account it came from.
+    pub endpoint: Option<String>,
+    /// The endpoint is configured as a drill/DR site.
+    pub endpoint_is_drill_site: bool,
+    /// Where it was found (remote path, inbox path).
+    pub source_path: Option<String>,
+    /// Its original file name.
+    pub name: String,
+    /// Who brought it in.
+    pub actor: String,
+    /// Why (manual redelivery).
+    pub reason: Option<String>,
+}
+
+/// What became of an arrival.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub file_id: i64,
+    pub verdict: Verdict,
+    pub reason: String,
+    pub related_file_id: Option<i64>,
+    pub checksum: String,
+    pub facts: Option<FileFacts>,
+    /// Entries fed (0 unless fed).
+    pub fed_entries: u64,
+}
+
+/// The gateway's shared state: configuration, formats, store, ledger, clock.
+pub struct Gateway {
+    pub config: Config,
+    pub formats: FormatRegistry,
+    pub store: ContentStore,
+    pub ledger: Ledger,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Gateway {
+    pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<Gateway, GatewayOpenError> {
+        let formats = config.load_formats()?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| GatewayOpenError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        })?;
+        let store = ContentStore::open(&config.data_dir.join("store"))?;
+        let ledger = Ledger::open(config.ledger.as_deref(), &config.data_dir).await?;
+        Ok(Gateway {
+            config,
+            formats,
+            store,
+            ledger,
+            clock,
+        })
+    }
+
+    fn partner(&self, id: &str) -> Result<&Partner, IntakeError> {
+        self.config
+            .partner(id)
+            .ok_or_else(|| IntakeError::UnknownPartner(id.to_string()))
+    }
+
+    /// Take a file from disk through the whole pipeline. The data file (and
+    /// its sidecar, when given) is staged in the store and recorded before
+    /// anything else; the caller may remove the originals once this returns.
+    pub async fn intake_file(
+        &self,
+        arrival: &Arrival,
+        data: &Path,
+        sidecar: Option<&Path>,
+    ) -> Result<Outcome, IntakeError> {
+        self.partner(&arrival.partner)?;
+        let store = self.store.clone();
+        let (data_p, sidecar_p) = (data.to_path_buf(), sidecar.map(Path::to_path_buf));
+        let (stored, side) = tokio::task::spawn_blocking(move || {
+            let stored = store.put_file(&data_p)?;
+            let side = sidecar_p.map(|p| store.put_file(&p)).transpose()?;
+            Ok::<_, StoreError>((stored, side))
+        })
+        .await
+        .map_err(|e| IntakeError::Internal(e.to_string()))??;
+        let id = self
+            .ledger
+            .record_arrival(&NewArrival {
+                partner: &arrival.partner,
+                channel: &arrival.channel,
+                endpoint: arrival.endpoint.as_deref(),
+                source_path: arrival.source_path.as_deref(),
+                name: &arrival.name,
+                received_at: self.clock.now(),
+                size: stored.size,
+                checksum: &stored.checksum,
+                sidecar_checksum: side.as_ref().map(|s| s.checksum.as_str()),
+                actor: &arrival.actor,
+                reason: arrival.reason.as_deref(),
+            })
+            .await?;
+        tracing::info!(file_id = id, partner = %arrival.partner, channel = %arrival.channel, name = %arrival.name, checksum = %stored.checksum, "staged");
+        self.judge_staged(id, arrival).await
+    }
+
+    /// Judge a staged file (and feed it if it deserves it). Also used to
+    /// finish files left `received` by a crash.
+    pub async fn judge_staged(&self, file_id: i64, arrival: &Arrival) -> Result<Outcome, IntakeError> {
+        let row = self
+            .ledger
+            .file(file_id)
+            .await?
+            .ok_or_else(|| IntakeError::Internal(format!("file {file_id} vanished from the ledger")))?;
+        let partner = self.partner(&row.partner)?;
+        let sidecar = match &row.sidecar_checksum {
+            Some(c) => Some(self.store.read_blob(c)?),
+            None => None,
+        };
+        let spec = match choose_format(&self.formats, partner, &row.name) {
+            Ok(spec) => spec.clone(),
+            Err(message) => {
+                let facts = unidentified(&row, message);
+                return self.quarantine(&row, arrival, facts, Vec::new()).await;
+            }
+        };
+        let facts = self.verify_stored(&spec, &row, sidecar.clone(), None).await?;
+        let now = self.clock.now();
+        let ctx = ArrivalContext {
+            name: &row.name,
+            channel: &row.channel,
+            endpoint: row.endpoint.as_deref(),
+            received_at: row.received_at,
+            endpoint_is_drill_site: arrival.endpoint_is_drill_site,
+        };
+        let signals = judge::drill_signals(partner, &ctx, &facts, now, self.config.timezone);
+        let mut overlaps: Vec<Overlap> = Vec::new();
+        // A guard constraint can fire when another process fed the same data
+        // between our look-ups and our feed: look again and judge again.
+        for _attempt in 0..4 {
+            let (judgement, identity) = self.judge_once(&row, &facts, &signals, &overlaps).await?;
+            if judgement.verdict != Verdict::Fed {
+                self.ledger
+                    .decide(row.id, &identity, &judgement, self.clock.now(), &arrival.actor)
+                    .await?;
+                return Ok(outcome(&row, judgement, Some(facts), 0));
+            }
+            match self.feed(&spec, &row, sidecar.clone(), &identity, &judgement, &arrival.actor).await {
+                Ok(n) => {
+                    tracing::info!(file_id = row.id, entries = n, "fed");
+                    return Ok(outcome(&row, judgement, Some(facts), n));
+                }
+                Err(IntakeError::Ledger(LedgerError::Guard(Guard::RecordKey))) => {
+                    overlaps = self.find_overlaps(&spec, &row, sidecar.clone()).await?;
+                    if overlaps.is_empty() {
+                        // Not fed elsewhere: the file repeats a record key itself.
+                        let mut facts = facts.clone();
+                        facts.error = Some(self.find_repeated_key(&spec, &row, sidecar.clone()).await?);
+                        facts.fingerprint = None;
+                        return self.quarantine(&row, arrival, facts, signals).await;
+                    }
+                }
+                Err(IntakeError::Ledger(LedgerError::Guard(g))) => {
+                    tracing::warn!(file_id = row.id, guard = %g, "feed refused by the ledger; judging again");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(IntakeError::Internal(format!(
+            "file {}: the ledger kept refusing the feed; left as received",
+            row.id
+        )))
+    }
+
+    /// Record a non-fed verdict for facts that need no look-ups.
+    async fn quarantine(
+        &self,
+        row: &FileRow,
+        arrival: &Arrival,
+        facts: FileFacts,
+        signals: Vec<String>,
+    ) -> Result<Outcome, IntakeError> {
+        let (judgement, identity) = self.judge_once(row, &facts, &signals, &[]).await?;
+        self.ledger
+            .decide(row.id, &identity, &judgement, self.clock.now(), &arrival.actor)
+            .await?;
+        Ok(outcome(row, judgement, Some(facts), 0))
+    }
+
+    /// Look up what the ledger holds and ask the judge.
+    async fn judge_once(
+        &self,
+        row: &FileRow,
+        facts: &FileFacts,
+        signals: &[String],
+        overlaps: &[Overlap],
+    ) -> Result<(Judgement, Identity), IntakeError> {
+        let (mut same_checksum, mut same_fp, mut same_key) = (None, None, None);
+        if facts.is_valid() {
+            same_checksum = self
+                .ledger
+                .earlier_same_checksum(&row.checksum, row.id)
+                .await?
+                .map(|r| r.prior());
+            if let Some(fp) = facts.fingerprint_hex() {
+                same_fp = self.ledger.fed_same_fingerprint(&fp).await?.map(|r| r.prior());
+            }
+            if !facts.business_key.is_empty() {
+                same_key = self
+                    .ledger
+                    .fed_same_business_key(&facts.format, &facts.business_key_text())
+                    .await?
+                    .map(|r| r.prior());
+            }
+        }
+        let evidence = Evidence {
+            facts,
+            drill_signals: signals,
+            same_checksum: same_checksum.as_ref(),
+            fed_same_fingerprint: same_fp.as_ref(),
+            fed_same_business_key: same_key.as_ref(),
+            overlaps,
+            tz: self.config.timezone,
+        };
+        Ok((judge::judge(&evidence), identity(facts, signals)))
+    }
+
+    /// Verify a stored file on a blocking thread, optionally streaming its
+    /// records to `sink`.
+    async fn verify_stored(
+        &self,
+        spec: &FormatSpec,
+        row: &FileRow,
+        sidecar: Option<Vec<u8>>,
+        sink: Option<Box<dyn RecordSink + Send>>,
+    ) -> Result<FileFacts, IntakeError> {
+        let blob = self.store.open_blob(&row.checksum)?;
+        let (spec, name, id, checksum) = (spec.clone(), row.name.clone(), row.id, row.checksum.clone());
+        let facts = tokio::task::spawn_blocking(move || {
+            let mut sink = sink;
+            let ctx = FileContext {
+                name: &name,
+                sidecar: sidecar.as_deref(),
+            };
+            let reader = std::io::BufReader::with_capacity(1 << 20, blob);
+            match sink.as_deref_mut() {
+                Some(s) => crate::format::verify(&spec, reader, ctx, s),
+                None => crate::format::verify(&spec, reader, ctx, &mut ()),
+            }
+        })
+        .await
+        .map_err(|e| IntakeError::Internal(e.to_string()))?
+        .map_err(|source| IntakeError::Read {
+            path: self.store.path_of(&checksum).display().to_string(),
+            source,
+        })?;
+        if facts.checksum_hex() != checksum {
+            return Err(IntakeError::Corrupt { file_id: id, checksum });
+        }
+        Ok(facts)
+    }
+
+    /// Feed: parse the stored file again on a blocking thread, streaming its
+    /// entries into one ledger transaction. The stream is marked complete only
+    /// if the second pass gives the same valid facts.
+    async fn feed(
+        &self,
+        spec: &FormatSpec,
+        row: &FileRow,
+        sidecar: Option<Vec<u8>>,
+        identity: &Identity,
+        judgement: &Judgement,
+        actor: &str,
+    ) -> Result<u64, IntakeError> {
+        let (tx, rx) = mpsc::channel::<Vec<NewEntry>>(4);
+        let sink = Box::new(EntrySink {
+            tx: tx.clone(),
+            batch: Vec::with_capacity(FEED_BATCH),
+        });
+        let expected_fp = identity.fingerprint.clone();
+        let parse = async move {
+            let facts = self.verify_stored(spec, row, sidecar, Some(sink)).await;
+            // Complete only if the second pass agrees with the first.
+            if let Ok(f) = &facts
+                && f.is_valid()
+                && f.fingerprint_hex() == expected_fp
+            {
+                let _ = tx.send(Vec::new()).await;
+            }
+            drop(tx);
+            facts
+        };
+        let at = self.clock.now();
+        let feed = self
+            .ledger
+            .feed(row.id, &row.partner, identity, judgement, at, actor, rx);
+        let (parsed, fed) = tokio::join!(parse, feed);
+        parsed?;
+        Ok(fed?)
+    }
+
+    /// Which fed files share record keys with this one, and how many.
+    async fn find_overlaps(
+        &self,
+        spec: &FormatSpec,
+        row: &FileRow,
+        sidecar: Option<Vec<u8>>,
+    ) -> Result<Vec<Overlap>, IntakeError> {
+        let (tx, mut rx) = mpsc::channel::<Vec<NewEntry>>(4);
+        let sink = Box::new(EntrySink {
+            tx,
+            batch: Vec::with_capacity(FEED_BATCH),
+        });
+        let parse = self.verify_stored(spec, row, sidecar, Some(sink));
+        // `move`: if a look-up fails, the receiver goes with it and the parsing
+        // thread stops instead of waiting on a full channel.
+        let lookup = async move {
+            let mut counts = std::collections::BTreeMap::<i64, u64>::new();
+            while let Some(batch) = rx.recv().await {
+                let keys: Vec<String> = batch.into_iter().map(|e| e.record_key).collect();
+                for (file, n) in self.ledger.fed_record_keys(&row.partner, &spec.id, &keys).await? {
+                    *counts.entry(file).or_insert(0) += n;
+                }
+            }
+            Ok::<_, IntakeError>(counts)
+        };
+        let (parsed, counts) = tokio::join!(parse, lookup);
+        parsed?;
+        let mut overlaps = Vec::new();
+        for (file, records) in counts? {
+            if file == row.id {
+                continue;
+            }
+            if let Some(f) = self.ledger.file(file).await? {
+                overlaps.push(Overlap {
+                    file: f.prior(),
+                    records,
+                });
+            }
+        }
+        Ok(overlaps)
+    }
+
+    /// The first record whose key repeats an earlier record's in the same file.
+    async fn find_repeated_key(
+        &self,
+        spec: &FormatSpec,
+        row: &FileRow,
+        sidecar: Option<Vec<u8>>,
+    ) -> Result<VerifyError, IntakeError> {
+        let found = Arc::new(std::sync::Mutex::new(None::<VerifyError>));
+        let sink = Box::new(RepeatFinder {
+            seen: std::collections::HashMap::new(),
+            found: found.clone(),
+        });
+        self.verify_stored(spec, row, sidecar, Some(sink)).await?;
+        let found = found.lock().map_err(|_| IntakeError::Internal("poisoned".into()))?.take();
+        Ok(found.unwrap_or(VerifyError {
+            record: None,
+            offset: None,
+            field: None,
+            message: "a record key is already fed (the ledger refused it) but no fed file holds it".into(),
+        }))
+    }
+
+    /// Judge again every file a crash left `received`.
+    pub async fn recover(&self, actor: &str) -> Result<Vec<Outcome>, IntakeError> {
+        let mut out = Vec::new();
+        for row in self.ledger.unjudged().await? {
+            let arrival = Arrival {
+                partner: row.partner.clone(),
+                channel: row.channel.clone(),
+                endpoint: row.endpoint.clone(),
+                source_path: row.source_path.clone(),
+                name: row.name.clone(),
+                actor: actor.to_string(),
+                ..Arrival::default()
+            };
+            tracing::info!(file_id = row.id, name = %row.name, "judging a file left unjudged");
+            out.push(self.judge_staged(row.id, &arrival).await?);
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayOpenError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+/// The partner's format for this file name: its only format, or the one whose
+/// file-name pattern matches.
+pub fn choose_format<'r>(
+    formats: &'r FormatRegistry,
+    partner: &Partner,
+    name: &str,
+) -> Result<&'r FormatSpec, String> {
+    let specs: Vec<&FormatSpec> = partner.formats.iter().filter_map(|f| formats.get(f)).collect();
+    if let [only] = specs.as_slice() {
+        return Ok(only);
+    }
+    let matching: Vec<&&FormatSpec> = specs
+        .iter()
+        .filter(|s| s.file_name.as_ref().is_some_and(|n| n.pattern.is_match(name)))
+        .collect();
+    match matching.as_slice() {
+        [one] => Ok(one),
+        [] => Err(format!(
+            "file name {name:?} matches none of partner {}'s formats ({})",
+            partner.id,
+            partner.formats.join(", ")
+        )),
+        _ => Err(format!(
+            "file name {name:?} matches several of partner {}'s formats",
+            partner.id
+        )),
+    }
+}
+
+fn unidentified(row: &FileRow, message: String) -> FileFacts {
+    FileFacts {
+        format: String::new(),
+        checksum: [0; 32],
+        size: row.size as u64,
+        records: 0,
+        fingerprint: None,
+        business_key: Vec::new(),
+        business_date: None,
+        totals: Vec::new(),
+        drill_signals: Vec::new(),
+        error: Some(VerifyError {
+            record: None,
+            offset: None,
+            field: None,
+            message,
+        }),
+    }
+}
+
+fn identity(facts: &FileFacts, signals: &[String]) -> Identity {
+    let totals: serde_json::Map<String, serde_json::Value> = facts
+        .totals
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.to_string())))
+        .collect();
+    Identity {
+        format: (!facts.format.is_empty()).then(|| facts.format.clone()),
+        fingerprint: facts.fingerprint_hex(),
+        business_key: (!facts.business_key.is_empty()).then(|| facts.business_key_text()),
+        business_date: facts.business_date,
+        records: Some(facts.records as i64),
+        totals: facts.is_valid().then(|| serde_json::Value::Object(totals).to_string()),
+        drill_signals: Some(serde_json::json!(signals).to_string()),
+        error: facts.error.as_ref().and_then(|e| serde_json::to_string(e).ok()),
+    }
+}
+
+fn outcome(row: &FileRow, j: Judgement, facts: Option<FileFacts>, fed: u64) -> Outcome {
+    Outcome {
+        file_id: row.id,
+        verdict: j.verdict,
+        reason: j.reason,
+        related_file_id: j.related,
+        checksum: row.checksum.clone(),
+        facts,
+        fed_entries: fed,
+    }
+}
+
+/// Batches entries from the parsing thread to the async feed.
+struct EntrySink {
+    tx: mpsc::Sender<Vec<NewEntry>>,
+    batch: Vec<NewEntry>,
+}
+
+impl RecordSink for EntrySink {
+    fn record(&mut self, r: &crate::format::DataRecord<'_>) -> ControlFlow<()> {
+        self.batch.push(NewEntry {
+            record_no: r.number as i64,
+            record_key: r.record_key.to_string(),
+            amount: r.amount,
+            fields: r.fields_json(),
+        });
+        if self.batch.len() >= FEED_BATCH {
+            let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(FEED_BATCH));
+            if self.tx.blocking_send(batch).is_err() {
+                // The feed gave up (e.g. a constraint fired): stop parsing.
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+impl Drop for EntrySink {
+    fn drop(&mut self) {
+        if !self.batch.is_empty() {
+            let _ = self.tx.blocking_send(std::mem::take(&mut self.batch));
+        }
+    }
+}
+
+/// Finds the first record whose key repeats an earlier one (by a 64-bit hash
+/// of the key: 8 bytes a record).
+struct RepeatFinder {
+    seen: std::collections::HashMap<u64, (u64, u64)>,
+    found: Arc<std::sync::Mutex<Option<VerifyError>>>,
+}
+
+impl RecordSink for RepeatFinder {
+    fn record(&mut self, r: &crate::format::DataRecord<'_>) -> ControlFlow<()> {
+        use std::hash::Hasher;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        h.write(r.record_key.as_bytes());
+        let key = h.finish();
+        if let Some((first, _)) = self.seen.get(&key) {
+            if let Ok(mut f) = self.found.lock() {
+                *f = Some(VerifyError {
+                    record: Some(r.number),
+                    offset: Some(r.offset),
+                    field: None,
+                    message: format!(
+                        "record key {:?} repeats record {first}: a record is fed at most once",
+                        r.record_key
+                    ),
+                });
+            }
+            return ControlFlow::Break(());
+        }
+        self.seen.insert(key, (r.number, r.offset));
+        ControlFlow::Continue(())
+    }
+}
+
+/// Who the gateway is in the audit log.
+pub fn gateway_actor() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_string()))
+        .unwrap_or_else(|| "localhost".into());
+    format!("settlegate@{host}")
+}
+
+/// Who an operator is in the audit log (manual commands).
+pub fn operator_actor() -> String {
+    let user = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("operator:{user}")
+}
+
+/// Convenience for prior-file descriptions in messages.
+pub fn describe(p: &PriorFile, config: &Config) -> String {
+    p.describe(config.timezone)
+}

@@ -1,0 +1,199 @@
+//! Stage: the content-addressed store. The exact bytes of every arrival are
+//! written to `<data-dir>/store/<aa>/<sha256>` (temp file → fsync → rename →
+//! fsync of the directory) before the arrival is recorded or acknowledged.
+//! Identical bytes are stored once. Nothing is ever deleted from the store.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+#[error("content store: cannot {action} {path}: {source}")]
+pub struct StoreError {
+    pub action: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+/// Where a staged blob lives and what it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub checksum: String,
+    pub size: u64,
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct ContentStore {
+    root: PathBuf,
+}
+
+impl ContentStore {
+    /// Open (creating if needed) the store under `root`.
+    pub fn open(root: &Path) -> Result<ContentStore, StoreError> {
+        let tmp = root.join("tmp");
+        std::fs::create_dir_all(&tmp).map_err(|source| StoreError {
+            action: "create",
+            path: tmp.clone(),
+            source,
+        })?;
+        Ok(ContentStore {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// The path of a blob by its hex checksum (two-level fan-out keeps
+    /// directories small).
+    pub fn path_of(&self, checksum: &str) -> PathBuf {
+        let shard = checksum.get(..2).unwrap_or("xx");
+        self.root.join(shard).join(checksum)
+    }
+
+    /// Open a stored blob for reading.
+    pub fn open_blob(&self, checksum: &str) -> Result<File, StoreError> {
+        let path = self.path_of(checksum);
+        File::open(&path).map_err(|source| StoreError {
+            action: "open",
+            path,
+            source,
+        })
+    }
+
+    /// Read a stored blob whole (small blobs such as control files).
+    pub fn read_blob(&self, checksum: &str) -> Result<Vec<u8>, StoreError> {
+        let path = self.path_of(checksum);
+        std::fs::read(&path).map_err(|source| StoreError {
+            action: "read",
+            path,
+            source,
+        })
+    }
+
+    /// Copy everything from `input` into the store, durably. Returns the
+    /// checksum, size and final path. A failure (disk full, read error) leaves
+    /// nothing behind but an unlinked temp file.
+    pub fn put<R: Read>(&self, mut input: R) -> Result<Stored, StoreError> {
+        let tmp_dir = self.root.join("tmp");
+        let tmp_err = |action, source| StoreError {
+            action,
+            path: tmp_dir.clone(),
+            source,
+        };
+        let mut tmp = tempfile::Builder::new()
+            .prefix("incoming-")
+            .suffix(".part")
+            .tempfile_in(&tmp_dir)
+            .map_err(|e| tmp_err("create a temp file in", e))?;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = match input.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(tmp_err("read the arrival into", e)),
+            };
+            hasher.update(&buf[..n]);
+            tmp.write_all(&buf[..n]).map_err(|e| tmp_err("write to", e))?;
+            size += n as u64;
+        }
+        tmp.as_file().sync_all().map_err(|e| tmp_err("fsync a temp file in", e))?;
+        let checksum = hex::encode(hasher.finalize());
+        let path = self.path_of(&checksum);
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| self.root.clone());
+        std::fs::create_dir_all(&dir).map_err(|source| StoreError {
+            action: "create",
+            path: dir.clone(),
+            source,
+        })?;
+        match tmp.persist_noclobber(&path) {
+            Ok(_) => sync_dir(&dir)?,
+            // The same bytes are already stored (perhaps by another process).
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(StoreError {
+                    action: "rename a temp file to",
+                    path,
+                    source: e.error,
+                });
+            }
+        }
+        Ok(Stored {
+            checksum,
+            size,
+            path,
+        })
+    }
+
+    /// Store a file from disk.
+    pub fn put_file(&self, path: &Path) -> Result<Stored, StoreError> {
+        let f = File::open(path).map_err(|source| StoreError {
+            action: "read",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        self.put(f).map_err(|mut e| {
+            if e.action == "read the arrival into" {
+                e.path = path.to_path_buf();
+                e.action = "read";
+            }
+            e
+        })
+    }
+}
+
+/// fsync a directory so a rename in it survives a crash.
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| StoreError {
+            action: "fsync",
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identical_bytes_are_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(dir.path()).unwrap();
+        let a = store.put(&b"H...T"[..]).unwrap();
+        let b = store.put(&b"H...T"[..]).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(std::fs::read(&a.path).unwrap(), b"H...T");
+        assert_eq!(a.checksum, hex::encode(Sha256::digest(b"H...T")));
+        assert!(a.path.starts_with(dir.path().join(&a.checksum[..2])));
+        // No temp files are left behind.
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_failed_read_leaves_nothing() {
+        struct Broken(usize);
+        impl Read for Broken {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(io::Error::other("cable cut"));
+                }
+                self.0 -= 1;
+                buf[0] = b'x';
+                Ok(1)
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::open(dir.path()).unwrap();
+        let e = store.put(Broken(3)).unwrap_err();
+        assert!(e.to_string().contains("cable cut"), "{e}");
+        let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(entries, vec!["tmp"]);
+        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+}
