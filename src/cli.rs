@@ -13,10 +13,10 @@ use std::sync::Arc;
 use chrono::NaiveDate;
 
 use crate::config::{Config, ConfigError};
+use crate::format::{FileContext, FileFacts, FormatRegistry, FormatSpec};
 use crate::intake::{Arrival, Gateway, GatewayOpenError, IntakeError, Outcome, SystemClock};
 use crate::judge::Verdict;
 use crate::ledger::{EventRow, FileFilter, FileRow, LedgerError};
-use crate::format::{FileContext, FileFacts, FormatRegistry, FormatSpec};
 
 /// Exit codes, one per outcome an operator or a script must tell apart.
 pub mod exit {
@@ -144,7 +144,9 @@ impl CliError {
             CliError::Config(_) | CliError::Usage(_) => exit::USAGE,
             CliError::Open(GatewayOpenError::Config(_)) => exit::USAGE,
             CliError::Intake(IntakeError::UnknownPartner(_)) => exit::USAGE,
-            CliError::Io { .. } | CliError::Open(_) | CliError::Intake(_) | CliError::Ledger(_) => exit::FAILURE,
+            CliError::Io { .. } | CliError::Open(_) | CliError::Intake(_) | CliError::Ledger(_) => {
+                exit::FAILURE
+            }
         }
     }
 }
@@ -233,13 +235,17 @@ async fn ledger_command(gw: &Gateway, command: Command) -> Result<u8, CliError> 
                     crate::config::CHANNELS.join(", ")
                 )));
             }
-            let p = gw
-                .config
-                .partner(&partner)
-                .ok_or_else(|| CliError::Usage(format!(
+            let p = gw.config.partner(&partner).ok_or_else(|| {
+                CliError::Usage(format!(
                     "unknown partner {partner:?}; configured partners: {}",
-                    gw.config.partners.iter().map(|p| p.id.as_str()).collect::<Vec<_>>().join(", ")
-                )))?;
+                    gw.config
+                        .partners
+                        .iter()
+                        .map(|p| p.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?;
             let name = file
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -258,7 +264,12 @@ async fn ledger_command(gw: &Gateway, command: Command) -> Result<u8, CliError> 
             let arrival = Arrival {
                 partner: partner.clone(),
                 channel,
-                source_path: Some(std::fs::canonicalize(&file).unwrap_or(file.clone()).display().to_string()),
+                source_path: Some(
+                    std::fs::canonicalize(&file)
+                        .unwrap_or(file.clone())
+                        .display()
+                        .to_string(),
+                ),
                 name,
                 actor: crate::intake::operator_actor(),
                 reason,
@@ -269,7 +280,10 @@ async fn ledger_command(gw: &Gateway, command: Command) -> Result<u8, CliError> 
                 println!("{}", outcome_json(&out));
             } else {
                 println!("{}: {}", out.verdict, out.reason);
-                println!("  file {}  {}  checksum {}", out.file_id, arrival.name, out.checksum);
+                println!(
+                    "  file {}  {}  checksum {}",
+                    out.file_id, arrival.name, out.checksum
+                );
             }
             Ok(out.verdict.exit_code())
         }
@@ -309,8 +323,12 @@ async fn ledger_command(gw: &Gateway, command: Command) -> Result<u8, CliError> 
                         r.partner,
                         r.channel,
                         r.verdict,
-                        r.business_date.map(|d| d.to_string()).unwrap_or_else(|| "-".into()),
-                        r.records.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+                        r.business_date
+                            .map(|d| d.to_string())
+                            .unwrap_or_else(|| "-".into()),
+                        r.records
+                            .map(|n| n.to_string())
+                            .unwrap_or_else(|| "-".into()),
                         r.received_at.with_timezone(&tz).format("%Y-%m-%d %H:%M"),
                         r.name
                     );
@@ -346,11 +364,17 @@ async fn ledger_command(gw: &Gateway, command: Command) -> Result<u8, CliError> 
         Command::Intake { date, json } => {
             let rows = gw.ledger.intake(date).await?;
             if json {
-                println!("{}", serde_json::to_string(&rows).unwrap_or_else(|_| "[]".into()));
+                println!(
+                    "{}",
+                    serde_json::to_string(&rows).unwrap_or_else(|_| "[]".into())
+                );
             } else if rows.is_empty() {
                 println!("nothing fed for business date {date}");
             } else {
-                println!("{:<10} {:<22} {:<10} {:>6} {:>10} {:>20}", "partner", "format", "date", "files", "entries", "total");
+                println!(
+                    "{:<10} {:<22} {:<10} {:>6} {:>10} {:>20}",
+                    "partner", "format", "date", "files", "entries", "total"
+                );
                 for r in rows {
                     println!(
                         "{:<10} {:<22} {:<10} {:>6} {:>10} {:>20}",
@@ -374,14 +398,21 @@ async fn ledger_command(gw: &Gateway, command: Command) -> Result<u8, CliError> 
             }
             Ok(exit::OK)
         }
-        Command::Verify { .. } | Command::Formats => Err(CliError::Usage("not a ledger command".into())),
+        Command::Verify { .. } | Command::Formats => {
+            Err(CliError::Usage("not a ledger command".into()))
+        }
     }
 }
 
 fn outcome_json(out: &Outcome) -> serde_json::Value {
     let facts = out.facts.as_ref();
     let business_key: serde_json::Map<String, serde_json::Value> = facts
-        .map(|f| f.business_key.iter().map(|(k, v)| (k.clone(), json!(v))).collect())
+        .map(|f| {
+            f.business_key
+                .iter()
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .collect()
+        })
         .unwrap_or_default();
     json!({
         "file_id": out.file_id,
@@ -429,7 +460,13 @@ fn file_json(r: &FileRow) -> serde_json::Value {
     })
 }
 
-fn print_file(r: &FileRow, events: &[EventRow], entries: i64, stored: &Path, tz: chrono::FixedOffset) {
+fn print_file(
+    r: &FileRow,
+    events: &[EventRow],
+    entries: i64,
+    stored: &Path,
+    tz: chrono::FixedOffset,
+) {
     println!("file {}: {} ({})", r.id, r.name, r.verdict);
     if let Some(reason) = &r.reason {
         println!("  reason         {reason}");
@@ -437,11 +474,24 @@ fn print_file(r: &FileRow, events: &[EventRow], entries: i64, stored: &Path, tz:
     if let Some(rel) = r.related_file_id {
         println!("  related file   {rel}");
     }
-    println!("  partner        {} via {}{}", r.partner, r.channel, r.endpoint.as_deref().map(|e| format!(" ({e})")).unwrap_or_default());
+    println!(
+        "  partner        {} via {}{}",
+        r.partner,
+        r.channel,
+        r.endpoint
+            .as_deref()
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default()
+    );
     if let Some(p) = &r.source_path {
         println!("  source         {p}");
     }
-    println!("  received       {}", r.received_at.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %:z"));
+    println!(
+        "  received       {}",
+        r.received_at
+            .with_timezone(&tz)
+            .format("%Y-%m-%d %H:%M:%S %:z")
+    );
     println!("  size           {} bytes", r.size);
     println!("  checksum       {}", r.checksum);
     println!("  stored at      {}", stored.display());

@@ -16,7 +16,9 @@ use tokio::sync::mpsc;
 use crate::config::{Config, Partner};
 use crate::format::{FileContext, FileFacts, FormatRegistry, FormatSpec, RecordSink, VerifyError};
 use crate::judge::{self, ArrivalContext, Evidence, Judgement, Overlap, PriorFile, Verdict};
-use crate::ledger::{FileRow, Guard, Identity, Ledger, LedgerError, NewArrival, NewEntry};
+use crate::ledger::{
+    Decision, FileRow, Guard, Identity, Ledger, LedgerError, NewArrival, NewEntry,
+};
 use crate::stage::{ContentStore, StoreError};
 
 /// Entries per batch handed from the parsing thread to the feeding task.
@@ -53,8 +55,13 @@ pub enum IntakeError {
     #[error(transparent)]
     Ledger(#[from] LedgerError),
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
-    #[error("file {file_id}: stored bytes do not match the recorded checksum {checksum}; the content store is damaged")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "file {file_id}: stored bytes do not match the recorded checksum {checksum}; the content store is damaged"
+    )]
     Corrupt { file_id: i64, checksum: String },
     #[error("internal error: {0}")]
     Internal(String),
@@ -167,12 +174,14 @@ impl Gateway {
 
     /// Judge a staged file (and feed it if it deserves it). Also used to
     /// finish files left `received` by a crash.
-    pub async fn judge_staged(&self, file_id: i64, arrival: &Arrival) -> Result<Outcome, IntakeError> {
-        let row = self
-            .ledger
-            .file(file_id)
-            .await?
-            .ok_or_else(|| IntakeError::Internal(format!("file {file_id} vanished from the ledger")))?;
+    pub async fn judge_staged(
+        &self,
+        file_id: i64,
+        arrival: &Arrival,
+    ) -> Result<Outcome, IntakeError> {
+        let row = self.ledger.file(file_id).await?.ok_or_else(|| {
+            IntakeError::Internal(format!("file {file_id} vanished from the ledger"))
+        })?;
         let partner = self.partner(&row.partner)?;
         let sidecar = match &row.sidecar_checksum {
             Some(c) => Some(self.store.read_blob(c)?),
@@ -185,7 +194,9 @@ impl Gateway {
                 return self.quarantine(&row, arrival, facts, Vec::new()).await;
             }
         };
-        let facts = self.verify_stored(&spec, &row, sidecar.clone(), None).await?;
+        let facts = self
+            .verify_stored(&spec, &row, sidecar.clone(), None)
+            .await?;
         let now = self.clock.now();
         let ctx = ArrivalContext {
             name: &row.name,
@@ -202,11 +213,27 @@ impl Gateway {
             let (judgement, identity) = self.judge_once(&row, &facts, &signals, &overlaps).await?;
             if judgement.verdict != Verdict::Fed {
                 self.ledger
-                    .decide(row.id, &identity, &judgement, self.clock.now(), &arrival.actor)
+                    .decide(&Decision {
+                        file_id: row.id,
+                        identity: &identity,
+                        judgement: &judgement,
+                        at: self.clock.now(),
+                        actor: &arrival.actor,
+                    })
                     .await?;
                 return Ok(outcome(&row, judgement, Some(facts), 0));
             }
-            match self.feed(&spec, &row, sidecar.clone(), &identity, &judgement, &arrival.actor).await {
+            match self
+                .feed(
+                    &spec,
+                    &row,
+                    sidecar.clone(),
+                    &identity,
+                    &judgement,
+                    &arrival.actor,
+                )
+                .await
+            {
                 Ok(n) => {
                     tracing::info!(file_id = row.id, entries = n, "fed");
                     return Ok(outcome(&row, judgement, Some(facts), n));
@@ -216,7 +243,8 @@ impl Gateway {
                     if overlaps.is_empty() {
                         // Not fed elsewhere: the file repeats a record key itself.
                         let mut facts = facts.clone();
-                        facts.error = Some(self.find_repeated_key(&spec, &row, sidecar.clone()).await?);
+                        facts.error =
+                            Some(self.find_repeated_key(&spec, &row, sidecar.clone()).await?);
                         facts.fingerprint = None;
                         return self.quarantine(&row, arrival, facts, signals).await;
                     }
@@ -243,7 +271,13 @@ impl Gateway {
     ) -> Result<Outcome, IntakeError> {
         let (judgement, identity) = self.judge_once(row, &facts, &signals, &[]).await?;
         self.ledger
-            .decide(row.id, &identity, &judgement, self.clock.now(), &arrival.actor)
+            .decide(&Decision {
+                file_id: row.id,
+                identity: &identity,
+                judgement: &judgement,
+                at: self.clock.now(),
+                actor: &arrival.actor,
+            })
             .await?;
         Ok(outcome(row, judgement, Some(facts), 0))
     }
@@ -264,14 +298,12 @@ impl Gateway {
                 .await?
                 .map(|r| r.prior());
             if let Some(fp) = facts.fingerprint_hex() {
-                same_fp = self.ledger.fed_same_fingerprint(&fp).await?.map(|r| r.prior());
-            }
-            if !facts.business_key.is_empty() {
-                same_key = self
+                let (fp_row, key_row) = self
                     .ledger
-                    .fed_same_business_key(&facts.format, &facts.business_key_text())
-                    .await?
-                    .map(|r| r.prior());
+                    .fed_matching(&fp, &facts.format, &facts.business_key_text())
+                    .await?;
+                same_fp = fp_row.map(|r| r.prior());
+                same_key = key_row.map(|r| r.prior());
             }
         }
         let evidence = Evidence {
@@ -296,7 +328,8 @@ impl Gateway {
         sink: Option<Box<dyn RecordSink + Send>>,
     ) -> Result<FileFacts, IntakeError> {
         let blob = self.store.open_blob(&row.checksum)?;
-        let (spec, name, id, checksum) = (spec.clone(), row.name.clone(), row.id, row.checksum.clone());
+        let (spec, name, id, checksum) =
+            (spec.clone(), row.name.clone(), row.id, row.checksum.clone());
         let facts = tokio::task::spawn_blocking(move || {
             let mut sink = sink;
             let ctx = FileContext {
@@ -316,7 +349,10 @@ impl Gateway {
             source,
         })?;
         if facts.checksum_hex() != checksum {
-            return Err(IntakeError::Corrupt { file_id: id, checksum });
+            return Err(IntakeError::Corrupt {
+                file_id: id,
+                checksum,
+            });
         }
         Ok(facts)
     }
@@ -351,10 +387,14 @@ impl Gateway {
             drop(tx);
             facts
         };
-        let at = self.clock.now();
-        let feed = self
-            .ledger
-            .feed(row.id, &row.partner, identity, judgement, at, actor, rx);
+        let decision = Decision {
+            file_id: row.id,
+            identity,
+            judgement,
+            at: self.clock.now(),
+            actor,
+        };
+        let feed = self.ledger.feed(&decision, &row.partner, rx);
         let (parsed, fed) = tokio::join!(parse, feed);
         parsed?;
         Ok(fed?)
@@ -379,7 +419,11 @@ impl Gateway {
             let mut counts = std::collections::BTreeMap::<i64, u64>::new();
             while let Some(batch) = rx.recv().await {
                 let keys: Vec<String> = batch.into_iter().map(|e| e.record_key).collect();
-                for (file, n) in self.ledger.fed_record_keys(&row.partner, &spec.id, &keys).await? {
+                for (file, n) in self
+                    .ledger
+                    .fed_record_keys(&row.partner, &spec.id, &keys)
+                    .await?
+                {
                     *counts.entry(file).or_insert(0) += n;
                 }
             }
@@ -415,12 +459,16 @@ impl Gateway {
             found: found.clone(),
         });
         self.verify_stored(spec, row, sidecar, Some(sink)).await?;
-        let found = found.lock().map_err(|_| IntakeError::Internal("poisoned".into()))?.take();
+        let found = found
+            .lock()
+            .map_err(|_| IntakeError::Internal("poisoned".into()))?
+            .take();
         Ok(found.unwrap_or(VerifyError {
             record: None,
             offset: None,
             field: None,
-            message: "a record key is already fed (the ledger refused it) but no fed file holds it".into(),
+            message: "a record key is already fed (the ledger refused it) but no fed file holds it"
+                .into(),
         }))
     }
 
@@ -449,7 +497,10 @@ pub enum GatewayOpenError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error("cannot create the data directory {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -463,13 +514,21 @@ pub fn choose_format<'r>(
     partner: &Partner,
     name: &str,
 ) -> Result<&'r FormatSpec, String> {
-    let specs: Vec<&FormatSpec> = partner.formats.iter().filter_map(|f| formats.get(f)).collect();
+    let specs: Vec<&FormatSpec> = partner
+        .formats
+        .iter()
+        .filter_map(|f| formats.get(f))
+        .collect();
     if let [only] = specs.as_slice() {
         return Ok(only);
     }
     let matching: Vec<&&FormatSpec> = specs
         .iter()
-        .filter(|s| s.file_name.as_ref().is_some_and(|n| n.pattern.is_match(name)))
+        .filter(|s| {
+            s.file_name
+                .as_ref()
+                .is_some_and(|n| n.pattern.is_match(name))
+        })
         .collect();
     match matching.as_slice() {
         [one] => Ok(one),
@@ -517,9 +576,14 @@ fn identity(facts: &FileFacts, signals: &[String]) -> Identity {
         business_key: (!facts.business_key.is_empty()).then(|| facts.business_key_text()),
         business_date: facts.business_date,
         records: Some(facts.records as i64),
-        totals: facts.is_valid().then(|| serde_json::Value::Object(totals).to_string()),
+        totals: facts
+            .is_valid()
+            .then(|| serde_json::Value::Object(totals).to_string()),
         drill_signals: Some(serde_json::json!(signals).to_string()),
-        error: facts.error.as_ref().and_then(|e| serde_json::to_string(e).ok()),
+        error: facts
+            .error
+            .as_ref()
+            .and_then(|e| serde_json::to_string(e).ok()),
     }
 }
 
@@ -604,7 +668,11 @@ impl RecordSink for RepeatFinder {
 pub fn gateway_actor() -> String {
     let host = std::env::var("HOSTNAME")
         .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_string()))
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+        })
         .unwrap_or_else(|| "localhost".into());
     format!("settlegate@{host}")
 }

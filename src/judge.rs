@@ -86,7 +86,10 @@ pub struct PriorFile {
 impl PriorFile {
     /// `file 17 (CSTL_031_20261121_0001.dat, fed 2026-11-22 02:10 via sftp-pull)`
     pub fn describe(&self, tz: FixedOffset) -> String {
-        let when = self.decided_at.unwrap_or(self.received_at).with_timezone(&tz);
+        let when = self
+            .decided_at
+            .unwrap_or(self.received_at)
+            .with_timezone(&tz);
         let what = if self.verdict == "received" {
             "received, not yet judged".to_string()
         } else {
@@ -237,7 +240,10 @@ pub fn drill_signals(
     }
     for w in &partner.drill_windows {
         if arrival.received_at >= w.start && arrival.received_at < w.end {
-            signals.push(format!("received inside the announced drill window {} – {}", w.start, w.end));
+            signals.push(format!(
+                "received inside the announced drill window {} – {}",
+                w.start, w.end
+            ));
         }
     }
     if let (Some(window), Some(date)) = (partner.business_date_window, facts.business_date) {
@@ -337,7 +343,10 @@ mod tests {
                 };
                 let got = judge(&e);
                 assert_eq!(got.verdict, want, "mask {mask:05b} fp {dup_fingerprint}");
-                let related_expected = matches!(want, Verdict::Duplicate | Verdict::Conflict | Verdict::Overlap);
+                let related_expected = matches!(
+                    want,
+                    Verdict::Duplicate | Verdict::Conflict | Verdict::Overlap
+                );
                 assert_eq!(got.related.is_some(), related_expected, "{got:?}");
             }
         }
@@ -364,15 +373,24 @@ mod tests {
         assert_eq!(j.related, Some(17));
         let f = facts(false);
         let j = judge(&Evidence { facts: &f, ..e });
-        assert_eq!(j.reason, "record 3 (byte 420), field fee_amount: expected digits, found \"1,2\"");
+        assert_eq!(
+            j.reason,
+            "record 3 (byte 420), field fee_amount: expected digits, found \"1,2\""
+        );
     }
 
     #[test]
     fn overlap_reason_counts_records_per_file() {
         let f = facts(true);
         let o = [
-            Overlap { file: prior(3, "fed"), records: 2 },
-            Overlap { file: prior(4, "fed"), records: 5 },
+            Overlap {
+                file: prior(3, "fed"),
+                records: 2,
+            },
+            Overlap {
+                file: prior(4, "fed"),
+                records: 5,
+            },
         ];
         let e = Evidence {
             facts: &f,
@@ -385,7 +403,12 @@ mod tests {
         };
         let j = judge(&e);
         assert_eq!(j.verdict, Verdict::Overlap);
-        assert!(j.reason.starts_with("7 record key(s) already fed: 2 record(s) from file 3"), "{}", j.reason);
+        assert!(
+            j.reason
+                .starts_with("7 record key(s) already fed: 2 record(s) from file 3"),
+            "{}",
+            j.reason
+        );
     }
 
     fn partner() -> Partner {
@@ -412,28 +435,166 @@ mod tests {
         let t = |y, m, d, h| Utc.with_ymd_and_hms(y, m, d, h, 0, 0).unwrap();
         let normal = t(2026, 11, 22, 1);
         // (name, channel, endpoint, drill site, received, content signal, now) → signals expected
-        let cases: Vec<(&str, &str, Option<&str>, bool, DateTime<Utc>, bool, DateTime<Utc>, usize)> = vec![
-            ("CSTL_031_20261121_0001.dat", "manual", None, false, normal, false, normal, 0),
-            ("CSTL_031_20261121_0001_DRILL.dat", "manual", None, false, normal, false, normal, 1),
-            ("cstl_drill.dat", "manual", None, false, normal, false, normal, 1),
-            ("CSTL_031_20261121_0001.dat", "sftp-push", None, false, normal, false, normal, 1),
-            ("CSTL_031_20261121_0001.dat", "sftp-pull", Some("dr"), false, normal, false, normal, 1),
-            ("CSTL_031_20261121_0001.dat", "sftp-pull", Some("primary"), false, normal, false, normal, 0),
-            ("CSTL_031_20261121_0001.dat", "sftp-pull", Some("backup"), true, normal, false, normal, 1),
+        type Case<'a> = (
+            &'a str,
+            &'a str,
+            Option<&'a str>,
+            bool,
+            DateTime<Utc>,
+            bool,
+            DateTime<Utc>,
+            usize,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "CSTL_031_20261121_0001.dat",
+                "manual",
+                None,
+                false,
+                normal,
+                false,
+                normal,
+                0,
+            ),
+            (
+                "CSTL_031_20261121_0001_DRILL.dat",
+                "manual",
+                None,
+                false,
+                normal,
+                false,
+                normal,
+                1,
+            ),
+            (
+                "cstl_drill.dat",
+                "manual",
+                None,
+                false,
+                normal,
+                false,
+                normal,
+                1,
+            ),
+            (
+                "CSTL_031_20261121_0001.dat",
+                "sftp-push",
+                None,
+                false,
+                normal,
+                false,
+                normal,
+                1,
+            ),
+            (
+                "CSTL_031_20261121_0001.dat",
+                "sftp-pull",
+                Some("dr"),
+                false,
+                normal,
+                false,
+                normal,
+                1,
+            ),
+            (
+                "CSTL_031_20261121_0001.dat",
+                "sftp-pull",
+                Some("primary"),
+                false,
+                normal,
+                false,
+                normal,
+                0,
+            ),
+            (
+                "CSTL_031_20261121_0001.dat",
+                "sftp-pull",
+                Some("backup"),
+                true,
+                normal,
+                false,
+                normal,
+                1,
+            ),
             // 2026-11-28 23:00 KST = 14:00 UTC: inside the window.
-            ("CSTL_031_20261121_0001.dat", "manual", None, false, t(2026, 11, 28, 14), false, normal, 1),
+            (
+                "CSTL_031_20261121_0001.dat",
+                "manual",
+                None,
+                false,
+                t(2026, 11, 28, 14),
+                false,
+                normal,
+                1,
+            ),
             // 2026-11-29 06:00 KST = 21:00 UTC on the 28th: the window has ended.
-            ("CSTL_031_20261121_0001.dat", "manual", None, false, t(2026, 11, 28, 21), false, normal, 0),
-            ("CSTL_031_20261121_0001.dat", "manual", None, false, normal, true, normal, 1),
+            (
+                "CSTL_031_20261121_0001.dat",
+                "manual",
+                None,
+                false,
+                t(2026, 11, 28, 21),
+                false,
+                normal,
+                0,
+            ),
+            (
+                "CSTL_031_20261121_0001.dat",
+                "manual",
+                None,
+                false,
+                normal,
+                true,
+                normal,
+                1,
+            ),
             // business date 2026-11-21; today (KST) 2026-11-29 is 8 days later: outside.
-            ("CSTL_031_20261121_0001.dat", "manual", None, false, normal, false, t(2026, 11, 29, 1), 1),
+            (
+                "CSTL_031_20261121_0001.dat",
+                "manual",
+                None,
+                false,
+                normal,
+                false,
+                t(2026, 11, 29, 1),
+                1,
+            ),
             // today 2026-11-28: 7 days, inside.
-            ("CSTL_031_20261121_0001.dat", "manual", None, false, normal, false, t(2026, 11, 28, 1), 0),
+            (
+                "CSTL_031_20261121_0001.dat",
+                "manual",
+                None,
+                false,
+                normal,
+                false,
+                t(2026, 11, 28, 1),
+                0,
+            ),
             // today 2026-11-19: the date is 2 days ahead, outside (1 allowed).
-            ("CSTL_031_20261121_0001.dat", "manual", None, false, normal, false, t(2026, 11, 19, 1), 1),
-            ("drill.dat", "sftp-push", Some("dr"), false, t(2026, 11, 28, 14), true, t(2026, 12, 20, 1), 6),
+            (
+                "CSTL_031_20261121_0001.dat",
+                "manual",
+                None,
+                false,
+                normal,
+                false,
+                t(2026, 11, 19, 1),
+                1,
+            ),
+            (
+                "drill.dat",
+                "sftp-push",
+                Some("dr"),
+                false,
+                t(2026, 11, 28, 14),
+                true,
+                t(2026, 12, 20, 1),
+                6,
+            ),
         ];
-        for (i, (name, channel, endpoint, site, received, content, now, want)) in cases.into_iter().enumerate() {
+        for (i, (name, channel, endpoint, site, received, content, now, want)) in
+            cases.into_iter().enumerate()
+        {
             let mut f = facts(true);
             if content {
                 f.drill_signals = vec!["run_mode=D".into()];

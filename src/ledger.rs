@@ -16,9 +16,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::Sqlite;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use tokio::sync::mpsc;
 
 use crate::judge::{Judgement, PriorFile, Verdict};
@@ -57,8 +59,12 @@ impl std::fmt::Display for Guard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Guard::Checksum => "a fed file with the same checksum exists (files_fed_checksum)",
-            Guard::Fingerprint => "a fed file with the same fingerprint exists (files_fed_fingerprint)",
-            Guard::BusinessKey => "a fed file with the same business key exists (files_fed_business_key)",
+            Guard::Fingerprint => {
+                "a fed file with the same fingerprint exists (files_fed_fingerprint)"
+            }
+            Guard::BusinessKey => {
+                "a fed file with the same business key exists (files_fed_business_key)"
+            }
             Guard::RecordKey => "a record key is already fed (entries_fed_record_key)",
         })
     }
@@ -156,6 +162,16 @@ pub struct Identity {
     pub drill_signals: Option<String>,
     /// JSON object of the first error.
     pub error: Option<String>,
+}
+
+/// A verdict to record: which file, what was established, who decided when.
+#[derive(Debug, Clone, Copy)]
+pub struct Decision<'a> {
+    pub file_id: i64,
+    pub identity: &'a Identity,
+    pub judgement: &'a Judgement,
+    pub at: DateTime<Utc>,
+    pub actor: &'a str,
 }
 
 /// One settlement entry to feed.
@@ -271,17 +287,24 @@ impl Ledger {
             let opts = PgConnectOptions::from_str(&url).map_err(open_err)?;
             let pool = PgPoolOptions::new()
                 .max_connections(8)
-                .acquire_timeout(Duration::from_secs(30))
+                .acquire_timeout(Duration::from_secs(10))
                 .connect_with(opts)
                 .await
                 .map_err(open_err)?;
             sqlx::migrate!("migrations/postgres")
                 .run(&pool)
                 .await
-                .map_err(|source| LedgerError::Migrate { url: shown.clone(), source })?;
+                .map_err(|source| LedgerError::Migrate {
+                    url: shown.clone(),
+                    source,
+                })?;
             Ok(Ledger::Postgres(pool))
         } else if url.starts_with("sqlite:") {
-            if let Some(parent) = Path::new(url.trim_start_matches("sqlite://").trim_start_matches("sqlite:")).parent()
+            if let Some(parent) = Path::new(
+                url.trim_start_matches("sqlite://")
+                    .trim_start_matches("sqlite:"),
+            )
+            .parent()
                 && !parent.as_os_str().is_empty()
             {
                 std::fs::create_dir_all(parent).map_err(|e| open_err(sqlx::Error::Io(e)))?;
@@ -302,7 +325,10 @@ impl Ledger {
             sqlx::migrate!("migrations/sqlite")
                 .run(&pool)
                 .await
-                .map_err(|source| LedgerError::Migrate { url: shown.clone(), source })?;
+                .map_err(|source| LedgerError::Migrate {
+                    url: shown.clone(),
+                    source,
+                })?;
             Ok(Ledger::Sqlite(pool))
         } else {
             Err(LedgerError::State(format!(
@@ -364,26 +390,54 @@ impl Ledger {
     }
 
     /// The earliest arrival before `before_id` with these bytes, whatever its verdict.
-    pub async fn earlier_same_checksum(&self, checksum: &str, before_id: i64) -> Result<Option<FileRow>, LedgerError> {
-        let sql = concat!("SELECT ", file_columns!(), " FROM files WHERE checksum = $1 AND id < $2 ORDER BY id LIMIT 1");
+    pub async fn earlier_same_checksum(
+        &self,
+        checksum: &str,
+        before_id: i64,
+    ) -> Result<Option<FileRow>, LedgerError> {
+        let sql = concat!(
+            "SELECT ",
+            file_columns!(),
+            " FROM files WHERE checksum = $1 AND id < $2 ORDER BY id LIMIT 1"
+        );
         on_pool!(self, pool => sqlx::query_as(sql).bind(checksum).bind(before_id).fetch_optional(pool).await)
             .map_err(query_error("look up checksum"))
     }
 
-    /// The fed file with this fingerprint.
-    pub async fn fed_same_fingerprint(&self, fingerprint: &str) -> Result<Option<FileRow>, LedgerError> {
-        let sql = concat!("SELECT ", file_columns!(), " FROM files WHERE fingerprint = $1 AND verdict = 'fed' LIMIT 1");
-        on_pool!(self, pool => sqlx::query_as(sql).bind(fingerprint).fetch_optional(pool).await)
-            .map_err(query_error("look up fingerprint"))
-    }
-
-    /// The fed file with this business key.
-    pub async fn fed_same_business_key(&self, format: &str, key: &str) -> Result<Option<FileRow>, LedgerError> {
+    /// The fed files with this fingerprint and with this business key, read
+    /// in one statement so both answers come from one snapshot (two separate
+    /// look-ups could straddle another process's feed and see a conflict
+    /// where there is a duplicate).
+    pub async fn fed_matching(
+        &self,
+        fingerprint: &str,
+        format: &str,
+        business_key: &str,
+    ) -> Result<(Option<FileRow>, Option<FileRow>), LedgerError> {
         let sql = concat!(
-            "SELECT ", file_columns!(), " FROM files WHERE format = $1 AND business_key = $2 AND verdict = 'fed' LIMIT 1"
+            "SELECT ",
+            file_columns!(),
+            " FROM files WHERE verdict = 'fed' AND (fingerprint = $1 OR (format = $2 AND business_key = $3)) ORDER BY id"
         );
-        on_pool!(self, pool => sqlx::query_as(sql).bind(format).bind(key).fetch_optional(pool).await)
-            .map_err(query_error("look up business key"))
+        let rows: Vec<FileRow> = on_pool!(self, pool => sqlx::query_as(sql)
+            .bind(fingerprint)
+            .bind(format)
+            .bind(business_key)
+            .fetch_all(pool)
+            .await)
+        .map_err(query_error("look up fingerprint and business key"))?;
+        let same_fp = rows
+            .iter()
+            .find(|r| r.fingerprint.as_deref() == Some(fingerprint))
+            .cloned();
+        let same_key = rows
+            .iter()
+            .find(|r| {
+                r.format.as_deref() == Some(format)
+                    && r.business_key.as_deref() == Some(business_key)
+            })
+            .cloned();
+        Ok((same_fp, same_key))
     }
 
     /// How many of `keys` are already fed, per file.
@@ -444,8 +498,14 @@ impl Ledger {
         } else {
             format!(" WHERE {}", clauses.join(" AND "))
         };
-        let limit = filter.limit.map(|l| format!(" LIMIT {l}")).unwrap_or_default();
-        let sql = format!("SELECT {} FROM files{where_} ORDER BY id{limit}", file_columns!());
+        let limit = filter
+            .limit
+            .map(|l| format!(" LIMIT {l}"))
+            .unwrap_or_default();
+        let sql = format!(
+            "SELECT {} FROM files{where_} ORDER BY id{limit}",
+            file_columns!()
+        );
         on_pool!(self, pool => {
             // Built from fixed clauses and numbered placeholders only.
             let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()));
@@ -480,16 +540,13 @@ impl Ledger {
 
     /// Record a verdict other than `fed`, with the file's identity and an
     /// audit event, in one transaction.
-    pub async fn decide(
-        &self,
-        id: i64,
-        identity: &Identity,
-        judgement: &Judgement,
-        at: DateTime<Utc>,
-        actor: &str,
-    ) -> Result<(), LedgerError> {
+    pub async fn decide(&self, d: &Decision<'_>) -> Result<(), LedgerError> {
+        let (id, identity, judgement, at, actor) =
+            (d.file_id, d.identity, d.judgement, d.at, d.actor);
         if judgement.verdict == Verdict::Fed {
-            return Err(LedgerError::State("a fed verdict is written by feed()".into()));
+            return Err(LedgerError::State(
+                "a fed verdict is written by feed()".into(),
+            ));
         }
         on_pool!(self, pool => {
             let mut tx = pool.begin().await.map_err(query_error("begin"))?;
@@ -509,14 +566,12 @@ impl Ledger {
     /// so a producer blocked on it stops.
     pub async fn feed(
         &self,
-        id: i64,
+        d: &Decision<'_>,
         partner: &str,
-        identity: &Identity,
-        judgement: &Judgement,
-        at: DateTime<Utc>,
-        actor: &str,
         mut entries: mpsc::Receiver<Vec<NewEntry>>,
     ) -> Result<u64, LedgerError> {
+        let (id, identity, judgement, at, actor) =
+            (d.file_id, d.identity, d.judgement, d.at, d.actor);
         if judgement.verdict != Verdict::Fed {
             return Err(LedgerError::State("feed() needs a fed judgement".into()));
         }
@@ -534,7 +589,9 @@ impl Ledger {
                 set_verdict!(&mut *tx, id, identity, judgement, at)?;
                 loop {
                     let Some(batch) = entries.recv().await else {
-                        return Err(LedgerError::State("the entry stream ended early; nothing was fed".into()));
+                        return Err(LedgerError::State(
+                            "the entry stream ended early; nothing was fed".into(),
+                        ));
                     };
                     if batch.is_empty() {
                         break;
@@ -544,7 +601,15 @@ impl Ledger {
                     }
                     fed += batch.len() as u64;
                 }
-                insert_event!(&mut *tx, at, id, "fed", actor, &judgement.reason, None::<i64>)?;
+                insert_event!(
+                    &mut *tx,
+                    at,
+                    id,
+                    "fed",
+                    actor,
+                    &judgement.reason,
+                    None::<i64>
+                )?;
                 tx.commit().await.map_err(query_error("commit feed"))?;
             }
             Ledger::Postgres(pool) => {
@@ -552,7 +617,9 @@ impl Ledger {
                 set_verdict!(&mut *tx, id, identity, judgement, at)?;
                 loop {
                     let Some(batch) = entries.recv().await else {
-                        return Err(LedgerError::State("the entry stream ended early; nothing was fed".into()));
+                        return Err(LedgerError::State(
+                            "the entry stream ended early; nothing was fed".into(),
+                        ));
                     };
                     if batch.is_empty() {
                         break;
@@ -587,7 +654,15 @@ impl Ledger {
                     .map_err(query_error("insert entries"))?;
                     fed += batch.len() as u64;
                 }
-                insert_event!(&mut *tx, at, id, "fed", actor, &judgement.reason, None::<i64>)?;
+                insert_event!(
+                    &mut *tx,
+                    at,
+                    id,
+                    "fed",
+                    actor,
+                    &judgement.reason,
+                    None::<i64>
+                )?;
                 tx.commit().await.map_err(query_error("commit feed"))?;
             }
         }
@@ -599,19 +674,23 @@ impl Ledger {
     /// decimal arithmetic), reversals included.
     pub async fn intake(&self, date: NaiveDate) -> Result<Vec<IntakeRow>, LedgerError> {
         let sql = "SELECT partner, format, file_id, CAST(amount AS TEXT) AS amount FROM entries WHERE business_date = $1";
-        let mut groups: BTreeMap<(String, String), (std::collections::BTreeSet<i64>, i64, Decimal)> = BTreeMap::new();
+        let mut groups: BTreeMap<
+            (String, String),
+            (std::collections::BTreeSet<i64>, i64, Decimal),
+        > = BTreeMap::new();
         let rows: Vec<(String, String, i64, String)> =
-            on_pool!(self, pool => sqlx::query_as(sql).bind(date).fetch_all(pool).await).map_err(query_error("read intake"))?;
+            on_pool!(self, pool => sqlx::query_as(sql).bind(date).fetch_all(pool).await)
+                .map_err(query_error("read intake"))?;
         for (partner, format, file, amount) in rows {
-            let amount = Decimal::from_str_exact(&amount)
-                .map_err(|e| LedgerError::State(format!("entry amount {amount:?} is not a decimal: {e}")))?;
+            let amount = Decimal::from_str_exact(&amount).map_err(|e| {
+                LedgerError::State(format!("entry amount {amount:?} is not a decimal: {e}"))
+            })?;
             let g = groups.entry((partner, format)).or_default();
             g.0.insert(file);
             g.1 += 1;
-            g.2 = g
-                .2
-                .checked_add(amount)
-                .ok_or_else(|| LedgerError::State("intake total overflows".into()))?;
+            g.2 =
+                g.2.checked_add(amount)
+                    .ok_or_else(|| LedgerError::State("intake total overflows".into()))?;
         }
         Ok(groups
             .into_iter()
@@ -720,14 +799,31 @@ async fn insert_entries_sqlite(
             sql.push(',');
         }
         let b = 5 + i * 4;
-        sql.push_str(&format!("($1, $2, $3, $4, ${}, ${}, ${}, 'original', ${})", b, b + 1, b + 2, b + 3));
+        sql.push_str(&format!(
+            "($1, $2, $3, $4, ${}, ${}, ${}, 'original', ${})",
+            b,
+            b + 1,
+            b + 2,
+            b + 3
+        ));
     }
     // Built from numbered placeholders only.
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).bind(file_id).bind(partner).bind(format).bind(date);
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+        .bind(file_id)
+        .bind(partner)
+        .bind(format)
+        .bind(date);
     for r in rows {
-        q = q.bind(r.record_no).bind(&r.record_key).bind(r.amount.to_string()).bind(&r.fields);
+        q = q
+            .bind(r.record_no)
+            .bind(&r.record_key)
+            .bind(r.amount.to_string())
+            .bind(&r.fields);
     }
-    q.execute(&mut **tx).await.map(|_| ()).map_err(query_error("insert entries"))
+    q.execute(&mut **tx)
+        .await
+        .map(|_| ())
+        .map_err(query_error("insert entries"))
 }
 
 /// A raw statement for tests that must prove the database (not the code)

@@ -8,7 +8,7 @@
 pub mod cli;
 pub mod config;
 pub mod format;
-pub mod judge;
-pub mod stage;
-pub mod ledger;
 pub mod intake;
+pub mod judge;
+pub mod ledger;
+pub mod stage;

@@ -98,13 +98,19 @@ impl ContentStore {
                 Err(e) => return Err(tmp_err("read the arrival into", e)),
             };
             hasher.update(&buf[..n]);
-            tmp.write_all(&buf[..n]).map_err(|e| tmp_err("write to", e))?;
+            tmp.write_all(&buf[..n])
+                .map_err(|e| tmp_err("write to", e))?;
             size += n as u64;
         }
-        tmp.as_file().sync_all().map_err(|e| tmp_err("fsync a temp file in", e))?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| tmp_err("fsync a temp file in", e))?;
         let checksum = hex::encode(hasher.finalize());
         let path = self.path_of(&checksum);
-        let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| self.root.clone());
+        let dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.root.clone());
         std::fs::create_dir_all(&dir).map_err(|source| StoreError {
             action: "create",
             path: dir.clone(),
@@ -172,7 +178,10 @@ mod tests {
         assert_eq!(a.checksum, hex::encode(Sha256::digest(b"H...T")));
         assert!(a.path.starts_with(dir.path().join(&a.checksum[..2])));
         // No temp files are left behind.
-        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
     }
 
     #[test]
@@ -192,8 +201,14 @@ mod tests {
         let store = ContentStore::open(dir.path()).unwrap();
         let e = store.put(Broken(3)).unwrap_err();
         assert!(e.to_string().contains("cable cut"), "{e}");
-        let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let entries: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(entries, vec!["tmp"]);
-        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
     }
 }

@@ -17,7 +17,9 @@ fn day(d: u32) -> NaiveDate {
 
 fn card_day(d: NaiveDate, n: u64, first: u64) -> CardFile {
     let mut f = CardFile::new(d);
-    f.records = (first..first + n).map(|i| CardRecord::synthetic(i, d)).collect();
+    f.records = (first..first + n)
+        .map(|i| CardRecord::synthetic(i, d))
+        .collect();
     f
 }
 
@@ -44,24 +46,42 @@ async fn replay(ledger: TestLedger) {
     let f1 = card_day(d1, 40, 0);
     let p1 = write(&env, "a", &f1);
     let (code, a) = ingest(&env, &p1, &[]);
-    assert_eq!((code, a["verdict"].as_str()), (0, Some("fed")), "{backend} (a): {a}");
+    assert_eq!(
+        (code, a["verdict"].as_str()),
+        (0, Some("fed")),
+        "{backend} (a): {a}"
+    );
     assert_eq!(a["records"], 40);
     let first_id = a["file_id"].as_i64().expect("id");
 
     // (b) a DR-drill copy of D2 (run_mode D) → drill
-    let mut f2 = card_day(d2, 25, 1000);
+    let f2 = card_day(d2, 25, 1000);
     let mut drill = f2.clone();
     drill.run_mode = 'D';
     let (code, b) = ingest(&env, &write(&env, "b", &drill), &[]);
-    assert_eq!((code, b["verdict"].as_str()), (11, Some("drill")), "{backend} (b): {b}");
-    assert!(b["reason"].as_str().unwrap_or("").contains("run_mode=D"), "{b}");
+    assert_eq!(
+        (code, b["verdict"].as_str()),
+        (11, Some("drill")),
+        "{backend} (b): {b}"
+    );
+    assert!(
+        b["reason"].as_str().unwrap_or("").contains("run_mode=D"),
+        "{b}"
+    );
 
     // (c) the production D2 file → fed; the quarantined drill copy (same
     //     fingerprint) does not block it
     let p2 = write(&env, "c", &f2);
     let (code, c) = ingest(&env, &p2, &[]);
-    assert_eq!((code, c["verdict"].as_str()), (0, Some("fed")), "{backend} (c): {c}");
-    assert_eq!(c["fingerprint"], b["fingerprint"], "drill copy and production share a fingerprint");
+    assert_eq!(
+        (code, c["verdict"].as_str()),
+        (0, Some("fed")),
+        "{backend} (c): {c}"
+    );
+    assert_eq!(
+        c["fingerprint"], b["fingerprint"],
+        "drill copy and production share a fingerprint"
+    );
 
     // (d) D2 re-sent: new creation stamp, file sequence 0002, LF, other order → duplicate
     let mut resend = f2.clone();
@@ -71,36 +91,71 @@ async fn replay(ledger: TestLedger) {
     resend.records.reverse();
     resend.records.swap(3, 17);
     let (code, d) = ingest(&env, &write(&env, "d", &resend), &[]);
-    assert_eq!((code, d["verdict"].as_str()), (10, Some("duplicate")), "{backend} (d): {d}");
+    assert_eq!(
+        (code, d["verdict"].as_str()),
+        (10, Some("duplicate")),
+        "{backend} (d): {d}"
+    );
     assert_eq!(d["related_file_id"], c["file_id"], "{d}");
-    assert!(d["reason"].as_str().unwrap_or("").contains("same fingerprint"), "{d}");
+    assert!(
+        d["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("same fingerprint"),
+        "{d}"
+    );
 
     // (e) D1 redelivered by hand → duplicate, naming the first
     let (code, e) = ingest(&env, &p1, &["--reason", "weekend re-run"]);
-    assert_eq!((code, e["verdict"].as_str()), (10, Some("duplicate")), "{backend} (e): {e}");
+    assert_eq!(
+        (code, e["verdict"].as_str()),
+        (10, Some("duplicate")),
+        "{backend} (e): {e}"
+    );
     assert_eq!(e["related_file_id"].as_i64(), Some(first_id));
     let reason = e["reason"].as_str().unwrap_or("");
-    assert!(reason.contains(&format!("file {first_id} (")) && reason.contains(&f1.file_name()), "{reason}");
+    assert!(
+        reason.contains(&format!("file {first_id} (")) && reason.contains(&f1.file_name()),
+        "{reason}"
+    );
 
     // (f) a D2 file with one amount changed → conflict
     let mut changed = f2.clone();
     changed.records[7].sales += 1000;
     let (code, f) = ingest(&env, &write(&env, "f", &changed), &[]);
-    assert_eq!((code, f["verdict"].as_str()), (12, Some("conflict")), "{backend} (f): {f}");
+    assert_eq!(
+        (code, f["verdict"].as_str()),
+        (12, Some("conflict")),
+        "{backend} (f): {f}"
+    );
     assert_eq!(f["related_file_id"], c["file_id"]);
 
     // (g) D1's records relabelled as day D3 → overlap
     let mut relabelled = f1.clone();
     relabelled.business_date = d3;
     let (code, g) = ingest(&env, &write(&env, "g", &relabelled), &[]);
-    assert_eq!((code, g["verdict"].as_str()), (13, Some("overlap")), "{backend} (g): {g}");
+    assert_eq!(
+        (code, g["verdict"].as_str()),
+        (13, Some("overlap")),
+        "{backend} (g): {g}"
+    );
     assert_eq!(g["related_file_id"].as_i64(), Some(first_id));
-    assert!(g["reason"].as_str().unwrap_or("").starts_with("40 record key(s) already fed"), "{g}");
+    assert!(
+        g["reason"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("40 record key(s) already fed"),
+        "{g}"
+    );
 
     // (h) an empty day → fed
     let empty = card_day(d4, 0, 0);
     let (code, h) = ingest(&env, &write(&env, "h", &empty), &[]);
-    assert_eq!((code, h["verdict"].as_str()), (0, Some("fed")), "{backend} (h): {h}");
+    assert_eq!(
+        (code, h["verdict"].as_str()),
+        (0, Some("fed")),
+        "{backend} (h): {h}"
+    );
 
     // Afterwards intake for D1 and D2 equals exactly those files' trailer totals.
     for (date, file) in [(d1, &f1), (d2, &f2)] {
@@ -114,24 +169,53 @@ async fn replay(ledger: TestLedger) {
         assert_eq!(r["files"], 1);
         assert_eq!(r["entries"].as_u64(), Some(file.records.len() as u64));
         let total = Decimal::from_str(r["total"].as_str().expect("total")).expect("decimal");
-        assert_eq!(total, Decimal::from_i128_with_scale(file.totals().settle, 0), "{backend} {date}");
+        assert_eq!(
+            total,
+            Decimal::from_i128_with_scale(file.totals().settle, 0),
+            "{backend} {date}"
+        );
     }
     let (_, rows) = env.json(&["intake", "--date", &d3.to_string(), "--json"]);
-    assert_eq!(rows, serde_json::json!([]), "nothing of the overlapping D3 file was fed");
+    assert_eq!(
+        rows,
+        serde_json::json!([]),
+        "nothing of the overlapping D3 file was fed"
+    );
 
     // Every arrival is in the ledger, with its bytes in the store.
     let (_, files) = env.json(&["files", "--json"]);
     let files = files.as_array().expect("array");
     assert_eq!(files.len(), 8);
-    let verdicts: Vec<&str> = files.iter().map(|f| f["verdict"].as_str().unwrap_or("")).collect();
-    assert_eq!(verdicts, ["fed", "drill", "fed", "duplicate", "duplicate", "conflict", "overlap", "fed"]);
+    let verdicts: Vec<&str> = files
+        .iter()
+        .map(|f| f["verdict"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            "fed",
+            "drill",
+            "fed",
+            "duplicate",
+            "duplicate",
+            "conflict",
+            "overlap",
+            "fed"
+        ]
+    );
     for f in files {
         let (_, shown) = env.json(&["show", &f["id"].to_string(), "--json"]);
         let stored = shown["stored_at"].as_str().expect("stored_at");
         let bytes = std::fs::read(stored).expect("stored bytes");
         use sha2::Digest;
-        assert_eq!(hex::encode(sha2::Sha256::digest(&bytes)), f["checksum"].as_str().unwrap_or(""));
-        assert!(shown["events"].as_array().is_some_and(|e| e.len() >= 2), "{shown}");
+        assert_eq!(
+            hex::encode(sha2::Sha256::digest(&bytes)),
+            f["checksum"].as_str().unwrap_or("")
+        );
+        assert!(
+            shown["events"].as_array().is_some_and(|e| e.len() >= 2),
+            "{shown}"
+        );
     }
     let (_, manual) = env.json(&["show", &e["file_id"].to_string(), "--json"]);
     assert_eq!(manual["events"][0]["reason"], "weekend re-run");

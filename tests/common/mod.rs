@@ -82,11 +82,15 @@ impl TestLedger {
 
     pub async fn drop_db(self) {
         if let Some(name) = self.pg_name {
-            let mut conn = sqlx::PgConnection::connect(&postgres_admin_url()).await.expect("connect");
-            sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-                .execute(&mut conn)
+            let mut conn = sqlx::PgConnection::connect(&postgres_admin_url())
                 .await
-                .expect("drop test database");
+                .expect("connect");
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut conn)
+            .await
+            .expect("drop test database");
         }
     }
 }
@@ -103,10 +107,14 @@ pub struct Env {
 impl Env {
     pub fn new(ledger: &TestLedger, extra_config: &str) -> Env {
         let dir = tempfile::tempdir().expect("tempdir");
-        let sample = std::fs::read_to_string(root().join("settlegate.toml")).expect("sample config");
+        let sample =
+            std::fs::read_to_string(root().join("settlegate.toml")).expect("sample config");
         let text = sample.replace(
             "formats_dir = \"formats\"",
-            &format!("formats_dir = {:?}", root().join("formats").display().to_string()),
+            &format!(
+                "formats_dir = {:?}",
+                root().join("formats").display().to_string()
+            ),
         );
         let config = dir.path().join("settlegate.toml");
         std::fs::write(&config, format!("{text}\n{extra_config}")).expect("write config");
@@ -126,7 +134,10 @@ impl Env {
     /// Run the built binary with this environment's config, data dir and ledger.
     pub fn run(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_settlegate"));
-        cmd.arg("--config").arg(&self.config).arg("--data-dir").arg(&self.data);
+        cmd.arg("--config")
+            .arg(&self.config)
+            .arg("--data-dir")
+            .arg(&self.data);
         if let Some(url) = &self.ledger {
             cmd.arg("--ledger").arg(url);
         }
@@ -141,8 +152,12 @@ impl Env {
 
     pub fn json(&self, args: &[&str]) -> (i32, serde_json::Value) {
         let out = self.run(args);
-        let v = serde_json::from_str(&out.stdout)
-            .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {}\nstderr: {}", out.stdout, out.stderr));
+        let v = serde_json::from_str(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{args:?}: not JSON ({e}): {}\nstderr: {}",
+                out.stdout, out.stderr
+            )
+        });
         (out.code, v)
     }
 }

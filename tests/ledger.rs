@@ -1,0 +1,289 @@
+//! The ledger keeps the promise by itself: its constraints refuse a second
+//! feed even when the judge is bypassed, its audit log cannot be edited, and
+//! several gateways racing on one ledger feed a file once. Every test body
+//! runs against SQLite and PostgreSQL.
+
+mod common;
+
+use std::sync::Arc;
+
+use chrono::{NaiveDate, TimeZone, Utc};
+use common::{Env, TestLedger};
+use rust_decimal::Decimal;
+use settlegate::config::Config;
+use settlegate::format::generate::{CardFile, CardRecord, LineEnding};
+use settlegate::intake::{Arrival, FixedClock, Gateway};
+use settlegate::judge::{Judgement, Verdict};
+use settlegate::ledger::{
+    Decision, Guard, Identity, Ledger, LedgerError, NewArrival, NewEntry, execute_raw,
+};
+use tokio::sync::mpsc;
+
+fn now() -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 22, 1, 0, 0).unwrap()
+}
+
+async fn open(ledger: &TestLedger, dir: &std::path::Path) -> Ledger {
+    Ledger::open(ledger.url.as_deref(), dir)
+        .await
+        .expect("open ledger")
+}
+
+async fn arrive(l: &Ledger, checksum: &str) -> i64 {
+    l.record_arrival(&NewArrival {
+        partner: "cardco",
+        channel: "manual",
+        endpoint: None,
+        source_path: None,
+        name: "CSTL_031_20261121_0001.dat",
+        received_at: now(),
+        size: 1,
+        checksum,
+        sidecar_checksum: None,
+        actor: "test",
+        reason: None,
+    })
+    .await
+    .expect("record arrival")
+}
+
+fn identity(fingerprint: &str, key: &str) -> Identity {
+    Identity {
+        format: Some("card-settlement".into()),
+        fingerprint: Some(fingerprint.into()),
+        business_key: Some(key.into()),
+        business_date: NaiveDate::from_ymd_opt(2026, 11, 21),
+        records: Some(2),
+        ..Identity::default()
+    }
+}
+
+fn fed() -> Judgement {
+    Judgement {
+        verdict: Verdict::Fed,
+        reason: "fed by a test that bypasses the judge".into(),
+        related: None,
+    }
+}
+
+/// Feed straight into the ledger, no judge involved.
+async fn feed(l: &Ledger, id: i64, id_: &Identity, keys: &[&str]) -> Result<u64, LedgerError> {
+    let (tx, rx) = mpsc::channel(2);
+    let batch: Vec<NewEntry> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| NewEntry {
+            record_no: i as i64 + 2,
+            record_key: (*k).into(),
+            amount: Decimal::new(-12345, 2),
+            fields: "{}".into(),
+        })
+        .collect();
+    tx.send(batch).await.expect("send");
+    tx.send(Vec::new()).await.expect("send end");
+    drop(tx);
+    let judgement = fed();
+    let decision = Decision {
+        file_id: id,
+        identity: id_,
+        judgement: &judgement,
+        at: now(),
+        actor: "test",
+    };
+    l.feed(&decision, "cardco", rx).await
+}
+
+async fn entries(l: &Ledger, id: i64) -> i64 {
+    l.entry_count(id).await.expect("count")
+}
+
+async fn verdict(l: &Ledger, id: i64) -> String {
+    l.file(id).await.expect("file").expect("row").verdict
+}
+
+async fn constraints_refuse_a_second_feed(t: TestLedger) {
+    let dir = tempfile::tempdir().unwrap();
+    let l = open(&t, dir.path()).await;
+    let first = arrive(&l, "c1").await;
+    assert_eq!(
+        feed(&l, first, &identity("f1", "k1"), &["a", "b"])
+            .await
+            .expect("first feed"),
+        2
+    );
+
+    // Each promise, with everything else different.
+    let cases: [(&str, Identity, &[&str], Guard); 4] = [
+        ("c1", identity("f2", "k2"), &["c"], Guard::Checksum),
+        ("c3", identity("f1", "k3"), &["d"], Guard::Fingerprint),
+        ("c4", identity("f4", "k1"), &["e"], Guard::BusinessKey),
+        ("c5", identity("f5", "k5"), &["f", "b"], Guard::RecordKey),
+    ];
+    for (checksum, ident, keys, guard) in cases {
+        let id = arrive(&l, checksum).await;
+        match feed(&l, id, &ident, keys).await {
+            Err(LedgerError::Guard(g)) => assert_eq!(g, guard, "{}", t.backend),
+            other => panic!("{}: expected {guard:?}, got {other:?}", t.backend),
+        }
+        // Rolled back whole: no entries, still awaiting a verdict.
+        assert_eq!(entries(&l, id).await, 0);
+        assert_eq!(verdict(&l, id).await, "received");
+    }
+    // A record key twice in one file.
+    let id = arrive(&l, "c6").await;
+    assert!(matches!(
+        feed(&l, id, &identity("f6", "k6"), &["g", "g"]).await,
+        Err(LedgerError::Guard(Guard::RecordKey))
+    ));
+    assert_eq!(entries(&l, id).await, 0);
+    // A file is judged once: feeding the first again is refused.
+    assert!(matches!(
+        feed(&l, first, &identity("f7", "k7"), &["h"]).await,
+        Err(LedgerError::State(_))
+    ));
+    assert_eq!(entries(&l, first).await, 2);
+
+    // Amounts are exact decimals in both backends.
+    let rows = l
+        .intake(NaiveDate::from_ymd_opt(2026, 11, 21).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].total, Decimal::new(-24690, 2));
+    l.close().await;
+    t.drop_db().await;
+}
+
+async fn the_audit_log_and_entries_are_append_only(t: TestLedger) {
+    let dir = tempfile::tempdir().unwrap();
+    let l = open(&t, dir.path()).await;
+    let id = arrive(&l, "c1").await;
+    feed(&l, id, &identity("f1", "k1"), &["a"])
+        .await
+        .expect("feed");
+    for sql in [
+        "UPDATE events SET reason = 'rewritten'",
+        "DELETE FROM events",
+        "DELETE FROM entries",
+        "UPDATE entries SET amount = '0'",
+        "DELETE FROM files",
+    ] {
+        let r = execute_raw(&l, sql).await;
+        assert!(r.is_err(), "{}: {sql} was allowed", t.backend);
+        let msg = r.unwrap_err().to_string();
+        assert!(
+            msg.contains("append-only") || msg.contains("never deleted"),
+            "{msg}"
+        );
+    }
+    assert_eq!(l.events(id).await.unwrap().len(), 2);
+    l.close().await;
+    t.drop_db().await;
+}
+
+fn card(lf: bool) -> CardFile {
+    let d = NaiveDate::from_ymd_opt(2026, 11, 21).unwrap();
+    let mut f = CardFile::new(d);
+    f.records = (0..50).map(|i| CardRecord::synthetic(i, d)).collect();
+    if lf {
+        f.line_ending = LineEnding::Lf;
+    }
+    f
+}
+
+/// Several gateways (separate connection pools, as separate processes would
+/// have) race to take copies of one settlement day: exactly one is fed.
+async fn racing_gateways_feed_once(t: TestLedger) {
+    let env = Env::new(&t, "");
+    let mut config = Config::load(Some(&env.config)).expect("config");
+    config.data_dir = env.data.clone();
+    config.ledger = t.url.clone();
+    // Same bytes from four gateways, and the same data with other line
+    // endings (same fingerprint, other checksum) from two more.
+    let crlf = env.path("crlf");
+    let lf = env.path("lf");
+    std::fs::create_dir_all(&crlf).unwrap();
+    std::fs::create_dir_all(&lf).unwrap();
+    let name = card(false).file_name();
+    std::fs::write(crlf.join(&name), card(false).render()).unwrap();
+    std::fs::write(lf.join(&name), card(true).render()).unwrap();
+    let mut gateways = Vec::new();
+    for _ in 0..6 {
+        gateways.push(Arc::new(
+            Gateway::open(config.clone(), Arc::new(FixedClock(now())))
+                .await
+                .expect("gateway"),
+        ));
+    }
+    let mut tasks = Vec::new();
+    for (i, gw) in gateways.iter().enumerate() {
+        let gw = gw.clone();
+        let path = if i < 4 {
+            crlf.join(&name)
+        } else {
+            lf.join(&name)
+        };
+        let name = name.clone();
+        tasks.push(tokio::spawn(async move {
+            let arrival = Arrival {
+                partner: "cardco".into(),
+                channel: "watch".into(),
+                name,
+                actor: format!("gateway-{i}"),
+                ..Arrival::default()
+            };
+            gw.intake_file(&arrival, &path, None).await
+        }));
+    }
+    let mut verdicts = Vec::new();
+    for t in tasks {
+        verdicts.push(t.await.expect("join").expect("intake").verdict);
+    }
+    let fed = verdicts.iter().filter(|v| **v == Verdict::Fed).count();
+    assert_eq!(fed, 1, "{}: {verdicts:?}", t.backend);
+    assert_eq!(
+        verdicts
+            .iter()
+            .filter(|v| **v == Verdict::Duplicate)
+            .count(),
+        5
+    );
+    let rows = gateways[0]
+        .ledger
+        .intake(NaiveDate::from_ymd_opt(2026, 11, 21).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(rows[0].entries, 50);
+    assert_eq!(
+        rows[0].total,
+        Decimal::from_i128_with_scale(card(false).totals().settle, 0)
+    );
+    for gw in &gateways {
+        gw.ledger.close().await;
+    }
+    t.drop_db().await;
+}
+
+macro_rules! both {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                $body(TestLedger::sqlite()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(t) = TestLedger::postgres().await {
+                    $body(t).await;
+                }
+            }
+        }
+    };
+}
+
+both!(guards, constraints_refuse_a_second_feed);
+both!(append_only, the_audit_log_and_entries_are_append_only);
+both!(races, racing_gateways_feed_once);
