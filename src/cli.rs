@@ -28,6 +28,8 @@ pub mod exit {
     pub const CONFLICT: u8 = 12;
     pub const OVERLAP: u8 = 13;
     pub const INVALID: u8 = 14;
+    /// An operator action the ledger's state does not allow.
+    pub const REFUSED: u8 = 3;
 }
 
 /// Files larger than this get a progress bar on a terminal.
@@ -111,11 +113,63 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Replace the fed file a conflict file collides with: its entries are
+    /// reversed and the conflict file is fed, in one transaction.
+    Supersede {
+        /// The conflict file (it names the fed file it replaces).
+        file_id: i64,
+        /// Why (kept in the audit log).
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Feed a quarantined drill file after all. Needs --override and a reason;
+    /// duplicates, conflicts and overlaps are still refused.
+    Release {
+        file_id: i64,
+        /// Confirms the file is to be fed despite its drill signals.
+        #[arg(long = "override", required = true)]
+        override_: bool,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Close a quarantined file (drill, conflict, overlap, invalid) for good.
+    Reject {
+        file_id: i64,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Run the gateway: every configured channel, until SIGINT or SIGTERM.
+    Serve {
+        /// Log format on stderr.
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
+    },
     /// Judge files an interrupted run left staged but unjudged.
     Recover {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Structured logs on stderr; `RUST_LOG` filters (default `info`).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
 }
 
 /// Errors the binary reports; each maps to an exit code.
@@ -129,6 +183,8 @@ pub enum CliError {
     Intake(#[from] IntakeError),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Serve(#[from] crate::serve::ServeError),
     #[error("{0}")]
     Usage(String),
     #[error("{context}: {source}")]
@@ -144,9 +200,13 @@ impl CliError {
             CliError::Config(_) | CliError::Usage(_) => exit::USAGE,
             CliError::Open(GatewayOpenError::Config(_)) => exit::USAGE,
             CliError::Intake(IntakeError::UnknownPartner(_)) => exit::USAGE,
-            CliError::Io { .. } | CliError::Open(_) | CliError::Intake(_) | CliError::Ledger(_) => {
-                exit::FAILURE
-            }
+            CliError::Intake(IntakeError::Refused(_)) => exit::REFUSED,
+            CliError::Serve(crate::serve::ServeError::Open(GatewayOpenError::Config(_))) => exit::USAGE,
+            CliError::Io { .. }
+            | CliError::Open(_)
+            | CliError::Intake(_)
+            | CliError::Ledger(_)
+            | CliError::Serve(_) => exit::FAILURE,
         }
     }
 }
@@ -197,6 +257,18 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
                 ))
             })?;
             verify_file(spec, &file, json)
+        }
+        Command::Serve { log_format } => {
+            init_logging(log_format);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|source| CliError::Io {
+                    context: "cannot start the async runtime".into(),
+                    source,
+                })?;
+            runtime.block_on(crate::serve::serve(config, crate::serve::shutdown_signal()))?;
+            Ok(exit::OK)
         }
         command => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -335,7 +407,7 @@ async fn ledger_command(gw: &Gateway, command: Command) -> Result<u8, CliError> 
                     if let Some(reason) = &r.reason
                         && r.verdict != "fed"
                     {
-                        println!("{:>82}{reason}", "");
+                        println!("{:>8}↳ {reason}", "");
                     }
                 }
             }
@@ -384,6 +456,21 @@ async fn ledger_command(gw: &Gateway, command: Command) -> Result<u8, CliError> 
             }
             Ok(exit::OK)
         }
+        Command::Supersede { file_id, reason, json } => {
+            let out = gw.supersede(file_id, &reason, &crate::intake::operator_actor()).await?;
+            print_operator_outcome(&out, json);
+            Ok(exit::OK)
+        }
+        Command::Release { file_id, reason, json, .. } => {
+            let out = gw.release(file_id, &reason, &crate::intake::operator_actor()).await?;
+            print_operator_outcome(&out, json);
+            Ok(exit::OK)
+        }
+        Command::Reject { file_id, reason } => {
+            gw.reject(file_id, &reason, &crate::intake::operator_actor()).await?;
+            println!("rejected: file {file_id}: {reason}");
+            Ok(exit::OK)
+        }
         Command::Recover { json } => {
             let outcomes = gw.recover(&crate::intake::operator_actor()).await?;
             if json {
@@ -398,9 +485,18 @@ async fn ledger_command(gw: &Gateway, command: Command) -> Result<u8, CliError> 
             }
             Ok(exit::OK)
         }
-        Command::Verify { .. } | Command::Formats => {
+        Command::Verify { .. } | Command::Formats | Command::Serve { .. } => {
             Err(CliError::Usage("not a ledger command".into()))
         }
+    }
+}
+
+fn print_operator_outcome(out: &Outcome, json: bool) {
+    if json {
+        println!("{}", outcome_json(out));
+    } else {
+        println!("{}: {}", out.verdict, out.reason);
+        println!("  file {}  {} entries", out.file_id, out.fed_entries);
     }
 }
 

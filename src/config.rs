@@ -47,8 +47,21 @@ struct RawConfig {
     /// UTC offset used for "today" and drill windows written without one.
     /// Default `+09:00` (KST).
     timezone: Option<String>,
+    /// The watched-folder channel.
+    #[serde(default)]
+    watch: RawWatch,
     #[serde(default)]
     partners: Vec<RawPartner>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWatch {
+    /// Seconds a file's size and modification time must stay unchanged
+    /// before it is taken. Default 2.
+    settle_seconds: Option<f64>,
+    /// Seconds between safety-net rescans of every inbox. Default 30.
+    rescan_seconds: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -74,6 +87,8 @@ struct RawPartner {
     drill_windows: Vec<RawWindow>,
     /// Business dates further than this from today are drill signals. Absent = off.
     business_date_window: Option<RawDateWindow>,
+    /// The partner's watched inbox. Default `<data_dir>/inbox/<id>`.
+    inbox: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,7 +118,15 @@ pub struct Config {
     /// `None`: SQLite under the data dir.
     pub ledger: Option<String>,
     pub timezone: FixedOffset,
+    pub watch: WatchConfig,
     pub partners: Vec<Partner>,
+}
+
+/// Timing of the watched-folder channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchConfig {
+    pub settle: std::time::Duration,
+    pub rescan: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -115,6 +138,8 @@ pub struct Partner {
     pub drill_endpoints: Vec<String>,
     pub drill_windows: Vec<DrillWindow>,
     pub business_date_window: Option<DateWindow>,
+    /// Explicit inbox directory (default under the data dir).
+    pub inbox: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,10 +268,24 @@ impl Config {
                     days_before: w.days_before,
                     days_after: w.days_after,
                 }),
+                inbox: p.inbox.map(|i| base.join(i)),
             });
         }
+        let seconds = |v: Option<f64>, default: f64, name: &str| {
+            let v = v.unwrap_or(default);
+            if v.is_finite() && v > 0.0 && v < 86_400.0 {
+                Ok(std::time::Duration::from_secs_f64(v))
+            } else {
+                Err(err(&format!("watch.{name}"), format!("{v} is not a number of seconds between 0 and 86400")))
+            }
+        };
+        let watch = WatchConfig {
+            settle: seconds(raw.watch.settle_seconds, 2.0, "settle_seconds")?,
+            rescan: seconds(raw.watch.rescan_seconds, 30.0, "rescan_seconds")?,
+        };
         Ok(Config {
             source: path.map(Path::to_path_buf),
+            watch,
             data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("data")),
             formats_dir: raw
                 .formats_dir
@@ -280,6 +319,13 @@ impl Config {
 
     pub fn partner(&self, id: &str) -> Option<&Partner> {
         self.partners.iter().find(|p| p.id == id)
+    }
+
+    /// A partner's watched inbox.
+    pub fn inbox_dir(&self, partner: &str) -> PathBuf {
+        self.partner(partner)
+            .and_then(|p| p.inbox.clone())
+            .unwrap_or_else(|| self.data_dir.join("inbox").join(partner))
     }
 }
 

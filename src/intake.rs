@@ -17,7 +17,7 @@ use crate::config::{Config, Partner};
 use crate::format::{FileContext, FileFacts, FormatRegistry, FormatSpec, RecordSink, VerifyError};
 use crate::judge::{self, ArrivalContext, Evidence, Judgement, Overlap, PriorFile, Verdict};
 use crate::ledger::{
-    Decision, FileRow, Guard, Identity, Ledger, LedgerError, NewArrival, NewEntry,
+    Decision, FeedPlan, FileRow, Guard, Identity, Ledger, LedgerError, NewArrival, NewEntry,
 };
 use crate::stage::{ContentStore, StoreError};
 
@@ -63,6 +63,9 @@ pub enum IntakeError {
         "file {file_id}: stored bytes do not match the recorded checksum {checksum}; the content store is damaged"
     )]
     Corrupt { file_id: i64, checksum: String },
+    /// An operator action the ledger's state does not allow; nothing changed.
+    #[error("refused: {0}")]
+    Refused(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -223,17 +226,19 @@ impl Gateway {
                     .await?;
                 return Ok(outcome(&row, judgement, Some(facts), 0));
             }
-            match self
-                .feed(
-                    &spec,
-                    &row,
-                    sidecar.clone(),
-                    &identity,
-                    &judgement,
-                    &arrival.actor,
-                )
-                .await
-            {
+            let plan = FeedPlan {
+                decision: Decision {
+                    file_id: row.id,
+                    identity: &identity,
+                    judgement: &judgement,
+                    at: self.clock.now(),
+                    actor: &arrival.actor,
+                },
+                partner: &row.partner,
+                from: "received",
+                supersedes: None,
+            };
+            match self.feed(&spec, &row, sidecar.clone(), &plan).await {
                 Ok(n) => {
                     tracing::info!(file_id = row.id, entries = n, "fed");
                     return Ok(outcome(&row, judgement, Some(facts), n));
@@ -365,16 +370,14 @@ impl Gateway {
         spec: &FormatSpec,
         row: &FileRow,
         sidecar: Option<Vec<u8>>,
-        identity: &Identity,
-        judgement: &Judgement,
-        actor: &str,
+        plan: &FeedPlan<'_>,
     ) -> Result<u64, IntakeError> {
         let (tx, rx) = mpsc::channel::<Vec<NewEntry>>(4);
         let sink = Box::new(EntrySink {
             tx: tx.clone(),
             batch: Vec::with_capacity(FEED_BATCH),
         });
-        let expected_fp = identity.fingerprint.clone();
+        let expected_fp = plan.decision.identity.fingerprint.clone();
         let parse = async move {
             let facts = self.verify_stored(spec, row, sidecar, Some(sink)).await;
             // Complete only if the second pass agrees with the first.
@@ -387,14 +390,7 @@ impl Gateway {
             drop(tx);
             facts
         };
-        let decision = Decision {
-            file_id: row.id,
-            identity,
-            judgement,
-            at: self.clock.now(),
-            actor,
-        };
-        let feed = self.ledger.feed(&decision, &row.partner, rx);
+        let feed = self.ledger.feed(plan, rx);
         let (parsed, fed) = tokio::join!(parse, feed);
         parsed?;
         Ok(fed?)
@@ -489,6 +485,136 @@ impl Gateway {
             out.push(self.judge_staged(row.id, &arrival).await?);
         }
         Ok(out)
+    }
+}
+
+/// Operator actions on quarantined files. Each goes through the same
+/// verification and ledger constraints as an arrival, and is audited with
+/// the operator and the reason.
+impl Gateway {
+    /// Re-read and verify a staged file as its partner's format.
+    async fn reverify(&self, row: &FileRow) -> Result<(FormatSpec, Option<Vec<u8>>, FileFacts), IntakeError> {
+        let partner = self.partner(&row.partner)?;
+        let spec = choose_format(&self.formats, partner, &row.name)
+            .map_err(IntakeError::Refused)?
+            .clone();
+        let sidecar = match &row.sidecar_checksum {
+            Some(c) => Some(self.store.read_blob(c)?),
+            None => None,
+        };
+        let facts = self.verify_stored(&spec, row, sidecar.clone(), None).await?;
+        if let Some(e) = &facts.error {
+            return Err(IntakeError::Refused(format!("file {} is invalid: {e}", row.id)));
+        }
+        Ok((spec, sidecar, facts))
+    }
+
+    async fn file_in(&self, id: i64, verdicts: &[&str], action: &str) -> Result<FileRow, IntakeError> {
+        let row = self
+            .ledger
+            .file(id)
+            .await?
+            .ok_or_else(|| IntakeError::Refused(format!("no file {id} in the ledger")))?;
+        if !verdicts.contains(&row.verdict.as_str()) {
+            return Err(IntakeError::Refused(format!(
+                "file {id} is {}; {action} applies to {} files",
+                row.verdict,
+                verdicts.join(" or ")
+            )));
+        }
+        Ok(row)
+    }
+
+    /// Replace the fed file a `conflict` file collides with: in one
+    /// transaction the fed file's entries are reversed (offsetting entries)
+    /// and the conflict file is fed.
+    pub async fn supersede(&self, new_id: i64, reason: &str, actor: &str) -> Result<Outcome, IntakeError> {
+        let row = self.file_in(new_id, &["conflict"], "supersede").await?;
+        let old = match row.related_file_id {
+            Some(old) => self.ledger.file(old).await?,
+            None => None,
+        }
+        .filter(|o| o.verdict == "fed" && o.format == row.format && o.business_key == row.business_key)
+        .ok_or_else(|| {
+            IntakeError::Refused(format!(
+                "file {new_id} no longer conflicts with a fed file; ingest it again instead"
+            ))
+        })?;
+        let (spec, sidecar, facts) = self.reverify(&row).await?;
+        let judgement = Judgement {
+            verdict: Verdict::Fed,
+            reason: format!("supersedes file {} ({}): {reason}", old.id, old.name),
+            related: Some(old.id),
+        };
+        let identity = identity(&facts, &[]);
+        let plan = FeedPlan {
+            decision: Decision {
+                file_id: row.id,
+                identity: &identity,
+                judgement: &judgement,
+                at: self.clock.now(),
+                actor,
+            },
+            partner: &row.partner,
+            from: "conflict",
+            supersedes: Some(old.id),
+        };
+        let n = self.feed(&spec, &row, sidecar, &plan).await.map_err(refusal)?;
+        Ok(outcome(&row, judgement, Some(facts), n))
+    }
+
+    /// Feed a quarantined drill file after all, by explicit override. Every
+    /// other check (duplicate, conflict, overlap) still applies.
+    pub async fn release(&self, id: i64, reason: &str, actor: &str) -> Result<Outcome, IntakeError> {
+        let row = self.file_in(id, &["drill"], "release").await?;
+        let (spec, sidecar, facts) = self.reverify(&row).await?;
+        let (judged, identity) = self.judge_once(&row, &facts, &[], &[]).await?;
+        if judged.verdict != Verdict::Fed {
+            return Err(IntakeError::Refused(format!(
+                "file {id} cannot be released: without its drill signals it would be {}: {}",
+                judged.verdict, judged.reason
+            )));
+        }
+        let judgement = Judgement {
+            verdict: Verdict::Fed,
+            reason: format!("released from drill quarantine by override: {reason}"),
+            related: None,
+        };
+        let plan = FeedPlan {
+            decision: Decision {
+                file_id: row.id,
+                identity: &identity,
+                judgement: &judgement,
+                at: self.clock.now(),
+                actor,
+            },
+            partner: &row.partner,
+            from: "drill",
+            supersedes: None,
+        };
+        let n = self.feed(&spec, &row, sidecar, &plan).await.map_err(refusal)?;
+        Ok(outcome(&row, judgement, Some(facts), n))
+    }
+
+    /// Close a quarantined file for good: it will never be fed.
+    pub async fn reject(&self, id: i64, reason: &str, actor: &str) -> Result<(), IntakeError> {
+        let row = self
+            .file_in(id, &["drill", "conflict", "overlap", "invalid"], "reject")
+            .await?;
+        self.ledger
+            .reject(id, &row.verdict, reason, self.clock.now(), actor)
+            .await?;
+        Ok(())
+    }
+}
+
+/// A guard constraint during an operator action: explain, change nothing.
+fn refusal(e: IntakeError) -> IntakeError {
+    match e {
+        IntakeError::Ledger(LedgerError::Guard(g)) => {
+            IntakeError::Refused(format!("the ledger refused the feed: {g}; nothing changed"))
+        }
+        other => other,
     }
 }
 
@@ -677,12 +803,27 @@ pub fn gateway_actor() -> String {
     format!("settlegate@{host}")
 }
 
-/// Who an operator is in the audit log (manual commands).
+/// Who an operator is in the audit log (manual commands): the login name
+/// (`SUDO_USER` first, so `sudo settlegate …` names the person), else the
+/// name /etc/passwd gives the process's uid.
 pub fn operator_actor() -> String {
-    let user = std::env::var("SUDO_USER")
-        .or_else(|_| std::env::var("USER"))
-        .unwrap_or_else(|_| "unknown".into());
+    let user = ["SUDO_USER", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+        .or_else(passwd_name)
+        .unwrap_or_else(|| "unknown".into());
     format!("operator:{user}")
+}
+
+fn passwd_name() -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").ok()?.uid();
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut parts = line.split(':');
+        let name = parts.next()?;
+        (parts.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_string())
+    })
 }
 
 /// Convenience for prior-file descriptions in messages.

@@ -426,6 +426,7 @@ mod tests {
                 days_before: 7,
                 days_after: 1,
             }),
+            inbox: None,
         }
     }
 

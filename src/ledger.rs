@@ -174,6 +174,46 @@ pub struct Decision<'a> {
     pub actor: &'a str,
 }
 
+/// How to feed a file.
+#[derive(Debug, Clone, Copy)]
+pub struct FeedPlan<'a> {
+    pub decision: Decision<'a>,
+    pub partner: &'a str,
+    /// The verdict the file has now: `received` (intake), `drill` (an
+    /// operator's release), `conflict` (an operator's supersede).
+    pub from: &'a str,
+    /// A fed file this one replaces (supersede).
+    pub supersedes: Option<i64>,
+}
+
+/// Where fed entries go.
+struct EntryTarget<'a> {
+    file_id: i64,
+    partner: &'a str,
+    format: &'a str,
+    date: NaiveDate,
+}
+
+/// The statements whose SQL differs between the backends.
+trait EntryWriter {
+    /// Insert a batch of original entries.
+    fn insert_entries(
+        &mut self,
+        t: &EntryTarget<'_>,
+        rows: &[NewEntry],
+    ) -> impl std::future::Future<Output = Result<(), LedgerError>> + Send;
+    /// Offset a file's live entries with reversals and mark them reversed.
+    fn reverse_entries(
+        &mut self,
+        file_id: i64,
+        by: i64,
+    ) -> impl std::future::Future<Output = Result<(), LedgerError>> + Send;
+}
+
+/// Mark a file's live originals reversed by `by` (the only update entries allow).
+const MARK_REVERSED: &str =
+    "UPDATE entries SET reversed_by = $2 WHERE file_id = $1 AND kind = 'original' AND reversed_by IS NULL";
+
 /// One settlement entry to feed.
 #[derive(Debug, Clone)]
 pub struct NewEntry {
@@ -266,8 +306,8 @@ macro_rules! file_columns {
     };
 }
 
-/// Rows per multi-row INSERT on SQLite (9 parameters each, well under its limit).
-const SQLITE_BATCH: usize = 200;
+/// Rows per multi-row INSERT on SQLite (8 parameters each, well under its limit).
+const SQLITE_BATCH: usize = 500;
 
 impl Ledger {
     /// Open the ledger: `url` when given (`sqlite://PATH`, `postgres://…`),
@@ -316,7 +356,10 @@ impl Ledger {
                 // Money: a commit is on disk before it is acknowledged.
                 .synchronous(SqliteSynchronous::Full)
                 .foreign_keys(true)
-                .busy_timeout(Duration::from_secs(30));
+                .busy_timeout(Duration::from_secs(30))
+                // 32 MiB of page cache per connection: feeding millions of
+                // entries touches the record-key index all over.
+                .pragma("cache_size", "-32768");
             let pool = SqlitePoolOptions::new()
                 .max_connections(4)
                 .connect_with(opts)
@@ -550,7 +593,7 @@ impl Ledger {
         }
         on_pool!(self, pool => {
             let mut tx = pool.begin().await.map_err(query_error("begin"))?;
-            set_verdict!(&mut *tx, id, identity, judgement, at)?;
+            set_verdict!(&mut *tx, id, identity, judgement, at, "received")?;
             insert_event!(&mut *tx, at, id, judgement.verdict.as_str(), actor, &judgement.reason, judgement.related)?;
             tx.commit().await.map_err(query_error("commit verdict"))
         })
@@ -558,115 +601,94 @@ impl Ledger {
 
     /// Feed a file: in one transaction, mark it `fed`, insert its entries as
     /// they arrive on `entries`, and append the event. Any failure — a guard
-    /// constraint, the entries channel closing without `complete` being
-    /// signalled, a lost connection — rolls everything back: never half-fed.
+    /// constraint, the entries channel closing before the stream is complete,
+    /// a lost connection — rolls everything back: never half-fed.
+    ///
+    /// When the feed supersedes a fed file, that file is marked `superseded`
+    /// and its live entries are offset by reversal entries (negated amounts)
+    /// in the same transaction, before the new entries go in.
     ///
     /// `entries` yields batches; the sender signals a complete stream by
     /// sending a final empty batch. The receiver is dropped when this returns,
     /// so a producer blocked on it stops.
     pub async fn feed(
         &self,
-        d: &Decision<'_>,
-        partner: &str,
+        plan: &FeedPlan<'_>,
         mut entries: mpsc::Receiver<Vec<NewEntry>>,
     ) -> Result<u64, LedgerError> {
-        let (id, identity, judgement, at, actor) =
-            (d.file_id, d.identity, d.judgement, d.at, d.actor);
+        let d = &plan.decision;
+        let (id, identity, judgement, at, actor) = (d.file_id, d.identity, d.judgement, d.at, d.actor);
         if judgement.verdict != Verdict::Fed {
             return Err(LedgerError::State("feed() needs a fed judgement".into()));
         }
-        let format = identity
-            .format
-            .as_deref()
-            .ok_or_else(|| LedgerError::State("a fed file needs a format".into()))?;
-        let date = identity
-            .business_date
-            .ok_or_else(|| LedgerError::State("a fed file needs a business date".into()))?;
-        let mut fed = 0u64;
-        match self {
-            Ledger::Sqlite(pool) => {
-                let mut tx = pool.begin().await.map_err(query_error("begin"))?;
-                set_verdict!(&mut *tx, id, identity, judgement, at)?;
-                loop {
-                    let Some(batch) = entries.recv().await else {
-                        return Err(LedgerError::State(
-                            "the entry stream ended early; nothing was fed".into(),
-                        ));
-                    };
-                    if batch.is_empty() {
-                        break;
-                    }
-                    for chunk in batch.chunks(SQLITE_BATCH) {
-                        insert_entries_sqlite(&mut tx, id, partner, format, date, chunk).await?;
-                    }
-                    fed += batch.len() as u64;
+        let target = EntryTarget {
+            file_id: id,
+            partner: plan.partner,
+            format: identity
+                .format
+                .as_deref()
+                .ok_or_else(|| LedgerError::State("a fed file needs a format".into()))?,
+            date: identity
+                .business_date
+                .ok_or_else(|| LedgerError::State("a fed file needs a business date".into()))?,
+        };
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(query_error("begin"))?;
+            if let Some(old) = plan.supersedes {
+                let n = sqlx::query(
+                    "UPDATE files SET verdict = 'superseded', related_file_id = $2, decided_at = $3                      WHERE id = $1 AND verdict = 'fed'",
+                )
+                .bind(old)
+                .bind(id)
+                .bind(at)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error("mark superseded"))?
+                .rows_affected();
+                if n != 1 {
+                    return Err(LedgerError::State(format!("file {old} is not fed; nothing to supersede")));
                 }
-                insert_event!(
-                    &mut *tx,
-                    at,
-                    id,
-                    "fed",
-                    actor,
-                    &judgement.reason,
-                    None::<i64>
-                )?;
-                tx.commit().await.map_err(query_error("commit feed"))?;
+                tx.reverse_entries(old, id).await?;
+                insert_event!(&mut *tx, at, old, "superseded", actor, &judgement.reason, Some(id))?;
             }
-            Ledger::Postgres(pool) => {
-                let mut tx = pool.begin().await.map_err(query_error("begin"))?;
-                set_verdict!(&mut *tx, id, identity, judgement, at)?;
-                loop {
-                    let Some(batch) = entries.recv().await else {
-                        return Err(LedgerError::State(
-                            "the entry stream ended early; nothing was fed".into(),
-                        ));
-                    };
-                    if batch.is_empty() {
-                        break;
-                    }
-                    let (mut nos, mut keys, mut amounts, mut fields) = (
-                        Vec::with_capacity(batch.len()),
-                        Vec::with_capacity(batch.len()),
-                        Vec::with_capacity(batch.len()),
-                        Vec::with_capacity(batch.len()),
-                    );
-                    for e in &batch {
-                        nos.push(e.record_no);
-                        keys.push(e.record_key.as_str());
-                        amounts.push(e.amount);
-                        fields.push(e.fields.as_str());
-                    }
-                    sqlx::query(
-                        "INSERT INTO entries (file_id, partner, format, business_date, record_no, record_key, amount, kind, fields) \
-                         SELECT $1, $2, $3, $4, r.no, r.key, r.amount, 'original', r.fields \
-                         FROM UNNEST($5::bigint[], $6::text[], $7::numeric[], $8::text[]) AS r(no, key, amount, fields)",
-                    )
-                    .bind(id)
-                    .bind(partner)
-                    .bind(format)
-                    .bind(date)
-                    .bind(&nos)
-                    .bind(&keys)
-                    .bind(&amounts)
-                    .bind(&fields)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(query_error("insert entries"))?;
-                    fed += batch.len() as u64;
+            set_verdict!(&mut *tx, id, identity, judgement, at, plan.from)?;
+            let mut fed = 0u64;
+            loop {
+                let Some(batch) = entries.recv().await else {
+                    return Err(LedgerError::State("the entry stream ended early; nothing was fed".into()));
+                };
+                if batch.is_empty() {
+                    break;
                 }
-                insert_event!(
-                    &mut *tx,
-                    at,
-                    id,
-                    "fed",
-                    actor,
-                    &judgement.reason,
-                    None::<i64>
-                )?;
-                tx.commit().await.map_err(query_error("commit feed"))?;
+                tx.insert_entries(&target, &batch).await?;
+                fed += batch.len() as u64;
             }
-        }
-        Ok(fed)
+            insert_event!(&mut *tx, at, id, "fed", actor, &judgement.reason, plan.supersedes)?;
+            tx.commit().await.map_err(query_error("commit feed"))?;
+            Ok(fed)
+        })
+    }
+
+    /// Move a quarantined file to a final operator verdict (`rejected`), with
+    /// an audit event. `from` is the verdict it must have now.
+    pub async fn reject(&self, id: i64, from: &str, reason: &str, at: DateTime<Utc>, actor: &str) -> Result<(), LedgerError> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(query_error("begin"))?;
+            let n = sqlx::query("UPDATE files SET verdict = 'rejected', reason = $3, decided_at = $4 WHERE id = $1 AND verdict = $2")
+                .bind(id)
+                .bind(from)
+                .bind(reason)
+                .bind(at)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error("reject"))?
+                .rows_affected();
+            if n != 1 {
+                return Err(LedgerError::State(format!("file {id} is no longer {from}")));
+            }
+            insert_event!(&mut *tx, at, id, "rejected", actor, reason, None::<i64>)?;
+            tx.commit().await.map_err(query_error("commit reject"))
+        })
     }
 
     /// What settlement will pay for a business date, per partner and format.
@@ -729,13 +751,13 @@ impl Ledger {
 /// Set a `received` file's identity and verdict. Fails (rows = 0) if another
 /// process already judged it.
 macro_rules! set_verdict {
-    ($exec:expr, $id:expr, $identity:expr, $judgement:expr, $at:expr) => {{
+    ($exec:expr, $id:expr, $identity:expr, $judgement:expr, $at:expr, $from:expr) => {{
         let i: &Identity = $identity;
         let j: &Judgement = $judgement;
         sqlx::query(
             "UPDATE files SET format = $2, fingerprint = $3, business_key = $4, business_date = $5, records = $6, \
              totals = $7, drill_signals = $8, error = $9, verdict = $10, reason = $11, related_file_id = $12, \
-             decided_at = $13 WHERE id = $1 AND verdict = 'received'",
+             decided_at = $13 WHERE id = $1 AND verdict = $14",
         )
         .bind($id)
         .bind(&i.format)
@@ -750,6 +772,7 @@ macro_rules! set_verdict {
         .bind(&j.reason)
         .bind(j.related)
         .bind($at)
+        .bind($from)
         .execute($exec)
         .await
         .map_err(query_error("record verdict"))
@@ -757,7 +780,7 @@ macro_rules! set_verdict {
             if r.rows_affected() == 1 {
                 Ok(())
             } else {
-                Err(LedgerError::State(format!("file {} is not awaiting a verdict (already judged?)", $id)))
+                Err(LedgerError::State(format!("file {} is no longer {} (judged by another process?)", $id, $from)))
             }
         })
     }};
@@ -782,48 +805,116 @@ macro_rules! insert_event {
 }
 use insert_event;
 
-async fn insert_entries_sqlite(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
-    file_id: i64,
-    partner: &str,
-    format: &str,
-    date: NaiveDate,
-    rows: &[NewEntry],
-) -> Result<(), LedgerError> {
-    let mut sql = String::with_capacity(64 + rows.len() * 40);
-    sql.push_str(
-        "INSERT INTO entries (file_id, partner, format, business_date, record_no, record_key, amount, kind, fields) VALUES ",
-    );
-    for i in 0..rows.len() {
-        if i > 0 {
-            sql.push(',');
+impl EntryWriter for sqlx::Transaction<'_, Sqlite> {
+    async fn insert_entries(&mut self, t: &EntryTarget<'_>, rows: &[NewEntry]) -> Result<(), LedgerError> {
+        for chunk in rows.chunks(SQLITE_BATCH) {
+            // Anonymous `?` placeholders: binding numbered ones makes SQLite
+            // look each name up in a list, quadratic in a statement this long.
+            let mut sql = String::with_capacity(128 + chunk.len() * 32);
+            sql.push_str(
+                "INSERT INTO entries (file_id, partner, format, business_date, record_no, record_key, amount, kind, fields) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str("(?, ?, ?, ?, ?, ?, ?, 'original', ?)");
+            }
+            // Built from placeholders only.
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
+            for r in chunk {
+                // SQLite keeps amounts as exact decimal text.
+                q = q
+                    .bind(t.file_id)
+                    .bind(t.partner)
+                    .bind(t.format)
+                    .bind(t.date)
+                    .bind(r.record_no)
+                    .bind(&r.record_key)
+                    .bind(r.amount.to_string())
+                    .bind(&r.fields);
+            }
+            q.execute(&mut **self).await.map_err(query_error("insert entries"))?;
         }
-        let b = 5 + i * 4;
-        sql.push_str(&format!(
-            "($1, $2, $3, $4, ${}, ${}, ${}, 'original', ${})",
-            b,
-            b + 1,
-            b + 2,
-            b + 3
-        ));
+        Ok(())
     }
-    // Built from numbered placeholders only.
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+
+    async fn reverse_entries(&mut self, file_id: i64, by: i64) -> Result<(), LedgerError> {
+        // Negate the decimal text exactly (SQLite arithmetic would go through floats).
+        sqlx::query(
+            "INSERT INTO entries (file_id, partner, format, business_date, record_no, record_key, amount, kind, fields) \
+             SELECT file_id, partner, format, business_date, record_no, record_key, \
+                    CASE WHEN amount LIKE '-%' THEN substr(amount, 2) \
+                         WHEN amount = '0' THEN '0' ELSE '-' || amount END, \
+                    'reversal', fields \
+             FROM entries WHERE file_id = $1 AND kind = 'original' AND reversed_by IS NULL ORDER BY id",
+        )
         .bind(file_id)
-        .bind(partner)
-        .bind(format)
-        .bind(date);
-    for r in rows {
-        q = q
-            .bind(r.record_no)
-            .bind(&r.record_key)
-            .bind(r.amount.to_string())
-            .bind(&r.fields);
+        .execute(&mut **self)
+        .await
+        .map_err(query_error("insert reversals"))?;
+        sqlx::query(MARK_REVERSED)
+            .bind(file_id)
+            .bind(by)
+            .execute(&mut **self)
+            .await
+            .map(|_| ())
+            .map_err(query_error("mark reversed"))
     }
-    q.execute(&mut **tx)
+}
+
+impl EntryWriter for sqlx::Transaction<'_, sqlx::Postgres> {
+    async fn insert_entries(&mut self, t: &EntryTarget<'_>, rows: &[NewEntry]) -> Result<(), LedgerError> {
+        // One statement per batch: arrays unnested server-side.
+        let (mut nos, mut keys, mut amounts, mut fields) = (
+            Vec::with_capacity(rows.len()),
+            Vec::with_capacity(rows.len()),
+            Vec::with_capacity(rows.len()),
+            Vec::with_capacity(rows.len()),
+        );
+        for e in rows {
+            nos.push(e.record_no);
+            keys.push(e.record_key.as_str());
+            amounts.push(e.amount);
+            fields.push(e.fields.as_str());
+        }
+        sqlx::query(
+            "INSERT INTO entries (file_id, partner, format, business_date, record_no, record_key, amount, kind, fields) \
+             SELECT $1, $2, $3, $4, r.no, r.key, r.amount, 'original', r.fields \
+             FROM UNNEST($5::bigint[], $6::text[], $7::numeric[], $8::text[]) AS r(no, key, amount, fields)",
+        )
+        .bind(t.file_id)
+        .bind(t.partner)
+        .bind(t.format)
+        .bind(t.date)
+        .bind(&nos)
+        .bind(&keys)
+        .bind(&amounts)
+        .bind(&fields)
+        .execute(&mut **self)
         .await
         .map(|_| ())
         .map_err(query_error("insert entries"))
+    }
+
+    async fn reverse_entries(&mut self, file_id: i64, by: i64) -> Result<(), LedgerError> {
+        sqlx::query(
+            "INSERT INTO entries (file_id, partner, format, business_date, record_no, record_key, amount, kind, fields) \
+             SELECT file_id, partner, format, business_date, record_no, record_key, -amount, 'reversal', fields \
+             FROM entries WHERE file_id = $1 AND kind = 'original' AND reversed_by IS NULL ORDER BY id",
+        )
+        .bind(file_id)
+        .execute(&mut **self)
+        .await
+        .map_err(query_error("insert reversals"))?;
+        sqlx::query(MARK_REVERSED)
+            .bind(file_id)
+            .bind(by)
+            .execute(&mut **self)
+            .await
+            .map(|_| ())
+            .map_err(query_error("mark reversed"))
+    }
 }
 
 /// A raw statement for tests that must prove the database (not the code)

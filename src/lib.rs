@@ -1,14 +1,26 @@
 //! settlegate: a settlement-file gateway that keeps, identifies and judges every
 //! file a partner sends, and feeds each one into settlement at most once.
 //!
-//! The crate mirrors the pipeline: channels hand bytes to one intake path,
-//! which stages them, identifies and verifies them with the [`format`] engine,
-//! asks the judge for a verdict and feeds the ledger.
+//! The modules mirror the pipeline:
+//!
+//! ```text
+//! channels (watch, …) ─► intake ─► stage ─► format (identify, verify) ─► judge ─► ledger (feed)
+//! ```
+//!
+//! - [`channels`]: thin adapters that find complete files and hand them to
+//!   [`intake`], the one path every arrival takes.
+//! - [`stage`]: the content-addressed store; bytes are kept before anything else.
+//! - [`format`]: declarative format specs and the streaming verifier (pure).
+//! - [`judge`]: the verdict, a pure function of facts and ledger answers.
+//! - [`ledger`]: every SQL statement; the database's constraints keep the promise.
+//! - [`serve`], [`cli`], [`config`]: the process around them.
 
+pub mod channels;
 pub mod cli;
 pub mod config;
 pub mod format;
 pub mod intake;
 pub mod judge;
 pub mod ledger;
+pub mod serve;
 pub mod stage;

@@ -15,7 +15,7 @@ use settlegate::format::generate::{CardFile, CardRecord, LineEnding};
 use settlegate::intake::{Arrival, FixedClock, Gateway};
 use settlegate::judge::{Judgement, Verdict};
 use settlegate::ledger::{
-    Decision, Guard, Identity, Ledger, LedgerError, NewArrival, NewEntry, execute_raw,
+    Decision, FeedPlan, Guard, Identity, Ledger, LedgerError, NewArrival, NewEntry, execute_raw,
 };
 use tokio::sync::mpsc;
 
@@ -90,7 +90,13 @@ async fn feed(l: &Ledger, id: i64, id_: &Identity, keys: &[&str]) -> Result<u64,
         at: now(),
         actor: "test",
     };
-    l.feed(&decision, "cardco", rx).await
+    let plan = FeedPlan {
+        decision,
+        partner: "cardco",
+        from: "received",
+        supersedes: None,
+    };
+    l.feed(&plan, rx).await
 }
 
 async fn entries(l: &Ledger, id: i64) -> i64 {

@@ -29,6 +29,10 @@ type Seen = Vec<(String, Decimal, Vec<(String, String)>)>;
 fn run(spec: &FormatSpec, name: &str, bytes: &[u8], sidecar: Option<&[u8]>) -> (FileFacts, Seen) {
     let mut seen = Vec::new();
     let mut sink = |r: &DataRecord<'_>| {
+        // The JSON kept with each entry says exactly what the fields say.
+        let json: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&r.fields_json()).expect("fields JSON");
+        assert!(r.fields().all(|(k, v)| json.get(k).and_then(|j| j.as_str()) == Some(v)));
+        assert_eq!(json.len(), r.fields().count());
         seen.push((
             r.record_key.to_string(),
             r.amount,
@@ -148,7 +152,7 @@ fn pg_file() -> impl Strategy<Value = PgFile> {
         "[A-Z0-9]{4,10}",
         prop_oneof![
             Just("Shop, Inc.".to_string()),
-            Just("\"Quoted\" Mart".to_string()),
+            Just("\"Quoted\" Mart \\ Co".to_string()),
             Just("홍길동 상회".to_string()),
             "[a-z]{1,12}"
         ],

@@ -28,4 +28,4 @@ if command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; the
 fi
 export SETTLEGATE_TEST_POSTGRES="${SETTLEGATE_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432/postgres}"
 
-cargo test --locked --all-targets "$@"
+cargo test --locked "$@"

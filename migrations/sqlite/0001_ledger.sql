@@ -43,8 +43,9 @@ CREATE INDEX files_partner       ON files (partner, received_at);
 
 -- Settlement intake: one row per fed record; reversals offset superseded ones.
 -- Amounts are exact decimal text (SQLite has no exact decimal type).
+-- No AUTOINCREMENT: rows are never deleted, so rowids only grow anyway.
 CREATE TABLE entries (
-    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    id            INTEGER PRIMARY KEY,
     file_id       INTEGER NOT NULL REFERENCES files (id),
     partner       TEXT    NOT NULL,
     format        TEXT    NOT NULL,

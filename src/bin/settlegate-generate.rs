@@ -27,8 +27,42 @@ struct Args {
     /// Write LF instead of CRLF.
     #[arg(long)]
     lf: bool,
+    /// Also write the file's settlement entries as CSV (record_no, record_key,
+    /// amount, fields), for loading benchmarks against `sqlite3 .import` and
+    /// `psql \copy`.
+    #[arg(long)]
+    entries_csv: Option<PathBuf>,
     /// Output path.
     out: PathBuf,
+}
+
+/// Run the verifier over the generated file and write each entry as a CSV row.
+fn write_entries_csv(data: &std::path::Path, out: &std::path::Path) -> Result<u64, String> {
+    use std::ops::ControlFlow;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("formats");
+    let formats = settlegate::format::FormatRegistry::load_dir(&dir).map_err(|e| e.to_string())?;
+    let spec = formats.get("card-settlement").ok_or("card-settlement format missing")?;
+    let file = std::fs::File::open(data).map_err(|e| e.to_string())?;
+    let mut w = csv::Writer::from_path(out).map_err(|e| e.to_string())?;
+    let mut failed = None;
+    let mut sink = |r: &settlegate::format::DataRecord<'_>| {
+        let row = [r.number.to_string(), r.record_key.to_string(), r.amount.to_string(), r.fields_json()];
+        match w.write_record(&row) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                failed = Some(e.to_string());
+                ControlFlow::Break(())
+            }
+        }
+    };
+    let name = data.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let ctx = settlegate::format::FileContext { name: &name, sidecar: None };
+    let facts = settlegate::format::verify(spec, std::io::BufReader::new(file), ctx, &mut sink).map_err(|e| e.to_string())?;
+    if let Some(e) = failed.or(facts.error.map(|e| e.to_string())) {
+        return Err(e);
+    }
+    w.flush().map_err(|e| e.to_string())?;
+    Ok(facts.records)
 }
 
 fn parse_size(s: &str) -> Option<u64> {
@@ -80,6 +114,15 @@ fn main() -> ExitCode {
                 t.count,
                 t.settle
             );
+            if let Some(csv) = &args.entries_csv {
+                match write_entries_csv(&args.out, csv) {
+                    Ok(n) => println!("{}: {n} entries", csv.display()),
+                    Err(e) => {
+                        eprintln!("settlegate-generate: {}: {e}", csv.display());
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -127,14 +127,36 @@ impl DataRecord<'_> {
             .map(|(i, f)| (f.name.as_str(), self.rec.text(i)))
     }
 
-    /// The record's fields as a JSON object (kept with each settlement entry).
+    /// The record's fields as a JSON object (kept with each settlement
+    /// entry). Written directly: this runs once per fed record.
     pub fn fields_json(&self) -> String {
-        let map: serde_json::Map<String, serde_json::Value> = self
-            .fields()
-            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
-            .collect();
-        serde_json::Value::Object(map).to_string()
+        let mut out = String::with_capacity(self.rec.buf.len() + 24 * self.rec.def.fields.len());
+        out.push('{');
+        for (i, (k, v)) in self.fields().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            push_json_str(&mut out, k);
+            out.push(':');
+            push_json_str(&mut out, v);
+        }
+        out.push('}');
+        out
     }
+}
+
+/// Append `s` as a JSON string literal.
+fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// Receives each accepted data record, in file order. Returning `Break` stops

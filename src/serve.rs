@@ -1,0 +1,120 @@
+//! `settlegate serve`: every configured channel in one process, until a
+//! shutdown signal. In-flight intakes finish (a feed is one transaction, so
+//! an interrupted one is rolled back, never half-applied); files staged but
+//! not judged by an earlier run are judged at start.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::{mpsc, watch};
+
+use crate::channels::watch::{Inbox, WatchSettings, run_inbox};
+use crate::config::Config;
+use crate::intake::{Gateway, GatewayOpenError, IntakeError, SystemClock, gateway_actor};
+use crate::ledger::redact_url;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Open(#[from] GatewayOpenError),
+    #[error(transparent)]
+    Intake(#[from] IntakeError),
+    #[error("cannot create {path}: {source}")]
+    Dir { path: PathBuf, source: std::io::Error },
+    #[error("cannot watch the inboxes: {0}")]
+    Notify(#[from] notify::Error),
+}
+
+/// Run until `shutdown` completes.
+pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+    let settings = WatchSettings {
+        settle: config.watch.settle,
+        rescan: config.watch.rescan,
+    };
+    let gw = Arc::new(Gateway::open(config, Arc::new(SystemClock)).await?);
+    let cfg = &gw.config;
+    tracing::info!(
+        ledger = %cfg.ledger.as_deref().map(redact_url).unwrap_or_else(|| format!("sqlite {}", cfg.data_dir.join("ledger.db").display())),
+        data_dir = %cfg.data_dir.display(),
+        formats = %gw.formats.ids().join(", "),
+        partners = %cfg.partners.iter().map(|p| p.id.as_str()).collect::<Vec<_>>().join(", "),
+        "settlegate starting"
+    );
+    let recovered = gw.recover(&gateway_actor()).await?;
+    if !recovered.is_empty() {
+        tracing::warn!(files = recovered.len(), "judged files an earlier run left unjudged");
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut senders = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for p in &cfg.partners {
+        let inbox = Inbox {
+            partner: p.id.clone(),
+            dir: cfg.inbox_dir(&p.id),
+            receipts: cfg.data_dir.join("receipts").join(&p.id),
+        };
+        for dir in [&inbox.dir, &inbox.receipts] {
+            std::fs::create_dir_all(dir).map_err(|source| ServeError::Dir {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        tracing::info!(partner = %p.id, inbox = %inbox.dir.display(), receipts = %inbox.receipts.display(), "channel watch");
+        let (tx, rx) = mpsc::channel(1);
+        senders.push((inbox.dir.clone(), tx));
+        tasks.spawn(run_inbox(gw.clone(), inbox, settings, rx, stop_rx.clone()));
+    }
+
+    // File-system events only wake the scanner of the inbox they concern.
+    let routes = senders.clone();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event {
+            for path in &event.paths {
+                for (dir, tx) in &routes {
+                    if path.parent() == Some(dir.as_path()) {
+                        let _ = tx.try_send(());
+                    }
+                }
+            }
+        }
+    })?;
+    for (dir, _) in &senders {
+        watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    }
+    tracing::info!("settlegate serving");
+
+    shutdown.await;
+    tracing::info!("shutting down: finishing in-flight files");
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    drop(watcher);
+    gw.ledger.close().await;
+    tracing::info!("settlegate stopped");
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
