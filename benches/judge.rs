@@ -30,10 +30,15 @@ fn config(dir: &std::path::Path, ledger: Option<String>) -> Config {
 async fn seed(ledger: &Ledger, n: u64) {
     let (series, cast) = match ledger {
         Ledger::Sqlite(_) => (
-            format!("WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {n})"),
+            format!(
+                "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {n})"
+            ),
             "",
         ),
-        Ledger::Postgres(_) => (format!("WITH s(i) AS (SELECT generate_series(1, {n}))"), "::date"),
+        Ledger::Postgres(_) => (
+            format!("WITH s(i) AS (SELECT generate_series(1, {n}))"),
+            "::date",
+        ),
     };
     let files = format!(
         "{series} INSERT INTO files (partner, channel, name, received_at, size, checksum, format, fingerprint, \
@@ -51,7 +56,9 @@ async fn seed(ledger: &Ledger, n: u64) {
 
 async fn measure(name: &str, ledger_url: Option<String>, n: u64) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let gw = Gateway::open(config(dir.path(), ledger_url), Arc::new(SystemClock)).await.expect("gateway");
+    let gw = Gateway::open(config(dir.path(), ledger_url), Arc::new(SystemClock))
+        .await
+        .expect("gateway");
     let t = Instant::now();
     seed(&gw.ledger, n).await;
     let seeded = t.elapsed();
@@ -61,13 +68,23 @@ async fn measure(name: &str, ledger_url: Option<String>, n: u64) {
     for p in 0..PROBES {
         let day = NaiveDate::from_ymd_opt(2025, 1, 1).expect("d") + chrono::Days::new(p as u64);
         let mut f = CardFile::new(day);
-        f.records = (0..10).map(|i| CardRecord::synthetic(p as u64 * 10 + i, day)).collect();
+        f.records = (0..10)
+            .map(|i| CardRecord::synthetic(p as u64 * 10 + i, day))
+            .collect();
         let path = inbox.join(f.file_name());
         std::fs::write(&path, f.render()).expect("write");
         // The look-ups the judge needs, alone.
         let t = Instant::now();
-        let c = gw.ledger.earlier_same_checksum("not-there", i64::MAX).await.expect("lookup");
-        let m = gw.ledger.fed_matching(&format!("fp-{p}"), "card-settlement", &format!("key-{p}")).await.expect("lookup");
+        let c = gw
+            .ledger
+            .earlier_same_checksum("not-there", i64::MAX)
+            .await
+            .expect("lookup");
+        let m = gw
+            .ledger
+            .fed_matching(&format!("fp-{p}"), "card-settlement", &format!("key-{p}"))
+            .await
+            .expect("lookup");
         lookup += t.elapsed();
         assert!(c.is_none() && m.0.is_none() && m.1.is_none());
         let arrival = Arrival {
@@ -97,15 +114,31 @@ async fn main() {
         .skip(1)
         .filter_map(|a| a.parse().ok())
         .collect();
-    let sizes = if sizes.is_empty() { vec![10_000, 1_000_000] } else { sizes };
-    let admin = std::env::var("PGURL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let sizes = if sizes.is_empty() {
+        vec![10_000, 1_000_000]
+    } else {
+        sizes
+    };
+    let admin = std::env::var("PGURL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     for n in sizes {
         measure("sqlite", None, n).await;
         let db = format!("settlegate_bench_judge_{}", std::process::id());
         let mut conn = sqlx::PgConnection::connect(&admin).await.expect("postgres");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}"))).execute(&mut conn).await.expect("create");
-        let url = format!("{}/{db}", admin.rsplit_once('/').map_or(admin.as_str(), |(a, _)| a));
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+            .execute(&mut conn)
+            .await
+            .expect("create");
+        let url = format!(
+            "{}/{db}",
+            admin.rsplit_once('/').map_or(admin.as_str(), |(a, _)| a)
+        );
         measure("postgres", Some(url), n).await;
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {db} WITH (FORCE)"))).execute(&mut conn).await.expect("drop");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE {db} WITH (FORCE)"
+        )))
+        .execute(&mut conn)
+        .await
+        .expect("drop");
     }
 }

@@ -165,7 +165,9 @@ pub enum LogFormat {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -201,7 +203,9 @@ impl CliError {
             CliError::Open(GatewayOpenError::Config(_)) => exit::USAGE,
             CliError::Intake(IntakeError::UnknownPartner(_)) => exit::USAGE,
             CliError::Intake(IntakeError::Refused(_)) => exit::REFUSED,
-            CliError::Serve(crate::serve::ServeError::Open(GatewayOpenError::Config(_))) => exit::USAGE,
+            CliError::Serve(crate::serve::ServeError::Open(GatewayOpenError::Config(_))) => {
+                exit::USAGE
+            }
             CliError::Io { .. }
             | CliError::Open(_)
             | CliError::Intake(_)
@@ -456,18 +460,32 @@ async fn ledger_command(gw: &Gateway, command: Command) -> Result<u8, CliError> 
             }
             Ok(exit::OK)
         }
-        Command::Supersede { file_id, reason, json } => {
-            let out = gw.supersede(file_id, &reason, &crate::intake::operator_actor()).await?;
+        Command::Supersede {
+            file_id,
+            reason,
+            json,
+        } => {
+            let out = gw
+                .supersede(file_id, &reason, &crate::intake::operator_actor())
+                .await?;
             print_operator_outcome(&out, json);
             Ok(exit::OK)
         }
-        Command::Release { file_id, reason, json, .. } => {
-            let out = gw.release(file_id, &reason, &crate::intake::operator_actor()).await?;
+        Command::Release {
+            file_id,
+            reason,
+            json,
+            ..
+        } => {
+            let out = gw
+                .release(file_id, &reason, &crate::intake::operator_actor())
+                .await?;
             print_operator_outcome(&out, json);
             Ok(exit::OK)
         }
         Command::Reject { file_id, reason } => {
-            gw.reject(file_id, &reason, &crate::intake::operator_actor()).await?;
+            gw.reject(file_id, &reason, &crate::intake::operator_actor())
+                .await?;
             println!("rejected: file {file_id}: {reason}");
             Ok(exit::OK)
         }

@@ -276,7 +276,10 @@ impl Config {
             if v.is_finite() && v > 0.0 && v < 86_400.0 {
                 Ok(std::time::Duration::from_secs_f64(v))
             } else {
-                Err(err(&format!("watch.{name}"), format!("{v} is not a number of seconds between 0 and 86400")))
+                Err(err(
+                    &format!("watch.{name}"),
+                    format!("{v} is not a number of seconds between 0 and 86400"),
+                ))
             }
         };
         let watch = WatchConfig {

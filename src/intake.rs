@@ -493,7 +493,10 @@ impl Gateway {
 /// the operator and the reason.
 impl Gateway {
     /// Re-read and verify a staged file as its partner's format.
-    async fn reverify(&self, row: &FileRow) -> Result<(FormatSpec, Option<Vec<u8>>, FileFacts), IntakeError> {
+    async fn reverify(
+        &self,
+        row: &FileRow,
+    ) -> Result<(FormatSpec, Option<Vec<u8>>, FileFacts), IntakeError> {
         let partner = self.partner(&row.partner)?;
         let spec = choose_format(&self.formats, partner, &row.name)
             .map_err(IntakeError::Refused)?
@@ -502,14 +505,24 @@ impl Gateway {
             Some(c) => Some(self.store.read_blob(c)?),
             None => None,
         };
-        let facts = self.verify_stored(&spec, row, sidecar.clone(), None).await?;
+        let facts = self
+            .verify_stored(&spec, row, sidecar.clone(), None)
+            .await?;
         if let Some(e) = &facts.error {
-            return Err(IntakeError::Refused(format!("file {} is invalid: {e}", row.id)));
+            return Err(IntakeError::Refused(format!(
+                "file {} is invalid: {e}",
+                row.id
+            )));
         }
         Ok((spec, sidecar, facts))
     }
 
-    async fn file_in(&self, id: i64, verdicts: &[&str], action: &str) -> Result<FileRow, IntakeError> {
+    async fn file_in(
+        &self,
+        id: i64,
+        verdicts: &[&str],
+        action: &str,
+    ) -> Result<FileRow, IntakeError> {
         let row = self
             .ledger
             .file(id)
@@ -528,13 +541,20 @@ impl Gateway {
     /// Replace the fed file a `conflict` file collides with: in one
     /// transaction the fed file's entries are reversed (offsetting entries)
     /// and the conflict file is fed.
-    pub async fn supersede(&self, new_id: i64, reason: &str, actor: &str) -> Result<Outcome, IntakeError> {
+    pub async fn supersede(
+        &self,
+        new_id: i64,
+        reason: &str,
+        actor: &str,
+    ) -> Result<Outcome, IntakeError> {
         let row = self.file_in(new_id, &["conflict"], "supersede").await?;
         let old = match row.related_file_id {
             Some(old) => self.ledger.file(old).await?,
             None => None,
         }
-        .filter(|o| o.verdict == "fed" && o.format == row.format && o.business_key == row.business_key)
+        .filter(|o| {
+            o.verdict == "fed" && o.format == row.format && o.business_key == row.business_key
+        })
         .ok_or_else(|| {
             IntakeError::Refused(format!(
                 "file {new_id} no longer conflicts with a fed file; ingest it again instead"
@@ -559,13 +579,21 @@ impl Gateway {
             from: "conflict",
             supersedes: Some(old.id),
         };
-        let n = self.feed(&spec, &row, sidecar, &plan).await.map_err(refusal)?;
+        let n = self
+            .feed(&spec, &row, sidecar, &plan)
+            .await
+            .map_err(refusal)?;
         Ok(outcome(&row, judgement, Some(facts), n))
     }
 
     /// Feed a quarantined drill file after all, by explicit override. Every
     /// other check (duplicate, conflict, overlap) still applies.
-    pub async fn release(&self, id: i64, reason: &str, actor: &str) -> Result<Outcome, IntakeError> {
+    pub async fn release(
+        &self,
+        id: i64,
+        reason: &str,
+        actor: &str,
+    ) -> Result<Outcome, IntakeError> {
         let row = self.file_in(id, &["drill"], "release").await?;
         let (spec, sidecar, facts) = self.reverify(&row).await?;
         let (judged, identity) = self.judge_once(&row, &facts, &[], &[]).await?;
@@ -592,7 +620,10 @@ impl Gateway {
             from: "drill",
             supersedes: None,
         };
-        let n = self.feed(&spec, &row, sidecar, &plan).await.map_err(refusal)?;
+        let n = self
+            .feed(&spec, &row, sidecar, &plan)
+            .await
+            .map_err(refusal)?;
         Ok(outcome(&row, judgement, Some(facts), n))
     }
 

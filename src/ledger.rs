@@ -211,8 +211,7 @@ trait EntryWriter {
 }
 
 /// Mark a file's live originals reversed by `by` (the only update entries allow).
-const MARK_REVERSED: &str =
-    "UPDATE entries SET reversed_by = $2 WHERE file_id = $1 AND kind = 'original' AND reversed_by IS NULL";
+const MARK_REVERSED: &str = "UPDATE entries SET reversed_by = $2 WHERE file_id = $1 AND kind = 'original' AND reversed_by IS NULL";
 
 /// One settlement entry to feed.
 #[derive(Debug, Clone)]
@@ -617,7 +616,8 @@ impl Ledger {
         mut entries: mpsc::Receiver<Vec<NewEntry>>,
     ) -> Result<u64, LedgerError> {
         let d = &plan.decision;
-        let (id, identity, judgement, at, actor) = (d.file_id, d.identity, d.judgement, d.at, d.actor);
+        let (id, identity, judgement, at, actor) =
+            (d.file_id, d.identity, d.judgement, d.at, d.actor);
         if judgement.verdict != Verdict::Fed {
             return Err(LedgerError::State("feed() needs a fed judgement".into()));
         }
@@ -671,7 +671,14 @@ impl Ledger {
 
     /// Move a quarantined file to a final operator verdict (`rejected`), with
     /// an audit event. `from` is the verdict it must have now.
-    pub async fn reject(&self, id: i64, from: &str, reason: &str, at: DateTime<Utc>, actor: &str) -> Result<(), LedgerError> {
+    pub async fn reject(
+        &self,
+        id: i64,
+        from: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+        actor: &str,
+    ) -> Result<(), LedgerError> {
         on_pool!(self, pool => {
             let mut tx = pool.begin().await.map_err(query_error("begin"))?;
             let n = sqlx::query("UPDATE files SET verdict = 'rejected', reason = $3, decided_at = $4 WHERE id = $1 AND verdict = $2")
@@ -806,7 +813,11 @@ macro_rules! insert_event {
 use insert_event;
 
 impl EntryWriter for sqlx::Transaction<'_, Sqlite> {
-    async fn insert_entries(&mut self, t: &EntryTarget<'_>, rows: &[NewEntry]) -> Result<(), LedgerError> {
+    async fn insert_entries(
+        &mut self,
+        t: &EntryTarget<'_>,
+        rows: &[NewEntry],
+    ) -> Result<(), LedgerError> {
         for chunk in rows.chunks(SQLITE_BATCH) {
             // Anonymous `?` placeholders: binding numbered ones makes SQLite
             // look each name up in a list, quadratic in a statement this long.
@@ -834,7 +845,9 @@ impl EntryWriter for sqlx::Transaction<'_, Sqlite> {
                     .bind(r.amount.to_string())
                     .bind(&r.fields);
             }
-            q.execute(&mut **self).await.map_err(query_error("insert entries"))?;
+            q.execute(&mut **self)
+                .await
+                .map_err(query_error("insert entries"))?;
         }
         Ok(())
     }
@@ -864,7 +877,11 @@ impl EntryWriter for sqlx::Transaction<'_, Sqlite> {
 }
 
 impl EntryWriter for sqlx::Transaction<'_, sqlx::Postgres> {
-    async fn insert_entries(&mut self, t: &EntryTarget<'_>, rows: &[NewEntry]) -> Result<(), LedgerError> {
+    async fn insert_entries(
+        &mut self,
+        t: &EntryTarget<'_>,
+        rows: &[NewEntry],
+    ) -> Result<(), LedgerError> {
         // One statement per batch: arrays unnested server-side.
         let (mut nos, mut keys, mut amounts, mut fields) = (
             Vec::with_capacity(rows.len()),

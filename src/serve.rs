@@ -22,7 +22,10 @@ pub enum ServeError {
     #[error(transparent)]
     Intake(#[from] IntakeError),
     #[error("cannot create {path}: {source}")]
-    Dir { path: PathBuf, source: std::io::Error },
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot watch the inboxes: {0}")]
     Notify(#[from] notify::Error),
 }
@@ -44,7 +47,10 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     );
     let recovered = gw.recover(&gateway_actor()).await?;
     if !recovered.is_empty() {
-        tracing::warn!(files = recovered.len(), "judged files an earlier run left unjudged");
+        tracing::warn!(
+            files = recovered.len(),
+            "judged files an earlier run left unjudged"
+        );
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);

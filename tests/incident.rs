@@ -230,20 +230,51 @@ async fn replay(ledger: TestLedger) {
 /// (reversing the first D2 feed in the same transaction), reject the
 /// overlapping file, and release drill files only by explicit override.
 #[allow(clippy::too_many_arguments)]
-fn operator_actions(env: &Env, backend: &str, f2: &CardFile, changed: &CardFile, b: &Value, c: &Value, f: &Value, g: &Value) {
+fn operator_actions(
+    env: &Env,
+    backend: &str,
+    f2: &CardFile,
+    changed: &CardFile,
+    b: &Value,
+    c: &Value,
+    f: &Value,
+    g: &Value,
+) {
     let id = |v: &Value| v["file_id"].to_string();
     let d2 = f2.business_date.to_string();
-    let out = env.run(&["supersede", &id(f), "--reason", "partner sent a corrected D2"]);
+    let out = env.run(&[
+        "supersede",
+        &id(f),
+        "--reason",
+        "partner sent a corrected D2",
+    ]);
     assert_eq!(out.code, 0, "{backend}: {out:?}");
-    assert!(out.stdout.starts_with("fed: supersedes file"), "{}", out.stdout);
+    assert!(
+        out.stdout.starts_with("fed: supersedes file"),
+        "{}",
+        out.stdout
+    );
     let (_, rows) = env.json(&["intake", "--date", &d2, "--json"]);
     let total = Decimal::from_str(rows[0]["total"].as_str().expect("total")).expect("decimal");
-    assert_eq!(total, Decimal::from_i128_with_scale(changed.totals().settle, 0), "{backend}: D2 pays the corrected file only");
-    assert_eq!(rows[0]["entries"].as_u64(), Some(3 * f2.records.len() as u64), "originals, reversals, replacements");
+    assert_eq!(
+        total,
+        Decimal::from_i128_with_scale(changed.totals().settle, 0),
+        "{backend}: D2 pays the corrected file only"
+    );
+    assert_eq!(
+        rows[0]["entries"].as_u64(),
+        Some(3 * f2.records.len() as u64),
+        "originals, reversals, replacements"
+    );
     let (_, old) = env.json(&["show", &id(c), "--json"]);
     assert_eq!(old["verdict"], "superseded");
     assert_eq!(old["related_file_id"], f["file_id"]);
-    let kinds: Vec<&str> = old["events"].as_array().expect("events").iter().map(|e| e["kind"].as_str().unwrap_or("")).collect();
+    let kinds: Vec<&str> = old["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap_or(""))
+        .collect();
     assert_eq!(kinds, ["received", "fed", "superseded"]);
     // Superseding twice is refused: the file is fed now.
     let again = env.run(&["supersede", &id(f), "--reason", "again"]);
@@ -251,7 +282,13 @@ fn operator_actions(env: &Env, backend: &str, f2: &CardFile, changed: &CardFile,
 
     // The D2 drill copy cannot be released: without its drill signal it
     // would be a conflict with the corrected D2.
-    let out = env.run(&["release", &id(b), "--override", "--reason", "partner says it was real"]);
+    let out = env.run(&[
+        "release",
+        &id(b),
+        "--override",
+        "--reason",
+        "partner says it was real",
+    ]);
     assert_eq!(out.code, 3, "{backend}: {out:?}");
     assert!(out.stderr.contains("would be conflict"), "{}", out.stderr);
     // Release needs --override.
@@ -262,16 +299,41 @@ fn operator_actions(env: &Env, backend: &str, f2: &CardFile, changed: &CardFile,
     drill5.run_mode = 'T';
     let (code, v) = ingest(env, &write(env, "i", &drill5), &[]);
     assert_eq!(code, 11, "{v}");
-    let (code, released) = env.json(&["release", &id(&v), "--override", "--reason", "test run was the real one", "--json"]);
-    assert_eq!((code, released["verdict"].as_str()), (0, Some("fed")), "{released}");
+    let (code, released) = env.json(&[
+        "release",
+        &id(&v),
+        "--override",
+        "--reason",
+        "test run was the real one",
+        "--json",
+    ]);
+    assert_eq!(
+        (code, released["verdict"].as_str()),
+        (0, Some("fed")),
+        "{released}"
+    );
     let (_, shown) = env.json(&["show", &id(&v), "--json"]);
-    let last = shown["events"].as_array().expect("events").last().cloned().unwrap_or_default();
+    let last = shown["events"]
+        .as_array()
+        .expect("events")
+        .last()
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(last["kind"], "fed");
     assert_eq!(last["actor"], "operator:test-operator");
-    assert!(last["reason"].as_str().unwrap_or("").contains("test run was the real one"));
+    assert!(
+        last["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("test run was the real one")
+    );
 
     // Reject the overlapping file for good; it cannot be rejected twice.
-    assert_eq!(env.run(&["reject", &id(g), "--reason", "relabelled copy of D1"]).code, 0);
+    assert_eq!(
+        env.run(&["reject", &id(g), "--reason", "relabelled copy of D1"])
+            .code,
+        0
+    );
     let (_, shown) = env.json(&["show", &id(g), "--json"]);
     assert_eq!(shown["verdict"], "rejected");
     assert_eq!(env.run(&["reject", &id(g), "--reason", "again"]).code, 3);

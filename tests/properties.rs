@@ -30,8 +30,12 @@ fn run(spec: &FormatSpec, name: &str, bytes: &[u8], sidecar: Option<&[u8]>) -> (
     let mut seen = Vec::new();
     let mut sink = |r: &DataRecord<'_>| {
         // The JSON kept with each entry says exactly what the fields say.
-        let json: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&r.fields_json()).expect("fields JSON");
-        assert!(r.fields().all(|(k, v)| json.get(k).and_then(|j| j.as_str()) == Some(v)));
+        let json: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&r.fields_json()).expect("fields JSON");
+        assert!(
+            r.fields()
+                .all(|(k, v)| json.get(k).and_then(|j| j.as_str()) == Some(v))
+        );
         assert_eq!(json.len(), r.fields().count());
         seen.push((
             r.record_key.to_string(),
@@ -251,6 +255,9 @@ proptest! {
         let (a, b) = (card_facts(&f), card_facts(&g));
         prop_assert_eq!(a.fingerprint, b.fingerprint);
         prop_assert_ne!(a.checksum, b.checksum);
+        // Another file name (one the pattern does not match) changes nothing.
+        let (c, _) = run(&spec("card-settlement"), "COPY_OF_TODAYS_FILE.txt", &f.render(), None);
+        prop_assert_eq!(a.fingerprint, c.fingerprint);
     }
 
     #[test]

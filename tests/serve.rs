@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use chrono::NaiveDate;
 use common::{Env, TestLedger};
 use rust_decimal::Decimal;
-use settlegate::format::generate::{BankFile, BankRecord, CardFile, CardRecord, LineEnding, PgFile, PgRow};
+use settlegate::format::generate::{
+    BankFile, BankRecord, CardFile, CardRecord, LineEnding, PgFile, PgRow,
+};
 
 /// A running `settlegate serve`, killed when dropped.
 struct Server {
@@ -22,10 +24,20 @@ struct Server {
 
 impl Server {
     fn start(env: &Env) -> Server {
-        let log = env.path(&format!("serve-{}.log", Instant::now().elapsed().as_nanos()));
-        let log = if log.exists() { env.path("serve-2.log") } else { log };
+        let log = env.path(&format!(
+            "serve-{}.log",
+            Instant::now().elapsed().as_nanos()
+        ));
+        let log = if log.exists() {
+            env.path("serve-2.log")
+        } else {
+            log
+        };
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_settlegate"));
-        cmd.arg("--config").arg(&env.config).arg("--data-dir").arg(&env.data);
+        cmd.arg("--config")
+            .arg(&env.config)
+            .arg("--data-dir")
+            .arg(&env.data);
         if let Some(url) = &env.ledger {
             cmd.arg("--ledger").arg(url);
         }
@@ -37,7 +49,9 @@ impl Server {
             .spawn()
             .expect("start serve");
         let s = Server { child, log };
-        wait_for("serve to start", Duration::from_secs(30), || s.log_text().contains("settlegate serving"));
+        wait_for("serve to start", Duration::from_secs(30), || {
+            s.log_text().contains("settlegate serving")
+        });
         s
     }
 
@@ -52,13 +66,20 @@ impl Server {
 
     /// SIGTERM, then wait for a clean exit.
     fn stop(&mut self) -> i32 {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return status.code().unwrap_or(-1);
             }
-            assert!(Instant::now() < deadline, "serve did not stop on SIGTERM: {}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "serve did not stop on SIGTERM: {}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -80,7 +101,11 @@ fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
 
 fn files_in(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -107,7 +132,9 @@ fn card(seq: u16, first: u64, n: u64) -> CardFile {
     let d = NaiveDate::from_ymd_opt(2026, 11, 21).expect("date");
     let mut f = CardFile::new(d);
     f.file_seq = seq;
-    f.records = (first..first + n).map(|i| CardRecord::synthetic(i, d)).collect();
+    f.records = (first..first + n)
+        .map(|i| CardRecord::synthetic(i, d))
+        .collect();
     f
 }
 
@@ -137,7 +164,7 @@ fn pg(k: u64) -> PgFile {
         pg_code: "PG01".into(),
         business_date: NaiveDate::from_ymd_opt(2026, 11, 21).expect("date"),
         seq: k as u16 + 1,
-        bom: k % 2 == 0,
+        bom: k.is_multiple_of(2),
         line_ending: LineEnding::CrLf,
         rows: (0..2)
             .map(|i| PgRow {
@@ -164,12 +191,13 @@ fn drop_thousand(env: &Env) -> Expected {
     let inbox = |p: &str| env.data.join("inbox").join(p);
     let mut by_checksum = HashMap::new();
     let mut data_files = 0;
-    let mut put = |partner: &'static str, name: String, bytes: Vec<u8>, verdict: &'static str, i: usize| {
-        drop_file(&inbox(partner), &name, &bytes, i % 2 == 0);
-        // Byte-identical copies keep the first expectation.
-        by_checksum.entry(sha(&bytes)).or_insert((partner, verdict));
-        data_files += 1;
-    };
+    let mut put =
+        |partner: &'static str, name: String, bytes: Vec<u8>, verdict: &'static str, i: usize| {
+            drop_file(&inbox(partner), &name, &bytes, i.is_multiple_of(2));
+            // Byte-identical copies keep the first expectation.
+            by_checksum.entry(sha(&bytes)).or_insert((partner, verdict));
+            data_files += 1;
+        };
     // cardco: 500 files.
     for k in 0..350u64 {
         let f = card(k as u16 + 1, k * 10, 3);
@@ -178,12 +206,24 @@ fn drop_thousand(env: &Env) -> Expected {
     for k in 0..50u64 {
         // Same bytes as an earlier file, another name.
         let f = card(k as u16 + 1, k * 10, 3);
-        put("cardco", format!("COPY_{k}_{}", f.file_name()), f.render(), "duplicate", k as usize);
+        put(
+            "cardco",
+            format!("COPY_{k}_{}", f.file_name()),
+            f.render(),
+            "duplicate",
+            k as usize,
+        );
         // Same data, other line endings and file sequence: same fingerprint.
         let mut g = card(k as u16 + 1, k * 10, 3);
         g.line_ending = LineEnding::Lf;
         g.file_seq = 5000 + k as u16;
-        put("cardco", g.file_name(), g.render(), "duplicate", k as usize + 1);
+        put(
+            "cardco",
+            g.file_name(),
+            g.render(),
+            "duplicate",
+            k as usize + 1,
+        );
     }
     for k in 0..25u64 {
         let mut f = card(6000 + k as u16, 100_000 + k * 10, 3);
@@ -191,7 +231,13 @@ fn drop_thousand(env: &Env) -> Expected {
         put("cardco", f.file_name(), f.render(), "drill", k as usize);
         let mut bad = card(7000 + k as u16, 200_000 + k * 10, 3).render();
         bad[202 + 110] = b'X'; // a letter in the first record's fee_amount
-        put("cardco", format!("CSTL_031_20261121_{:04}.dat", 7000 + k), bad, "invalid", k as usize + 1);
+        put(
+            "cardco",
+            format!("CSTL_031_20261121_{:04}.dat", 7000 + k),
+            bad,
+            "invalid",
+            k as usize + 1,
+        );
     }
     // bankco: 300 files.
     for k in 0..275u64 {
@@ -200,7 +246,13 @@ fn drop_thousand(env: &Env) -> Expected {
     }
     for k in 0..25u64 {
         let f = bank(1000 + k);
-        put("bankco", f.file_name().replace(".dat", "_DRILL.dat"), f.render(), "drill", k as usize);
+        put(
+            "bankco",
+            f.file_name().replace(".dat", "_DRILL.dat"),
+            f.render(),
+            "drill",
+            k as usize,
+        );
     }
     // pgco: 100 data files; their control files arrive a second later.
     let mut controls = Vec::new();
@@ -212,9 +264,12 @@ fn drop_thousand(env: &Env) -> Expected {
     }
     std::thread::sleep(Duration::from_secs(1));
     for (i, (name, ctl)) in controls.into_iter().enumerate() {
-        drop_file(&inbox("pgco"), &name, &ctl, i % 2 == 0);
+        drop_file(&inbox("pgco"), &name, &ctl, i.is_multiple_of(2));
     }
-    Expected { by_checksum, data_files }
+    Expected {
+        by_checksum,
+        data_files,
+    }
 }
 
 fn ledger_files(env: &Env) -> Vec<serde_json::Value> {
@@ -230,16 +285,25 @@ fn a_thousand_drops_each_get_one_verdict() {
     let mut server = Server::start(&env);
     let expected = drop_thousand(&env);
     let inboxes = ["cardco", "bankco", "pgco"].map(|p| env.data.join("inbox").join(p));
-    wait_for("the inboxes to empty", Duration::from_secs(300), || inboxes.iter().all(|d| files_in(d).is_empty()));
+    wait_for("the inboxes to empty", Duration::from_secs(300), || {
+        inboxes.iter().all(|d| files_in(d).is_empty())
+    });
     assert_eq!(server.stop(), 0, "clean exit on SIGTERM");
 
     // Every dropped data file got exactly one arrival and one verdict.
     let files = ledger_files(&env);
-    assert_eq!(files.len(), expected.data_files, "one arrival per dropped data file");
+    assert_eq!(
+        files.len(),
+        expected.data_files,
+        "one arrival per dropped data file"
+    );
     let mut verdicts: HashMap<String, usize> = HashMap::new();
     for f in &files {
         let checksum = f["checksum"].as_str().unwrap_or("");
-        let (partner, want) = expected.by_checksum.get(checksum).unwrap_or_else(|| panic!("unexpected file {f}"));
+        let (partner, want) = expected
+            .by_checksum
+            .get(checksum)
+            .unwrap_or_else(|| panic!("unexpected file {f}"));
         assert_eq!(f["partner"], *partner);
         assert_eq!(f["channel"], "watch");
         let verdict = f["verdict"].as_str().unwrap_or("").to_string();
@@ -249,7 +313,11 @@ fn a_thousand_drops_each_get_one_verdict() {
         }
         *verdicts.entry(verdict).or_default() += 1;
     }
-    assert_eq!(verdicts.get("fed"), Some(&(350 + 275 + 100)), "{verdicts:?}");
+    assert_eq!(
+        verdicts.get("fed"),
+        Some(&(350 + 275 + 100)),
+        "{verdicts:?}"
+    );
     assert_eq!(verdicts.get("duplicate"), Some(&100), "{verdicts:?}");
     assert_eq!(verdicts.get("drill"), Some(&50), "{verdicts:?}");
     assert_eq!(verdicts.get("invalid"), Some(&25), "{verdicts:?}");
@@ -262,7 +330,12 @@ fn a_thousand_drops_each_get_one_verdict() {
         .as_array()
         .expect("array")
         .iter()
-        .map(|r| (r["partner"].as_str().unwrap_or("").to_string(), r["entries"].as_u64().unwrap_or(0)))
+        .map(|r| {
+            (
+                r["partner"].as_str().unwrap_or("").to_string(),
+                r["entries"].as_u64().unwrap_or(0),
+            )
+        })
         .collect();
     assert_eq!(entries.get("cardco"), Some(&(350 * 3)));
     assert_eq!(entries.get("pgco"), Some(&(100 * 2)));
@@ -271,10 +344,27 @@ fn a_thousand_drops_each_get_one_verdict() {
     for f in &files {
         let partner = f["partner"].as_str().unwrap_or("");
         let name = f["name"].as_str().unwrap_or("");
-        let receipt = env.data.join("receipts").join(partner).join(format!("{name}.verdict"));
-        let text = std::fs::read_to_string(&receipt).unwrap_or_else(|e| panic!("{}: {e}", receipt.display()));
-        assert!(text.contains(&format!("verdict={}\n", f["verdict"].as_str().unwrap_or(""))), "{text}");
-        assert!(text.contains(&format!("checksum={}\n", f["checksum"].as_str().unwrap_or(""))), "{text}");
+        let receipt = env
+            .data
+            .join("receipts")
+            .join(partner)
+            .join(format!("{name}.verdict"));
+        let text = std::fs::read_to_string(&receipt)
+            .unwrap_or_else(|e| panic!("{}: {e}", receipt.display()));
+        assert!(
+            text.contains(&format!(
+                "verdict={}\n",
+                f["verdict"].as_str().unwrap_or("")
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "checksum={}\n",
+                f["checksum"].as_str().unwrap_or("")
+            )),
+            "{text}"
+        );
         assert!(text.contains(&format!("file_id={}\n", f["id"])), "{text}");
     }
     // The control files went with their data files.
@@ -299,7 +389,9 @@ fn a_slowly_written_file_is_taken_once_complete() {
             std::thread::sleep(Duration::from_millis(500));
         }
     }
-    wait_for("the file to be taken", Duration::from_secs(30), || !path.exists());
+    wait_for("the file to be taken", Duration::from_secs(30), || {
+        !path.exists()
+    });
     assert_eq!(server.stop(), 0);
     let files = ledger_files(&env);
     assert_eq!(files.len(), 1, "taken once: {files:?}");
@@ -319,30 +411,42 @@ fn kill_9_mid_run_loses_nothing_and_feeds_nothing_twice() {
         let f = card(k as u16 + 1, k * 10, 3);
         let bytes = f.render();
         dropped.insert(f.file_name(), sha(&bytes));
-        drop_file(&inbox, &f.file_name(), &bytes, k % 2 == 0);
+        drop_file(&inbox, &f.file_name(), &bytes, k.is_multiple_of(2));
     }
     let receipts = env.data.join("receipts/cardco");
-    wait_for("some files to be taken", Duration::from_secs(60), || files_in(&receipts).len() >= 30);
+    wait_for("some files to be taken", Duration::from_secs(60), || {
+        files_in(&receipts).len() >= 30
+    });
     server.kill9();
 
     // At this moment every file is in the inbox, or staged in the ledger with its bytes in the store.
     let in_inbox: Vec<String> = files_in(&inbox);
     let files = ledger_files(&env);
-    let in_ledger: HashMap<String, &serde_json::Value> =
-        files.iter().map(|f| (f["checksum"].as_str().unwrap_or("").to_string(), f)).collect();
+    let in_ledger: HashMap<String, &serde_json::Value> = files
+        .iter()
+        .map(|f| (f["checksum"].as_str().unwrap_or("").to_string(), f))
+        .collect();
     for (name, checksum) in &dropped {
         let staged = in_ledger.get(checksum);
-        assert!(in_inbox.contains(name) || staged.is_some(), "{name} was lost");
+        assert!(
+            in_inbox.contains(name) || staged.is_some(),
+            "{name} was lost"
+        );
         if let Some(f) = staged {
             let store = env.data.join("store").join(&checksum[..2]).join(checksum);
             assert!(store.exists(), "{name}: bytes missing from the store ({f})");
         }
     }
-    assert!(in_inbox.len() < dropped.len(), "the kill came after some files were taken");
+    assert!(
+        in_inbox.len() < dropped.len(),
+        "the kill came after some files were taken"
+    );
 
     // Restart: the rest is taken, anything left unjudged is judged.
     let mut server = Server::start(&env);
-    wait_for("the inbox to empty", Duration::from_secs(120), || files_in(&inbox).is_empty());
+    wait_for("the inbox to empty", Duration::from_secs(120), || {
+        files_in(&inbox).is_empty()
+    });
     assert_eq!(server.stop(), 0);
     let files = ledger_files(&env);
     let mut fed = HashMap::new();
@@ -350,7 +454,8 @@ fn kill_9_mid_run_loses_nothing_and_feeds_nothing_twice() {
         let verdict = f["verdict"].as_str().unwrap_or("");
         assert!(verdict == "fed" || verdict == "duplicate", "{f}");
         if verdict == "fed" {
-            *fed.entry(f["checksum"].as_str().unwrap_or("").to_string()).or_insert(0) += 1;
+            *fed.entry(f["checksum"].as_str().unwrap_or("").to_string())
+                .or_insert(0) += 1;
         }
     }
     // Each dropped file fed exactly once; a file re-taken after the crash is a duplicate.
@@ -358,5 +463,9 @@ fn kill_9_mid_run_loses_nothing_and_feeds_nothing_twice() {
         assert_eq!(fed.get(checksum), Some(&1), "{name}");
     }
     let (_, intake) = env.json(&["intake", "--date", "2026-11-21", "--json"]);
-    assert_eq!(intake[0]["entries"].as_u64(), Some(300 * 3), "no record fed twice");
+    assert_eq!(
+        intake[0]["entries"].as_u64(),
+        Some(300 * 3),
+        "no record fed twice"
+    );
 }

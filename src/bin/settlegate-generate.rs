@@ -41,12 +41,19 @@ fn write_entries_csv(data: &std::path::Path, out: &std::path::Path) -> Result<u6
     use std::ops::ControlFlow;
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("formats");
     let formats = settlegate::format::FormatRegistry::load_dir(&dir).map_err(|e| e.to_string())?;
-    let spec = formats.get("card-settlement").ok_or("card-settlement format missing")?;
+    let spec = formats
+        .get("card-settlement")
+        .ok_or("card-settlement format missing")?;
     let file = std::fs::File::open(data).map_err(|e| e.to_string())?;
     let mut w = csv::Writer::from_path(out).map_err(|e| e.to_string())?;
     let mut failed = None;
     let mut sink = |r: &settlegate::format::DataRecord<'_>| {
-        let row = [r.number.to_string(), r.record_key.to_string(), r.amount.to_string(), r.fields_json()];
+        let row = [
+            r.number.to_string(),
+            r.record_key.to_string(),
+            r.amount.to_string(),
+            r.fields_json(),
+        ];
         match w.write_record(&row) {
             Ok(()) => ControlFlow::Continue(()),
             Err(e) => {
@@ -55,9 +62,16 @@ fn write_entries_csv(data: &std::path::Path, out: &std::path::Path) -> Result<u6
             }
         }
     };
-    let name = data.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let ctx = settlegate::format::FileContext { name: &name, sidecar: None };
-    let facts = settlegate::format::verify(spec, std::io::BufReader::new(file), ctx, &mut sink).map_err(|e| e.to_string())?;
+    let name = data
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ctx = settlegate::format::FileContext {
+        name: &name,
+        sidecar: None,
+    };
+    let facts = settlegate::format::verify(spec, std::io::BufReader::new(file), ctx, &mut sink)
+        .map_err(|e| e.to_string())?;
     if let Some(e) = failed.or(facts.error.map(|e| e.to_string())) {
         return Err(e);
     }

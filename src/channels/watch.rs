@@ -65,7 +65,12 @@ pub struct Tracker {
 impl Tracker {
     /// Record a listing taken at `now`; returns the names whose size and
     /// mtime have not changed for at least `settle`, sorted.
-    pub fn observe(&mut self, listing: &[(String, Stat)], now: Instant, settle: Duration) -> Vec<String> {
+    pub fn observe(
+        &mut self,
+        listing: &[(String, Stat)],
+        now: Instant,
+        settle: Duration,
+    ) -> Vec<String> {
         let mut next = HashMap::with_capacity(listing.len());
         let mut ready = Vec::new();
         for (name, stat) in listing {
@@ -96,9 +101,15 @@ impl Tracker {
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
     #[error("inbox {dir}: cannot list: {source}")]
-    List { dir: PathBuf, source: std::io::Error },
+    List {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Intake(#[from] IntakeError),
 }
@@ -224,7 +235,10 @@ fn complete_pairs(
         .collect();
     let mut out = Vec::new();
     for name in ready {
-        if suffixes.iter().any(|s| name.to_ascii_lowercase().ends_with(s.as_str())) {
+        if suffixes
+            .iter()
+            .any(|s| name.to_ascii_lowercase().ends_with(s.as_str()))
+        {
             continue;
         }
         let sidecar = choose_format(&gw.formats, p, name)
@@ -242,7 +256,12 @@ fn complete_pairs(
 
 /// Take one file: intake (stage + record + judge), receipt, then remove it
 /// from the inbox — in that order, so a crash at any point loses nothing.
-async fn take(gw: &Gateway, inbox: &Inbox, name: &str, sidecar: Option<&str>) -> Result<(), WatchError> {
+async fn take(
+    gw: &Gateway,
+    inbox: &Inbox,
+    name: &str,
+    sidecar: Option<&str>,
+) -> Result<(), WatchError> {
     let path = inbox.dir.join(name);
     let sidecar_path = sidecar.map(|s| inbox.dir.join(s));
     let arrival = Arrival {
@@ -253,16 +272,24 @@ async fn take(gw: &Gateway, inbox: &Inbox, name: &str, sidecar: Option<&str>) ->
         actor: crate::intake::gateway_actor(),
         ..Arrival::default()
     };
-    let out = gw.intake_file(&arrival, &path, sidecar_path.as_deref()).await?;
-    let receipt = super::receipt::write(&inbox.receipts, name, &out).map_err(|source| WatchError::Io {
-        path: inbox.receipts.join(format!("{name}.verdict")),
-        source,
-    })?;
+    let out = gw
+        .intake_file(&arrival, &path, sidecar_path.as_deref())
+        .await?;
+    let receipt =
+        super::receipt::write(&inbox.receipts, name, &out).map_err(|source| WatchError::Io {
+            path: inbox.receipts.join(format!("{name}.verdict")),
+            source,
+        })?;
     for p in std::iter::once(&path).chain(sidecar_path.as_ref()) {
         match std::fs::remove_file(p) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(WatchError::Io { path: p.clone(), source }),
+            Err(source) => {
+                return Err(WatchError::Io {
+                    path: p.clone(),
+                    source,
+                });
+            }
         }
     }
     if let Ok(d) = std::fs::File::open(&inbox.dir) {
@@ -281,10 +308,22 @@ mod tests {
 
     #[test]
     fn temporary_names() {
-        for n in [".CSTL.dat", "x.tmp", "x.part", "X.PART", "x.dat.filepart", ".ctl"] {
+        for n in [
+            ".CSTL.dat",
+            "x.tmp",
+            "x.part",
+            "X.PART",
+            "x.dat.filepart",
+            ".ctl",
+        ] {
             assert!(is_temporary(n), "{n}");
         }
-        for n in ["CSTL_031_20261121_0001.dat", "PGSTL_PG01_20261121_01.ctl", "part", "tmp.dat"] {
+        for n in [
+            "CSTL_031_20261121_0001.dat",
+            "PGSTL_PG01_20261121_01.ctl",
+            "part",
+            "tmp.dat",
+        ] {
             assert!(!is_temporary(n), "{n}");
         }
     }
@@ -304,13 +343,28 @@ mod tests {
         let l = |size, secs| vec![("a.dat".to_string(), stat(size, secs))];
         assert!(t.observe(&l(10, 1), t0, settle).is_empty());
         // Growing: the clock restarts.
-        assert!(t.observe(&l(20, 2), t0 + Duration::from_secs(1), settle).is_empty());
-        assert!(t.observe(&l(20, 2), t0 + Duration::from_millis(2900), settle).is_empty());
-        assert_eq!(t.observe(&l(20, 2), t0 + Duration::from_secs(3), settle), vec!["a.dat"]);
+        assert!(
+            t.observe(&l(20, 2), t0 + Duration::from_secs(1), settle)
+                .is_empty()
+        );
+        assert!(
+            t.observe(&l(20, 2), t0 + Duration::from_millis(2900), settle)
+                .is_empty()
+        );
+        assert_eq!(
+            t.observe(&l(20, 2), t0 + Duration::from_secs(3), settle),
+            vec!["a.dat"]
+        );
         // Touched (same size, new mtime): not ready again until settled.
-        assert!(t.observe(&l(20, 9), t0 + Duration::from_secs(4), settle).is_empty());
+        assert!(
+            t.observe(&l(20, 9), t0 + Duration::from_secs(4), settle)
+                .is_empty()
+        );
         // Gone: forgotten.
-        assert!(t.observe(&[], t0 + Duration::from_secs(5), settle).is_empty());
+        assert!(
+            t.observe(&[], t0 + Duration::from_secs(5), settle)
+                .is_empty()
+        );
         assert!(!t.pending());
     }
 }

@@ -610,6 +610,12 @@ impl Builder {
                 ));
             }
         }
+        if !raw.fields.is_empty() && !raw.required {
+            return Err(self.err(
+                "file_name",
+                "fields taken from the name need required = true (a file whose name does not match would lack them)",
+            ));
+        }
         let fields = self.build_record(
             "file_name",
             b"",
@@ -1226,6 +1232,15 @@ mod tests {
         refused(
             &CARD.replace(", record_key = true", ""),
             &["record D", "record_key"],
+        );
+    }
+
+    #[test]
+    fn name_fields_need_a_required_name() {
+        let pg = include_str!("../../formats/pg-settlement-csv.toml");
+        refused(
+            &pg.replace("required = true\n", ""),
+            &["file_name", "required = true"],
         );
     }
 

@@ -533,7 +533,12 @@ impl<'s> State<'s> {
         if let FieldRef::Name(i) = self.spec.business_date {
             self.business_date = rec.date(i);
         }
-        self.fingerprint.add_ordered("name", rec);
+        // Only typed captures count, so a file's fingerprint never depends on
+        // whether its name happened to match (specs with name fields require
+        // the match).
+        if !rule.fields.fields.is_empty() {
+            self.fingerprint.add_ordered("name", rec);
+        }
         Ok(())
     }
 
