@@ -456,10 +456,13 @@ impl Ledger {
         format: &str,
         business_key: &str,
     ) -> Result<(Option<FileRow>, Option<FileRow>), LedgerError> {
+        // Two index probes (the partial unique indexes) in one statement.
         let sql = concat!(
             "SELECT ",
             file_columns!(),
-            " FROM files WHERE verdict = 'fed' AND (fingerprint = $1 OR (format = $2 AND business_key = $3)) ORDER BY id"
+            " FROM files WHERE verdict = 'fed' AND fingerprint = $1 UNION ALL SELECT ",
+            file_columns!(),
+            " FROM files WHERE verdict = 'fed' AND format = $2 AND business_key = $3"
         );
         let rows: Vec<FileRow> = on_pool!(self, pool => sqlx::query_as(sql)
             .bind(fingerprint)

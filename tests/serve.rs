@@ -469,3 +469,44 @@ fn kill_9_mid_run_loses_nothing_and_feeds_nothing_twice() {
         "no record fed twice"
     );
 }
+
+/// A partner's inbox vanishing is logged and repaired; the other partners
+/// are served meanwhile, and the first is served again once it is back.
+#[test]
+fn a_missing_inbox_does_not_stop_the_others() {
+    let t = TestLedger::sqlite();
+    let env = Env::new(&t, WATCH);
+    let mut server = Server::start(&env);
+    let cardco = env.data.join("inbox/cardco");
+    std::fs::remove_dir_all(&cardco).expect("remove inbox");
+    let f = bank(1);
+    drop_file(
+        &env.data.join("inbox/bankco"),
+        &f.file_name(),
+        &f.render(),
+        true,
+    );
+    wait_for("bankco's file to be taken", Duration::from_secs(30), || {
+        files_in(&env.data.join("inbox/bankco")).is_empty()
+    });
+    wait_for(
+        "cardco's inbox to be recreated",
+        Duration::from_secs(30),
+        || cardco.is_dir(),
+    );
+    let c = card(1, 0, 3);
+    drop_file(&cardco, &c.file_name(), &c.render(), false);
+    wait_for("cardco's file to be taken", Duration::from_secs(30), || {
+        files_in(&cardco).is_empty()
+    });
+    assert_eq!(server.stop(), 0);
+    assert!(
+        server.log_text().contains("inbox unreadable"),
+        "the fault was logged"
+    );
+    let verdicts: Vec<String> = ledger_files(&env)
+        .iter()
+        .map(|f| f["verdict"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(verdicts, ["fed", "fed"]);
+}

@@ -32,7 +32,8 @@ CREATE UNIQUE INDEX files_fed_checksum     ON files (checksum)             WHERE
 CREATE UNIQUE INDEX files_fed_fingerprint  ON files (fingerprint)          WHERE verdict = 'fed';
 CREATE UNIQUE INDEX files_fed_business_key ON files (format, business_key) WHERE verdict = 'fed';
 
-CREATE INDEX files_checksum      ON files (checksum);
+-- (checksum, id): "the earliest earlier arrival with these bytes" is one index probe.
+CREATE INDEX files_checksum      ON files (checksum, id);
 CREATE INDEX files_fingerprint   ON files (fingerprint);
 CREATE INDEX files_business_key  ON files (format, business_key);
 CREATE INDEX files_business_date ON files (business_date);

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use chrono::NaiveDate;
 use clap::Parser;
-use settlegate::format::generate::{CardFile, LineEnding};
+use settlegate::format::generate::{CardFile, CardRecord, LineEnding};
 
 #[derive(Parser)]
 #[command(about = "Write a valid synthetic settlement file")]
@@ -32,8 +32,29 @@ struct Args {
     /// `psql \copy`.
     #[arg(long)]
     entries_csv: Option<PathBuf>,
-    /// Output path.
+    /// Write this many distinct files (distinct business keys and record
+    /// keys, `--records` each) into OUT, a directory.
+    #[arg(long)]
+    files: Option<u64>,
+    /// Output path (a directory with --files).
     out: PathBuf,
+}
+
+/// Many small distinct files for intake benchmarks.
+fn write_many(args: &Args, count: u64, records: u64, le: LineEnding) -> std::io::Result<()> {
+    std::fs::create_dir_all(&args.out)?;
+    for k in 0..count {
+        // File sequence numbers have four digits: move to the next day every 9 999 files.
+        let date = args.date + chrono::Days::new(k / 9999);
+        let mut f = CardFile::new(date);
+        f.file_seq = (k % 9999 + 1) as u16;
+        f.line_ending = le;
+        f.records = (0..records)
+            .map(|i| CardRecord::synthetic(k * records + i, date))
+            .collect();
+        std::fs::write(args.out.join(f.file_name()), f.render())?;
+    }
+    Ok(())
 }
 
 /// Run the verifier over the generated file and write each entry as a CSV row.
@@ -112,6 +133,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(count) = args.files {
+        let records = args.records.unwrap_or(3);
+        return match write_many(&args, count, records, le) {
+            Ok(()) => {
+                println!("{}: {count} files of {records} records", args.out.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("settlegate-generate: {}: {e}", args.out.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
     let mut file = CardFile::new(args.date);
     file.line_ending = le;
     let result = std::fs::File::create(&args.out).and_then(|f| {

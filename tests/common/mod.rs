@@ -109,13 +109,21 @@ impl Env {
         let dir = tempfile::tempdir().expect("tempdir");
         let sample =
             std::fs::read_to_string(root().join("settlegate.toml")).expect("sample config");
-        let text = sample.replace(
+        let mut text = sample.replace(
             "formats_dir = \"formats\"",
             &format!(
                 "formats_dir = {:?}",
                 root().join("formats").display().to_string()
             ),
         );
+        // A test that sets [watch] replaces the sample's.
+        if extra_config.contains("[watch]") {
+            let start = text.find("[watch]").expect("sample has [watch]");
+            let end = text[start..]
+                .find("[[partners]]")
+                .map_or(text.len(), |e| start + e);
+            text.replace_range(start..end, "");
+        }
         let config = dir.path().join("settlegate.toml");
         std::fs::write(&config, format!("{text}\n{extra_config}")).expect("write config");
         let data = dir.path().join("data");

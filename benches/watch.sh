@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Benchmark: files per second through the watched-folder channel. Starts
+# `settlegate serve` on a fresh data dir (SQLite ledger), moves N small
+# card-settlement files (3 records each, distinct) into cardco's inbox at
+# once, and times until every one has its receipt.
+# Usage: benches/watch.sh [N]      (default 10000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=${1:-10000}
+dir=${BENCH_DIR:-target/bench/watch}
+rm -rf "$dir"; mkdir -p "$dir/drop"
+cargo build --release --quiet --bins
+target/release/settlegate-generate card-settlement --records 3 --files "$n" "$dir/drop" > /dev/null
+sed -e "s|^formats_dir = .*|formats_dir = \"$PWD/formats\"|" -e "s|^settle_seconds = .*|settle_seconds = 0.5|" \
+  settlegate.toml > "$dir/settlegate.toml"
+target/release/settlegate --config "$dir/settlegate.toml" --data-dir "$dir/data" serve 2> "$dir/serve.log" &
+pid=$!
+trap 'kill $pid 2>/dev/null || true' EXIT
+until grep -q "settlegate serving" "$dir/serve.log"; do
+  kill -0 $pid 2>/dev/null || { cat "$dir/serve.log"; exit 1; }
+  sleep 0.1
+done
+receipts="$dir/data/receipts/cardco"
+t0=$(date +%s.%N)
+# Same file system: each file appears in the inbox whole, by rename.
+find "$dir/drop" -name '*.dat' -exec mv -t "$dir/data/inbox/cardco/" {} +
+until [ "$(find "$receipts" -name '*.verdict' | wc -l)" -ge "$n" ]; do sleep 0.2; done
+t1=$(date +%s.%N)
+kill -TERM $pid; wait $pid || true
+fed=$(target/release/settlegate --config "$dir/settlegate.toml" --data-dir "$dir/data" files --verdict fed --json | grep -o '"id"' | wc -l)
+awk -v n="$n" -v a="$t0" -v b="$t1" -v fed="$fed" 'BEGIN{printf "%d files (%d fed) in %.1f s: %.0f files/s (includes the 0.5 s settle time)\n", n, fed, b-a, n/(b-a)}'
