@@ -702,23 +702,7 @@ pub fn choose_format<'r>(
 }
 
 fn unidentified(row: &FileRow, message: String) -> FileFacts {
-    FileFacts {
-        format: String::new(),
-        checksum: [0; 32],
-        size: row.size as u64,
-        records: 0,
-        fingerprint: None,
-        business_key: Vec::new(),
-        business_date: None,
-        totals: Vec::new(),
-        drill_signals: Vec::new(),
-        error: Some(VerifyError {
-            record: None,
-            offset: None,
-            field: None,
-            message,
-        }),
-    }
+    FileFacts::failed(String::new(), row.size as u64, message)
 }
 
 fn identity(facts: &FileFacts, signals: &[String]) -> Identity {

@@ -202,16 +202,39 @@ trait EntryWriter {
         t: &EntryTarget<'_>,
         rows: &[NewEntry],
     ) -> impl std::future::Future<Output = Result<(), LedgerError>> + Send;
-    /// Offset a file's live entries with reversals and mark them reversed.
-    fn reverse_entries(
-        &mut self,
-        file_id: i64,
-        by: i64,
-    ) -> impl std::future::Future<Output = Result<(), LedgerError>> + Send;
+    /// Insert reversal entries (negated amounts) for a file's live originals.
+    const REVERSE_ENTRIES: &'static str;
 }
 
-/// Mark a file's live originals reversed by `by` (the only update entries allow).
-const MARK_REVERSED: &str = "UPDATE entries SET reversed_by = $2 WHERE file_id = $1 AND kind = 'original' AND reversed_by IS NULL";
+/// Offset a file's live originals with reversal entries, then mark them
+/// reversed by `by` (the only update entries allow).
+macro_rules! reverse_entries {
+    ($tx:expr, $file_id:expr, $by:expr) => {{
+        let tx = $tx;
+        async {
+            sqlx::query(entry_writer_sql(&*tx))
+                .bind($file_id)
+                .execute(&mut **tx)
+                .await
+                .map_err(query_error("insert reversals"))?;
+            sqlx::query(
+                "UPDATE entries SET reversed_by = $2 WHERE file_id = $1 AND kind = 'original' AND reversed_by IS NULL",
+            )
+            .bind($file_id)
+            .bind($by)
+            .execute(&mut **tx)
+            .await
+            .map(|_| ())
+            .map_err(query_error("mark reversed"))
+        }
+        .await
+    }};
+}
+
+/// The reversal statement of the transaction's backend.
+fn entry_writer_sql<T: EntryWriter>(_: &T) -> &'static str {
+    T::REVERSE_ENTRIES
+}
 
 /// One settlement entry to feed.
 #[derive(Debug, Clone)]
@@ -651,7 +674,7 @@ impl Ledger {
                 if n != 1 {
                     return Err(LedgerError::State(format!("file {old} is not fed; nothing to supersede")));
                 }
-                tx.reverse_entries(old, id).await?;
+                reverse_entries!(&mut tx, old, id)?;
                 insert_event!(&mut *tx, at, old, "superseded", actor, &judgement.reason, Some(id))?;
             }
             set_verdict!(&mut *tx, id, identity, judgement, at, plan.from)?;
@@ -855,28 +878,13 @@ impl EntryWriter for sqlx::Transaction<'_, Sqlite> {
         Ok(())
     }
 
-    async fn reverse_entries(&mut self, file_id: i64, by: i64) -> Result<(), LedgerError> {
-        // Negate the decimal text exactly (SQLite arithmetic would go through floats).
-        sqlx::query(
-            "INSERT INTO entries (file_id, partner, format, business_date, record_no, record_key, amount, kind, fields) \
-             SELECT file_id, partner, format, business_date, record_no, record_key, \
-                    CASE WHEN amount LIKE '-%' THEN substr(amount, 2) \
-                         WHEN amount = '0' THEN '0' ELSE '-' || amount END, \
-                    'reversal', fields \
-             FROM entries WHERE file_id = $1 AND kind = 'original' AND reversed_by IS NULL ORDER BY id",
-        )
-        .bind(file_id)
-        .execute(&mut **self)
-        .await
-        .map_err(query_error("insert reversals"))?;
-        sqlx::query(MARK_REVERSED)
-            .bind(file_id)
-            .bind(by)
-            .execute(&mut **self)
-            .await
-            .map(|_| ())
-            .map_err(query_error("mark reversed"))
-    }
+    // Negate the decimal text exactly (SQLite arithmetic would go through floats).
+    const REVERSE_ENTRIES: &'static str = "INSERT INTO entries (file_id, partner, format, business_date, record_no, record_key, amount, kind, fields) \
+         SELECT file_id, partner, format, business_date, record_no, record_key, \
+                CASE WHEN amount LIKE '-%' THEN substr(amount, 2) \
+                     WHEN amount = '0' THEN '0' ELSE '-' || amount END, \
+                'reversal', fields \
+         FROM entries WHERE file_id = $1 AND kind = 'original' AND reversed_by IS NULL ORDER BY id";
 }
 
 impl EntryWriter for sqlx::Transaction<'_, sqlx::Postgres> {
@@ -917,24 +925,9 @@ impl EntryWriter for sqlx::Transaction<'_, sqlx::Postgres> {
         .map_err(query_error("insert entries"))
     }
 
-    async fn reverse_entries(&mut self, file_id: i64, by: i64) -> Result<(), LedgerError> {
-        sqlx::query(
-            "INSERT INTO entries (file_id, partner, format, business_date, record_no, record_key, amount, kind, fields) \
-             SELECT file_id, partner, format, business_date, record_no, record_key, -amount, 'reversal', fields \
-             FROM entries WHERE file_id = $1 AND kind = 'original' AND reversed_by IS NULL ORDER BY id",
-        )
-        .bind(file_id)
-        .execute(&mut **self)
-        .await
-        .map_err(query_error("insert reversals"))?;
-        sqlx::query(MARK_REVERSED)
-            .bind(file_id)
-            .bind(by)
-            .execute(&mut **self)
-            .await
-            .map(|_| ())
-            .map_err(query_error("mark reversed"))
-    }
+    const REVERSE_ENTRIES: &'static str = "INSERT INTO entries (file_id, partner, format, business_date, record_no, record_key, amount, kind, fields) \
+         SELECT file_id, partner, format, business_date, record_no, record_key, -amount, 'reversal', fields \
+         FROM entries WHERE file_id = $1 AND kind = 'original' AND reversed_by IS NULL ORDER BY id";
 }
 
 /// A raw statement for tests that must prove the database (not the code)

@@ -81,6 +81,27 @@ pub struct FileFacts {
 }
 
 impl FileFacts {
+    /// Facts of a file that could not be verified at all (no format, unreadable).
+    pub fn failed(format: String, size: u64, message: String) -> FileFacts {
+        FileFacts {
+            format,
+            checksum: [0; 32],
+            size,
+            records: 0,
+            fingerprint: None,
+            business_key: Vec::new(),
+            business_date: None,
+            totals: Vec::new(),
+            drill_signals: Vec::new(),
+            error: Some(VerifyError {
+                record: None,
+                offset: None,
+                field: None,
+                message,
+            }),
+        }
+    }
+
     pub fn is_valid(&self) -> bool {
         self.error.is_none()
     }
@@ -247,23 +268,7 @@ pub fn verify_bytes(spec: &FormatSpec, bytes: &[u8], ctx: FileContext<'_>) -> Fi
 }
 
 fn unreachable_io(e: io::Error) -> FileFacts {
-    FileFacts {
-        format: String::new(),
-        checksum: [0; 32],
-        size: 0,
-        records: 0,
-        fingerprint: None,
-        business_key: Vec::new(),
-        business_date: None,
-        totals: Vec::new(),
-        drill_signals: Vec::new(),
-        error: Some(VerifyError {
-            record: None,
-            offset: None,
-            field: None,
-            message: format!("read error: {e}"),
-        }),
-    }
+    FileFacts::failed(String::new(), 0, format!("read error: {e}"))
 }
 
 enum Stop {
