@@ -70,7 +70,12 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         }
         tracing::info!(partner = %p.id, inbox = %inbox.dir.display(), receipts = %inbox.receipts.display(), "channel watch");
         let (tx, rx) = mpsc::channel(1);
-        senders.push((inbox.dir.clone(), tx));
+        // Events carry absolute paths: route by the canonical directory.
+        let canonical = std::fs::canonicalize(&inbox.dir).map_err(|source| ServeError::Dir {
+            path: inbox.dir.clone(),
+            source,
+        })?;
+        senders.push((canonical, tx));
         tasks.spawn(run_inbox(gw.clone(), inbox, settings, rx, stop_rx.clone()));
     }
 

@@ -24,6 +24,12 @@ struct Server {
 
 impl Server {
     fn start(env: &Env) -> Server {
+        Server::start_in(env, None)
+    }
+
+    /// Start with the working directory set and `--data-dir` relative to it
+    /// (when `cwd` is given), as an operator would from the repository.
+    fn start_in(env: &Env, cwd: Option<&Path>) -> Server {
         let log = env.path(&format!(
             "serve-{}.log",
             Instant::now().elapsed().as_nanos()
@@ -34,10 +40,16 @@ impl Server {
             log
         };
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_settlegate"));
-        cmd.arg("--config")
-            .arg(&env.config)
-            .arg("--data-dir")
-            .arg(&env.data);
+        cmd.arg("--config").arg(&env.config).arg("--data-dir");
+        match cwd {
+            Some(dir) => {
+                let relative = env.data.strip_prefix(dir).expect("data dir under cwd");
+                cmd.arg(relative).current_dir(dir);
+            }
+            None => {
+                cmd.arg(&env.data);
+            }
+        }
         if let Some(url) = &env.ledger {
             cmd.arg("--ledger").arg(url);
         }
@@ -509,4 +521,104 @@ fn a_missing_inbox_does_not_stop_the_others() {
         .map(|f| f["verdict"].as_str().unwrap_or("").to_string())
         .collect();
     assert_eq!(verdicts, ["fed", "fed"]);
+}
+
+/// A full disk: the file that cannot be stored is logged by name, stays in
+/// its inbox and is retried; other partners keep being served. Needs a small
+/// tmpfs for the data dir (root).
+#[test]
+fn a_full_disk_leaves_the_file_in_place_and_others_are_served() {
+    let t = TestLedger::sqlite();
+    let mut env = Env::new(&t, WATCH);
+    let small = env.path("small-data");
+    std::fs::create_dir_all(&small).expect("mkdir");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipping: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(small.clone());
+    // cardco's inbox lives on the big disk, the store and ledger on the small one.
+    let big_inbox = env.path("cardco-inbox");
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    let text = text.replacen(
+        "id = \"cardco\"",
+        &format!(
+            "id = \"cardco\"\ninbox = {:?}",
+            big_inbox.display().to_string()
+        ),
+        1,
+    );
+    std::fs::write(&env.config, text).expect("config");
+    env.data = small.clone();
+    let mut server = Server::start(&env);
+    let big = card(1, 0, 12_000); // about 2.4 MB: more than the small disk holds
+    drop_file(&big_inbox, &big.file_name(), &big.render(), true);
+    let b = bank(7);
+    drop_file(
+        &small.join("inbox/bankco"),
+        &b.file_name(),
+        &b.render(),
+        true,
+    );
+    wait_for("bankco's file to be taken", Duration::from_secs(30), || {
+        files_in(&small.join("inbox/bankco")).is_empty()
+    });
+    wait_for(
+        "the full disk to be logged",
+        Duration::from_secs(30),
+        || server.log_text().contains("No space left on device"),
+    );
+    assert_eq!(server.stop(), 0);
+    let log = server.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("No space left on device"))
+        .expect("error line");
+    assert!(
+        line.contains(&big.file_name()) && line.contains("retried"),
+        "{line}"
+    );
+    assert!(
+        big_inbox.join(big.file_name()).exists(),
+        "the file stays in its inbox"
+    );
+    let files = ledger_files(&env);
+    assert_eq!(files.len(), 1, "only bankco's file was recorded: {files:?}");
+    assert_eq!(files[0]["partner"], "bankco");
+    assert!(
+        files_in(&small.join("store/tmp")).is_empty(),
+        "no partial file left behind"
+    );
+}
+
+/// With the safety-net rescan far away, a file-system event alone gets a
+/// dropped file taken — also when the data dir is given as a relative path.
+#[test]
+fn file_system_events_wake_the_inbox() {
+    let t = TestLedger::sqlite();
+    let env = Env::new(&t, "[watch]\nsettle_seconds = 0.5\nrescan_seconds = 600\n");
+    let mut server = Server::start_in(&env, Some(env.dir.path()));
+    // The start-up scan is over; from now on only events wake the scanner.
+    std::thread::sleep(Duration::from_millis(500));
+    let f = card(1, 0, 3);
+    let inbox = env.data.join("inbox/cardco");
+    drop_file(&inbox, &f.file_name(), &f.render(), true);
+    wait_for(
+        "the event to get the file taken",
+        Duration::from_secs(15),
+        || files_in(&inbox).is_empty(),
+    );
+    assert_eq!(server.stop(), 0);
+    assert_eq!(ledger_files(&env).len(), 1);
 }
