@@ -334,8 +334,7 @@ async fn ledger_command(gw: &Gateway, command: Command) -> Result<u8, CliError> 
             }
             let sidecar = crate::intake::choose_format(&gw.formats, p, &name)
                 .ok()
-                .and_then(|spec| spec.sidecar_name(&name))
-                .map(|n| file.with_file_name(n))
+                .and_then(|spec| sidecar_path(spec, &file))
                 .filter(|path| path.is_file());
             let arrival = Arrival {
                 partner: partner.clone(),
@@ -671,16 +670,17 @@ fn print_formats(registry: &FormatRegistry) {
     }
 }
 
+/// Where a data file's control file would be (beside it), if its format has one.
+fn sidecar_path(spec: &FormatSpec, file: &Path) -> Option<PathBuf> {
+    let name = file.file_name()?.to_str()?;
+    Some(file.with_file_name(spec.sidecar_name(name)?))
+}
+
 /// Read a file's sidecar from beside it, if the format has one and it exists.
 pub fn read_sidecar(spec: &FormatSpec, file: &Path) -> Result<Option<Vec<u8>>, CliError> {
-    let Some(name) = file
-        .file_name()
-        .and_then(|n| n.to_str())
-        .and_then(|n| spec.sidecar_name(n))
-    else {
+    let Some(path) = sidecar_path(spec, file) else {
         return Ok(None);
     };
-    let path = file.with_file_name(name);
     match std::fs::read(&path) {
         Ok(b) => Ok(Some(b)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),

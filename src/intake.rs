@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::config::{Config, Partner};
 use crate::format::{FileContext, FileFacts, FormatRegistry, FormatSpec, RecordSink, VerifyError};
-use crate::judge::{self, ArrivalContext, Evidence, Judgement, Overlap, PriorFile, Verdict};
+use crate::judge::{self, ArrivalContext, Evidence, Judgement, Overlap, Verdict};
 use crate::ledger::{
     Decision, FeedPlan, FileRow, Guard, Identity, Ledger, LedgerError, NewArrival, NewEntry,
 };
@@ -839,9 +839,4 @@ fn passwd_name() -> Option<String> {
         let name = parts.next()?;
         (parts.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_string())
     })
-}
-
-/// Convenience for prior-file descriptions in messages.
-pub fn describe(p: &PriorFile, config: &Config) -> String {
-    p.describe(config.timezone)
 }

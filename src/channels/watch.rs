@@ -178,7 +178,7 @@ pub async fn run_inbox(
         };
         let now = Instant::now();
         let ready = tracker.observe(&listing, now, settings.settle);
-        for (data, sidecar) in complete_pairs(&gw, &inbox.partner, &ready, &listing) {
+        for (data, sidecar) in complete_pairs(&gw, &inbox.partner, &ready) {
             if *shutdown.borrow() {
                 break;
             }
@@ -218,12 +218,7 @@ pub async fn run_inbox(
 
 /// Pair ready data files with their control files. Control files are never
 /// taken alone; a data file whose format needs one waits until it is ready.
-fn complete_pairs(
-    gw: &Gateway,
-    partner: &str,
-    ready: &[String],
-    listing: &[(String, Stat)],
-) -> Vec<(String, Option<String>)> {
+fn complete_pairs(gw: &Gateway, partner: &str, ready: &[String]) -> Vec<(String, Option<String>)> {
     let Some(p) = gw.config.partner(partner) else {
         return Vec::new();
     };
@@ -246,9 +241,9 @@ fn complete_pairs(
             .and_then(|spec| spec.sidecar_name(name));
         match sidecar {
             Some(s) if ready.contains(&s) => out.push((name.clone(), Some(s))),
-            // The control file has not arrived (or not settled) yet.
-            Some(s) if !listing.iter().any(|(n, _)| *n == s) || !ready.contains(&s) => {}
-            _ => out.push((name.clone(), None)),
+            // The control file has not arrived or not settled yet: wait.
+            Some(_) => {}
+            None => out.push((name.clone(), None)),
         }
     }
     out
