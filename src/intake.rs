@@ -76,10 +76,10 @@ pub struct Arrival {
     pub partner: String,
     /// `manual`, `watch`, `sftp-pull` or `sftp-push`.
     pub channel: String,
-    /// The endpoint (SFTP pull) or account it came from.
+    /// The endpoint (SFTP pull) or account it came from. Whether it is a
+    /// drill/DR site is read from the configuration by name when judging, so
+    /// a file judged after a restart is judged the same way.
     pub endpoint: Option<String>,
-    /// The endpoint is configured as a drill/DR site.
-    pub endpoint_is_drill_site: bool,
     /// Where it was found (remote path, inbox path).
     pub source_path: Option<String>,
     /// Its original file name.
@@ -206,7 +206,6 @@ impl Gateway {
             channel: &row.channel,
             endpoint: row.endpoint.as_deref(),
             received_at: row.received_at,
-            endpoint_is_drill_site: arrival.endpoint_is_drill_site,
         };
         let signals = judge::drill_signals(partner, &ctx, &facts, now, self.config.timezone);
         let mut overlaps: Vec<Overlap> = Vec::new();

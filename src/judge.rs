@@ -210,8 +210,6 @@ pub struct ArrivalContext<'a> {
     pub channel: &'a str,
     pub endpoint: Option<&'a str>,
     pub received_at: DateTime<Utc>,
-    /// The endpoint itself is configured as a drill/DR site.
-    pub endpoint_is_drill_site: bool,
 }
 
 /// All drill signals for an arrival: the content's own (from the verifier)
@@ -234,7 +232,7 @@ pub fn drill_signals(
         signals.push(format!("channel {} is a drill channel", arrival.channel));
     }
     if let Some(ep) = arrival.endpoint
-        && (arrival.endpoint_is_drill_site || partner.drill_endpoints.iter().any(|d| d == ep))
+        && partner.drill_endpoints.iter().any(|d| d == ep)
     {
         signals.push(format!("endpoint {ep} is a drill/DR site"));
     }
@@ -435,12 +433,11 @@ mod tests {
         let p = partner();
         let t = |y, m, d, h| Utc.with_ymd_and_hms(y, m, d, h, 0, 0).unwrap();
         let normal = t(2026, 11, 22, 1);
-        // (name, channel, endpoint, drill site, received, content signal, now) → signals expected
+        // (name, channel, endpoint, received, content signal, now) → signals expected
         type Case<'a> = (
             &'a str,
             &'a str,
             Option<&'a str>,
-            bool,
             DateTime<Utc>,
             bool,
             DateTime<Utc>,
@@ -451,7 +448,6 @@ mod tests {
                 "CSTL_031_20261121_0001.dat",
                 "manual",
                 None,
-                false,
                 normal,
                 false,
                 normal,
@@ -461,27 +457,16 @@ mod tests {
                 "CSTL_031_20261121_0001_DRILL.dat",
                 "manual",
                 None,
-                false,
                 normal,
                 false,
                 normal,
                 1,
             ),
-            (
-                "cstl_drill.dat",
-                "manual",
-                None,
-                false,
-                normal,
-                false,
-                normal,
-                1,
-            ),
+            ("cstl_drill.dat", "manual", None, normal, false, normal, 1),
             (
                 "CSTL_031_20261121_0001.dat",
                 "sftp-push",
                 None,
-                false,
                 normal,
                 false,
                 normal,
@@ -491,7 +476,6 @@ mod tests {
                 "CSTL_031_20261121_0001.dat",
                 "sftp-pull",
                 Some("dr"),
-                false,
                 normal,
                 false,
                 normal,
@@ -501,28 +485,16 @@ mod tests {
                 "CSTL_031_20261121_0001.dat",
                 "sftp-pull",
                 Some("primary"),
-                false,
                 normal,
                 false,
                 normal,
                 0,
-            ),
-            (
-                "CSTL_031_20261121_0001.dat",
-                "sftp-pull",
-                Some("backup"),
-                true,
-                normal,
-                false,
-                normal,
-                1,
             ),
             // 2026-11-28 23:00 KST = 14:00 UTC: inside the window.
             (
                 "CSTL_031_20261121_0001.dat",
                 "manual",
                 None,
-                false,
                 t(2026, 11, 28, 14),
                 false,
                 normal,
@@ -533,7 +505,6 @@ mod tests {
                 "CSTL_031_20261121_0001.dat",
                 "manual",
                 None,
-                false,
                 t(2026, 11, 28, 21),
                 false,
                 normal,
@@ -543,7 +514,6 @@ mod tests {
                 "CSTL_031_20261121_0001.dat",
                 "manual",
                 None,
-                false,
                 normal,
                 true,
                 normal,
@@ -554,7 +524,6 @@ mod tests {
                 "CSTL_031_20261121_0001.dat",
                 "manual",
                 None,
-                false,
                 normal,
                 false,
                 t(2026, 11, 29, 1),
@@ -565,7 +534,6 @@ mod tests {
                 "CSTL_031_20261121_0001.dat",
                 "manual",
                 None,
-                false,
                 normal,
                 false,
                 t(2026, 11, 28, 1),
@@ -576,7 +544,6 @@ mod tests {
                 "CSTL_031_20261121_0001.dat",
                 "manual",
                 None,
-                false,
                 normal,
                 false,
                 t(2026, 11, 19, 1),
@@ -586,14 +553,13 @@ mod tests {
                 "drill.dat",
                 "sftp-push",
                 Some("dr"),
-                false,
                 t(2026, 11, 28, 14),
                 true,
                 t(2026, 12, 20, 1),
                 6,
             ),
         ];
-        for (i, (name, channel, endpoint, site, received, content, now, want)) in
+        for (i, (name, channel, endpoint, received, content, now, want)) in
             cases.into_iter().enumerate()
         {
             let mut f = facts(true);
@@ -605,7 +571,6 @@ mod tests {
                 channel,
                 endpoint,
                 received_at: received,
-                endpoint_is_drill_site: site,
             };
             let s = drill_signals(&p, &a, &f, now, kst());
             assert_eq!(s.len(), want, "case {i}: {s:?}");
@@ -622,7 +587,6 @@ mod tests {
             channel: "manual",
             endpoint: None,
             received_at: Utc.with_ymd_and_hms(2026, 11, 22, 1, 0, 0).unwrap(),
-            endpoint_is_drill_site: false,
         };
         let far = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap();
         assert!(drill_signals(&p, &a, &f, far, kst()).is_empty());
