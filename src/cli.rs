@@ -489,18 +489,31 @@ async fn ledger_command(gw: &Gateway, command: Command) -> Result<u8, CliError> 
             Ok(exit::OK)
         }
         Command::Recover { json } => {
-            let outcomes = gw.recover(&crate::intake::operator_actor()).await?;
+            let report = gw.recover(&crate::intake::operator_actor()).await?;
             if json {
-                let list: Vec<serde_json::Value> = outcomes.iter().map(outcome_json).collect();
-                println!("{}", serde_json::Value::Array(list));
-            } else if outcomes.is_empty() {
+                let list: Vec<serde_json::Value> =
+                    report.outcomes.iter().map(outcome_json).collect();
+                let failed: Vec<serde_json::Value> = report
+                    .failures
+                    .iter()
+                    .map(|(id, e)| json!({ "file_id": id, "error": e }))
+                    .collect();
+                println!("{}", json!({ "judged": list, "failed": failed }));
+            } else if report.outcomes.is_empty() && report.failures.is_empty() {
                 println!("no unjudged files");
             } else {
-                for o in &outcomes {
+                for o in &report.outcomes {
                     println!("file {}: {}: {}", o.file_id, o.verdict, o.reason);
                 }
+                for (id, e) in &report.failures {
+                    println!("file {id}: still unjudged: {e}");
+                }
             }
-            Ok(exit::OK)
+            Ok(if report.failures.is_empty() {
+                exit::OK
+            } else {
+                exit::FAILURE
+            })
         }
         Command::Verify { .. } | Command::Formats | Command::Serve { .. } => {
             Err(CliError::Usage("not a ledger command".into()))

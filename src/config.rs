@@ -271,20 +271,20 @@ impl Config {
                 inbox: p.inbox.map(|i| base.join(i)),
             });
         }
-        let seconds = |v: Option<f64>, default: f64, name: &str| {
+        let seconds = |v: Option<f64>, default: f64, min: f64, name: &str| {
             let v = v.unwrap_or(default);
-            if v.is_finite() && v > 0.0 && v < 86_400.0 {
+            if v.is_finite() && v >= min && v <= 86_400.0 {
                 Ok(std::time::Duration::from_secs_f64(v))
             } else {
                 Err(err(
                     &format!("watch.{name}"),
-                    format!("{v} is not a number of seconds between 0 and 86400"),
+                    format!("{v} is not a number of seconds from {min} to 86400"),
                 ))
             }
         };
         let watch = WatchConfig {
-            settle: seconds(raw.watch.settle_seconds, 2.0, "settle_seconds")?,
-            rescan: seconds(raw.watch.rescan_seconds, 30.0, "rescan_seconds")?,
+            settle: seconds(raw.watch.settle_seconds, 2.0, 0.0, "settle_seconds")?,
+            rescan: seconds(raw.watch.rescan_seconds, 30.0, 0.1, "rescan_seconds")?,
         };
         Ok(Config {
             source: path.map(Path::to_path_buf),
@@ -363,6 +363,8 @@ mod tests {
     fn bad_values_are_refused() {
         for (text, needle) in [
             ("timezone = \"KST\"", "timezone"),
+            ("[watch]\nrescan_seconds = 0.01", "watch.rescan_seconds"),
+            ("[watch]\nsettle_seconds = -1", "watch.settle_seconds"),
             (
                 "[[partners]]\nid = \"a\"\nformats = []",
                 "at least one format",

@@ -63,6 +63,13 @@ pub enum IntakeError {
         "file {file_id}: stored bytes do not match the recorded checksum {checksum}; the content store is damaged"
     )]
     Corrupt { file_id: i64, checksum: String },
+    /// The file is staged and recorded (`received`) but judging it failed;
+    /// judging that row again (a retry, `settlegate recover`) finishes it.
+    #[error("file {file_id} is stored and recorded but not judged yet: {source}")]
+    Staged {
+        file_id: i64,
+        source: Box<IntakeError>,
+    },
     /// An operator action the ledger's state does not allow; nothing changed.
     #[error("refused: {0}")]
     Refused(String),
@@ -172,7 +179,12 @@ impl Gateway {
             })
             .await?;
         tracing::info!(file_id = id, partner = %arrival.partner, channel = %arrival.channel, name = %arrival.name, checksum = %stored.checksum, "staged");
-        self.judge_staged(id, arrival).await
+        self.judge_staged(id, arrival)
+            .await
+            .map_err(|source| IntakeError::Staged {
+                file_id: id,
+                source: Box::new(source),
+            })
     }
 
     /// Judge a staged file (and feed it if it deserves it). Also used to
@@ -467,9 +479,10 @@ impl Gateway {
         }))
     }
 
-    /// Judge again every file a crash left `received`.
-    pub async fn recover(&self, actor: &str) -> Result<Vec<Outcome>, IntakeError> {
-        let mut out = Vec::new();
+    /// Judge again every file a crash left `received`. A file that fails is
+    /// reported and skipped; the others are still judged.
+    pub async fn recover(&self, actor: &str) -> Result<Recovery, IntakeError> {
+        let mut report = Recovery::default();
         for row in self.ledger.unjudged().await? {
             let arrival = Arrival {
                 partner: row.partner.clone(),
@@ -481,10 +494,24 @@ impl Gateway {
                 ..Arrival::default()
             };
             tracing::info!(file_id = row.id, name = %row.name, "judging a file left unjudged");
-            out.push(self.judge_staged(row.id, &arrival).await?);
+            match self.judge_staged(row.id, &arrival).await {
+                Ok(o) => report.outcomes.push(o),
+                Err(e) => {
+                    tracing::error!(file_id = row.id, name = %row.name, error = %e, "could not judge a file left unjudged");
+                    report.failures.push((row.id, e.to_string()));
+                }
+            }
         }
-        Ok(out)
+        Ok(report)
     }
+}
+
+/// What `recover` did.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    pub outcomes: Vec<Outcome>,
+    /// Files still unjudged, with why.
+    pub failures: Vec<(i64, String)>,
 }
 
 /// Operator actions on quarantined files. Each goes through the same

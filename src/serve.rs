@@ -46,10 +46,11 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         "settlegate starting"
     );
     let recovered = gw.recover(&gateway_actor()).await?;
-    if !recovered.is_empty() {
+    if !recovered.outcomes.is_empty() || !recovered.failures.is_empty() {
         tracing::warn!(
-            files = recovered.len(),
-            "judged files an earlier run left unjudged"
+            judged = recovered.outcomes.len(),
+            failed = recovered.failures.len(),
+            "files an earlier run left unjudged"
         );
     }
 

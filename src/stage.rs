@@ -111,15 +111,20 @@ impl ContentStore {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| self.root.clone());
-        std::fs::create_dir_all(&dir).map_err(|source| StoreError {
-            action: "create",
-            path: dir.clone(),
-            source,
-        })?;
+        if !dir.is_dir() {
+            std::fs::create_dir_all(&dir).map_err(|source| StoreError {
+                action: "create",
+                path: dir.clone(),
+                source,
+            })?;
+            // The new shard directory's own entry must survive a crash too.
+            sync_dir(&self.root)?;
+        }
         match tmp.persist_noclobber(&path) {
             Ok(_) => sync_dir(&dir)?,
-            // The same bytes are already stored (perhaps by another process).
-            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {}
+            // The same bytes are already stored (perhaps by another process,
+            // which may not have synced the directory yet).
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => sync_dir(&dir)?,
             Err(e) => {
                 return Err(StoreError {
                     action: "rename a temp file to",

@@ -432,7 +432,9 @@ fn kill_9_mid_run_loses_nothing_and_feeds_nothing_twice() {
     server.kill9();
 
     // At this moment every file is in the inbox, or staged in the ledger with its bytes in the store.
-    let in_inbox: Vec<String> = files_in(&inbox);
+    // A claimed file (being taken when the kill came) is still in the inbox.
+    let mut in_inbox: Vec<String> = files_in(&inbox);
+    in_inbox.extend(files_in(&inbox.join(".taking")));
     let files = ledger_files(&env);
     let in_ledger: HashMap<String, &serde_json::Value> = files
         .iter()
@@ -590,8 +592,8 @@ fn a_full_disk_leaves_the_file_in_place_and_others_are_served() {
         "{line}"
     );
     assert!(
-        big_inbox.join(big.file_name()).exists(),
-        "the file stays in its inbox"
+        big_inbox.join(".taking").join(big.file_name()).exists(),
+        "the file stays in its inbox (claimed, waiting for its retry)"
     );
     let files = ledger_files(&env);
     assert_eq!(files.len(), 1, "only bankco's file was recorded: {files:?}");
@@ -621,4 +623,41 @@ fn file_system_events_wake_the_inbox() {
     );
     assert_eq!(server.stop(), 0);
     assert_eq!(ledger_files(&env).len(), 1);
+}
+
+/// A file claimed by a run that stopped mid-way is taken at the next start,
+/// and a new file dropped under the same name meanwhile is not confused with
+/// it: both are judged, one after the other.
+#[test]
+fn claimed_files_survive_a_restart_and_same_names_wait_their_turn() {
+    let t = TestLedger::sqlite();
+    let env = Env::new(&t, WATCH);
+    let inbox = env.data.join("inbox/cardco");
+    let claimed = inbox.join(".taking");
+    std::fs::create_dir_all(&claimed).expect("mkdir");
+    let first = card(1, 0, 3);
+    let mut second = card(1, 0, 3);
+    second.records[0].sales += 1; // same name, other content
+    std::fs::write(claimed.join(first.file_name()), first.render()).expect("write");
+    std::fs::write(inbox.join(second.file_name()), second.render()).expect("write");
+    let mut server = Server::start(&env);
+    wait_for("both files to be taken", Duration::from_secs(30), || {
+        files_in(&inbox).iter().all(|n| n == ".taking") && files_in(&claimed).is_empty()
+    });
+    assert_eq!(server.stop(), 0);
+    let files = ledger_files(&env);
+    let checksums: Vec<&str> = files
+        .iter()
+        .map(|f| f["checksum"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        checksums,
+        [sha(&first.render()), sha(&second.render())],
+        "the claimed one first, then the new one"
+    );
+    let verdicts: Vec<&str> = files
+        .iter()
+        .map(|f| f["verdict"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(verdicts, ["fed", "conflict"]);
 }

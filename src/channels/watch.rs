@@ -10,7 +10,7 @@
 //! net (events are lost on overflow and on network file systems), and a
 //! rescan at start takes what arrived while the gateway was down.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::intake::{Arrival, Gateway, IntakeError, choose_format};
+use crate::intake::{Arrival, Gateway, IntakeError, Outcome, choose_format};
 
 /// How long a failed file waits before it is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
@@ -146,6 +146,23 @@ fn list(dir: &Path) -> Result<Vec<(String, Stat)>, WatchError> {
     Ok(out)
 }
 
+/// Claimed files wait here (inside the inbox, so a rename is atomic) while
+/// they are taken: a new file dropped under the same name can never be
+/// mistaken for, or deleted with, the one in hand.
+pub const CLAIMED: &str = ".taking";
+
+/// A claimed file on its way through intake.
+#[derive(Debug, Default)]
+struct Claim {
+    sidecar: Option<String>,
+    /// Set once its arrival is recorded: a retry judges that row instead of
+    /// recording the file again.
+    file_id: Option<i64>,
+    /// Set once judged: a retry only writes the receipt and cleans up.
+    outcome: Option<Outcome>,
+    retry_at: Option<Instant>,
+}
+
 /// Run one inbox until `shutdown` turns true. `wake` carries file-system
 /// events (coalesced); the loop also rescans on its own.
 pub async fn run_inbox(
@@ -155,8 +172,10 @@ pub async fn run_inbox(
     mut wake: mpsc::Receiver<()>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let claimed_dir = inbox.dir.join(CLAIMED);
     let mut tracker = Tracker::default();
-    let mut retry_at: HashMap<String, Instant> = HashMap::new();
+    // Files a previous run claimed but did not finish come first.
+    let mut claims: BTreeMap<String, Claim> = leftover_claims(&gw, &inbox);
     let mut reported_list_error = false;
     loop {
         if *shutdown.borrow() {
@@ -179,28 +198,59 @@ pub async fn run_inbox(
         let now = Instant::now();
         let ready = tracker.observe(&listing, now, settings.settle);
         for (data, sidecar) in complete_pairs(&gw, &inbox.partner, &ready) {
-            if *shutdown.borrow() {
-                break;
-            }
-            if retry_at.get(&data).is_some_and(|t| *t > now) {
+            // A file of the same name still in hand: the new one waits.
+            if claims.contains_key(&data) {
                 continue;
             }
-            match take(&gw, &inbox, &data, sidecar.as_deref()).await {
+            match claim(&inbox.dir, &claimed_dir, &data, sidecar.as_deref()) {
                 Ok(()) => {
-                    retry_at.remove(&data);
                     tracker.forget(&data);
                     if let Some(s) = &sidecar {
                         tracker.forget(s);
                     }
+                    claims.insert(
+                        data,
+                        Claim {
+                            sidecar,
+                            ..Claim::default()
+                        },
+                    );
                 }
                 Err(e) => {
-                    tracing::error!(partner = %inbox.partner, file = %inbox.dir.join(&data).display(), error = %e, "could not take file; it stays in the inbox and is retried");
-                    retry_at.insert(data, now + RETRY_AFTER);
+                    tracing::error!(partner = %inbox.partner, file = %inbox.dir.join(&data).display(), error = %e, "could not claim file; it stays in the inbox and is retried")
                 }
             }
         }
-        let wait = if tracker.pending() {
-            (settings.settle / 4).clamp(Duration::from_millis(50), settings.rescan)
+        let names: Vec<String> = claims.keys().cloned().collect();
+        for name in names {
+            if *shutdown.borrow() {
+                break;
+            }
+            let Some(c) = claims.get_mut(&name) else {
+                continue;
+            };
+            if c.retry_at.is_some_and(|t| t > Instant::now()) {
+                continue;
+            }
+            match take(&gw, &inbox, &claimed_dir, &name, c).await {
+                Ok(()) => {
+                    claims.remove(&name);
+                }
+                Err(e) => {
+                    tracing::error!(partner = %inbox.partner, file = %claimed_dir.join(&name).display(), error = %e, "could not take file; it is kept and retried");
+                    c.retry_at = Some(Instant::now() + RETRY_AFTER);
+                }
+            }
+        }
+        if claims.is_empty() {
+            // Leave the inbox empty when idle (fails harmlessly if another
+            // process sharing the inbox has a claim in it).
+            let _ = std::fs::remove_dir(&claimed_dir);
+        }
+        let wait = if tracker.pending() || !claims.is_empty() {
+            (settings.settle / 4)
+                .max(Duration::from_millis(50))
+                .min(settings.rescan)
         } else {
             settings.rescan
         };
@@ -214,6 +264,53 @@ pub async fn run_inbox(
         }
     }
     tracing::info!(partner = %inbox.partner, "inbox stopped");
+}
+
+/// Files left in the claimed directory by a run that stopped mid-way.
+fn leftover_claims(gw: &Gateway, inbox: &Inbox) -> BTreeMap<String, Claim> {
+    let dir = inbox.dir.join(CLAIMED);
+    let listing = match list(&dir) {
+        Ok(l) => l,
+        Err(_) => return BTreeMap::new(),
+    };
+    let names: Vec<String> = listing.into_iter().map(|(n, _)| n).collect();
+    let pairs = complete_pairs(gw, &inbox.partner, &names);
+    if !pairs.is_empty() {
+        tracing::warn!(partner = %inbox.partner, files = pairs.len(), "taking files an earlier run had claimed");
+    }
+    pairs
+        .into_iter()
+        .map(|(name, sidecar)| {
+            (
+                name,
+                Claim {
+                    sidecar,
+                    ..Claim::default()
+                },
+            )
+        })
+        .collect()
+}
+
+/// Move a complete file (and its control file) out of the inbox into the
+/// claimed directory; renames within one directory tree are atomic.
+fn claim(
+    inbox: &Path,
+    claimed: &Path,
+    name: &str,
+    sidecar: Option<&str>,
+) -> Result<(), WatchError> {
+    std::fs::create_dir_all(claimed).map_err(|source| WatchError::Io {
+        path: claimed.to_path_buf(),
+        source,
+    })?;
+    for n in sidecar.into_iter().chain(std::iter::once(name)) {
+        std::fs::rename(inbox.join(n), claimed.join(n)).map_err(|source| WatchError::Io {
+            path: inbox.join(n),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 /// Pair ready data files with their control files. Control files are never
@@ -236,42 +333,65 @@ fn complete_pairs(gw: &Gateway, partner: &str, ready: &[String]) -> Vec<(String,
         {
             continue;
         }
-        let sidecar = choose_format(&gw.formats, p, name)
+        let wanted = choose_format(&gw.formats, p, name)
             .ok()
             .and_then(|spec| spec.sidecar_name(name));
-        match sidecar {
-            Some(s) if ready.contains(&s) => out.push((name.clone(), Some(s))),
-            // The control file has not arrived or not settled yet: wait.
-            Some(_) => {}
+        match wanted {
+            // Partners differ in the case of suffixes: `X.CSV` + `X.CTL`.
+            Some(w) => {
+                // The control file may not have arrived or settled yet: then wait.
+                if let Some(s) = ready.iter().find(|r| r.eq_ignore_ascii_case(&w)) {
+                    out.push((name.clone(), Some(s.clone())));
+                }
+            }
             None => out.push((name.clone(), None)),
         }
     }
     out
 }
 
-/// Take one file: intake (stage + record + judge), receipt, then remove it
-/// from the inbox — in that order, so a crash at any point loses nothing.
+/// Take one claimed file: intake (stage + record + judge) unless an earlier
+/// try got that far, the receipt, then removal — in that order, so a crash or
+/// an error at any point loses nothing and records nothing twice.
 async fn take(
     gw: &Gateway,
     inbox: &Inbox,
+    claimed: &Path,
     name: &str,
-    sidecar: Option<&str>,
+    c: &mut Claim,
 ) -> Result<(), WatchError> {
-    let path = inbox.dir.join(name);
-    let sidecar_path = sidecar.map(|s| inbox.dir.join(s));
+    let path = claimed.join(name);
+    let sidecar_path = c.sidecar.as_ref().map(|s| claimed.join(s));
     let arrival = Arrival {
         partner: inbox.partner.clone(),
         channel: "watch".into(),
-        source_path: Some(path.display().to_string()),
+        source_path: Some(inbox.dir.join(name).display().to_string()),
         name: name.to_string(),
         actor: crate::intake::gateway_actor(),
         ..Arrival::default()
     };
-    let out = gw
-        .intake_file(&arrival, &path, sidecar_path.as_deref())
-        .await?;
+    if c.outcome.is_none() {
+        let result = match c.file_id {
+            Some(id) => gw.judge_staged(id, &arrival).await,
+            None => {
+                gw.intake_file(&arrival, &path, sidecar_path.as_deref())
+                    .await
+            }
+        };
+        match result {
+            Ok(out) => c.outcome = Some(out),
+            Err(IntakeError::Staged { file_id, source }) => {
+                c.file_id = Some(file_id);
+                return Err(WatchError::Intake(IntakeError::Staged { file_id, source }));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let Some(out) = c.outcome.as_ref() else {
+        return Ok(());
+    };
     let receipt =
-        super::receipt::write(&inbox.receipts, name, &out).map_err(|source| WatchError::Io {
+        super::receipt::write(&inbox.receipts, name, out).map_err(|source| WatchError::Io {
             path: inbox.receipts.join(format!("{name}.verdict")),
             source,
         })?;
@@ -287,7 +407,7 @@ async fn take(
             }
         }
     }
-    if let Ok(d) = std::fs::File::open(&inbox.dir) {
+    if let Ok(d) = std::fs::File::open(claimed) {
         let _ = d.sync_all();
     }
     tracing::info!(
