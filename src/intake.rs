@@ -226,16 +226,9 @@ impl Gateway {
         for _attempt in 0..4 {
             let (judgement, identity) = self.judge_once(&row, &facts, &signals, &overlaps).await?;
             if judgement.verdict != Verdict::Fed {
-                self.ledger
-                    .decide(&Decision {
-                        file_id: row.id,
-                        identity: &identity,
-                        judgement: &judgement,
-                        at: self.clock.now(),
-                        actor: &arrival.actor,
-                    })
-                    .await?;
-                return Ok(outcome(&row, judgement, Some(facts), 0));
+                return self
+                    .record_verdict(&row, arrival, judgement, &identity, facts)
+                    .await;
             }
             let plan = FeedPlan {
                 decision: Decision {
@@ -286,10 +279,23 @@ impl Gateway {
         signals: Vec<String>,
     ) -> Result<Outcome, IntakeError> {
         let (judgement, identity) = self.judge_once(row, &facts, &signals, &[]).await?;
+        self.record_verdict(row, arrival, judgement, &identity, facts)
+            .await
+    }
+
+    /// Write a verdict other than `fed`, with its audit event.
+    async fn record_verdict(
+        &self,
+        row: &FileRow,
+        arrival: &Arrival,
+        judgement: Judgement,
+        identity: &Identity,
+        facts: FileFacts,
+    ) -> Result<Outcome, IntakeError> {
         self.ledger
             .decide(&Decision {
                 file_id: row.id,
-                identity: &identity,
+                identity,
                 judgement: &judgement,
                 at: self.clock.now(),
                 actor: &arrival.actor,
