@@ -181,7 +181,8 @@ pub async fn run_inbox(
         if *shutdown.borrow() {
             break;
         }
-        let listing = match list(&inbox.dir) {
+        let dir = inbox.dir.clone();
+        let listing = match blocking(move || list(&dir)).await {
             Ok(l) => {
                 reported_list_error = false;
                 l
@@ -202,7 +203,13 @@ pub async fn run_inbox(
             if claims.contains_key(&data) {
                 continue;
             }
-            match claim(&inbox.dir, &claimed_dir, &data, sidecar.as_deref()) {
+            let (from, to, d, sc) = (
+                inbox.dir.clone(),
+                claimed_dir.clone(),
+                data.clone(),
+                sidecar.clone(),
+            );
+            match blocking(move || claim(&from, &to, &d, sc.as_deref())).await {
                 Ok(()) => {
                     tracker.forget(&data);
                     if let Some(s) = &sidecar {
@@ -390,12 +397,35 @@ async fn take(
     let Some(out) = c.outcome.as_ref() else {
         return Ok(());
     };
-    let receipt =
-        super::receipt::write(&inbox.receipts, name, out).map_err(|source| WatchError::Io {
-            path: inbox.receipts.join(format!("{name}.verdict")),
-            source,
-        })?;
-    for p in std::iter::once(&path).chain(sidecar_path.as_ref()) {
+    let files: Vec<PathBuf> = std::iter::once(path).chain(sidecar_path).collect();
+    let (receipts, claimed, n, o) = (
+        inbox.receipts.clone(),
+        claimed.to_path_buf(),
+        name.to_string(),
+        out.clone(),
+    );
+    let receipt = blocking(move || finish(&receipts, &claimed, &n, &o, &files)).await?;
+    tracing::info!(
+        partner = %inbox.partner, file_id = out.file_id, name, verdict = %out.verdict,
+        reason = %out.reason, receipt = %receipt.display(), "taken from inbox"
+    );
+    Ok(())
+}
+
+/// The receipt, then removal of the claimed files (file-system work, run off
+/// the async threads so a hung mount cannot stall the runtime).
+fn finish(
+    receipts: &Path,
+    claimed: &Path,
+    name: &str,
+    out: &Outcome,
+    files: &[PathBuf],
+) -> Result<PathBuf, WatchError> {
+    let receipt = super::receipt::write(receipts, name, out).map_err(|source| WatchError::Io {
+        path: receipts.join(format!("{name}.verdict")),
+        source,
+    })?;
+    for p in files {
         match std::fs::remove_file(p) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -410,11 +440,19 @@ async fn take(
     if let Ok(d) = std::fs::File::open(claimed) {
         let _ = d.sync_all();
     }
-    tracing::info!(
-        partner = %inbox.partner, file_id = out.file_id, name, verdict = %out.verdict,
-        reason = %out.reason, receipt = %receipt.display(), "taken from inbox"
-    );
-    Ok(())
+    Ok(receipt)
+}
+
+/// Run blocking file-system work on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, WatchError> + Send + 'static,
+) -> Result<T, WatchError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| WatchError::Io {
+            path: PathBuf::new(),
+            source: std::io::Error::other(e.to_string()),
+        })?
 }
 
 #[cfg(test)]
