@@ -20,6 +20,9 @@ use tokio::time::Instant;
 
 use crate::intake::{Arrival, Gateway, IntakeError, Outcome, choose_format};
 
+/// After this long without its control file, a waiting data file is reported.
+const CONTROL_FILE_WARNING: Duration = Duration::from_secs(600);
+
 /// How long a failed file waits before it is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
 
@@ -177,6 +180,7 @@ pub async fn run_inbox(
     // Files a previous run claimed but did not finish come first.
     let mut claims: BTreeMap<String, Claim> = leftover_claims(&gw, &inbox);
     let mut reported_list_error = false;
+    let mut waiting_since: HashMap<String, (Instant, bool)> = HashMap::new();
     loop {
         if *shutdown.borrow() {
             break;
@@ -198,7 +202,18 @@ pub async fn run_inbox(
         };
         let now = Instant::now();
         let ready = tracker.observe(&listing, now, settings.settle);
-        for (data, sidecar) in complete_pairs(&gw, &inbox.partner, &ready) {
+        let (pairs, waiting) = complete_pairs(&gw, &inbox.partner, &ready);
+        // A data file whose control file does not come is not complete and is
+        // not taken; say so once, so an operator can chase the partner.
+        waiting_since.retain(|name, _| waiting.contains(name));
+        for name in waiting {
+            let (since, warned) = waiting_since.entry(name.clone()).or_insert((now, false));
+            if !*warned && now.duration_since(*since) >= CONTROL_FILE_WARNING {
+                *warned = true;
+                tracing::warn!(partner = %inbox.partner, file = %inbox.dir.join(&name).display(), "still waiting for this file's control file; it is not taken without it");
+            }
+        }
+        for (data, sidecar) in pairs {
             // A file of the same name still in hand: the new one waits.
             if claims.contains_key(&data) {
                 continue;
@@ -281,7 +296,7 @@ fn leftover_claims(gw: &Gateway, inbox: &Inbox) -> BTreeMap<String, Claim> {
         Err(_) => return BTreeMap::new(),
     };
     let names: Vec<String> = listing.into_iter().map(|(n, _)| n).collect();
-    let pairs = complete_pairs(gw, &inbox.partner, &names);
+    let (pairs, _) = complete_pairs(gw, &inbox.partner, &names);
     if !pairs.is_empty() {
         tracing::warn!(partner = %inbox.partner, files = pairs.len(), "taking files an earlier run had claimed");
     }
@@ -322,10 +337,16 @@ fn claim(
 
 /// Pair ready data files with their control files. Control files are never
 /// taken alone; a data file whose format needs one waits until it is ready.
-fn complete_pairs(gw: &Gateway, partner: &str, ready: &[String]) -> Vec<(String, Option<String>)> {
+/// Also returns the data files still waiting for their control file.
+fn complete_pairs(
+    gw: &Gateway,
+    partner: &str,
+    ready: &[String],
+) -> (Vec<(String, Option<String>)>, Vec<String>) {
     let Some(p) = gw.config.partner(partner) else {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
+    let mut waiting = Vec::new();
     let suffixes: Vec<String> = p
         .formats
         .iter()
@@ -347,14 +368,15 @@ fn complete_pairs(gw: &Gateway, partner: &str, ready: &[String]) -> Vec<(String,
             // Partners differ in the case of suffixes: `X.CSV` + `X.CTL`.
             Some(w) => {
                 // The control file may not have arrived or settled yet: then wait.
-                if let Some(s) = ready.iter().find(|r| r.eq_ignore_ascii_case(&w)) {
-                    out.push((name.clone(), Some(s.clone())));
+                match ready.iter().find(|r| r.eq_ignore_ascii_case(&w)) {
+                    Some(s) => out.push((name.clone(), Some(s.clone()))),
+                    None => waiting.push(name.clone()),
                 }
             }
             None => out.push((name.clone(), None)),
         }
     }
-    out
+    (out, waiting)
 }
 
 /// Take one claimed file: intake (stage + record + judge) unless an earlier
