@@ -297,6 +297,10 @@ pub struct RecordDef {
     pub rules: Vec<Rule>,
     /// Index of the field that must count 1, 2, 3… in file order.
     pub sequence: Option<usize>,
+    /// Some field carries `drill_unless` (saves a per-record scan when none does).
+    pub has_drill_flags: bool,
+    /// Some decimal field has a scale rule.
+    pub has_scale_rules: bool,
 }
 
 impl RecordDef {
@@ -891,6 +895,8 @@ impl Builder {
                 sequence = Some(i);
             }
         }
+        let has_drill_flags = fields.iter().any(|f| f.drill_unless.is_some());
+        let has_scale_rules = fields.iter().any(|f| !matches!(f.scale, ScaleRule::Any));
         let mut def = RecordDef {
             code: code.to_vec(),
             role,
@@ -898,6 +904,8 @@ impl Builder {
             amount: None,
             rules: Vec::new(),
             sequence,
+            has_drill_flags,
+            has_scale_rules,
         };
         if let Some(a) = amount {
             if role != Role::Data {

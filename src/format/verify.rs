@@ -184,12 +184,22 @@ fn push_json_str(out: &mut String, s: &str) {
 /// the pass (the facts then carry an error saying so).
 pub trait RecordSink {
     fn record(&mut self, record: &DataRecord<'_>) -> ControlFlow<()>;
+
+    /// Whether this sink looks at records at all; when not, the pass skips
+    /// building record keys.
+    fn wants_records(&self) -> bool {
+        true
+    }
 }
 
 /// The sink that keeps nothing (plain verification).
 impl RecordSink for () {
     fn record(&mut self, _: &DataRecord<'_>) -> ControlFlow<()> {
         ControlFlow::Continue(())
+    }
+
+    fn wants_records(&self) -> bool {
+        false
     }
 }
 
@@ -607,6 +617,9 @@ impl<'s> State<'s> {
     }
 
     fn check_scales(&self, def: &RecordDef, record: u64) -> Result<(), Stop> {
+        if !def.has_scale_rules {
+            return Ok(());
+        }
         // Scales may depend on other fields (a currency), so check them last.
         for (i, f) in def.fields.iter().enumerate() {
             if matches!(f.scale, super::spec::ScaleRule::Any) {
@@ -729,49 +742,53 @@ impl<'s> State<'s> {
             }
             _ => Decimal::ZERO,
         };
-        // Record key: key fields joined by `|`, with `|` and `\\` escaped so
-        // that two different field tuples never give one key.
-        self.record_key.clear();
-        for (n, (i, f)) in def
-            .fields
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| f.record_key)
-            .enumerate()
-        {
-            if n > 0 {
-                self.record_key.push('|');
-            }
-            let start = self.record_key.len();
-            push_key_text(f, rec, i, &mut self.record_key);
-            if self.record_key[start..].contains(['|', '\\']) {
-                let part = self.record_key.split_off(start);
-                for c in part.chars() {
-                    if c == '|' || c == '\\' {
-                        self.record_key.push('\\');
-                    }
-                    self.record_key.push(c);
-                }
-            }
-        }
         self.fingerprint.add_data(rec);
         self.data_records += 1;
-        let record = DataRecord {
-            number,
-            offset,
-            record_key: &self.record_key,
-            amount,
-            rec,
-        };
-        if sink.record(&record).is_break() {
-            return Err(invalid(
-                Some(number),
-                Some(offset),
-                None,
-                "stopped by the record consumer",
-            ));
+        if sink.wants_records() {
+            // Record key: key fields joined by `|`, with `|` and `\\` escaped so
+            // that two different field tuples never give one key.
+            self.record_key.clear();
+            for (n, (i, f)) in def
+                .fields
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| f.record_key)
+                .enumerate()
+            {
+                if n > 0 {
+                    self.record_key.push('|');
+                }
+                let start = self.record_key.len();
+                push_key_text(f, rec, i, &mut self.record_key);
+                if self.record_key[start..].contains(['|', '\\']) {
+                    let part = self.record_key.split_off(start);
+                    for c in part.chars() {
+                        if c == '|' || c == '\\' {
+                            self.record_key.push('\\');
+                        }
+                        self.record_key.push(c);
+                    }
+                }
+            }
+            let record = DataRecord {
+                number,
+                offset,
+                record_key: &self.record_key,
+                amount,
+                rec,
+            };
+            if sink.record(&record).is_break() {
+                return Err(invalid(
+                    Some(number),
+                    Some(offset),
+                    None,
+                    "stopped by the record consumer",
+                ));
+            }
         }
-        self.drill_check(def);
+        if def.has_drill_flags {
+            self.drill_check(def);
+        }
         Ok(())
     }
 
