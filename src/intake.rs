@@ -230,18 +230,7 @@ impl Gateway {
                     .record_verdict(&row, arrival, judgement, &identity, facts)
                     .await;
             }
-            let plan = FeedPlan {
-                decision: Decision {
-                    file_id: row.id,
-                    identity: &identity,
-                    judgement: &judgement,
-                    at: self.clock.now(),
-                    actor: &arrival.actor,
-                },
-                partner: &row.partner,
-                from: "received",
-                supersedes: None,
-            };
+            let plan = self.plan(&row, &identity, &judgement, &arrival.actor);
             match self.feed(&spec, &row, sidecar.clone(), &plan).await {
                 Ok(n) => {
                     tracing::info!(file_id = row.id, entries = n, "fed");
@@ -268,6 +257,29 @@ impl Gateway {
             "file {}: the ledger kept refusing the feed; left as received",
             row.id
         )))
+    }
+
+    /// How to feed `row` as judged: from `received`, superseding nothing;
+    /// operator actions override `from` and `supersedes`.
+    fn plan<'a>(
+        &self,
+        row: &'a FileRow,
+        identity: &'a Identity,
+        judgement: &'a Judgement,
+        actor: &'a str,
+    ) -> FeedPlan<'a> {
+        FeedPlan {
+            decision: Decision {
+                file_id: row.id,
+                identity,
+                judgement,
+                at: self.clock.now(),
+                actor,
+            },
+            partner: &row.partner,
+            from: "received",
+            supersedes: None,
+        }
     }
 
     /// Record a non-fed verdict for facts that need no look-ups.
@@ -600,16 +612,9 @@ impl Gateway {
         };
         let identity = identity(&facts, &[]);
         let plan = FeedPlan {
-            decision: Decision {
-                file_id: row.id,
-                identity: &identity,
-                judgement: &judgement,
-                at: self.clock.now(),
-                actor,
-            },
-            partner: &row.partner,
             from: "conflict",
             supersedes: Some(old.id),
+            ..self.plan(&row, &identity, &judgement, actor)
         };
         let n = self
             .feed(&spec, &row, sidecar, &plan)
@@ -641,16 +646,8 @@ impl Gateway {
             related: None,
         };
         let plan = FeedPlan {
-            decision: Decision {
-                file_id: row.id,
-                identity: &identity,
-                judgement: &judgement,
-                at: self.clock.now(),
-                actor,
-            },
-            partner: &row.partner,
             from: "drill",
-            supersedes: None,
+            ..self.plan(&row, &identity, &judgement, actor)
         };
         let n = self
             .feed(&spec, &row, sidecar, &plan)
@@ -734,7 +731,7 @@ pub fn choose_format<'r>(
 }
 
 fn unidentified(row: &FileRow, message: String) -> FileFacts {
-    FileFacts::failed(String::new(), row.size as u64, message)
+    FileFacts::failed(row.size as u64, message)
 }
 
 fn identity(facts: &FileFacts, signals: &[String]) -> Identity {

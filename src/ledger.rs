@@ -402,13 +402,6 @@ impl Ledger {
         }
     }
 
-    pub fn backend(&self) -> &'static str {
-        match self {
-            Ledger::Sqlite(_) => "sqlite",
-            Ledger::Postgres(_) => "postgres",
-        }
-    }
-
     pub async fn close(&self) {
         on_pool!(self, pool => pool.close().await)
     }
@@ -764,20 +757,6 @@ impl Ledger {
     pub async fn entry_count(&self, file_id: i64) -> Result<i64, LedgerError> {
         on_pool!(self, pool => sqlx::query_scalar("SELECT COUNT(*) FROM entries WHERE file_id = $1").bind(file_id).fetch_one(pool).await)
             .map_err(query_error("count entries"))
-    }
-
-    /// Append an event not tied to a verdict (e.g. an operator note, a receipt written).
-    pub async fn append_event(
-        &self,
-        file_id: Option<i64>,
-        kind: &str,
-        actor: &str,
-        reason: Option<&str>,
-        at: DateTime<Utc>,
-    ) -> Result<(), LedgerError> {
-        on_pool!(self, pool => sqlx::query("INSERT INTO events (at, file_id, kind, actor, reason) VALUES ($1, $2, $3, $4, $5)")
-            .bind(at).bind(file_id).bind(kind).bind(actor).bind(reason).execute(pool).await.map(|_| ()))
-            .map_err(query_error("append event"))
     }
 }
 

@@ -10,6 +10,4 @@ pub mod verify;
 
 pub use codec::Encoding;
 pub use spec::{FormatRegistry, FormatSpec, SpecError};
-pub use verify::{
-    DataRecord, FileContext, FileFacts, RecordSink, VerifyError, verify, verify_bytes,
-};
+pub use verify::{DataRecord, FileContext, FileFacts, RecordSink, VerifyError, verify};

@@ -490,10 +490,6 @@ impl FormatRegistry {
         Ok(registry)
     }
 
-    pub fn insert(&mut self, spec: FormatSpec) {
-        self.specs.insert(spec.id.clone(), spec);
-    }
-
     pub fn get(&self, id: &str) -> Option<&FormatSpec> {
         self.specs.get(id)
     }

@@ -81,10 +81,10 @@ pub struct FileFacts {
 }
 
 impl FileFacts {
-    /// Facts of a file that could not be verified at all (no format, unreadable).
-    pub fn failed(format: String, size: u64, message: String) -> FileFacts {
+    /// Facts of a file that could not be verified at all (no format matches).
+    pub fn failed(size: u64, message: String) -> FileFacts {
         FileFacts {
-            format,
+            format: String::new(),
             checksum: [0; 32],
             size,
             records: 0,
@@ -266,19 +266,6 @@ pub fn verify<R: Read>(
         }
         Ok(facts)
     })
-}
-
-/// Verify bytes already in memory.
-pub fn verify_bytes(spec: &FormatSpec, bytes: &[u8], ctx: FileContext<'_>) -> FileFacts {
-    // Reading from a slice cannot fail.
-    match verify(spec, bytes, ctx, &mut ()) {
-        Ok(f) => f,
-        Err(e) => unreachable_io(e),
-    }
-}
-
-fn unreachable_io(e: io::Error) -> FileFacts {
-    FileFacts::failed(String::new(), 0, format!("read error: {e}"))
 }
 
 enum Stop {
