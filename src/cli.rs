@@ -30,6 +30,8 @@ pub mod exit {
     pub const INVALID: u8 = 14;
     /// An operator action the ledger's state does not allow.
     pub const REFUSED: u8 = 3;
+    /// `pull`: an endpoint could not be read (connection, host key, login).
+    pub const ENDPOINT: u8 = 4;
 }
 
 /// Files larger than this get a progress bar on a terminal.
@@ -148,6 +150,17 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "text")]
         log_format: LogFormat,
     },
+    /// Pick up new files from a partner's SFTP endpoints now (what the
+    /// schedule does), and print each file taken with its verdict.
+    Pull {
+        #[arg(long)]
+        partner: String,
+        /// One endpoint by name (default: every endpoint of the partner).
+        #[arg(long)]
+        endpoint: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Judge files an interrupted run left staged but unjudged.
     Recover {
         #[arg(long)]
@@ -161,10 +174,10 @@ pub enum LogFormat {
     Json,
 }
 
-/// Structured logs on stderr; `RUST_LOG` filters (default `info`).
-fn init_logging(format: LogFormat) {
+/// Structured logs on stderr; `RUST_LOG` filters (default `default`).
+fn init_logging(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -263,7 +276,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
             verify_file(spec, &file, json)
         }
         Command::Serve { log_format } => {
-            init_logging(log_format);
+            init_logging(log_format, "info");
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -488,6 +501,47 @@ async fn ledger_command(gw: &Gateway, command: Command) -> Result<u8, CliError> 
             println!("rejected: file {file_id}: {reason}");
             Ok(exit::OK)
         }
+        Command::Pull {
+            partner,
+            endpoint,
+            json,
+        } => {
+            // Retries and after-pickup failures show on stderr.
+            init_logging(LogFormat::Text, "warn");
+            let p = gw.config.partner(&partner).ok_or_else(|| {
+                CliError::Usage(format!("unknown partner {partner:?}"))
+            })?;
+            let names: Vec<String> = match endpoint {
+                Some(e) => vec![e],
+                None if p.endpoints.is_empty() => {
+                    return Err(CliError::Usage(format!(
+                        "partner {partner} has no SFTP endpoints configured"
+                    )));
+                }
+                None => p.endpoints.iter().map(|e| e.name.clone()).collect(),
+            };
+            let mut code = exit::OK;
+            let mut reports = Vec::new();
+            // One endpoint failing never stops the others.
+            for name in names {
+                let result = crate::channels::sftp_pull::pull(gw, &partner, &name).await;
+                if let Err(e) = &result {
+                    code = match e {
+                        crate::channels::sftp_pull::PullError::Unknown(_) => exit::USAGE,
+                        _ => exit::ENDPOINT,
+                    };
+                }
+                if json {
+                    reports.push(pull_json(&partner, &name, &result));
+                } else {
+                    print_pull(&partner, &name, &result);
+                }
+            }
+            if json {
+                println!("{}", serde_json::Value::Array(reports));
+            }
+            Ok(code)
+        }
         Command::Recover { json } => {
             let report = gw.recover(&crate::intake::operator_actor()).await?;
             if json {
@@ -527,6 +581,86 @@ fn print_operator_outcome(out: &Outcome, json: bool) {
     } else {
         println!("{}: {}", out.verdict, out.reason);
         println!("  file {}  {} entries", out.file_id, out.fed_entries);
+    }
+}
+
+fn print_pull(
+    partner: &str,
+    endpoint: &str,
+    result: &Result<crate::channels::sftp_pull::PullReport, crate::channels::sftp_pull::PullError>,
+) {
+    let r = match result {
+        Ok(r) => r,
+        Err(e) => {
+            println!("{partner}/{endpoint}: cannot pull: {e}");
+            return;
+        }
+    };
+    println!(
+        "{partner}/{endpoint}: {} taken, {} waiting{}",
+        r.taken.len(),
+        r.waiting.len(),
+        if r.attempts > 1 {
+            format!(" ({} connection attempts)", r.attempts)
+        } else {
+            String::new()
+        }
+    );
+    for t in &r.taken {
+        match &t.outcome {
+            Some(o) => println!(
+                "  {:<10} file {:<6} {}  {}",
+                o.verdict.as_str(),
+                o.file_id,
+                t.name,
+                o.reason
+            ),
+            None => println!(
+                "  {:<10} {}  {}",
+                "unjudged",
+                t.name,
+                t.error.as_deref().unwrap_or("")
+            ),
+        }
+        if let Some(e) = &t.after_pickup_error {
+            println!("             after-pickup action failed (retried next pickup): {e}");
+        }
+    }
+    for w in &r.waiting {
+        println!("  {:<10} {w}", "waiting");
+    }
+    for n in &r.tidied {
+        println!("  {:<10} {n} (taken earlier; after-pickup action done now)", "tidied");
+    }
+}
+
+fn pull_json(
+    partner: &str,
+    endpoint: &str,
+    result: &Result<crate::channels::sftp_pull::PullReport, crate::channels::sftp_pull::PullError>,
+) -> serde_json::Value {
+    match result {
+        Err(e) => json!({
+            "partner": partner, "endpoint": endpoint, "ok": false, "error": e.to_string(),
+        }),
+        Ok(r) => {
+            let taken: Vec<serde_json::Value> = r
+                .taken
+                .iter()
+                .map(|t| {
+                    let mut v = t.outcome.as_ref().map(outcome_json).unwrap_or_else(|| json!({}));
+                    v["name"] = json!(t.name);
+                    v["remote_path"] = json!(t.remote_path);
+                    v["error"] = json!(t.error);
+                    v["after_pickup_error"] = json!(t.after_pickup_error);
+                    v
+                })
+                .collect();
+            json!({
+                "partner": partner, "endpoint": endpoint, "ok": true, "error": null,
+                "attempts": r.attempts, "taken": taken, "waiting": r.waiting, "tidied": r.tidied,
+            })
+        }
     }
 }
 

@@ -89,6 +89,63 @@ struct RawPartner {
     business_date_window: Option<RawDateWindow>,
     /// The partner's watched inbox. Default `<data_dir>/inbox/<id>`.
     inbox: Option<PathBuf>,
+    /// SFTP servers of the partner that settlegate pulls from.
+    #[serde(default)]
+    endpoints: Vec<RawEndpoint>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEndpoint {
+    /// Endpoint name, e.g. `primary` or `dr`; recorded with every file.
+    name: String,
+    host: String,
+    /// Default 22.
+    port: Option<u16>,
+    user: String,
+    /// OpenSSH private key file (relative to the config file).
+    key_file: Option<PathBuf>,
+    /// Environment variable holding the key's passphrase.
+    key_passphrase_env: Option<String>,
+    /// Environment variable holding the password (password auth).
+    password_env: Option<String>,
+    /// Pinned host key: an OpenSSH known_hosts file …
+    known_hosts: Option<PathBuf>,
+    /// … or a fingerprint, `SHA256:…` as `ssh-keygen -lf` prints it.
+    host_key: Option<String>,
+    /// Accept and record (into `known_hosts`) the key of a host that has
+    /// none recorded. Default false; a changed key is refused regardless.
+    #[serde(default)]
+    trust_on_first_use: bool,
+    /// Remote directory to list. Default `.` (the login directory).
+    remote_dir: Option<String>,
+    /// File-name glob, e.g. `CSTL_*.dat`. Default `*`.
+    glob: Option<String>,
+    /// Completion rule: a file is complete when `<name><done_suffix>` exists …
+    done_suffix: Option<String>,
+    /// … or when its size and modification time are unchanged across two
+    /// listings this many seconds apart. Default 10 (when no done_suffix).
+    stable_seconds: Option<f64>,
+    /// `archive` (move to `archive_dir`), `delete` or `leave`. Default `archive`.
+    after_pickup: Option<String>,
+    /// Remote directory for `archive`. Default `<remote_dir>/archive`.
+    archive_dir: Option<String>,
+    /// Every file from this endpoint is a drill (a partner's DR site).
+    #[serde(default)]
+    drill_site: bool,
+    /// Cron schedule with seconds, e.g. `0 */10 * * * *`, in `timezone`.
+    /// Absent: only `settlegate pull` takes files from this endpoint.
+    schedule: Option<String>,
+    /// Seconds to connect and log in. Default 20.
+    connect_timeout_seconds: Option<f64>,
+    /// Seconds any one SFTP request may take. Default 60.
+    io_timeout_seconds: Option<f64>,
+    /// Attempts after a dropped connection or timeout. Default 4.
+    retries: Option<u32>,
+    /// First back-off delay in seconds, doubled each attempt. Default 1.
+    retry_initial_seconds: Option<f64>,
+    /// Longest back-off delay in seconds. Default 60.
+    retry_max_seconds: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,6 +197,75 @@ pub struct Partner {
     pub business_date_window: Option<DateWindow>,
     /// Explicit inbox directory (default under the data dir).
     pub inbox: Option<PathBuf>,
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// A partner's SFTP server that settlegate pulls from.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub auth: EndpointAuth,
+    pub host_key: HostKeyPin,
+    pub trust_on_first_use: bool,
+    pub remote_dir: String,
+    pub glob: glob::Pattern,
+    pub completion: Completion,
+    pub after_pickup: AfterPickup,
+    pub drill_site: bool,
+    pub schedule: Option<Schedule>,
+    pub connect_timeout: std::time::Duration,
+    pub io_timeout: std::time::Duration,
+    pub retry: RetryPolicy,
+}
+
+/// How to log in. Secrets are read from the environment when connecting,
+/// never held in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndpointAuth {
+    Key {
+        file: PathBuf,
+        passphrase_env: Option<String>,
+    },
+    Password {
+        env: String,
+    },
+}
+
+/// The pinned host key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostKeyPin {
+    KnownHosts(PathBuf),
+    Fingerprint(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Completion {
+    DoneMarker(String),
+    Stable(std::time::Duration),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterPickup {
+    Archive(String),
+    Delete,
+    Leave,
+}
+
+/// A cron schedule with seconds, kept with its text for messages.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub text: String,
+    pub cron: croner::Cron,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    pub retries: u32,
+    pub initial: std::time::Duration,
+    pub max: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -257,34 +383,40 @@ impl Config {
                     Ok(DrillWindow { start, end })
                 })
                 .collect::<Result<_, _>>()?;
+            let mut drill_endpoints = p.drill_endpoints;
+            let mut endpoints: Vec<Endpoint> = Vec::new();
+            for e in p.endpoints {
+                let ctx = format!("partner {} endpoint {}", p.id, e.name);
+                if endpoints.iter().any(|q| q.name == e.name) {
+                    return Err(err(&ctx, "defined twice".into()));
+                }
+                let endpoint = build_endpoint(e, &base, &|m| err(&ctx, m))?;
+                // A DR site's files are drills by the same rule as a listed
+                // drill endpoint, so a file judged after a restart is judged alike.
+                if endpoint.drill_site && !drill_endpoints.contains(&endpoint.name) {
+                    drill_endpoints.push(endpoint.name.clone());
+                }
+                endpoints.push(endpoint);
+            }
             partners.push(Partner {
                 id: p.id,
                 formats: p.formats,
                 drill_name_patterns,
                 drill_channels: p.drill_channels,
-                drill_endpoints: p.drill_endpoints,
+                drill_endpoints,
                 drill_windows,
                 business_date_window: p.business_date_window.map(|w| DateWindow {
                     days_before: w.days_before,
                     days_after: w.days_after,
                 }),
                 inbox: p.inbox.map(|i| base.join(i)),
+                endpoints,
             });
         }
-        let seconds = |v: Option<f64>, default: f64, min: f64, name: &str| {
-            let v = v.unwrap_or(default);
-            if v.is_finite() && v >= min && v <= 86_400.0 {
-                Ok(std::time::Duration::from_secs_f64(v))
-            } else {
-                Err(err(
-                    &format!("watch.{name}"),
-                    format!("{v} is not a number of seconds from {min} to 86400"),
-                ))
-            }
-        };
+        let watch_err = |m| err("watch", m);
         let watch = WatchConfig {
-            settle: seconds(raw.watch.settle_seconds, 2.0, 0.0, "settle_seconds")?,
-            rescan: seconds(raw.watch.rescan_seconds, 30.0, 0.1, "rescan_seconds")?,
+            settle: seconds(raw.watch.settle_seconds, 2.0, 0.0, "settle_seconds", &watch_err)?,
+            rescan: seconds(raw.watch.rescan_seconds, 30.0, 0.1, "rescan_seconds", &watch_err)?,
         };
         Ok(Config {
             source: path.map(Path::to_path_buf),
@@ -332,6 +464,162 @@ impl Config {
     }
 }
 
+/// A number of seconds from `min` to one day.
+fn seconds(
+    v: Option<f64>,
+    default: f64,
+    min: f64,
+    name: &str,
+    err: &dyn Fn(String) -> ConfigError,
+) -> Result<std::time::Duration, ConfigError> {
+    let v = v.unwrap_or(default);
+    if v.is_finite() && v >= min && v <= 86_400.0 {
+        Ok(std::time::Duration::from_secs_f64(v))
+    } else {
+        Err(err(format!(
+            "{name}: {v} is not a number of seconds from {min} to 86400"
+        )))
+    }
+}
+
+fn build_endpoint(
+    e: RawEndpoint,
+    base: &Path,
+    err: &dyn Fn(String) -> ConfigError,
+) -> Result<Endpoint, ConfigError> {
+    if e.name.is_empty()
+        || !e
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(err("name must be ASCII letters, digits, '-' or '_'".into()));
+    }
+    let auth = match (e.key_file, e.password_env, e.key_passphrase_env) {
+        (Some(file), None, passphrase_env) => EndpointAuth::Key {
+            file: base.join(file),
+            passphrase_env,
+        },
+        (None, Some(env), None) => EndpointAuth::Password { env },
+        (None, Some(_), Some(_)) => {
+            return Err(err("key_passphrase_env needs key_file".into()));
+        }
+        (Some(_), Some(_), _) => {
+            return Err(err(
+                "key_file and password_env: choose one way to log in".into(),
+            ));
+        }
+        (None, None, _) => {
+            return Err(err(
+                "no way to log in: set key_file (OpenSSH private key) or password_env (the name of an environment variable holding the password)".into(),
+            ));
+        }
+    };
+    let host_key = match (e.known_hosts, e.host_key) {
+        (Some(path), None) => HostKeyPin::KnownHosts(base.join(path)),
+        (None, Some(fp)) => {
+            let b64 = fp.strip_prefix("SHA256:").unwrap_or("");
+            if b64.len() != 43
+                || !b64
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
+            {
+                return Err(err(format!(
+                    "host_key {fp:?} is not a SHA256 fingerprint such as `ssh-keygen -lf` prints (SHA256: and 43 base64 characters)"
+                )));
+            }
+            HostKeyPin::Fingerprint(fp)
+        }
+        (Some(_), Some(_)) => {
+            return Err(err(
+                "known_hosts and host_key: pin the host key one way".into(),
+            ));
+        }
+        (None, None) => {
+            return Err(err(
+                "the host key must be pinned: set known_hosts (an OpenSSH known_hosts file) or host_key (SHA256:… fingerprint)".into(),
+            ));
+        }
+    };
+    if e.trust_on_first_use && !matches!(host_key, HostKeyPin::KnownHosts(_)) {
+        return Err(err(
+            "trust_on_first_use needs a known_hosts file to record the key in".into(),
+        ));
+    }
+    let remote_dir = e.remote_dir.unwrap_or_else(|| ".".into());
+    let glob_text = e.glob.unwrap_or_else(|| "*".into());
+    let glob = glob::Pattern::new(&glob_text)
+        .map_err(|x| err(format!("glob {glob_text:?}: {x}")))?;
+    let completion = match (e.done_suffix, e.stable_seconds) {
+        (Some(s), None) if !s.is_empty() && !s.contains('/') => Completion::DoneMarker(s),
+        (Some(s), None) => {
+            return Err(err(format!("done_suffix {s:?} must be a non-empty name suffix")));
+        }
+        (None, v) => Completion::Stable(seconds(v, 10.0, 0.0, "stable_seconds", err)?),
+        (Some(_), Some(_)) => {
+            return Err(err(
+                "done_suffix and stable_seconds: choose one completion rule".into(),
+            ));
+        }
+    };
+    let after_pickup = match (e.after_pickup.as_deref().unwrap_or("archive"), e.archive_dir) {
+        ("archive", dir) => AfterPickup::Archive(dir.unwrap_or_else(|| {
+            format!("{}/archive", remote_dir.trim_end_matches('/'))
+        })),
+        ("delete", None) => AfterPickup::Delete,
+        ("leave", None) => AfterPickup::Leave,
+        ("delete" | "leave", Some(_)) => {
+            return Err(err("archive_dir is only for after_pickup = \"archive\"".into()));
+        }
+        (other, _) => {
+            return Err(err(format!(
+                "after_pickup {other:?}: expected \"archive\", \"delete\" or \"leave\""
+            )));
+        }
+    };
+    let schedule = e
+        .schedule
+        .map(|text| {
+            croner::parser::CronParser::builder()
+                .seconds(croner::parser::Seconds::Required)
+                .build()
+                .parse(&text)
+                .map(|cron| Schedule {
+                    text: text.clone(),
+                    cron,
+                })
+                .map_err(|x| {
+                    err(format!(
+                        "schedule {text:?}: {x} (six fields, seconds first, e.g. \"0 */10 * * * *\")"
+                    ))
+                })
+        })
+        .transpose()?;
+    let retry = RetryPolicy {
+        retries: e.retries.unwrap_or(4),
+        initial: seconds(e.retry_initial_seconds, 1.0, 0.0, "retry_initial_seconds", err)?,
+        max: seconds(e.retry_max_seconds, 60.0, 0.0, "retry_max_seconds", err)?,
+    };
+    Ok(Endpoint {
+        name: e.name,
+        host: e.host,
+        port: e.port.unwrap_or(22),
+        user: e.user,
+        auth,
+        host_key,
+        trust_on_first_use: e.trust_on_first_use,
+        remote_dir,
+        glob,
+        completion,
+        after_pickup,
+        drill_site: e.drill_site,
+        schedule,
+        connect_timeout: seconds(e.connect_timeout_seconds, 20.0, 0.1, "connect_timeout_seconds", err)?,
+        io_timeout: seconds(e.io_timeout_seconds, 60.0, 1.0, "io_timeout_seconds", err)?,
+        retry,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,8 +651,8 @@ mod tests {
     fn bad_values_are_refused() {
         for (text, needle) in [
             ("timezone = \"KST\"", "timezone"),
-            ("[watch]\nrescan_seconds = 0.01", "watch.rescan_seconds"),
-            ("[watch]\nsettle_seconds = -1", "watch.settle_seconds"),
+            ("[watch]\nrescan_seconds = 0.01", "watch: rescan_seconds"),
+            ("[watch]\nsettle_seconds = -1", "watch: settle_seconds"),
             (
                 "[[partners]]\nid = \"a\"\nformats = []",
                 "at least one format",

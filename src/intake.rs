@@ -17,9 +17,9 @@ use crate::config::{Config, Partner};
 use crate::format::{FileContext, FileFacts, FormatRegistry, FormatSpec, RecordSink, VerifyError};
 use crate::judge::{self, ArrivalContext, Evidence, Judgement, Overlap, Verdict};
 use crate::ledger::{
-    Decision, FeedPlan, FileRow, Guard, Identity, Ledger, LedgerError, NewArrival, NewEntry,
+    Decision, FeedPlan, FileRow, Guard, Identity, Ledger, LedgerError, NewArrival, NewEntry, RemoteFile,
 };
-use crate::stage::{ContentStore, StoreError};
+use crate::stage::{ContentStore, StoreError, Stored};
 
 /// Entries per batch handed from the parsing thread to the feeding task.
 const FEED_BATCH: usize = 4096;
@@ -162,6 +162,22 @@ impl Gateway {
         })
         .await
         .map_err(|e| IntakeError::Internal(e.to_string()))??;
+        self.intake_stored(arrival, &stored, side.as_ref(), None)
+            .await
+    }
+
+    /// Record bytes already in the store (a channel that streamed them there
+    /// itself) and take them through the rest of the pipeline. `remote`, for
+    /// a file pulled from a partner's server, is remembered in the same
+    /// transaction as the arrival so the same remote file is not taken twice.
+    pub async fn intake_stored(
+        &self,
+        arrival: &Arrival,
+        stored: &Stored,
+        side: Option<&Stored>,
+        remote: Option<&RemoteFile>,
+    ) -> Result<Outcome, IntakeError> {
+        self.partner(&arrival.partner)?;
         let id = self
             .ledger
             .record_arrival(&NewArrival {
@@ -173,9 +189,10 @@ impl Gateway {
                 received_at: self.clock.now(),
                 size: stored.size,
                 checksum: &stored.checksum,
-                sidecar_checksum: side.as_ref().map(|s| s.checksum.as_str()),
+                sidecar_checksum: side.map(|s| s.checksum.as_str()),
                 actor: &arrival.actor,
                 reason: arrival.reason.as_deref(),
+                remote,
             })
             .await?;
         tracing::info!(file_id = id, partner = %arrival.partner, channel = %arrival.channel, name = %arrival.name, checksum = %stored.checksum, "staged");

@@ -146,6 +146,21 @@ pub struct NewArrival<'a> {
     /// Who brought it in (the operator for manual ingest, the gateway otherwise).
     pub actor: &'a str,
     pub reason: Option<&'a str>,
+    /// For a file pulled from a partner's server: what it was there.
+    pub remote: Option<&'a RemoteFile>,
+}
+
+/// A file on a partner's SFTP server as listed: the ledger remembers which
+/// ones were taken, so a file left in place is not taken again while a
+/// changed one (other size or modification time) is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteFile {
+    pub partner: String,
+    pub endpoint: String,
+    pub path: String,
+    pub size: u64,
+    /// Seconds since the epoch, as the server reports it.
+    pub mtime: i64,
 }
 
 /// What verification established, written with the verdict.
@@ -442,8 +457,46 @@ impl Ledger {
                 .execute(&mut *tx)
                 .await
                 .map_err(query_error("record arrival event"))?;
+            if let Some(r) = a.remote {
+                // Another gateway process may have taken the same remote file
+                // at the same moment: both arrivals are kept (the judge sees the
+                // second as a duplicate), the first one is remembered.
+                sqlx::query(
+                    "INSERT INTO remote_files (partner, endpoint, path, size, mtime, file_id, taken_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                )
+                .bind(&r.partner)
+                .bind(&r.endpoint)
+                .bind(&r.path)
+                .bind(r.size as i64)
+                .bind(r.mtime)
+                .bind(id)
+                .bind(a.received_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error("remember remote file"))?;
+            }
             tx.commit().await.map_err(query_error("commit arrival"))?;
             Ok(id)
+        })
+    }
+
+    /// The arrival that took this remote file (same endpoint, path, size and
+    /// modification time), if any.
+    pub async fn remote_taken(&self, r: &RemoteFile) -> Result<Option<i64>, LedgerError> {
+        on_pool!(self, pool => {
+            sqlx::query_scalar(
+                "SELECT file_id FROM remote_files \
+                 WHERE partner = $1 AND endpoint = $2 AND path = $3 AND size = $4 AND mtime = $5",
+            )
+            .bind(&r.partner)
+            .bind(&r.endpoint)
+            .bind(&r.path)
+            .bind(r.size as i64)
+            .bind(r.mtime)
+            .fetch_optional(pool)
+            .await
+            .map_err(query_error("look up remote file"))
         })
     }
 

@@ -96,6 +96,24 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     for (dir, _) in &senders {
         watcher.watch(dir, RecursiveMode::NonRecursive)?;
     }
+    for p in &cfg.partners {
+        for ep in &p.endpoints {
+            match &ep.schedule {
+                Some(s) => {
+                    tracing::info!(partner = %p.id, endpoint = %ep.name, host = %ep.host, port = ep.port, schedule = %s.text, drill_site = ep.drill_site, "channel sftp-pull");
+                    tasks.spawn(crate::channels::sftp_pull::run_schedule(
+                        gw.clone(),
+                        p.id.clone(),
+                        ep.name.clone(),
+                        stop_rx.clone(),
+                    ));
+                }
+                None => {
+                    tracing::info!(partner = %p.id, endpoint = %ep.name, "sftp-pull endpoint has no schedule (settlegate pull only)")
+                }
+            }
+        }
+    }
     tracing::info!("settlegate serving");
 
     shutdown.await;

@@ -76,67 +76,39 @@ impl ContentStore {
     /// checksum, size and final path. A failure (disk full, read error) leaves
     /// nothing behind but an unlinked temp file.
     pub fn put<R: Read>(&self, mut input: R) -> Result<Stored, StoreError> {
-        let tmp_dir = self.root.join("tmp");
-        let tmp_err = |action, source| StoreError {
-            action,
-            path: tmp_dir.clone(),
-            source,
-        };
-        let mut tmp = tempfile::Builder::new()
-            .prefix("incoming-")
-            .suffix(".part")
-            .tempfile_in(&tmp_dir)
-            .map_err(|e| tmp_err("create a temp file in", e))?;
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
+        let mut incoming = self.begin()?;
         let mut buf = vec![0u8; 1 << 20];
         loop {
             let n = match input.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(tmp_err("read the arrival into", e)),
+                Err(e) => return Err(incoming.error("read the arrival into", e)),
             };
-            hasher.update(&buf[..n]);
-            tmp.write_all(&buf[..n])
-                .map_err(|e| tmp_err("write to", e))?;
-            size += n as u64;
+            incoming.write(&buf[..n])?;
         }
-        tmp.as_file()
-            .sync_all()
-            .map_err(|e| tmp_err("fsync a temp file in", e))?;
-        let checksum = hex::encode(hasher.finalize());
-        let path = self.path_of(&checksum);
-        let dir = path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| self.root.clone());
-        if !dir.is_dir() {
-            std::fs::create_dir_all(&dir).map_err(|source| StoreError {
-                action: "create",
-                path: dir.clone(),
+        incoming.commit()
+    }
+
+    /// Start a blob written piece by piece (a download): bytes go to a temp
+    /// file in the store and are hashed on the way. Dropping the returned
+    /// writer without [`Incoming::commit`] discards them.
+    pub fn begin(&self) -> Result<Incoming, StoreError> {
+        let tmp_dir = self.root.join("tmp");
+        let tmp = tempfile::Builder::new()
+            .prefix("incoming-")
+            .suffix(".part")
+            .tempfile_in(&tmp_dir)
+            .map_err(|source| StoreError {
+                action: "create a temp file in",
+                path: tmp_dir.clone(),
                 source,
             })?;
-            // The new shard directory's own entry must survive a crash too.
-            sync_dir(&self.root)?;
-        }
-        match tmp.persist_noclobber(&path) {
-            Ok(_) => sync_dir(&dir)?,
-            // The same bytes are already stored (perhaps by another process,
-            // which may not have synced the directory yet).
-            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => sync_dir(&dir)?,
-            Err(e) => {
-                return Err(StoreError {
-                    action: "rename a temp file to",
-                    path,
-                    source: e.error,
-                });
-            }
-        }
-        Ok(Stored {
-            checksum,
-            size,
-            path,
+        Ok(Incoming {
+            store: self.clone(),
+            tmp,
+            hasher: Sha256::new(),
+            size: 0,
         })
     }
 
@@ -153,6 +125,80 @@ impl ContentStore {
                 e.action = "read";
             }
             e
+        })
+    }
+}
+
+/// A blob being written into the store; see [`ContentStore::begin`].
+pub struct Incoming {
+    store: ContentStore,
+    tmp: tempfile::NamedTempFile,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl Incoming {
+    fn error(&self, action: &'static str, source: io::Error) -> StoreError {
+        StoreError {
+            action,
+            path: self.tmp.path().to_path_buf(),
+            source,
+        }
+    }
+
+    /// Append bytes (hashing them on the way).
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.hasher.update(bytes);
+        if let Err(e) = self.tmp.write_all(bytes) {
+            return Err(self.error("write to", e));
+        }
+        self.size += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Make the blob durable under its checksum.
+    pub fn commit(self) -> Result<Stored, StoreError> {
+        if let Err(e) = self.tmp.as_file().sync_all() {
+            return Err(self.error("fsync", e));
+        }
+        let checksum = hex::encode(self.hasher.finalize());
+        let root = &self.store.root;
+        let path = self.store.path_of(&checksum);
+        let dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| root.clone());
+        if !dir.is_dir() {
+            std::fs::create_dir_all(&dir).map_err(|source| StoreError {
+                action: "create",
+                path: dir.clone(),
+                source,
+            })?;
+            // The new shard directory's own entry must survive a crash too.
+            sync_dir(root)?;
+        }
+        match self.tmp.persist_noclobber(&path) {
+            Ok(_) => sync_dir(&dir)?,
+            // The same bytes are already stored (perhaps by another process,
+            // which may not have synced the directory yet).
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => sync_dir(&dir)?,
+            Err(e) => {
+                return Err(StoreError {
+                    action: "rename a temp file to",
+                    path,
+                    source: e.error,
+                });
+            }
+        }
+        Ok(Stored {
+            checksum,
+            size: self.size,
+            path,
         })
     }
 }

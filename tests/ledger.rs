@@ -42,6 +42,7 @@ async fn arrive(l: &Ledger, checksum: &str) -> i64 {
         sidecar_checksum: None,
         actor: "test",
         reason: None,
+        remote: None,
     })
     .await
     .expect("record arrival")

@@ -2,4 +2,51 @@
 //! the one intake path ([`crate::intake::Gateway`]).
 
 pub mod receipt;
+pub mod sftp_pull;
+pub mod ssh;
 pub mod watch;
+
+use crate::config::Partner;
+use crate::format::FormatRegistry;
+use crate::intake::choose_format;
+
+/// Pair ready data files with their control files. Control files are never
+/// taken alone; a data file whose format needs one waits until it is ready.
+/// Returns the pairs and the data files still waiting for their control file.
+pub fn pair_sidecars(
+    formats: &FormatRegistry,
+    partner: &Partner,
+    ready: &[String],
+) -> (Vec<(String, Option<String>)>, Vec<String>) {
+    let mut waiting = Vec::new();
+    let suffixes: Vec<String> = partner
+        .formats
+        .iter()
+        .filter_map(|f| formats.get(f))
+        .filter_map(|s| s.sidecar.as_ref().map(|c| c.suffix.to_ascii_lowercase()))
+        .collect();
+    let mut out = Vec::new();
+    for name in ready {
+        if suffixes
+            .iter()
+            .any(|s| name.to_ascii_lowercase().ends_with(s.as_str()))
+        {
+            continue;
+        }
+        let wanted = choose_format(formats, partner, name)
+            .ok()
+            .and_then(|spec| spec.sidecar_name(name));
+        match wanted {
+            // Partners differ in the case of suffixes: `X.CSV` + `X.CTL`.
+            Some(w) => {
+                // The control file may not have arrived or settled yet: then wait.
+                match ready.iter().find(|r| r.eq_ignore_ascii_case(&w)) {
+                    Some(s) => out.push((name.clone(), Some(s.clone()))),
+                    None => waiting.push(name.clone()),
+                }
+            }
+            None => out.push((name.clone(), None)),
+        }
+    }
+    (out, waiting)
+}

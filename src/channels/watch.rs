@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::intake::{Arrival, Gateway, IntakeError, Outcome, choose_format};
+use crate::intake::{Arrival, Gateway, IntakeError, Outcome};
 
 /// After this long without its control file, a waiting data file is reported.
 const CONTROL_FILE_WARNING: Duration = Duration::from_secs(600);
@@ -335,48 +335,17 @@ fn claim(
     Ok(())
 }
 
-/// Pair ready data files with their control files. Control files are never
-/// taken alone; a data file whose format needs one waits until it is ready.
-/// Also returns the data files still waiting for their control file.
+/// Pair ready data files with their control files (see
+/// [`super::pair_sidecars`]).
 fn complete_pairs(
     gw: &Gateway,
     partner: &str,
     ready: &[String],
 ) -> (Vec<(String, Option<String>)>, Vec<String>) {
-    let Some(p) = gw.config.partner(partner) else {
-        return (Vec::new(), Vec::new());
-    };
-    let mut waiting = Vec::new();
-    let suffixes: Vec<String> = p
-        .formats
-        .iter()
-        .filter_map(|f| gw.formats.get(f))
-        .filter_map(|s| s.sidecar.as_ref().map(|c| c.suffix.to_ascii_lowercase()))
-        .collect();
-    let mut out = Vec::new();
-    for name in ready {
-        if suffixes
-            .iter()
-            .any(|s| name.to_ascii_lowercase().ends_with(s.as_str()))
-        {
-            continue;
-        }
-        let wanted = choose_format(&gw.formats, p, name)
-            .ok()
-            .and_then(|spec| spec.sidecar_name(name));
-        match wanted {
-            // Partners differ in the case of suffixes: `X.CSV` + `X.CTL`.
-            Some(w) => {
-                // The control file may not have arrived or settled yet: then wait.
-                match ready.iter().find(|r| r.eq_ignore_ascii_case(&w)) {
-                    Some(s) => out.push((name.clone(), Some(s.clone()))),
-                    None => waiting.push(name.clone()),
-                }
-            }
-            None => out.push((name.clone(), None)),
-        }
+    match gw.config.partner(partner) {
+        Some(p) => super::pair_sidecars(&gw.formats, p, ready),
+        None => (Vec::new(), Vec::new()),
     }
-    (out, waiting)
 }
 
 /// Take one claimed file: intake (stage + record + judge) unless an earlier

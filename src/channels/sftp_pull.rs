@@ -1,0 +1,801 @@
+//! Scheduled SFTP pickup from partners' servers (channel `sftp-pull`).
+//!
+//! One pickup: connect (pinned host key) → list the remote directory →
+//! decide which files are complete (done marker, or size and mtime unchanged
+//! across two listings) → download each into the content store with many
+//! reads in flight, hashing on the way → record it (and what it was on the
+//! server) → judge → only then the after-pickup action (archive, delete or
+//! leave). A dropped connection is retried with exponential back-off; a
+//! partial download is discarded, never judged.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use russh_sftp::client::RawSftpSession;
+use russh_sftp::client::error::Error as SftpError;
+use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
+use tokio::sync::watch;
+
+use super::ssh::{SftpConnection, SshError};
+use crate::config::{AfterPickup, Completion, Endpoint, Partner};
+use crate::intake::{Arrival, Gateway, IntakeError, Outcome, gateway_actor};
+use crate::ledger::{LedgerError, RemoteFile};
+use crate::stage::{ContentStore, StoreError, Stored};
+
+/// Reads in flight per download: enough to fill a 16 MiB window with
+/// 255 KiB reads across a long link, like `sftp -R`.
+const READS_IN_FLIGHT: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error(transparent)]
+    Ssh(#[from] SshError),
+    #[error("{addr}: {op} {path}: {source}")]
+    Sftp {
+        addr: String,
+        op: &'static str,
+        path: String,
+        source: SftpError,
+    },
+    #[error("{addr}: {path}: {message}")]
+    Download {
+        addr: String,
+        path: String,
+        message: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("{path}: not taken: {source}")]
+    Intake { path: String, source: IntakeError },
+    #[error("{0}")]
+    Unknown(String),
+}
+
+impl PullError {
+    /// A dropped connection or a timeout: the pickup is tried again.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            PullError::Ssh(e) => e.is_transient(),
+            PullError::Sftp { source, .. } => !matches!(source, SftpError::Status(_)),
+            PullError::Download { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+fn sftp_err(addr: &str, op: &'static str, path: &str) -> impl FnOnce(SftpError) -> PullError {
+    let (addr, path) = (addr.to_string(), path.to_string());
+    move |source| PullError::Sftp {
+        addr,
+        op,
+        path,
+        source,
+    }
+}
+
+/// A remote directory entry as listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listed {
+    pub size: u64,
+    pub mtime: i64,
+}
+
+pub type Listing = BTreeMap<String, Listed>;
+
+/// A complete remote file to take, with its control file and done marker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub name: String,
+    pub listed: Listed,
+    pub sidecar: Option<(String, Listed)>,
+    pub marker: Option<String>,
+}
+
+/// Which listed files are complete. `second` is the listing taken the
+/// stability interval after `first` (`None` under a done-marker rule).
+/// `pairs` maps each data file to its control file (see
+/// [`super::pair_sidecars`]). Pure; returns the candidates and the names
+/// still waiting.
+pub fn complete_files(
+    first: &Listing,
+    second: Option<&Listing>,
+    completion: &Completion,
+    pairs: &[(String, Option<String>)],
+) -> (Vec<Candidate>, Vec<String>) {
+    let mut take = Vec::new();
+    let mut waiting = Vec::new();
+    // Listed in the first listing and, under the stability rule, unchanged in
+    // the second.
+    let settled = |name: &str| -> Option<Listed> {
+        let l = *first.get(name)?;
+        match (completion, second) {
+            (Completion::Stable(_), Some(s)) => (s.get(name) == Some(&l)).then_some(l),
+            (Completion::Stable(_), None) => None,
+            (Completion::DoneMarker(_), _) => Some(l),
+        }
+    };
+    for (name, sidecar) in pairs {
+        let marker = match completion {
+            Completion::DoneMarker(sfx) => {
+                let m = format!("{name}{sfx}");
+                if !first.contains_key(&m) {
+                    waiting.push(name.clone());
+                    continue;
+                }
+                Some(m)
+            }
+            Completion::Stable(_) => None,
+        };
+        let Some(listed) = settled(name) else {
+            waiting.push(name.clone());
+            continue;
+        };
+        let sidecar = match sidecar {
+            Some(s) => match settled(s) {
+                Some(l) => Some((s.clone(), l)),
+                None => {
+                    waiting.push(name.clone());
+                    continue;
+                }
+            },
+            None => None,
+        };
+        take.push(Candidate {
+            name: name.clone(),
+            listed,
+            sidecar,
+            marker,
+        });
+    }
+    (take, waiting)
+}
+
+/// What one file of a pickup became.
+#[derive(Debug)]
+pub struct Taken {
+    pub name: String,
+    pub remote_path: String,
+    /// Its verdict, when judged.
+    pub outcome: Option<Outcome>,
+    /// Recorded but not judged (the next `serve` start judges it), or a
+    /// download that was discarded.
+    pub error: Option<String>,
+    /// The after-pickup action failed (the file is remembered; the action is
+    /// tried again next pickup).
+    pub after_pickup_error: Option<String>,
+}
+
+/// The result of one pickup from one endpoint.
+#[derive(Debug, Default)]
+pub struct PullReport {
+    pub partner: String,
+    pub endpoint: String,
+    pub taken: Vec<Taken>,
+    /// Files seen but not complete yet.
+    pub waiting: Vec<String>,
+    /// Files taken by an earlier pickup whose after-pickup action was redone.
+    pub tidied: Vec<String>,
+    /// Connection attempts made.
+    pub attempts: u32,
+}
+
+/// One pickup now, retrying a dropped connection with exponential back-off
+/// (the endpoint's `retries`, `retry_initial_seconds`, `retry_max_seconds`).
+/// Files taken before a drop stay taken: the retry lists again and skips them.
+pub async fn pull(gw: &Gateway, partner: &str, endpoint: &str) -> Result<PullReport, PullError> {
+    let p = gw
+        .config
+        .partner(partner)
+        .ok_or_else(|| PullError::Unknown(format!("unknown partner {partner:?}")))?;
+    let ep = p
+        .endpoints
+        .iter()
+        .find(|e| e.name == endpoint)
+        .ok_or_else(|| {
+            PullError::Unknown(format!(
+                "partner {partner} has no endpoint {endpoint:?} (configured: {})",
+                p.endpoints
+                    .iter()
+                    .map(|e| e.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?;
+    let mut report = PullReport {
+        partner: p.id.clone(),
+        endpoint: ep.name.clone(),
+        ..PullReport::default()
+    };
+    let mut delays = backon::BackoffBuilder::build(
+        backon::ExponentialBuilder::default()
+            .with_min_delay(ep.retry.initial)
+            .with_max_delay(ep.retry.max)
+            .with_max_times(ep.retry.retries as usize)
+            .with_jitter(),
+    );
+    loop {
+        report.attempts += 1;
+        match pickup_once(gw, p, ep, &mut report).await {
+            Ok(()) => return Ok(report),
+            Err(e) if e.is_transient() => match delays.next() {
+                Some(delay) => {
+                    tracing::warn!(partner = %p.id, endpoint = %ep.name, attempt = report.attempts, retry_in = ?delay, error = %e, "pickup interrupted; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                None => return Err(e),
+            },
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn pickup_once(
+    gw: &Gateway,
+    p: &Partner,
+    ep: &Endpoint,
+    report: &mut PullReport,
+) -> Result<(), PullError> {
+    let conn = SftpConnection::open(ep).await?;
+    let result = pickup_on(gw, p, ep, &conn, report).await;
+    conn.close().await;
+    result
+}
+
+async fn pickup_on(
+    gw: &Gateway,
+    p: &Partner,
+    ep: &Endpoint,
+    conn: &SftpConnection,
+    report: &mut PullReport,
+) -> Result<(), PullError> {
+    let first = list(conn, ep).await?;
+    let second = match ep.completion {
+        Completion::Stable(wait) => {
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            Some(list(conn, ep).await?)
+        }
+        Completion::DoneMarker(_) => None,
+    };
+    // Control files are paired with their data file, whatever the glob;
+    // done markers are never taken themselves.
+    let all: Vec<String> = first.keys().cloned().collect();
+    let (pairs, no_sidecar) = super::pair_sidecars(&gw.formats, p, &all);
+    let wanted = |n: &str| {
+        ep.glob.matches(n)
+            && match &ep.completion {
+                Completion::DoneMarker(sfx) => !n.ends_with(sfx.as_str()),
+                Completion::Stable(_) => true,
+            }
+    };
+    let pairs: Vec<(String, Option<String>)> =
+        pairs.into_iter().filter(|(n, _)| wanted(n)).collect();
+    let (candidates, mut waiting) =
+        complete_files(&first, second.as_ref(), &ep.completion, &pairs);
+    waiting.extend(no_sidecar.into_iter().filter(|n| wanted(n)));
+    waiting.sort();
+    report.waiting = waiting;
+
+    for c in candidates {
+        let remote = RemoteFile {
+            partner: p.id.clone(),
+            endpoint: ep.name.clone(),
+            path: remote_path(&ep.remote_dir, &c.name),
+            size: c.listed.size,
+            mtime: c.listed.mtime,
+        };
+        if gw.ledger.remote_taken(&remote).await?.is_some() {
+            // Taken before. Under `leave` that is the point; otherwise the
+            // earlier after-pickup action failed: do it now, without
+            // downloading again.
+            if ep.after_pickup != AfterPickup::Leave {
+                match after_pickup(conn, ep, &c).await {
+                    Ok(()) => report.tidied.push(c.name.clone()),
+                    Err(e) => {
+                        tracing::warn!(partner = %p.id, endpoint = %ep.name, name = %c.name, error = %e, "after-pickup action failed again")
+                    }
+                }
+            }
+            continue;
+        }
+        let taken = take_one(gw, p, ep, conn, &c, &remote).await?;
+        report.taken.push(taken);
+    }
+    Ok(())
+}
+
+fn remote_path(dir: &str, name: &str) -> String {
+    match dir {
+        "" | "." => name.to_string(),
+        d => format!("{}/{name}", d.trim_end_matches('/')),
+    }
+}
+
+/// Download, record and judge one file, then the after-pickup action.
+async fn take_one(
+    gw: &Gateway,
+    p: &Partner,
+    ep: &Endpoint,
+    conn: &SftpConnection,
+    c: &Candidate,
+    remote: &RemoteFile,
+) -> Result<Taken, PullError> {
+    let side = match &c.sidecar {
+        Some((name, l)) => Some(
+            download(
+                conn,
+                &gw.store,
+                &remote_path(&ep.remote_dir, name),
+                *l,
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let stored = download(conn, &gw.store, &remote.path, c.listed).await?;
+    let arrival = Arrival {
+        partner: p.id.clone(),
+        channel: "sftp-pull".into(),
+        endpoint: Some(ep.name.clone()),
+        source_path: Some(format!(
+            "sftp://{}@{}:{}/{}",
+            ep.user,
+            ep.host,
+            ep.port,
+            remote.path.trim_start_matches('/')
+        )),
+        name: c.name.clone(),
+        actor: gateway_actor(),
+        reason: None,
+    };
+    let mut taken = Taken {
+        name: c.name.clone(),
+        remote_path: remote.path.clone(),
+        outcome: None,
+        error: None,
+        after_pickup_error: None,
+    };
+    match gw
+        .intake_stored(&arrival, &stored, side.as_ref(), Some(remote))
+        .await
+    {
+        Ok(out) => {
+            tracing::info!(partner = %p.id, endpoint = %ep.name, name = %c.name, file_id = out.file_id, verdict = %out.verdict, "pulled");
+            let receipts = gw.config.data_dir.join("receipts").join(&p.id);
+            if let Err(e) = super::receipt::write(&receipts, &c.name, &out) {
+                tracing::warn!(name = %c.name, error = %e, "cannot write receipt");
+            }
+            taken.outcome = Some(out);
+        }
+        // Recorded, not judged: the bytes are safe and will be judged.
+        Err(IntakeError::Staged { file_id, source }) => {
+            tracing::error!(partner = %p.id, endpoint = %ep.name, name = %c.name, file_id, error = %source, "pulled and recorded, not judged");
+            taken.error = Some(format!("file {file_id} recorded, not judged: {source}"));
+        }
+        // Not recorded: leave the remote file where it is.
+        Err(source) => {
+            return Err(PullError::Intake {
+                path: remote.path.clone(),
+                source,
+            });
+        }
+    }
+    if let Err(e) = after_pickup(conn, ep, c).await {
+        tracing::warn!(partner = %p.id, endpoint = %ep.name, name = %c.name, error = %e, "after-pickup action failed; retried next pickup");
+        taken.after_pickup_error = Some(e.to_string());
+    }
+    Ok(taken)
+}
+
+/// List the endpoint's remote directory: regular files only. Names that are
+/// not UTF-8 cannot be fetched faithfully through the SFTP library and are
+/// left alone, with a warning.
+async fn list(conn: &SftpConnection, ep: &Endpoint) -> Result<Listing, PullError> {
+    let sftp = &conn.sftp;
+    let dir = &ep.remote_dir;
+    let handle = sftp
+        .opendir(dir.as_str())
+        .await
+        .map_err(sftp_err(&conn.addr, "list", dir))?
+        .handle;
+    let mut listing = Listing::new();
+    let result = loop {
+        match sftp.readdir(handle.as_str()).await {
+            Ok(names) => {
+                for f in names.files {
+                    if !f.attrs.is_regular() {
+                        continue;
+                    }
+                    if f.filename.contains('\u{FFFD}') || f.filename.contains('/') {
+                        tracing::warn!(endpoint = %ep.name, name = %f.filename, "remote file name is not UTF-8; skipped");
+                        continue;
+                    }
+                    listing.insert(
+                        f.filename,
+                        Listed {
+                            size: f.attrs.size.unwrap_or(0),
+                            mtime: i64::from(f.attrs.mtime.unwrap_or(0)),
+                        },
+                    );
+                }
+            }
+            Err(SftpError::Status(s)) if s.status_code == StatusCode::Eof => break Ok(()),
+            Err(e) => break Err(sftp_err(&conn.addr, "list", dir)(e)),
+        }
+    };
+    let _ = sftp.close(handle).await;
+    result.map(|()| listing)
+}
+
+/// Blocks handed from the network to the writer thread.
+enum Block {
+    Data(Vec<u8>),
+    Commit,
+}
+
+/// Download one remote file into the store: many reads in flight, bytes
+/// written and hashed in order on a blocking thread, the size checked
+/// against the server's stat before and after. Any failure discards the
+/// partial bytes.
+async fn download(
+    conn: &SftpConnection,
+    store: &ContentStore,
+    path: &str,
+    listed: Listed,
+) -> Result<Stored, PullError> {
+    let sftp: &Arc<RawSftpSession> = &conn.sftp;
+    let addr = conn.addr.as_str();
+    let handle = sftp
+        .open(path, OpenFlags::READ, FileAttributes::default())
+        .await
+        .map_err(sftp_err(addr, "open", path))?
+        .handle;
+    let result = read_all(conn, store, &handle, path, listed).await;
+    let _ = sftp.close(handle).await;
+    let stored = result?;
+    // The file must not have changed while it was read.
+    let after = sftp
+        .stat(path)
+        .await
+        .map_err(sftp_err(addr, "stat", path))?
+        .attrs;
+    let now = Listed {
+        size: after.size.unwrap_or(0),
+        mtime: i64::from(after.mtime.unwrap_or(0)),
+    };
+    if now != listed || stored.size != listed.size {
+        return Err(PullError::Download {
+            addr: addr.to_string(),
+            path: path.to_string(),
+            message: format!(
+                "changed while being read (listed {} bytes, mtime {}; read {} bytes; now {} bytes, mtime {}); discarded",
+                listed.size, listed.mtime, stored.size, now.size, now.mtime
+            ),
+        });
+    }
+    Ok(stored)
+}
+
+async fn read_all(
+    conn: &SftpConnection,
+    store: &ContentStore,
+    handle: &str,
+    path: &str,
+    listed: Listed,
+) -> Result<Stored, PullError> {
+    let sftp = conn.sftp.clone();
+    let addr = conn.addr.as_str();
+    let size = sftp
+        .fstat(handle)
+        .await
+        .map_err(sftp_err(addr, "stat", path))?
+        .attrs
+        .size
+        .unwrap_or(0);
+    if size != listed.size {
+        return Err(PullError::Download {
+            addr: addr.to_string(),
+            path: path.to_string(),
+            message: format!(
+                "size changed since listing ({} → {size} bytes)",
+                listed.size
+            ),
+        });
+    }
+    let mut incoming = store.begin()?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Block>(READS_IN_FLIGHT);
+    let writer = tokio::task::spawn_blocking(move || {
+        while let Some(block) = rx.blocking_recv() {
+            match block {
+                Block::Data(bytes) => incoming.write(&bytes)?,
+                Block::Commit => return incoming.commit().map(Some),
+            }
+        }
+        // The sender went away without committing: the temp file is dropped.
+        Ok(None)
+    });
+    let len = u64::from(conn.read_len);
+    let reads = futures::stream::iter((0..size).step_by(len as usize))
+        .map(|offset| {
+            let sftp = sftp.clone();
+            let want = len.min(size - offset) as u32;
+            async move { (offset, want, sftp.read(handle, offset, want).await) }
+        })
+        .buffered(READS_IN_FLIGHT);
+    futures::pin_mut!(reads);
+    let fail = |message: String| PullError::Download {
+        addr: addr.to_string(),
+        path: path.to_string(),
+        message,
+    };
+    let mut outcome: Result<(), PullError> = Ok(());
+    while let Some((offset, want, data)) = reads.next().await {
+        let mut data = match data {
+            Ok(d) => d.data,
+            Err(SftpError::Status(s)) if s.status_code == StatusCode::Eof => {
+                outcome = Err(fail(format!("ended at byte {offset} of {size}")));
+                break;
+            }
+            Err(e) => {
+                outcome = Err(sftp_err(addr, "read", path)(e));
+                break;
+            }
+        };
+        // A server may answer with fewer bytes than asked: fetch the rest
+        // before moving on, so blocks stay in order.
+        while (data.len() as u64) < u64::from(want) && outcome.is_ok() {
+            let at = offset + data.len() as u64;
+            match sftp.read(handle, at, want - data.len() as u32).await {
+                Ok(more) if !more.data.is_empty() => data.extend_from_slice(&more.data),
+                Ok(_) | Err(SftpError::Status(_)) => {
+                    outcome = Err(fail(format!("ended at byte {at} of {size}")));
+                }
+                Err(e) => outcome = Err(sftp_err(addr, "read", path)(e)),
+            }
+        }
+        if outcome.is_err() || tx.send(Block::Data(data)).await.is_err() {
+            break;
+        }
+    }
+    if outcome.is_ok() {
+        let _ = tx.send(Block::Commit).await;
+    }
+    drop(tx);
+    let written = writer
+        .await
+        .map_err(|e| fail(format!("writer stopped: {e}")))?;
+    outcome?;
+    match written? {
+        Some(stored) => Ok(stored),
+        None => Err(fail("writer stopped before the end".into())),
+    }
+}
+
+/// Encode an SSH string (u32 length, bytes).
+fn ssh_string(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Rename with replace semantics (`posix-rename@openssh.com`): plain SFTP
+/// v3 rename fails when the target exists (a partner re-sent a name).
+async fn posix_rename(conn: &SftpConnection, from: &str, to: &str) -> Result<(), PullError> {
+    let mut data = Vec::new();
+    ssh_string(&mut data, from);
+    ssh_string(&mut data, to);
+    let reply = conn
+        .sftp
+        .extended("posix-rename@openssh.com", data)
+        .await
+        .map_err(sftp_err(&conn.addr, "rename", from))?;
+    match reply {
+        russh_sftp::protocol::Packet::Status(s) if s.status_code == StatusCode::Ok => Ok(()),
+        russh_sftp::protocol::Packet::Status(s) => Err(PullError::Sftp {
+            addr: conn.addr.clone(),
+            op: "rename",
+            path: format!("{from} → {to}"),
+            source: SftpError::Status(s),
+        }),
+        _ => Err(PullError::Sftp {
+            addr: conn.addr.clone(),
+            op: "rename",
+            path: from.to_string(),
+            source: SftpError::UnexpectedPacket,
+        }),
+    }
+}
+
+/// Archive, delete or leave the data file, its control file and its marker.
+/// Runs only after the file is recorded in the ledger.
+async fn after_pickup(conn: &SftpConnection, ep: &Endpoint, c: &Candidate) -> Result<(), PullError> {
+    let names: Vec<&str> = std::iter::once(c.name.as_str())
+        .chain(c.sidecar.as_ref().map(|(s, _)| s.as_str()))
+        // The marker last: while it exists, the partner's side sees the
+        // file as not yet taken.
+        .chain(c.marker.as_deref())
+        .collect();
+    match &ep.after_pickup {
+        AfterPickup::Leave => Ok(()),
+        AfterPickup::Delete => {
+            for n in names {
+                let path = remote_path(&ep.remote_dir, n);
+                conn.sftp
+                    .remove(path.as_str())
+                    .await
+                    .map_err(sftp_err(&conn.addr, "delete", &path))?;
+            }
+            Ok(())
+        }
+        AfterPickup::Archive(dir) => {
+            for n in names {
+                let from = remote_path(&ep.remote_dir, n);
+                let to = remote_path(dir, n);
+                if let Err(e) = posix_rename(conn, &from, &to).await {
+                    // The archive directory may not exist yet: create it once.
+                    let created = conn
+                        .sftp
+                        .mkdir(dir.as_str(), FileAttributes::default())
+                        .await
+                        .is_ok();
+                    if !created {
+                        return Err(e);
+                    }
+                    posix_rename(conn, &from, &to).await?;
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Run an endpoint's schedule until `stop` turns true. Each pickup's
+/// failure is logged and never stops this or any other endpoint.
+pub async fn run_schedule(
+    gw: Arc<Gateway>,
+    partner: String,
+    endpoint: String,
+    mut stop: watch::Receiver<bool>,
+) {
+    let Some(ep) = gw
+        .config
+        .partner(&partner)
+        .and_then(|p| p.endpoints.iter().find(|e| e.name == endpoint))
+        .cloned()
+    else {
+        return;
+    };
+    let Some(schedule) = ep.schedule.clone() else {
+        return;
+    };
+    let tz = gw.config.timezone;
+    loop {
+        let now = chrono::Utc::now().with_timezone(&tz);
+        let next = match schedule.cron.find_next_occurrence(&now, false) {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::error!(partner = %partner, endpoint = %endpoint, schedule = %schedule.text, error = %e, "schedule has no next run; endpoint stopped");
+                return;
+            }
+        };
+        let wait = (next - now).to_std().unwrap_or(Duration::ZERO);
+        tracing::debug!(partner = %partner, endpoint = %endpoint, next = %next, "next pickup");
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        // Shutdown abandons a pickup in progress: a partial download is
+        // discarded, a file recorded but not judged is judged at the next
+        // start, and a remote file is only archived after it was recorded.
+        let result = tokio::select! {
+            r = pull(&gw, &partner, &endpoint) => r,
+            _ = stop.wait_for(|s| *s) => {
+                tracing::warn!(partner = %partner, endpoint = %endpoint, "pickup abandoned by shutdown");
+                return;
+            }
+        };
+        match result {
+            Ok(r) => {
+                if !r.taken.is_empty() || !r.waiting.is_empty() {
+                    tracing::info!(partner = %partner, endpoint = %endpoint, taken = r.taken.len(), waiting = r.waiting.len(), attempts = r.attempts, "pickup done");
+                }
+            }
+            Err(e) => {
+                tracing::error!(partner = %partner, endpoint = %endpoint, error = %e, "pickup failed");
+            }
+        }
+        if *stop.borrow() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listing(entries: &[(&str, u64, i64)]) -> Listing {
+        entries
+            .iter()
+            .map(|(n, size, mtime)| {
+                (
+                    n.to_string(),
+                    Listed {
+                        size: *size,
+                        mtime: *mtime,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn names(c: &[Candidate]) -> Vec<&str> {
+        c.iter().map(|c| c.name.as_str()).collect()
+    }
+
+    #[test]
+    fn stability_rule_takes_only_unchanged_files() {
+        let first = listing(&[("a.dat", 10, 1), ("b.dat", 10, 1), ("c.dat", 5, 1)]);
+        let second = listing(&[("a.dat", 10, 1), ("b.dat", 20, 2), ("d.dat", 1, 1)]);
+        let pairs = vec![
+            ("a.dat".to_string(), None),
+            ("b.dat".to_string(), None),
+            ("c.dat".to_string(), None),
+        ];
+        let rule = Completion::Stable(Duration::from_secs(5));
+        let (take, waiting) = complete_files(&first, Some(&second), &rule, &pairs);
+        assert_eq!(names(&take), ["a.dat"]);
+        assert_eq!(waiting, ["b.dat", "c.dat"]);
+        // Without a second listing nothing is known to be stable.
+        let (take, _) = complete_files(&first, None, &rule, &pairs);
+        assert!(take.is_empty());
+    }
+
+    #[test]
+    fn done_marker_rule_needs_the_marker() {
+        let first = listing(&[("a.dat", 10, 1), ("a.dat.done", 0, 1), ("b.dat", 10, 1)]);
+        let pairs = vec![("a.dat".to_string(), None), ("b.dat".to_string(), None)];
+        let rule = Completion::DoneMarker(".done".into());
+        let (take, waiting) = complete_files(&first, None, &rule, &pairs);
+        assert_eq!(names(&take), ["a.dat"]);
+        assert_eq!(take[0].marker.as_deref(), Some("a.dat.done"));
+        assert_eq!(waiting, ["b.dat"]);
+    }
+
+    #[test]
+    fn a_control_file_must_be_settled_too() {
+        let first = listing(&[("x.csv", 10, 1), ("x.ctl", 3, 1)]);
+        let moving = listing(&[("x.csv", 10, 1), ("x.ctl", 4, 2)]);
+        let pairs = vec![("x.csv".to_string(), Some("x.ctl".to_string()))];
+        let rule = Completion::Stable(Duration::ZERO);
+        let (take, waiting) = complete_files(&first, Some(&moving), &rule, &pairs);
+        assert!(take.is_empty());
+        assert_eq!(waiting, ["x.csv"]);
+        let (take, _) = complete_files(&first, Some(&first), &rule, &pairs);
+        assert_eq!(
+            take[0].sidecar,
+            Some((
+                "x.ctl".to_string(),
+                Listed { size: 3, mtime: 1 }
+            ))
+        );
+    }
+
+    #[test]
+    fn remote_paths() {
+        assert_eq!(remote_path(".", "a"), "a");
+        assert_eq!(remote_path("/out/", "a"), "/out/a");
+        assert_eq!(remote_path("out", "a"), "out/a");
+    }
+
+    #[test]
+    fn ssh_strings() {
+        let mut v = Vec::new();
+        ssh_string(&mut v, "ab");
+        assert_eq!(v, [0, 0, 0, 2, b'a', b'b']);
+    }
+}

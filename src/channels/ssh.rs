@@ -1,0 +1,415 @@
+//! SSH client connections to partners' servers: a pinned host key (an
+//! OpenSSH `known_hosts` file or a `SHA256:` fingerprint), key or password
+//! login with the secret read from a file or the environment at connect
+//! time, and an SFTP session tuned for many requests in flight.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey};
+use russh_sftp::client::RawSftpSession;
+
+use crate::config::{Endpoint, EndpointAuth, HostKeyPin};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("{addr}: no answer within {0:?} (connect and log in)", .timeout)]
+    ConnectTimeout { addr: String, timeout: Duration },
+    #[error(
+        "{addr} offered host key {offered}, which {pin} does not know; refusing to connect (add the key to the pin after checking it with the partner)"
+    )]
+    UnknownHostKey {
+        addr: String,
+        offered: String,
+        pin: String,
+    },
+    #[error(
+        "{addr} offered host key {offered}, but {pin} pins {expected} for it: HOST KEY CHANGED, refusing to connect (possible man-in-the-middle; confirm with the partner before changing the pin)"
+    )]
+    ChangedHostKey {
+        addr: String,
+        offered: String,
+        pin: String,
+        expected: String,
+    },
+    #[error("known_hosts {path}: {message}")]
+    KnownHosts { path: PathBuf, message: String },
+    #[error("{addr}: login as {user:?} refused ({method})")]
+    AuthRefused {
+        addr: String,
+        user: String,
+        method: &'static str,
+    },
+    #[error("cannot load private key {path}: {message}")]
+    Key { path: PathBuf, message: String },
+    #[error("environment variable {0} (a login secret) is not set")]
+    MissingSecret(String),
+    #[error("{addr}: SSH: {source}")]
+    Ssh { addr: String, source: russh::Error },
+    #[error("{addr}: SFTP session: {message}")]
+    Sftp { addr: String, message: String },
+}
+
+impl SshError {
+    /// Worth another attempt later (the network, not the configuration).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SshError::Connect { .. } | SshError::ConnectTimeout { .. } | SshError::Sftp { .. } => {
+                true
+            }
+            SshError::Ssh { source, .. } => !matches!(
+                source,
+                russh::Error::UnknownKey
+                    | russh::Error::NotAuthenticated
+                    | russh::Error::NoAuthMethod
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// `SHA256:…` as `ssh-keygen -lf` prints it.
+pub fn fingerprint(key: &PublicKey) -> String {
+    key.fingerprint(HashAlg::Sha256).to_string()
+}
+
+/// How a host key compares with the pin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinCheck {
+    Trusted,
+    /// Nothing is pinned for this host (known_hosts has no line for it).
+    Unknown,
+    /// Something else is pinned: its fingerprint.
+    Changed(String),
+}
+
+/// Compare an offered host key with the pin. Reads the known_hosts file
+/// (hashed host names are understood; `@cert-authority`/`@revoked` markers
+/// and wildcards are not, and such lines never match).
+pub fn check_pin(
+    pin: &HostKeyPin,
+    host: &str,
+    port: u16,
+    offered: &PublicKey,
+) -> Result<PinCheck, SshError> {
+    match pin {
+        HostKeyPin::Fingerprint(fp) => Ok(if *fp == fingerprint(offered) {
+            PinCheck::Trusted
+        } else {
+            PinCheck::Changed(fp.clone())
+        }),
+        HostKeyPin::KnownHosts(path) => {
+            if !path.exists() {
+                return Ok(PinCheck::Unknown);
+            }
+            let recorded = russh::keys::known_hosts::known_host_keys_path(host, port, path)
+                .map_err(|e| SshError::KnownHosts {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+            if recorded.iter().any(|(_, k)| k == offered) {
+                return Ok(PinCheck::Trusted);
+            }
+            Ok(match recorded.first() {
+                None => PinCheck::Unknown,
+                Some((line, k)) => PinCheck::Changed(format!("{} (line {line})", fingerprint(k))),
+            })
+        }
+    }
+}
+
+fn describe_pin(pin: &HostKeyPin) -> String {
+    match pin {
+        HostKeyPin::Fingerprint(fp) => format!("the configured host_key {fp}"),
+        HostKeyPin::KnownHosts(p) => format!("known_hosts {}", p.display()),
+    }
+}
+
+/// The russh client handler: only the host-key decision lives here.
+struct PinnedHost {
+    addr: String,
+    host: String,
+    port: u16,
+    pin: HostKeyPin,
+    trust_on_first_use: bool,
+}
+
+impl russh::client::Handler for PinnedHost {
+    type Error = SshError;
+
+    async fn check_server_key(
+        &mut self,
+        offered: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, SshError> {
+        let key = match offered {
+            russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } => key,
+            russh::keys::PublicKeyOrCertificate::Certificate(_) => {
+                return Err(SshError::UnknownHostKey {
+                    addr: self.addr.clone(),
+                    offered: "a host certificate".into(),
+                    pin: "settlegate (certificates are not accepted)".into(),
+                });
+            }
+        };
+        match check_pin(&self.pin, &self.host, self.port, key)? {
+            PinCheck::Trusted => Ok(true),
+            PinCheck::Unknown if self.trust_on_first_use => {
+                let HostKeyPin::KnownHosts(path) = &self.pin else {
+                    return Ok(false);
+                };
+                russh::keys::known_hosts::learn_known_hosts_path(&self.host, self.port, key, path)
+                    .map_err(|e| SshError::KnownHosts {
+                        path: path.clone(),
+                        message: format!("cannot record the first-seen key: {e}"),
+                    })?;
+                tracing::warn!(addr = %self.addr, fingerprint = %fingerprint(key), known_hosts = %path.display(), "trust on first use: host key recorded");
+                Ok(true)
+            }
+            PinCheck::Unknown => Err(SshError::UnknownHostKey {
+                addr: self.addr.clone(),
+                offered: fingerprint(key),
+                pin: describe_pin(&self.pin),
+            }),
+            PinCheck::Changed(expected) => Err(SshError::ChangedHostKey {
+                addr: self.addr.clone(),
+                offered: fingerprint(key),
+                pin: describe_pin(&self.pin),
+                expected,
+            }),
+        }
+    }
+}
+
+impl From<russh::Error> for SshError {
+    fn from(source: russh::Error) -> Self {
+        SshError::Ssh {
+            addr: String::new(),
+            source,
+        }
+    }
+}
+
+/// An authenticated connection with one SFTP session open.
+pub struct SftpConnection {
+    pub addr: String,
+    handle: russh::client::Handle<PinnedHost>,
+    pub sftp: Arc<RawSftpSession>,
+    /// Largest read the server accepts (its `limits@openssh.com`, else 32 KiB).
+    pub read_len: u32,
+}
+
+impl SftpConnection {
+    /// Connect, check the host key, log in, start SFTP; all within the
+    /// endpoint's connect timeout.
+    pub async fn open(ep: &Endpoint) -> Result<SftpConnection, SshError> {
+        let addr = format!("{}:{}", ep.host, ep.port);
+        tokio::time::timeout(ep.connect_timeout, Self::open_inner(ep, addr.clone()))
+            .await
+            .unwrap_or(Err(SshError::ConnectTimeout {
+                addr,
+                timeout: ep.connect_timeout,
+            }))
+    }
+
+    async fn open_inner(ep: &Endpoint, addr: String) -> Result<SftpConnection, SshError> {
+        let with_addr = |e: SshError| match e {
+            SshError::Ssh { source, .. } => SshError::Ssh {
+                addr: addr.clone(),
+                source,
+            },
+            other => other,
+        };
+        // Load the secret first: a missing one is a configuration error,
+        // better reported before touching the network.
+        let secret = load_secret(&ep.auth)?;
+        let stream = tokio::net::TcpStream::connect((ep.host.as_str(), ep.port))
+            .await
+            .map_err(|source| SshError::Connect {
+                addr: addr.clone(),
+                source,
+            })?;
+        stream.set_nodelay(true).ok();
+        let config = russh::client::Config {
+            // A wide window and large packets keep a long fat link busy.
+            window_size: 16 * 1024 * 1024,
+            maximum_packet_size: 256 * 1024,
+            channel_buffer_size: 256,
+            keepalive_interval: Some(Duration::from_secs(15)),
+            keepalive_max: 3,
+            inactivity_timeout: Some(ep.io_timeout.max(Duration::from_secs(60)) * 2),
+            nodelay: true,
+            ..Default::default()
+        };
+        let handler = PinnedHost {
+            addr: addr.clone(),
+            host: ep.host.clone(),
+            port: ep.port,
+            pin: ep.host_key.clone(),
+            trust_on_first_use: ep.trust_on_first_use,
+        };
+        let mut handle = russh::client::connect_stream(Arc::new(config), stream, handler)
+            .await
+            .map_err(with_addr)?;
+        let (method, result) = match secret {
+            Secret::Key(key) => {
+                // RSA keys sign with SHA-2 when the server offers it; plain
+                // ssh-rsa (SHA-1) is refused by current OpenSSH.
+                let hash = handle
+                    .best_supported_rsa_hash()
+                    .await
+                    .map_err(|e| with_addr(e.into()))?
+                    .flatten();
+                let key = PrivateKeyWithHashAlg::new(Arc::new(key), hash);
+                (
+                    "public key",
+                    handle.authenticate_publickey(&ep.user, key).await,
+                )
+            }
+            Secret::Password(p) => ("password", handle.authenticate_password(&ep.user, p).await),
+        };
+        if !result.map_err(|e| with_addr(e.into()))?.success() {
+            return Err(SshError::AuthRefused {
+                addr,
+                user: ep.user.clone(),
+                method,
+            });
+        }
+        let sftp_err = |message: String| SshError::Sftp {
+            addr: addr.clone(),
+            message,
+        };
+        let channel = handle
+            .channel_open_session()
+            .await
+            .map_err(|e| with_addr(e.into()))?;
+        channel
+            .request_subsystem(true, "sftp")
+            .await
+            .map_err(|e| with_addr(e.into()))?;
+        let cfg = russh_sftp::client::Config {
+            request_timeout_secs: ep.io_timeout.as_secs().max(1),
+            ..Default::default()
+        };
+        let mut sftp = RawSftpSession::new_with_config(channel.into_stream(), cfg);
+        let version = sftp
+            .init()
+            .await
+            .map_err(|e| sftp_err(format!("init: {e}")))?;
+        let mut read_len = 32 * 1024;
+        if version.extensions.contains_key("limits@openssh.com") {
+            let limits = sftp
+                .limits()
+                .await
+                .map_err(|e| sftp_err(format!("limits: {e}")))?;
+            if limits.max_read_len > 0 {
+                // Stay within what russh-sftp accepts as one packet, too.
+                read_len = limits.max_read_len.min(255 * 1024) as u32;
+            }
+            sftp.set_limits(limits.into());
+        }
+        Ok(SftpConnection {
+            addr,
+            handle,
+            sftp: Arc::new(sftp),
+            read_len,
+        })
+    }
+
+    /// Say goodbye politely; errors are irrelevant by now.
+    pub async fn close(self) {
+        let _ = self.sftp.close_session();
+        let _ = self
+            .handle
+            .disconnect(russh::Disconnect::ByApplication, "", "en")
+            .await;
+    }
+}
+
+enum Secret {
+    Key(russh::keys::PrivateKey),
+    Password(String),
+}
+
+fn env_secret(var: &str) -> Result<String, SshError> {
+    std::env::var(var).map_err(|_| SshError::MissingSecret(var.to_string()))
+}
+
+fn load_secret(auth: &EndpointAuth) -> Result<Secret, SshError> {
+    match auth {
+        EndpointAuth::Password { env } => Ok(Secret::Password(env_secret(env)?)),
+        EndpointAuth::Key {
+            file,
+            passphrase_env,
+        } => {
+            let passphrase = passphrase_env.as_deref().map(env_secret).transpose()?;
+            load_key(file, passphrase.as_deref()).map(Secret::Key)
+        }
+    }
+}
+
+fn load_key(path: &Path, passphrase: Option<&str>) -> Result<russh::keys::PrivateKey, SshError> {
+    russh::keys::load_secret_key(path, passphrase).map_err(|e| SshError::Key {
+        path: path.to_path_buf(),
+        // The error names the problem (wrong passphrase, unreadable file),
+        // never the key or the passphrase.
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(seed: u8) -> PublicKey {
+        let pair = russh::keys::ssh_key::private::Ed25519Keypair::from_seed(&[seed; 32]);
+        PublicKey::from(russh::keys::ssh_key::public::KeyData::Ed25519(pair.public))
+    }
+
+    #[test]
+    fn fingerprint_pin() {
+        let k = key(1);
+        let pin = HostKeyPin::Fingerprint(fingerprint(&k));
+        assert_eq!(check_pin(&pin, "h", 22, &k).unwrap(), PinCheck::Trusted);
+        assert_eq!(
+            check_pin(&pin, "h", 22, &key(2)).unwrap(),
+            PinCheck::Changed(fingerprint(&k))
+        );
+    }
+
+    #[test]
+    fn known_hosts_pin() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("known_hosts");
+        let pin = HostKeyPin::KnownHosts(path.clone());
+        // No file: unknown, not an error.
+        assert_eq!(check_pin(&pin, "h", 2222, &key(1)).unwrap(), PinCheck::Unknown);
+        russh::keys::known_hosts::learn_known_hosts_path("h", 2222, &key(1), &path).unwrap();
+        assert_eq!(check_pin(&pin, "h", 2222, &key(1)).unwrap(), PinCheck::Trusted);
+        // Another port is another host.
+        assert_eq!(check_pin(&pin, "h", 22, &key(1)).unwrap(), PinCheck::Unknown);
+        match check_pin(&pin, "h", 2222, &key(2)).unwrap() {
+            PinCheck::Changed(expected) => {
+                assert!(expected.starts_with(&fingerprint(&key(1))), "{expected}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment() {
+        let e = load_secret(&EndpointAuth::Password {
+            env: "SETTLEGATE_TEST_UNSET_SECRET".into(),
+        })
+        .err()
+        .unwrap();
+        assert!(e.to_string().contains("SETTLEGATE_TEST_UNSET_SECRET"), "{e}");
+        let e = load_key(Path::new("/nonexistent/key"), None).err().unwrap();
+        assert!(e.to_string().contains("/nonexistent/key"), "{e}");
+    }
+}
