@@ -508,9 +508,10 @@ async fn ledger_command(gw: &Gateway, command: Command) -> Result<u8, CliError> 
         } => {
             // Retries and after-pickup failures show on stderr.
             init_logging(LogFormat::Text, "warn");
-            let p = gw.config.partner(&partner).ok_or_else(|| {
-                CliError::Usage(format!("unknown partner {partner:?}"))
-            })?;
+            let p = gw
+                .config
+                .partner(&partner)
+                .ok_or_else(|| CliError::Usage(format!("unknown partner {partner:?}")))?;
             let names: Vec<String> = match endpoint {
                 Some(e) => vec![e],
                 None if p.endpoints.is_empty() => {
@@ -629,9 +630,6 @@ fn print_pull(
     for w in &r.waiting {
         println!("  {:<10} {w}", "waiting");
     }
-    for n in &r.tidied {
-        println!("  {:<10} {n} (taken earlier; after-pickup action done now)", "tidied");
-    }
 }
 
 fn pull_json(
@@ -648,7 +646,11 @@ fn pull_json(
                 .taken
                 .iter()
                 .map(|t| {
-                    let mut v = t.outcome.as_ref().map(outcome_json).unwrap_or_else(|| json!({}));
+                    let mut v = t
+                        .outcome
+                        .as_ref()
+                        .map(outcome_json)
+                        .unwrap_or_else(|| json!({}));
                     v["name"] = json!(t.name);
                     v["remote_path"] = json!(t.remote_path);
                     v["error"] = json!(t.error);
@@ -658,7 +660,7 @@ fn pull_json(
                 .collect();
             json!({
                 "partner": partner, "endpoint": endpoint, "ok": true, "error": null,
-                "attempts": r.attempts, "taken": taken, "waiting": r.waiting, "tidied": r.tidied,
+                "attempts": r.attempts, "taken": taken, "waiting": r.waiting,
             })
         }
     }

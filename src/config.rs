@@ -415,8 +415,20 @@ impl Config {
         }
         let watch_err = |m| err("watch", m);
         let watch = WatchConfig {
-            settle: seconds(raw.watch.settle_seconds, 2.0, 0.0, "settle_seconds", &watch_err)?,
-            rescan: seconds(raw.watch.rescan_seconds, 30.0, 0.1, "rescan_seconds", &watch_err)?,
+            settle: seconds(
+                raw.watch.settle_seconds,
+                2.0,
+                0.0,
+                "settle_seconds",
+                &watch_err,
+            )?,
+            rescan: seconds(
+                raw.watch.rescan_seconds,
+                30.0,
+                0.1,
+                "rescan_seconds",
+                &watch_err,
+            )?,
         };
         Ok(Config {
             source: path.map(Path::to_path_buf),
@@ -506,7 +518,7 @@ fn build_endpoint(
         }
         (Some(_), Some(_), _) => {
             return Err(err(
-                "key_file and password_env: choose one way to log in".into(),
+                "key_file and password_env: choose one way to log in".into()
             ));
         }
         (None, None, _) => {
@@ -532,7 +544,7 @@ fn build_endpoint(
         }
         (Some(_), Some(_)) => {
             return Err(err(
-                "known_hosts and host_key: pin the host key one way".into(),
+                "known_hosts and host_key: pin the host key one way".into()
             ));
         }
         (None, None) => {
@@ -548,12 +560,14 @@ fn build_endpoint(
     }
     let remote_dir = e.remote_dir.unwrap_or_else(|| ".".into());
     let glob_text = e.glob.unwrap_or_else(|| "*".into());
-    let glob = glob::Pattern::new(&glob_text)
-        .map_err(|x| err(format!("glob {glob_text:?}: {x}")))?;
+    let glob =
+        glob::Pattern::new(&glob_text).map_err(|x| err(format!("glob {glob_text:?}: {x}")))?;
     let completion = match (e.done_suffix, e.stable_seconds) {
         (Some(s), None) if !s.is_empty() && !s.contains('/') => Completion::DoneMarker(s),
         (Some(s), None) => {
-            return Err(err(format!("done_suffix {s:?} must be a non-empty name suffix")));
+            return Err(err(format!(
+                "done_suffix {s:?} must be a non-empty name suffix"
+            )));
         }
         (None, v) => Completion::Stable(seconds(v, 10.0, 0.0, "stable_seconds", err)?),
         (Some(_), Some(_)) => {
@@ -562,14 +576,19 @@ fn build_endpoint(
             ));
         }
     };
-    let after_pickup = match (e.after_pickup.as_deref().unwrap_or("archive"), e.archive_dir) {
-        ("archive", dir) => AfterPickup::Archive(dir.unwrap_or_else(|| {
-            format!("{}/archive", remote_dir.trim_end_matches('/'))
-        })),
+    let after_pickup = match (
+        e.after_pickup.as_deref().unwrap_or("archive"),
+        e.archive_dir,
+    ) {
+        ("archive", dir) => AfterPickup::Archive(
+            dir.unwrap_or_else(|| format!("{}/archive", remote_dir.trim_end_matches('/'))),
+        ),
         ("delete", None) => AfterPickup::Delete,
         ("leave", None) => AfterPickup::Leave,
         ("delete" | "leave", Some(_)) => {
-            return Err(err("archive_dir is only for after_pickup = \"archive\"".into()));
+            return Err(err(
+                "archive_dir is only for after_pickup = \"archive\"".into()
+            ));
         }
         (other, _) => {
             return Err(err(format!(
@@ -597,7 +616,13 @@ fn build_endpoint(
         .transpose()?;
     let retry = RetryPolicy {
         retries: e.retries.unwrap_or(4),
-        initial: seconds(e.retry_initial_seconds, 1.0, 0.0, "retry_initial_seconds", err)?,
+        initial: seconds(
+            e.retry_initial_seconds,
+            1.0,
+            0.0,
+            "retry_initial_seconds",
+            err,
+        )?,
         max: seconds(e.retry_max_seconds, 60.0, 0.0, "retry_max_seconds", err)?,
     };
     Ok(Endpoint {
@@ -614,7 +639,13 @@ fn build_endpoint(
         after_pickup,
         drill_site: e.drill_site,
         schedule,
-        connect_timeout: seconds(e.connect_timeout_seconds, 20.0, 0.1, "connect_timeout_seconds", err)?,
+        connect_timeout: seconds(
+            e.connect_timeout_seconds,
+            20.0,
+            0.1,
+            "connect_timeout_seconds",
+            err,
+        )?,
         io_timeout: seconds(e.io_timeout_seconds, 60.0, 1.0, "io_timeout_seconds", err)?,
         retry,
     })

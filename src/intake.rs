@@ -17,7 +17,8 @@ use crate::config::{Config, Partner};
 use crate::format::{FileContext, FileFacts, FormatRegistry, FormatSpec, RecordSink, VerifyError};
 use crate::judge::{self, ArrivalContext, Evidence, Judgement, Overlap, Verdict};
 use crate::ledger::{
-    Decision, FeedPlan, FileRow, Guard, Identity, Ledger, LedgerError, NewArrival, NewEntry, RemoteFile,
+    Decision, FeedPlan, FileRow, Guard, Identity, Ledger, LedgerError, NewArrival, NewEntry,
+    RemoteFile,
 };
 use crate::stage::{ContentStore, StoreError, Stored};
 

@@ -177,8 +177,6 @@ pub struct PullReport {
     pub taken: Vec<Taken>,
     /// Files seen but not complete yet.
     pub waiting: Vec<String>,
-    /// Files taken by an earlier pickup whose after-pickup action was redone.
-    pub tidied: Vec<String>,
     /// Connection attempts made.
     pub attempts: u32,
 }
@@ -275,8 +273,7 @@ async fn pickup_on(
     };
     let pairs: Vec<(String, Option<String>)> =
         pairs.into_iter().filter(|(n, _)| wanted(n)).collect();
-    let (candidates, mut waiting) =
-        complete_files(&first, second.as_ref(), &ep.completion, &pairs);
+    let (candidates, mut waiting) = complete_files(&first, second.as_ref(), &ep.completion, &pairs);
     waiting.extend(no_sidecar.into_iter().filter(|n| wanted(n)));
     waiting.sort();
     report.waiting = waiting;
@@ -289,18 +286,13 @@ async fn pickup_on(
             size: c.listed.size,
             mtime: c.listed.mtime,
         };
-        if gw.ledger.remote_taken(&remote).await?.is_some() {
-            // Taken before. Under `leave` that is the point; otherwise the
-            // earlier after-pickup action failed: do it now, without
-            // downloading again.
-            if ep.after_pickup != AfterPickup::Leave {
-                match after_pickup(conn, ep, &c).await {
-                    Ok(()) => report.tidied.push(c.name.clone()),
-                    Err(e) => {
-                        tracing::warn!(partner = %p.id, endpoint = %ep.name, name = %c.name, error = %e, "after-pickup action failed again")
-                    }
-                }
-            }
+        // Under `leave` the ledger remembers what was taken. Under `archive`
+        // and `delete` a file still (or again) present is taken again, even
+        // if it looks the same: a re-publication with equal size and mtime
+        // must not be archived unread, and after a failed after-pickup
+        // action the second copy is judged a duplicate and the action redone.
+        if ep.after_pickup == AfterPickup::Leave && gw.ledger.remote_taken(&remote).await?.is_some()
+        {
             continue;
         }
         let taken = take_one(gw, p, ep, conn, &c, &remote).await?;
@@ -326,15 +318,9 @@ async fn take_one(
     remote: &RemoteFile,
 ) -> Result<Taken, PullError> {
     let side = match &c.sidecar {
-        Some((name, l)) => Some(
-            download(
-                conn,
-                &gw.store,
-                &remote_path(&ep.remote_dir, name),
-                *l,
-            )
-            .await?,
-        ),
+        Some((name, l)) => {
+            Some(download(conn, &gw.store, &remote_path(&ep.remote_dir, name), *l).await?)
+        }
         None => None,
     };
     let stored = download(conn, &gw.store, &remote.path, c.listed).await?;
@@ -612,7 +598,11 @@ async fn posix_rename(conn: &SftpConnection, from: &str, to: &str) -> Result<(),
 
 /// Archive, delete or leave the data file, its control file and its marker.
 /// Runs only after the file is recorded in the ledger.
-async fn after_pickup(conn: &SftpConnection, ep: &Endpoint, c: &Candidate) -> Result<(), PullError> {
+async fn after_pickup(
+    conn: &SftpConnection,
+    ep: &Endpoint,
+    c: &Candidate,
+) -> Result<(), PullError> {
     let names: Vec<&str> = std::iter::once(c.name.as_str())
         .chain(c.sidecar.as_ref().map(|(s, _)| s.as_str()))
         // The marker last: while it exists, the partner's side sees the
@@ -778,10 +768,7 @@ mod tests {
         let (take, _) = complete_files(&first, Some(&first), &rule, &pairs);
         assert_eq!(
             take[0].sidecar,
-            Some((
-                "x.ctl".to_string(),
-                Listed { size: 3, mtime: 1 }
-            ))
+            Some(("x.ctl".to_string(), Listed { size: 3, mtime: 1 }))
         );
     }
 

@@ -388,11 +388,20 @@ mod tests {
         let path = dir.path().join("known_hosts");
         let pin = HostKeyPin::KnownHosts(path.clone());
         // No file: unknown, not an error.
-        assert_eq!(check_pin(&pin, "h", 2222, &key(1)).unwrap(), PinCheck::Unknown);
+        assert_eq!(
+            check_pin(&pin, "h", 2222, &key(1)).unwrap(),
+            PinCheck::Unknown
+        );
         russh::keys::known_hosts::learn_known_hosts_path("h", 2222, &key(1), &path).unwrap();
-        assert_eq!(check_pin(&pin, "h", 2222, &key(1)).unwrap(), PinCheck::Trusted);
+        assert_eq!(
+            check_pin(&pin, "h", 2222, &key(1)).unwrap(),
+            PinCheck::Trusted
+        );
         // Another port is another host.
-        assert_eq!(check_pin(&pin, "h", 22, &key(1)).unwrap(), PinCheck::Unknown);
+        assert_eq!(
+            check_pin(&pin, "h", 22, &key(1)).unwrap(),
+            PinCheck::Unknown
+        );
         match check_pin(&pin, "h", 2222, &key(2)).unwrap() {
             PinCheck::Changed(expected) => {
                 assert!(expected.starts_with(&fingerprint(&key(1))), "{expected}")
@@ -408,7 +417,10 @@ mod tests {
         })
         .err()
         .unwrap();
-        assert!(e.to_string().contains("SETTLEGATE_TEST_UNSET_SECRET"), "{e}");
+        assert!(
+            e.to_string().contains("SETTLEGATE_TEST_UNSET_SECRET"),
+            "{e}"
+        );
         let e = load_key(Path::new("/nonexistent/key"), None).err().unwrap();
         assert!(e.to_string().contains("/nonexistent/key"), "{e}");
     }

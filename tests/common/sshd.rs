@@ -1,0 +1,160 @@
+//! A real OpenSSH `sshd` for interoperability tests: started on a free
+//! loopback port with a temporary config, host key and authorized key, and
+//! killed when dropped. As root it needs `/run/sshd` (created here) and the
+//! privilege-separation user the Debian package creates.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Sshd {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub user: String,
+    /// A private key sshd accepts.
+    pub client_key: PathBuf,
+    pub host_key_pub: PathBuf,
+    child: Child,
+}
+
+/// `ssh-keygen -t ed25519` without a passphrase.
+pub fn keygen(path: &Path) {
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "test", "-f"])
+        .arg(path)
+        .status()
+        .expect("ssh-keygen (openssh-client) must be installed")
+        .success();
+    assert!(ok, "ssh-keygen failed");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl Sshd {
+    pub fn start() -> Sshd {
+        let sshd = Path::new("/usr/sbin/sshd");
+        assert!(
+            sshd.exists(),
+            "/usr/sbin/sshd is missing: run the tests with tests/run.sh, which installs openssh-server"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        keygen(&d.join("host_key"));
+        keygen(&d.join("client_key"));
+        std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys"))
+            .expect("authorized_keys");
+        let user = String::from_utf8(
+            Command::new("id")
+                .arg("-un")
+                .output()
+                .expect("id -un")
+                .stdout,
+        )
+        .expect("user name")
+        .trim()
+        .to_string();
+        if nix_is_root() {
+            std::fs::create_dir_all("/run/sshd").expect("/run/sshd");
+        }
+        for _ in 0..5 {
+            let port = free_port();
+            let config = d.join("sshd_config");
+            std::fs::write(
+                &config,
+                format!(
+                    "Port {port}\nListenAddress 127.0.0.1\nHostKey {dir}/host_key\nPidFile {dir}/sshd.pid\n\
+                     AuthorizedKeysFile {dir}/authorized_keys\nStrictModes no\nUsePAM no\n\
+                     PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                     PermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\n\
+                     MaxStartups 100\nMaxSessions 20\nLogLevel ERROR\n",
+                    dir = d.display()
+                ),
+            )
+            .expect("sshd_config");
+            let mut child = Command::new(sshd)
+                .args(["-D", "-e", "-f"])
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(
+                    std::fs::File::create(d.join("sshd.log")).expect("log"),
+                ))
+                .spawn()
+                .expect("start sshd");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // the port was taken, or a config problem: try again
+                }
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Sshd {
+                        port,
+                        user,
+                        client_key: d.join("client_key"),
+                        host_key_pub: d.join("host_key.pub"),
+                        child,
+                        dir,
+                    };
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        panic!(
+            "sshd did not start: {}",
+            std::fs::read_to_string(d.join("sshd.log")).unwrap_or_default()
+        );
+    }
+
+    /// A directory under the server's temp dir, created.
+    pub fn remote_dir(&self, name: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::create_dir_all(&p).expect("remote dir");
+        p
+    }
+
+    /// The host key's fingerprint, `SHA256:…`, as `ssh-keygen -lf` prints it.
+    pub fn fingerprint(&self) -> String {
+        let out = Command::new("ssh-keygen")
+            .arg("-lf")
+            .arg(&self.host_key_pub)
+            .output()
+            .expect("ssh-keygen -lf");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .nth(1)
+            .expect("fingerprint")
+            .to_string()
+    }
+
+    /// A known_hosts line pinning `key_pub` for this server.
+    pub fn known_hosts_line(&self, key_pub: &Path) -> String {
+        let key = std::fs::read_to_string(key_pub).expect("public key");
+        let mut parts = key.split_whitespace();
+        let (alg, b64) = (parts.next().expect("alg"), parts.next().expect("key"));
+        format!("[127.0.0.1]:{} {alg} {b64}\n", self.port)
+    }
+}
+
+fn nix_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,597 @@
+//! SFTP pickup against a real OpenSSH `sshd` started by the test on a free
+//! loopback port (tests/common/sshd.rs), through the built binary.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use common::sshd::{Sshd, keygen};
+use common::{Env, TestLedger};
+use settlegate::format::generate::{CardFile, CardRecord};
+
+fn card(seq: u16, first: u64, n: u64) -> CardFile {
+    let d = NaiveDate::from_ymd_opt(2026, 11, 21).expect("date");
+    let mut f = CardFile::new(d);
+    f.file_seq = seq;
+    f.records = (first..first + n)
+        .map(|i| CardRecord::synthetic(i, d))
+        .collect();
+    f
+}
+
+fn sha(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Put a card file on the remote side; returns its name and checksum.
+fn put(dir: &Path, f: &CardFile) -> (String, String) {
+    let bytes = f.render();
+    std::fs::write(dir.join(f.file_name()), &bytes).expect("write remote file");
+    (f.file_name(), sha(&bytes))
+}
+
+/// One `[[partners.endpoints]]` block for `sshd`, key auth, pinned by
+/// fingerprint unless `extra` pins otherwise.
+fn endpoint(sshd: &Sshd, name: &str, remote: &Path, extra: &str) -> String {
+    let pin = if extra.contains("known_hosts") || extra.contains("host_key") {
+        String::new()
+    } else {
+        format!("host_key = {:?}\n", sshd.fingerprint())
+    };
+    let key = if extra.contains("key_file") {
+        String::new()
+    } else {
+        format!("key_file = {:?}\n", sshd.client_key.display().to_string())
+    };
+    format!(
+        "[[partners.endpoints]]\nname = {name:?}\nhost = \"127.0.0.1\"\nport = {}\nuser = {:?}\n{key}{pin}remote_dir = {:?}\nstable_seconds = 0\nretry_initial_seconds = 0.2\n{extra}\n",
+        sshd.port,
+        sshd.user,
+        remote.display().to_string()
+    )
+}
+
+/// A partner `cardpull` (card-settlement) with the given endpoint blocks.
+fn env(ledger: &TestLedger, endpoints: &str) -> Env {
+    Env::new(
+        ledger,
+        &format!(
+            "[[partners]]\nid = \"cardpull\"\nformats = [\"card-settlement\"]\ndrill_name_patterns = [\"(?i)drill\"]\n{endpoints}"
+        ),
+    )
+}
+
+fn pull(env: &Env, extra: &[&str]) -> (i32, Vec<serde_json::Value>) {
+    let mut args = vec!["pull", "--partner", "cardpull", "--json"];
+    args.extend_from_slice(extra);
+    let (code, v) = env.json(&args);
+    (
+        code,
+        v.as_array().cloned().expect("array of endpoint reports"),
+    )
+}
+
+fn verdicts(report: &serde_json::Value) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = report["taken"]
+        .as_array()
+        .expect("taken")
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap_or("?").to_string(),
+                t["verdict"].as_str().unwrap_or("unjudged").to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// A modification time seconds ahead: SFTP v3 reports whole seconds.
+fn touch_later(path: &Path) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
+        .unwrap();
+}
+
+fn store_tmp_is_empty(env: &Env) -> bool {
+    names_in(&env.data.join("store").join("tmp")).is_empty()
+}
+
+#[tokio::test]
+async fn key_auth_pulls_archives_and_does_not_take_twice() {
+    let sshd = Sshd::start();
+    for ledger in TestLedger::all().await {
+        let remote = sshd.remote_dir(&format!("outbox-{}", ledger.backend));
+        let (a, a_sum) = put(&remote, &card(1, 0, 3));
+        let (b, _) = put(&remote, &card(2, 100, 2));
+        // Not matching the glob: left alone.
+        std::fs::write(remote.join("README.txt"), b"not a settlement file").unwrap();
+        let env = env(
+            &ledger,
+            &endpoint(&sshd, "primary", &remote, "glob = \"CSTL_*.dat\"\n"),
+        );
+        let (code, reports) = pull(&env, &[]);
+        assert_eq!(code, 0, "{reports:?}");
+        let r = &reports[0];
+        assert_eq!(r["ok"], true, "{r}");
+        assert_eq!(
+            verdicts(r),
+            vec![(a.clone(), "fed".into()), (b.clone(), "fed".into())]
+        );
+        let t = r["taken"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == a.as_str())
+            .unwrap();
+        assert_eq!(t["checksum"], a_sum.as_str());
+        // Archived only after being recorded; the rest stays.
+        assert_eq!(names_in(&remote), vec!["README.txt", "archive"]);
+        assert_eq!(
+            names_in(&remote.join("archive")),
+            vec![a.clone(), b.clone()]
+        );
+        // Receipts, and the ledger knows the endpoint and the remote path.
+        assert!(
+            env.data
+                .join("receipts/cardpull")
+                .join(format!("{a}.verdict"))
+                .exists()
+        );
+        let (_, files) = env.json(&["files", "--json"]);
+        let f = files
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == a.as_str())
+            .unwrap()
+            .clone();
+        assert_eq!(f["channel"], "sftp-pull");
+        assert_eq!(f["endpoint"], "primary");
+        assert!(
+            f["source_path"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("/{a}")),
+            "{f}"
+        );
+        // The partner re-publishes the same file: taken, judged a duplicate.
+        std::fs::copy(remote.join("archive").join(&a), remote.join(&a)).unwrap();
+        touch_later(&remote.join(&a));
+        let (code, reports) = pull(&env, &[]);
+        assert_eq!(code, 0);
+        assert_eq!(verdicts(&reports[0]), vec![(a.clone(), "duplicate".into())]);
+        // Nothing new: nothing taken.
+        let (_, reports) = pull(&env, &[]);
+        assert!(reports[0]["taken"].as_array().unwrap().is_empty());
+        assert!(store_tmp_is_empty(&env));
+        ledger.drop_db().await;
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_key_is_refused() {
+    let sshd = Sshd::start();
+    let remote = sshd.remote_dir("outbox");
+    put(&remote, &card(1, 0, 1));
+    let other = sshd.dir.path().join("stranger_key");
+    keygen(&other);
+    let env = env(
+        &TestLedger::sqlite(),
+        &endpoint(
+            &sshd,
+            "primary",
+            &remote,
+            &format!("key_file = {:?}\n", other.display().to_string()),
+        ),
+    );
+    let out = env.run(&["pull", "--partner", "cardpull"]);
+    assert_eq!(out.code, 4, "{out:?}");
+    assert!(out.stdout.contains("refused"), "{out:?}");
+    // Not retried: a refused login is not a network problem.
+    assert!(!out.stderr.contains("retrying"), "{out:?}");
+    assert_eq!(names_in(&remote).len(), 1);
+}
+
+#[tokio::test]
+async fn unknown_and_changed_host_keys_are_refused() {
+    let sshd = Sshd::start();
+    let remote = sshd.remote_dir("outbox");
+    let (name, _) = put(&remote, &card(1, 0, 1));
+    let offered = sshd.fingerprint();
+    let kh = sshd.dir.path().join("known_hosts");
+    let ep = endpoint(
+        &sshd,
+        "primary",
+        &remote,
+        &format!("known_hosts = {:?}\n", kh.display().to_string()),
+    );
+    let env = env(&TestLedger::sqlite(), &ep);
+
+    // Unknown: nothing recorded for the host.
+    let out = env.run(&["pull", "--partner", "cardpull"]);
+    assert_eq!(out.code, 4, "{out:?}");
+    assert!(
+        out.stdout.contains(&offered),
+        "shows the offered key: {out:?}"
+    );
+    assert!(out.stdout.contains("does not know"), "{out:?}");
+    assert!(!kh.exists(), "no trust on first use unless configured");
+
+    // Changed: another key is pinned for this host and port.
+    let impostor = sshd.dir.path().join("impostor");
+    keygen(&impostor);
+    std::fs::write(&kh, sshd.known_hosts_line(&impostor.with_extension("pub"))).unwrap();
+    let out = env.run(&["pull", "--partner", "cardpull"]);
+    assert_eq!(out.code, 4, "{out:?}");
+    assert!(out.stdout.contains("HOST KEY CHANGED"), "{out:?}");
+    assert!(out.stdout.contains(&offered), "{out:?}");
+
+    // A wrong fingerprint pin is a changed key too.
+    let wrong = env_with_pin(
+        &sshd,
+        &remote,
+        "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    );
+    let out = wrong.run(&["pull", "--partner", "cardpull"]);
+    assert_eq!(out.code, 4, "{out:?}");
+    assert!(out.stdout.contains("HOST KEY CHANGED"), "{out:?}");
+    assert_eq!(names_in(&remote), vec![name.clone()], "nothing taken");
+
+    // The right key in known_hosts: accepted.
+    std::fs::write(&kh, sshd.known_hosts_line(&sshd.host_key_pub)).unwrap();
+    let (code, reports) = pull(&env, &[]);
+    assert_eq!(code, 0, "{reports:?}");
+    assert_eq!(verdicts(&reports[0]), vec![(name, "fed".into())]);
+}
+
+fn env_with_pin(sshd: &Sshd, remote: &Path, pin: &str) -> Env {
+    env(
+        &TestLedger::sqlite(),
+        &endpoint(sshd, "primary", remote, &format!("host_key = {pin:?}\n")),
+    )
+}
+
+#[tokio::test]
+async fn trust_on_first_use_records_the_key_only_when_configured() {
+    let sshd = Sshd::start();
+    let remote = sshd.remote_dir("outbox");
+    let (name, _) = put(&remote, &card(1, 0, 1));
+    let kh = sshd.dir.path().join("tofu_known_hosts");
+    let env = env(
+        &TestLedger::sqlite(),
+        &endpoint(
+            &sshd,
+            "primary",
+            &remote,
+            &format!(
+                "known_hosts = {:?}\ntrust_on_first_use = true\n",
+                kh.display().to_string()
+            ),
+        ),
+    );
+    let (code, reports) = pull(&env, &[]);
+    assert_eq!(code, 0, "{reports:?}");
+    assert_eq!(verdicts(&reports[0]), vec![(name, "fed".into())]);
+    let recorded = std::fs::read_to_string(&kh).unwrap();
+    let host_key = std::fs::read_to_string(&sshd.host_key_pub).unwrap();
+    let b64 = host_key.split_whitespace().nth(1).unwrap();
+    assert!(recorded.contains(b64), "{recorded}");
+    // From now on the recorded key is the pin: a changed one is refused.
+    let impostor = sshd.dir.path().join("impostor");
+    keygen(&impostor);
+    std::fs::write(&kh, sshd.known_hosts_line(&impostor.with_extension("pub"))).unwrap();
+    let out = env.run(&["pull", "--partner", "cardpull"]);
+    assert_eq!(out.code, 4, "{out:?}");
+    assert!(out.stdout.contains("HOST KEY CHANGED"), "{out:?}");
+}
+
+#[tokio::test]
+async fn done_marker_rule_and_delete() {
+    let sshd = Sshd::start();
+    let remote = sshd.remote_dir("outbox");
+    let (a, _) = put(&remote, &card(1, 0, 2));
+    let env = env(
+        &TestLedger::sqlite(),
+        &endpoint(
+            &sshd,
+            "primary",
+            &remote,
+            "done_suffix = \".done\"\nafter_pickup = \"delete\"\n",
+        )
+        .replace("stable_seconds = 0\n", ""),
+    );
+    // No marker yet: waiting.
+    let (code, reports) = pull(&env, &[]);
+    assert_eq!(code, 0, "{reports:?}");
+    assert!(reports[0]["taken"].as_array().unwrap().is_empty());
+    assert_eq!(reports[0]["waiting"], serde_json::json!([a.clone()]));
+    std::fs::write(remote.join(format!("{a}.done")), b"").unwrap();
+    let (_, reports) = pull(&env, &[]);
+    assert_eq!(verdicts(&reports[0]), vec![(a, "fed".into())]);
+    // Deleted, marker included.
+    assert!(names_in(&remote).is_empty(), "{:?}", names_in(&remote));
+}
+
+#[tokio::test]
+async fn a_file_still_growing_is_not_taken() {
+    let sshd = Sshd::start();
+    let remote = sshd.remote_dir("outbox");
+    let f = card(1, 0, 40);
+    let bytes = f.render();
+    let path = remote.join(f.file_name());
+    let env = env(
+        &TestLedger::sqlite(),
+        &endpoint(&sshd, "primary", &remote, "")
+            .replace("stable_seconds = 0\n", "stable_seconds = 1\n"),
+    );
+    // The partner's side writes slowly, a record every 100 ms, until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, path, bytes) = (stop.clone(), path.clone(), bytes.clone());
+        std::thread::spawn(move || {
+            let mut out = std::fs::File::create(&path).unwrap();
+            for chunk in bytes.chunks(200).cycle() {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                out.write_all(chunk).unwrap();
+                out.flush().unwrap();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, reports) = pull(&env, &[]);
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    assert_eq!(code, 0, "{reports:?}");
+    assert!(
+        reports[0]["taken"].as_array().unwrap().is_empty(),
+        "{reports:?}"
+    );
+    assert_eq!(reports[0]["waiting"], serde_json::json!([f.file_name()]));
+    // Finished: taken on the next pickup.
+    std::fs::write(&path, &bytes).unwrap();
+    let (_, reports) = pull(&env, &[]);
+    assert_eq!(verdicts(&reports[0]), vec![(f.file_name(), "fed".into())]);
+}
+
+#[tokio::test]
+async fn leave_remembers_the_remote_file_and_takes_a_changed_one() {
+    let sshd = Sshd::start();
+    for ledger in TestLedger::all().await {
+        let remote = sshd.remote_dir(&format!("leave-{}", ledger.backend));
+        let (a, _) = put(&remote, &card(1, 0, 2));
+        let env = env(
+            &ledger,
+            &endpoint(&sshd, "primary", &remote, "after_pickup = \"leave\"\n"),
+        );
+        let (_, reports) = pull(&env, &[]);
+        assert_eq!(verdicts(&reports[0]), vec![(a.clone(), "fed".into())]);
+        assert_eq!(names_in(&remote), vec![a.clone()], "left in place");
+        // Same path, size and mtime: not downloaded again.
+        let (_, reports) = pull(&env, &[]);
+        assert!(
+            reports[0]["taken"].as_array().unwrap().is_empty(),
+            "{reports:?}"
+        );
+        // The partner rewrites it (new content, same name): taken again.
+        let mut changed = card(1, 0, 2);
+        changed.records[0].sales += 1;
+        std::fs::write(remote.join(&a), changed.render()).unwrap();
+        touch_later(&remote.join(&a));
+        let (_, reports) = pull(&env, &[]);
+        assert_eq!(verdicts(&reports[0]), vec![(a.clone(), "conflict".into())]);
+        ledger.drop_db().await;
+    }
+}
+
+#[tokio::test]
+async fn a_dr_endpoints_files_are_drills_and_one_failing_endpoint_stops_no_other() {
+    let sshd = Sshd::start();
+    let primary = sshd.remote_dir("primary");
+    let dr = sshd.remote_dir("dr");
+    let (a, _) = put(&primary, &card(1, 0, 2));
+    // The DR site publishes the same day's file (a drill copy).
+    let (b, _) = put(&dr, &card(2, 50, 2));
+    // An endpoint nobody listens on, not retried, listed first.
+    let broken = endpoint(&sshd, "old", &primary, "retries = 0\n")
+        .replace(&format!("port = {}", sshd.port), "port = 1");
+    let env = env(
+        &TestLedger::sqlite(),
+        &format!(
+            "{broken}{}{}",
+            endpoint(&sshd, "primary", &primary, ""),
+            endpoint(&sshd, "dr", &dr, "drill_site = true\n"),
+        ),
+    );
+    let (code, reports) = pull(&env, &[]);
+    assert_eq!(
+        code, 4,
+        "the unreachable endpoint makes the exit non-zero: {reports:?}"
+    );
+    assert_eq!(reports.len(), 3);
+    assert_eq!(reports[0]["endpoint"], "old");
+    assert_eq!(reports[0]["ok"], false);
+    assert_eq!(verdicts(&reports[1]), vec![(a, "fed".into())]);
+    assert_eq!(verdicts(&reports[2]), vec![(b.clone(), "drill".into())]);
+    let reason = reports[2]["taken"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("dr"), "{reason}");
+    // One endpoint at a time.
+    let (code, reports) = pull(&env, &["--endpoint", "dr"]);
+    assert_eq!(code, 0);
+    assert_eq!(reports.len(), 1);
+}
+
+#[tokio::test]
+async fn two_hundred_files_in_one_pickup() {
+    let sshd = Sshd::start();
+    let remote = sshd.remote_dir("outbox");
+    let mut sums = std::collections::BTreeMap::new();
+    for i in 0..200u16 {
+        let (n, s) = put(&remote, &card(i + 1, u64::from(i) * 10, 2));
+        sums.insert(n, s);
+    }
+    let env = env(
+        &TestLedger::sqlite(),
+        &endpoint(&sshd, "primary", &remote, ""),
+    );
+    let (code, reports) = pull(&env, &[]);
+    assert_eq!(code, 0);
+    let taken = reports[0]["taken"].as_array().unwrap();
+    assert_eq!(taken.len(), 200);
+    for t in taken {
+        assert_eq!(t["verdict"], "fed", "{t}");
+        assert_eq!(
+            t["checksum"].as_str(),
+            sums.get(t["name"].as_str().unwrap()).map(String::as_str)
+        );
+    }
+    assert_eq!(names_in(&remote.join("archive")).len(), 200);
+}
+
+/// Bytes the server sent the client through [`CuttingProxy`] before the
+/// first connection is cut.
+const CUT_AFTER: usize = 8 << 20;
+
+/// A TCP proxy in front of sshd that cuts the first connection once
+/// `CUT_AFTER` bytes went from the server to the client; later connections
+/// pass through.
+struct CuttingProxy {
+    port: u16,
+    connections: Arc<AtomicUsize>,
+}
+
+impl CuttingProxy {
+    fn start(upstream: u16) -> CuttingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let count = connections.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let n = count.fetch_add(1, Ordering::SeqCst);
+                let server = TcpStream::connect(("127.0.0.1", upstream)).unwrap();
+                let limit = if n == 0 { CUT_AFTER } else { usize::MAX };
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || pump(c2, s2, usize::MAX));
+                std::thread::spawn(move || pump(server, client, limit));
+            }
+        });
+        CuttingProxy { port, connections }
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, limit: usize) {
+    let mut buf = vec![0u8; 64 << 10];
+    let mut sent = 0usize;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        sent += n;
+        if sent >= limit {
+            break;
+        }
+    }
+    let _ = from.shutdown(Shutdown::Both);
+    let _ = to.shutdown(Shutdown::Both);
+}
+
+fn random_file(path: &PathBuf, bytes: u64) -> String {
+    let ok = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "head -c {bytes} /dev/urandom > '{}'",
+            path.display()
+        ))
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_connection_cut_mid_file_is_retried_and_no_partial_file_is_judged() {
+    let sshd = Sshd::start();
+    let remote = sshd.remote_dir("outbox");
+    let name = card(1, 0, 1).file_name();
+    let sum = random_file(&remote.join(&name), 64 << 20);
+    let proxy = CuttingProxy::start(sshd.port);
+    let ep = endpoint(&sshd, "primary", &remote, "retries = 3\n").replace(
+        &format!("port = {}", sshd.port),
+        &format!("port = {}", proxy.port),
+    );
+    let env = env(&TestLedger::sqlite(), &ep);
+    let (code, reports) = pull(&env, &[]);
+    assert_eq!(code, 0, "{reports:?}");
+    let r = &reports[0];
+    assert_eq!(r["attempts"], 2, "{r}");
+    assert!(proxy.connections.load(Ordering::SeqCst) >= 2);
+    let taken = r["taken"].as_array().unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0]["checksum"], sum.as_str());
+    // Random bytes are not a card file: quarantined, but whole.
+    assert_eq!(taken[0]["verdict"], "invalid");
+    // Exactly one arrival recorded, and no partial bytes left in the store.
+    let (_, files) = env.json(&["files", "--json"]);
+    assert_eq!(files.as_array().unwrap().len(), 1, "{files}");
+    assert!(store_tmp_is_empty(&env));
+}
+
+#[tokio::test]
+async fn a_one_gib_file_arrives_whole() {
+    let sshd = Sshd::start();
+    let remote = sshd.remote_dir("outbox");
+    let name = card(1, 0, 1).file_name();
+    let sum = random_file(&remote.join(&name), 1 << 30);
+    let env = env(
+        &TestLedger::sqlite(),
+        &endpoint(&sshd, "primary", &remote, ""),
+    );
+    let (code, reports) = pull(&env, &[]);
+    assert_eq!(code, 0, "{reports:?}");
+    let taken = reports[0]["taken"].as_array().unwrap();
+    assert_eq!(taken[0]["checksum"], sum.as_str());
+    let (_, f) = env.json(&["show", &taken[0]["file_id"].to_string(), "--json"]);
+    assert_eq!(f["size"], 1u64 << 30);
+    assert!(store_tmp_is_empty(&env));
+}
