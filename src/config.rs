@@ -678,6 +678,85 @@ mod tests {
         assert!(c.ledger.is_none());
     }
 
+    const EP: &str = "[[partners]]\nid = \"a\"\nformats = [\"f\"]\n[[partners.endpoints]]\nname = \"dr\"\nhost = \"sftp.example\"\nuser = \"sg\"\n";
+
+    #[test]
+    fn endpoint_defaults_and_dr_site() {
+        let c = load(&format!(
+            "{EP}key_file = \"keys/id\"\nhost_key = \"SHA256:{}\"\ndrill_site = true\nschedule = \"0 */10 * * * *\"\n",
+            "A".repeat(43)
+        ))
+        .unwrap();
+        let p = &c.partners[0];
+        let e = &p.endpoints[0];
+        assert_eq!(e.port, 22);
+        assert_eq!(e.remote_dir, ".");
+        assert_eq!(e.completion, Completion::Stable(std::time::Duration::from_secs(10)));
+        assert_eq!(e.after_pickup, AfterPickup::Archive("./archive".into()));
+        assert_eq!(
+            e.auth,
+            EndpointAuth::Key {
+                file: PathBuf::from("/etc/sg/keys/id"),
+                passphrase_env: None
+            }
+        );
+        assert_eq!(e.retry.retries, 4);
+        assert!(e.schedule.is_some());
+        // A DR site's files are drills by the partner's drill_endpoints rule.
+        assert_eq!(p.drill_endpoints, vec!["dr".to_string()]);
+    }
+
+    #[test]
+    fn bad_endpoints_are_refused() {
+        let fp = format!("host_key = \"SHA256:{}\"\n", "A".repeat(43));
+        for (extra, needle) in [
+            ("key_file = \"k\"\n".to_string(), "host key must be pinned"),
+            (fp.clone(), "no way to log in"),
+            (
+                format!("{fp}key_file = \"k\"\npassword_env = \"P\"\n"),
+                "choose one way to log in",
+            ),
+            (
+                "key_file = \"k\"\nhost_key = \"MD5:aa\"\n".to_string(),
+                "not a SHA256 fingerprint",
+            ),
+            (
+                format!("{fp}key_file = \"k\"\nknown_hosts = \"kh\"\n"),
+                "pin the host key one way",
+            ),
+            (
+                format!("{fp}key_file = \"k\"\ntrust_on_first_use = true\n"),
+                "trust_on_first_use needs a known_hosts",
+            ),
+            (
+                format!("{fp}key_file = \"k\"\nschedule = \"*/10 * * * *\"\n"),
+                "schedule",
+            ),
+            (
+                format!("{fp}key_file = \"k\"\nafter_pickup = \"shred\"\n"),
+                "after_pickup \"shred\"",
+            ),
+            (
+                format!("{fp}key_file = \"k\"\ndone_suffix = \".done\"\nstable_seconds = 5\n"),
+                "choose one completion rule",
+            ),
+            (
+                format!("{fp}key_file = \"k\"\nafter_pickup = \"leave\"\narchive_dir = \"x\"\n"),
+                "archive_dir is only for",
+            ),
+            (format!("{fp}key_file = \"k\"\nglob = \"[\"\n"), "glob"),
+            (format!("{fp}key_file = \"k\"\nsecret = \"x\"\n"), "secret"),
+        ] {
+            let text = format!("{EP}{extra}");
+            let e = load(&text).unwrap_err().to_string();
+            assert!(e.contains(needle), "{extra:?}: {e}");
+            assert!(
+                e.contains("unknown field") || e.contains("endpoint dr"),
+                "names the endpoint: {e}"
+            );
+        }
+    }
+
     #[test]
     fn bad_values_are_refused() {
         for (text, needle) in [

@@ -425,6 +425,7 @@ mod tests {
                 days_after: 1,
             }),
             inbox: None,
+            endpoints: Vec::new(),
         }
     }
 

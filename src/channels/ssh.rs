@@ -265,7 +265,7 @@ impl SftpConnection {
                     .await
                     .map_err(|e| with_addr(e.into()))?
                     .flatten();
-                let key = PrivateKeyWithHashAlg::new(Arc::new(key), hash);
+                let key = PrivateKeyWithHashAlg::new(Arc::new(*key), hash);
                 (
                     "public key",
                     handle.authenticate_publickey(&ep.user, key).await,
@@ -332,7 +332,7 @@ impl SftpConnection {
 }
 
 enum Secret {
-    Key(russh::keys::PrivateKey),
+    Key(Box<russh::keys::PrivateKey>),
     Password(String),
 }
 
@@ -348,7 +348,7 @@ fn load_secret(auth: &EndpointAuth) -> Result<Secret, SshError> {
             passphrase_env,
         } => {
             let passphrase = passphrase_env.as_deref().map(env_secret).transpose()?;
-            load_key(file, passphrase.as_deref()).map(Secret::Key)
+            load_key(file, passphrase.as_deref()).map(|k| Secret::Key(Box::new(k)))
         }
     }
 }
