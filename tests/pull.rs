@@ -595,3 +595,30 @@ async fn a_one_gib_file_arrives_whole() {
     assert_eq!(f["size"], 1u64 << 30);
     assert!(store_tmp_is_empty(&env));
 }
+
+/// The sample configuration's commented endpoint example is valid: with the
+/// comment marks removed it loads, and `pull` names what is missing.
+#[test]
+fn the_sample_documents_a_pull_endpoint() {
+    let sample = std::fs::read_to_string(common::root().join("settlegate.toml")).unwrap();
+    let start = sample.find("# [[partners.endpoints]]").expect("example endpoint");
+    let end = start + sample[start..].find("\n\n[[partners]]").expect("end of example");
+    let example: String = sample[start..end]
+        .lines()
+        .filter(|l| !l.starts_with("# # ") && l.trim() != "#")
+        .map(|l| l.strip_prefix("# ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(example.contains("schedule = \"0 */10 * * * *\""), "{example}");
+    let env = env(&TestLedger::sqlite(), &example);
+    let out = env.run(&["pull", "--partner", "cardpull", "--endpoint", "primary"]);
+    assert_eq!(out.code, 4, "{out:?}");
+    assert!(out.stdout.contains("CARDCO_KEY_PASSPHRASE"), "{out:?}");
+    // The pieces an operator needs are documented.
+    for key in [
+        "known_hosts", "host_key", "trust_on_first_use", "done_suffix", "stable_seconds",
+        "after_pickup", "archive_dir", "drill_site", "password_env", "retries",
+    ] {
+        assert!(sample.contains(key), "{key} undocumented");
+    }
+}
