@@ -691,7 +691,10 @@ mod tests {
         let e = &p.endpoints[0];
         assert_eq!(e.port, 22);
         assert_eq!(e.remote_dir, ".");
-        assert_eq!(e.completion, Completion::Stable(std::time::Duration::from_secs(10)));
+        assert_eq!(
+            e.completion,
+            Completion::Stable(std::time::Duration::from_secs(10))
+        );
         assert_eq!(e.after_pickup, AfterPickup::Archive("./archive".into()));
         assert_eq!(
             e.auth,

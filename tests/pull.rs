@@ -601,24 +601,81 @@ async fn a_one_gib_file_arrives_whole() {
 #[test]
 fn the_sample_documents_a_pull_endpoint() {
     let sample = std::fs::read_to_string(common::root().join("settlegate.toml")).unwrap();
-    let start = sample.find("# [[partners.endpoints]]").expect("example endpoint");
-    let end = start + sample[start..].find("\n\n[[partners]]").expect("end of example");
+    let start = sample
+        .find("# [[partners.endpoints]]")
+        .expect("example endpoint");
+    let end = start
+        + sample[start..]
+            .find("\n\n[[partners]]")
+            .expect("end of example");
     let example: String = sample[start..end]
         .lines()
         .filter(|l| !l.starts_with("# # ") && l.trim() != "#")
         .map(|l| l.strip_prefix("# ").unwrap_or(l))
         .collect::<Vec<_>>()
         .join("\n");
-    assert!(example.contains("schedule = \"0 */10 * * * *\""), "{example}");
+    assert!(
+        example.contains("schedule = \"0 */10 * * * *\""),
+        "{example}"
+    );
     let env = env(&TestLedger::sqlite(), &example);
     let out = env.run(&["pull", "--partner", "cardpull", "--endpoint", "primary"]);
     assert_eq!(out.code, 4, "{out:?}");
     assert!(out.stdout.contains("CARDCO_KEY_PASSPHRASE"), "{out:?}");
     // The pieces an operator needs are documented.
     for key in [
-        "known_hosts", "host_key", "trust_on_first_use", "done_suffix", "stable_seconds",
-        "after_pickup", "archive_dir", "drill_site", "password_env", "retries",
+        "known_hosts",
+        "host_key",
+        "trust_on_first_use",
+        "done_suffix",
+        "stable_seconds",
+        "after_pickup",
+        "archive_dir",
+        "drill_site",
+        "password_env",
+        "retries",
     ] {
         assert!(sample.contains(key), "{key} undocumented");
     }
+}
+
+/// `serve` runs each endpoint's schedule: a file published on the server is
+/// pulled and fed without anyone asking, and SIGTERM stops the gateway.
+#[test]
+fn serve_pulls_on_schedule() {
+    let sshd = Sshd::start();
+    let remote = sshd.remote_dir("outbox");
+    let (a, _) = put(&remote, &card(1, 0, 2));
+    let env = env(
+        &TestLedger::sqlite(),
+        &endpoint(&sshd, "primary", &remote, "schedule = \"* * * * * *\"\n"),
+    );
+    let log = env.path("serve.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_settlegate"))
+        .arg("--config")
+        .arg(&env.config)
+        .arg("--data-dir")
+        .arg(&env.data)
+        .arg("serve")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start serve");
+    let receipt = env
+        .data
+        .join("receipts/cardpull")
+        .join(format!("{a}.verdict"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !receipt.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let text = std::fs::read_to_string(&receipt).unwrap_or_default();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("verdict=fed"), "no receipt: {log}");
+    assert!(log.contains("channel sftp-pull"), "{log}");
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert_eq!(names_in(&remote.join("archive")), vec![a]);
 }
