@@ -264,8 +264,11 @@ async fn pickup_on(
     // done markers are never taken themselves.
     let all: Vec<String> = first.keys().cloned().collect();
     let (pairs, no_sidecar) = super::pair_sidecars(&gw.formats, p, &all);
+    // Names a partner writes under before renaming (`.x`, `*.part`, …) are
+    // never complete files, however long they stay unchanged.
     let wanted = |n: &str| {
-        ep.glob.matches(n)
+        !super::watch::is_temporary(n)
+            && ep.glob.matches(n)
             && match &ep.completion {
                 Completion::DoneMarker(sfx) => !n.ends_with(sfx.as_str()),
                 Completion::Stable(_) => true,
