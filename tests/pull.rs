@@ -184,6 +184,12 @@ async fn key_auth_pulls_archives_and_does_not_take_twice() {
         let (code, reports) = pull(&env, &[]);
         assert_eq!(code, 0);
         assert_eq!(verdicts(&reports[0]), vec![(a.clone(), "duplicate".into())]);
+        // Archived again over the earlier copy (posix-rename replaces).
+        assert_eq!(
+            reports[0]["taken"][0]["after_pickup_error"],
+            serde_json::Value::Null
+        );
+        assert_eq!(names_in(&remote), vec!["README.txt", "archive"]);
         // Nothing new: nothing taken.
         let (_, reports) = pull(&env, &[]);
         assert!(reports[0]["taken"].as_array().unwrap().is_empty());

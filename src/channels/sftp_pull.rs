@@ -572,8 +572,16 @@ fn ssh_string(out: &mut Vec<u8>, s: &str) {
 }
 
 /// Rename with replace semantics (`posix-rename@openssh.com`): plain SFTP
-/// v3 rename fails when the target exists (a partner re-sent a name).
+/// v3 rename fails when the target exists (a partner re-sent a name). A
+/// server without the extension gets the plain rename.
 async fn posix_rename(conn: &SftpConnection, from: &str, to: &str) -> Result<(), PullError> {
+    if !conn.posix_rename {
+        conn.sftp
+            .rename(from, to)
+            .await
+            .map_err(sftp_err(&conn.addr, "rename", from))?;
+        return Ok(());
+    }
     let mut data = Vec::new();
     ssh_string(&mut data, from);
     ssh_string(&mut data, to);

@@ -202,6 +202,8 @@ pub struct SftpConnection {
     pub sftp: Arc<RawSftpSession>,
     /// Largest read the server accepts (its `limits@openssh.com`, else 32 KiB).
     pub read_len: u32,
+    /// The server offers `posix-rename@openssh.com` (rename over an existing name).
+    pub posix_rename: bool,
 }
 
 impl SftpConnection {
@@ -302,6 +304,7 @@ impl SftpConnection {
             .init()
             .await
             .map_err(|e| sftp_err(format!("init: {e}")))?;
+        let posix_rename = version.extensions.contains_key("posix-rename@openssh.com");
         let mut read_len = 32 * 1024;
         if version.extensions.contains_key("limits@openssh.com") {
             let limits = sftp
@@ -319,6 +322,7 @@ impl SftpConnection {
             handle,
             sftp: Arc::new(sftp),
             read_len,
+            posix_rename,
         })
     }
 
