@@ -153,6 +153,19 @@ impl Gateway {
         data: &Path,
         sidecar: Option<&Path>,
     ) -> Result<Outcome, IntakeError> {
+        let id = self.stage_file(arrival, data, sidecar).await?;
+        self.judge_recorded(id, arrival).await
+    }
+
+    /// The first half of [`Gateway::intake_file`]: stage the file (and its
+    /// sidecar) in the store and record the arrival (`received`); returns its
+    /// file id. [`Gateway::judge_staged`] finishes it.
+    pub async fn stage_file(
+        &self,
+        arrival: &Arrival,
+        data: &Path,
+        sidecar: Option<&Path>,
+    ) -> Result<i64, IntakeError> {
         self.partner(&arrival.partner)?;
         let store = self.store.clone();
         let (data_p, sidecar_p) = (data.to_path_buf(), sidecar.map(Path::to_path_buf));
@@ -163,7 +176,7 @@ impl Gateway {
         })
         .await
         .map_err(|e| IntakeError::Internal(e.to_string()))??;
-        self.intake_stored(arrival, &stored, side.as_ref(), None)
+        self.record_stored(arrival, &stored, side.as_ref(), None)
             .await
     }
 
@@ -178,6 +191,17 @@ impl Gateway {
         side: Option<&Stored>,
         remote: Option<&RemoteFile>,
     ) -> Result<Outcome, IntakeError> {
+        let id = self.record_stored(arrival, stored, side, remote).await?;
+        self.judge_recorded(id, arrival).await
+    }
+
+    async fn record_stored(
+        &self,
+        arrival: &Arrival,
+        stored: &Stored,
+        side: Option<&Stored>,
+        remote: Option<&RemoteFile>,
+    ) -> Result<i64, IntakeError> {
         self.partner(&arrival.partner)?;
         let id = self
             .ledger
@@ -197,6 +221,12 @@ impl Gateway {
             })
             .await?;
         tracing::info!(file_id = id, partner = %arrival.partner, channel = %arrival.channel, name = %arrival.name, checksum = %stored.checksum, "staged");
+        Ok(id)
+    }
+
+    /// Judge a just-recorded arrival; a failure says the file is safe
+    /// (recorded) but not judged.
+    async fn judge_recorded(&self, id: i64, arrival: &Arrival) -> Result<Outcome, IntakeError> {
         self.judge_staged(id, arrival)
             .await
             .map_err(|source| IntakeError::Staged {
