@@ -222,6 +222,37 @@ async fn a_wrong_key_is_refused() {
     assert_eq!(names_in(&remote).len(), 1);
 }
 
+/// RSA keys sign with SHA-2 (rsa-sha2-512/256): OpenSSH refuses plain ssh-rsa.
+#[tokio::test]
+async fn an_rsa_key_logs_in() {
+    let sshd = Sshd::start();
+    let remote = sshd.remote_dir("outbox");
+    let (name, _) = put(&remote, &card(1, 0, 1));
+    let rsa = sshd.dir.path().join("rsa_key");
+    let ok = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "rsa", "-b", "3072", "-N", "", "-f"])
+        .arg(&rsa)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let mut authorized = std::fs::read_to_string(sshd.dir.path().join("authorized_keys")).unwrap();
+    authorized.push_str(&std::fs::read_to_string(rsa.with_extension("pub")).unwrap());
+    std::fs::write(sshd.dir.path().join("authorized_keys"), authorized).unwrap();
+    let env = env(
+        &TestLedger::sqlite(),
+        &endpoint(
+            &sshd,
+            "primary",
+            &remote,
+            &format!("key_file = {:?}\n", rsa.display().to_string()),
+        ),
+    );
+    let (code, reports) = pull(&env, &[]);
+    assert_eq!(code, 0, "{reports:?}");
+    assert_eq!(verdicts(&reports[0]), vec![(name, "fed".into())]);
+}
+
 #[tokio::test]
 async fn unknown_and_changed_host_keys_are_refused() {
     let sshd = Sshd::start();
