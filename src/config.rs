@@ -52,6 +52,8 @@ struct RawConfig {
     watch: RawWatch,
     #[serde(default)]
     partners: Vec<RawPartner>,
+    /// The SFTP server for partners that push (absent: off).
+    sftp_server: Option<crate::channels::sftp_server::RawSftpServer>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -120,6 +122,8 @@ pub struct Config {
     pub timezone: FixedOffset,
     pub watch: WatchConfig,
     pub partners: Vec<Partner>,
+    /// The SFTP server channel, when configured.
+    pub sftp_server: Option<crate::channels::sftp_server::SftpServerConfig>,
 }
 
 /// Timing of the watched-folder channel.
@@ -286,8 +290,15 @@ impl Config {
             settle: seconds(raw.watch.settle_seconds, 2.0, 0.0, "settle_seconds")?,
             rescan: seconds(raw.watch.rescan_seconds, 30.0, 0.1, "rescan_seconds")?,
         };
+        let partner_ids: Vec<&str> = partners.iter().map(|p: &Partner| p.id.as_str()).collect();
+        let sftp_server = raw
+            .sftp_server
+            .map(|s| s.validate(&partner_ids, &base))
+            .transpose()
+            .map_err(|(context, message)| err(&context, message))?;
         Ok(Config {
             source: path.map(Path::to_path_buf),
+            sftp_server,
             watch,
             data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("data")),
             formats_dir: raw

@@ -2,4 +2,5 @@
 //! the one intake path ([`crate::intake::Gateway`]).
 
 pub mod receipt;
+pub mod sftp_server;
 pub mod watch;
