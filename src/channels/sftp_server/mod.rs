@@ -136,7 +136,9 @@ impl SftpServer {
             // Dead peers: three unanswered keepalives 15 s apart. Idle but
             // live sessions are closed by the SFTP idle watchdog (the
             // keepalive answers would keep russh's own timer from firing).
-            inactivity_timeout: Some(idle),
+            // A backstop only: the SFTP idle watchdog (which logs the
+            // partner) closes idle sessions first.
+            inactivity_timeout: Some(idle + Duration::from_secs(30)),
             keepalive_interval: Some(Duration::from_secs(15).min(idle)),
             keepalive_max: 3,
             // Throughput: a large receive window; packets up to 64 KiB.
