@@ -776,6 +776,27 @@ fn control_files_pair_in_either_order() {
     let files = ledger_files(&env);
     assert_eq!(files.len(), 2, "{files:?}");
     assert_eq!(files[1]["verdict"], "duplicate", "{files:?}");
+    // A held data file replaced by a new upload of the same name is not
+    // lost: it is taken alone (and cannot be fed without its control file).
+    let out = sftp(
+        port,
+        &key,
+        "pgco",
+        format!(
+            "put {c} /inbox/\nput {c} /inbox/\nput {} /inbox/\n",
+            ctl.display(),
+            c = csv.display()
+        )
+        .as_bytes(),
+    );
+    assert!(out.ok, "{out:?}");
+    let files = ledger_files(&env);
+    assert_eq!(files.len(), 4, "{files:?}");
+    assert_eq!(
+        files.iter().filter(|f| f["verdict"] == "fed").count(),
+        1,
+        "{files:?}"
+    );
     assert!(
         std::fs::read_dir(env.data.join("sftp/spool/pgco/held"))
             .expect("held dir")

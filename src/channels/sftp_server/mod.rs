@@ -21,7 +21,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use russh::keys::ssh_key::{self, HashAlg, LineEnding, PrivateKey};
 use russh::{MethodKind, MethodSet, SshId};
@@ -189,7 +189,7 @@ impl SftpServer {
                             .failed_logins
                             .lock()
                             .ok()
-                            .and_then(|mut f| f.blocked(addr.ip(), std::time::Instant::now()));
+                            .and_then(|mut f| f.blocked(addr.ip(), Instant::now()));
                         if let Some(left) = blocked {
                             tracing::warn!(addr = %addr, blocked_seconds = left.as_secs(), "refused: connection from an address blocked after failed logins");
                             drop(socket);
@@ -247,8 +247,16 @@ async fn connection(
     let handle = session.handle();
     let mut session = session;
     let tick = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+    // On shutdown a request in progress (a close being taken) is let finish
+    // first, for up to a minute, so its client gets its answer.
+    let mut stop_by: Option<Instant> = None;
     let mut closing = false;
     loop {
+        let wait = if stop_by.is_some() {
+            Duration::from_millis(50)
+        } else {
+            tick
+        };
         tokio::select! {
             result = &mut session => {
                 if let Err(e) = result {
@@ -256,16 +264,20 @@ async fn connection(
                 }
                 break;
             }
-            _ = tokio::time::sleep(tick), if !closing => {
-                if activity.idle_for() >= idle {
+            _ = tokio::time::sleep(wait), if !closing => {
+                if let Some(t) = stop_by {
+                    if !activity.is_busy() || Instant::now() >= t {
+                        closing = true;
+                        let _ = handle.disconnect(russh::Disconnect::ByApplication, "server shutting down".into(), "en".into()).await;
+                    }
+                } else if activity.idle_for() >= idle {
                     tracing::warn!(addr = %addr, partner = %activity.partner(), idle_seconds = idle.as_secs(), "refused: session idle too long; disconnecting");
                     closing = true;
                     let _ = handle.disconnect(russh::Disconnect::ByApplication, "idle timeout".into(), "en".into()).await;
                 }
             }
-            _ = stop.changed(), if !closing => {
-                closing = true;
-                let _ = handle.disconnect(russh::Disconnect::ByApplication, "server shutting down".into(), "en".into()).await;
+            _ = stop.changed(), if stop_by.is_none() && !closing => {
+                stop_by = Some(Instant::now() + Duration::from_secs(60));
             }
         }
     }

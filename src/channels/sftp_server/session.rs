@@ -45,6 +45,11 @@ impl Activity {
         Busy(self.clone())
     }
 
+    /// Whether a request is running.
+    pub fn is_busy(&self) -> bool {
+        self.busy.load(Ordering::SeqCst) > 0
+    }
+
     /// How long the session has been idle (zero while a request runs).
     pub fn idle_for(&self) -> std::time::Duration {
         if self.busy.load(Ordering::SeqCst) > 0 {

@@ -181,8 +181,6 @@ impl Uploads {
         if self.stopping.load(Ordering::SeqCst) {
             return Err(UploadError::ShuttingDown);
         }
-        let lock = self.pairing_lock(&peer.partner);
-        let _pairing = lock.lock().await;
         let gw = &self.gw;
         let Some(partner) = gw.config.partner(&peer.partner) else {
             return Err(IntakeError::UnknownPartner(peer.partner.clone()).into());
@@ -194,6 +192,16 @@ impl Uploads {
             .filter_map(|f| gw.formats.get(f))
             .filter_map(|s| s.sidecar.as_ref())
             .any(|c| lower.ends_with(&c.suffix.to_ascii_lowercase()));
+        let wanted = choose_format(&gw.formats, partner, name)
+            .ok()
+            .and_then(|s| s.sidecar_name(name));
+        if !is_control && wanted.is_none() {
+            // The common case: a file that stands alone.
+            return self.take(peer, name, tmp.path(), None, &[]).await;
+        }
+        // Hold-or-take decisions of one partner are made one at a time.
+        let lock = self.pairing_lock(&peer.partner);
+        let _pairing = lock.lock().await;
         let held = self.held(&peer.partner);
         if is_control {
             // The data file it belongs to, if it is already here.
@@ -219,9 +227,6 @@ impl Uploads {
                 None => self.hold(peer, name, tmp, "its data file".into()).await,
             }
         } else {
-            let wanted = choose_format(&gw.formats, partner, name)
-                .ok()
-                .and_then(|s| s.sidecar_name(name));
             match wanted {
                 None => self.take(peer, name, tmp.path(), None, &[]).await,
                 Some(w) => match held.iter().find(|(n, _)| n.eq_ignore_ascii_case(&w)) {
@@ -253,7 +258,14 @@ impl Uploads {
     ) -> Result<Completion, UploadError> {
         let dir = self.held_dir(&peer.partner);
         let dest = dir.join(name);
-        let replaced = dest.exists();
+        if dest.exists() {
+            // Every arrival is kept: the earlier upload of this name is
+            // taken alone (judged without its counterpart) before the new
+            // one takes its place.
+            tracing::warn!(partner = %peer.partner, user = %peer.user, addr = %peer.addr, name, "a held upload is replaced by a new one of the same name; the held one is taken alone");
+            self.take(peer, name, &dest, None, std::slice::from_ref(&dest))
+                .await?;
+        }
         let d = dest.clone();
         tokio::task::spawn_blocking(move || {
             tmp.as_file().sync_all()?;
@@ -267,9 +279,6 @@ impl Uploads {
             path: dest.clone(),
             source,
         })?;
-        if replaced {
-            tracing::warn!(partner = %peer.partner, user = %peer.user, addr = %peer.addr, name, "upload replaces a held file of the same name");
-        }
         tracing::info!(partner = %peer.partner, user = %peer.user, addr = %peer.addr, name, waiting_for = %waiting_for, "upload held until its counterpart arrives");
         Ok(Completion::Held { waiting_for })
     }
