@@ -614,3 +614,201 @@ impl russh_sftp::server::Handler for SftpSession {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The SFTP handler without sockets: requests in, statuses out.
+    use super::*;
+    use russh_sftp::server::Handler;
+
+    async fn session(dir: &std::path::Path, max: u64) -> SftpSession {
+        let formats = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("formats");
+        let text = format!(
+            "data_dir = {:?}\nformats_dir = {:?}\n[[partners]]\nid = \"cardco\"\nformats = [\"card-settlement\"]\n",
+            dir.join("data").display().to_string(),
+            formats.display().to_string()
+        );
+        let config =
+            crate::config::Config::from_toml(&text, &dir.join("settlegate.toml")).expect("config");
+        let gw = crate::intake::Gateway::open(config, Arc::new(crate::intake::SystemClock))
+            .await
+            .expect("gateway");
+        let uploads = Arc::new(Uploads::new(Arc::new(gw)));
+        uploads.prepare("cardco").expect("spool");
+        let peer = Peer {
+            partner: "cardco".into(),
+            user: "cardco".into(),
+            addr: "127.0.0.1:1".parse().expect("addr"),
+        };
+        SftpSession::new(uploads, peer, max, super::super::session::Activity::new())
+    }
+
+    fn code(r: StatusReply) -> StatusCode {
+        r.status_code
+    }
+
+    fn spool_empty(dir: &std::path::Path) -> bool {
+        std::fs::read_dir(dir.join("data/sftp/spool/cardco"))
+            .expect("spool")
+            .flatten()
+            .all(|e| !e.file_name().to_string_lossy().starts_with(".upload-"))
+    }
+
+    const W: OpenFlags = OpenFlags::WRITE
+        .union(OpenFlags::CREATE)
+        .union(OpenFlags::TRUNCATE);
+
+    #[tokio::test]
+    async fn upload_close_judges_and_writes_the_receipt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = session(dir.path(), 1 << 20).await;
+        let bytes = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fixtures/card-settlement/valid-basic/CSTL_031_20261121_0001.dat"),
+        )
+        .expect("fixture");
+        let h = s
+            .open(
+                1,
+                "/inbox/CSTL_031_20261121_0001.dat".into(),
+                W,
+                FileAttributes::default(),
+            )
+            .await
+            .expect("open")
+            .handle;
+        assert!(h.chars().all(|c| c.is_ascii_digit()), "ASCII handles: {h}");
+        // Written out of order, as pipelining clients do.
+        let mid = bytes.len() / 2;
+        s.write(2, h.clone(), mid as u64, bytes[mid..].to_vec())
+            .await
+            .expect("write");
+        s.write(3, h.clone(), 0, bytes[..mid].to_vec())
+            .await
+            .expect("write");
+        let st = s.close(4, h).await.expect("close");
+        assert!(st.error_message.contains("fed"), "{}", st.error_message);
+        let receipt = dir
+            .path()
+            .join("data/receipts/cardco/CSTL_031_20261121_0001.dat.verdict");
+        assert!(
+            std::fs::read_to_string(receipt)
+                .expect("receipt")
+                .contains("verdict=fed")
+        );
+        assert!(spool_empty(dir.path()));
+        // Read back through /receipts, not through /inbox.
+        let r = s
+            .open(
+                5,
+                "receipts/CSTL_031_20261121_0001.dat.verdict".into(),
+                OpenFlags::READ,
+                FileAttributes::default(),
+            )
+            .await
+            .expect("open receipt")
+            .handle;
+        let data = s.read(6, r.clone(), 0, 4096).await.expect("read").data;
+        assert!(String::from_utf8_lossy(&data).contains("verdict=fed"));
+        assert_eq!(
+            code(s.read(7, r, 4096, 4096).await.expect_err("eof")),
+            StatusCode::Eof
+        );
+        let e = s
+            .open(
+                8,
+                "/inbox/CSTL_031_20261121_0001.dat".into(),
+                OpenFlags::READ,
+                FileAttributes::default(),
+            )
+            .await
+            .expect_err("inbox is write-only");
+        assert_eq!(code(e), StatusCode::PermissionDenied);
+    }
+
+    #[tokio::test]
+    async fn refusals() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = session(dir.path(), 10).await;
+        let a = FileAttributes::default;
+        let e = s
+            .open(1, "/etc/passwd".into(), OpenFlags::READ, a())
+            .await
+            .expect_err("escape");
+        assert_eq!(code(e), StatusCode::NoSuchFile);
+        let e = s
+            .open(1, "/receipts/x".into(), W, a())
+            .await
+            .expect_err("write receipts");
+        assert_eq!(code(e), StatusCode::PermissionDenied);
+        let e = s
+            .open(1, "/inbox/\u{FFFD}.dat".into(), W, a())
+            .await
+            .expect_err("lossy name");
+        assert!(e.error_message.as_deref().unwrap_or("").contains("UTF-8"));
+        assert_eq!(
+            code(s.remove(1, "/inbox/x".into()).await.expect_err("rm")),
+            StatusCode::PermissionDenied
+        );
+        assert_eq!(
+            code(s.mkdir(1, "/inbox/d".into(), a()).await.expect_err("mkdir")),
+            StatusCode::PermissionDenied
+        );
+        assert_eq!(
+            code(
+                s.symlink(1, "/inbox/l".into(), "/etc".into())
+                    .await
+                    .expect_err("ln")
+            ),
+            StatusCode::PermissionDenied
+        );
+        assert_eq!(
+            code(
+                s.setstat(1, "/inbox".into(), a())
+                    .await
+                    .expect_err("setstat")
+            ),
+            StatusCode::PermissionDenied
+        );
+        assert_eq!(
+            s.realpath(1, "../../etc/..".into())
+                .await
+                .expect("realpath")
+                .files[0]
+                .filename,
+            "/"
+        );
+        // Over the maximum size: the write fails, the close fails, nothing kept.
+        let h = s
+            .open(2, "/inbox/big.dat".into(), W, a())
+            .await
+            .expect("open")
+            .handle;
+        s.write(3, h.clone(), 0, vec![b'x'; 10])
+            .await
+            .expect("within the limit");
+        assert_eq!(
+            code(
+                s.write(4, h.clone(), 10, vec![b'x'])
+                    .await
+                    .expect_err("over")
+            ),
+            StatusCode::Failure
+        );
+        assert_eq!(
+            code(s.close(5, h).await.expect_err("refused upload")),
+            StatusCode::Failure
+        );
+        assert!(spool_empty(dir.path()));
+        // A session dropped with an upload open leaves no partial file.
+        let h = s
+            .open(6, "/inbox/cut.dat".into(), W, a())
+            .await
+            .expect("open")
+            .handle;
+        s.write(7, h, 0, vec![b'x'; 5]).await.expect("write");
+        assert!(!spool_empty(dir.path()));
+        drop(s);
+        assert!(spool_empty(dir.path()));
+    }
+}
