@@ -152,6 +152,24 @@ impl Gateway {
         data: &Path,
         sidecar: Option<&Path>,
     ) -> Result<Outcome, IntakeError> {
+        let id = self.stage_file(arrival, data, sidecar).await?;
+        self.judge_staged(id, arrival)
+            .await
+            .map_err(|source| IntakeError::Staged {
+                file_id: id,
+                source: Box::new(source),
+            })
+    }
+
+    /// The first half of [`Gateway::intake_file`]: stage the file (and its
+    /// sidecar) in the store and record the arrival (`received`); returns its
+    /// file id. [`Gateway::judge_staged`] finishes it.
+    pub async fn stage_file(
+        &self,
+        arrival: &Arrival,
+        data: &Path,
+        sidecar: Option<&Path>,
+    ) -> Result<i64, IntakeError> {
         self.partner(&arrival.partner)?;
         let store = self.store.clone();
         let (data_p, sidecar_p) = (data.to_path_buf(), sidecar.map(Path::to_path_buf));
@@ -179,12 +197,7 @@ impl Gateway {
             })
             .await?;
         tracing::info!(file_id = id, partner = %arrival.partner, channel = %arrival.channel, name = %arrival.name, checksum = %stored.checksum, "staged");
-        self.judge_staged(id, arrival)
-            .await
-            .map_err(|source| IntakeError::Staged {
-                file_id: id,
-                source: Box::new(source),
-            })
+        Ok(id)
     }
 
     /// Judge a staged file (and feed it if it deserves it). Also used to

@@ -17,6 +17,7 @@ pub const DEFAULT_IDLE_SECONDS: u64 = 300;
 pub const DEFAULT_MAX_FAILED_LOGINS: u32 = 5;
 pub const DEFAULT_FAILED_LOGIN_WINDOW: u64 = 60;
 pub const DEFAULT_FAILED_LOGIN_BLOCK: u64 = 300;
+pub const DEFAULT_VERDICT_WAIT: u64 = 10;
 
 /// `[sftp_server]` as written. Absent section: no SFTP server.
 #[derive(Debug, Default, Deserialize)]
@@ -40,6 +41,10 @@ pub struct RawSftpServer {
     failed_login_window_seconds: Option<u64>,
     /// How long a blocked address stays blocked. Default 300.
     failed_login_block_seconds: Option<u64>,
+    /// How long the close of an upload waits for its verdict once the file
+    /// is staged and recorded (0: answer right after recording). Judging
+    /// that takes longer goes on and writes the receipt when done. Default 10.
+    verdict_wait_seconds: Option<u64>,
     /// One account per partner that pushes.
     #[serde(default)]
     accounts: Vec<RawAccount>,
@@ -102,6 +107,7 @@ pub struct SftpServerConfig {
     pub max_sessions_per_partner: usize,
     pub idle_timeout: Duration,
     pub login_limit: LoginLimit,
+    pub verdict_wait: Duration,
     pub accounts: Vec<Account>,
 }
 
@@ -243,6 +249,11 @@ impl RawSftpServer {
                 window: Duration::from_secs(window),
                 block: Duration::from_secs(block),
             },
+            verdict_wait: Duration::from_secs(
+                self.verdict_wait_seconds
+                    .unwrap_or(DEFAULT_VERDICT_WAIT)
+                    .min(86_400),
+            ),
             accounts,
         })
     }

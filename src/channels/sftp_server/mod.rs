@@ -110,7 +110,7 @@ impl SftpServer {
     ) -> Result<SftpServer, SftpServerError> {
         let key = load_or_create_host_key(&settings.host_key_path(&gw.config.data_dir))?;
         let fingerprint = key.public_key().fingerprint(HashAlg::Sha256).to_string();
-        let uploads = Arc::new(Uploads::new(gw.clone()));
+        let uploads = Arc::new(Uploads::new(gw.clone(), settings.verdict_wait));
         for p in &gw.config.partners {
             let removed = uploads.prepare(&p.id)?;
             if removed > 0 {

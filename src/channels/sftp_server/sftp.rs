@@ -41,6 +41,8 @@ struct Upload {
     /// Why the upload was refused (too large, a write failed): the close
     /// reports it and nothing is recorded.
     refused: Option<String>,
+    /// When it was opened (for the transfer time in the log).
+    opened: std::time::Instant,
 }
 
 pub struct SftpSession {
@@ -249,9 +251,15 @@ impl SftpSession {
                     out.file_id, out.verdict, out.reason
                 ),
             )),
-            Ok(Completion::Recorded { file_id }) => Ok(status(
+            Ok(Completion::Recorded { file_id, judging }) => Ok(status(
                 id,
-                &format!("file {file_id}: stored and recorded; its verdict follows later"),
+                &if judging {
+                    format!(
+                        "file {file_id}: stored and recorded; still being judged, the verdict follows in /receipts/{name}.verdict"
+                    )
+                } else {
+                    format!("file {file_id}: stored and recorded; judged later")
+                },
             )),
             Ok(Completion::Held { waiting_for }) => Ok(status(
                 id,
@@ -403,6 +411,7 @@ impl russh_sftp::server::Handler for SftpSession {
                     tmp: Some(tmp),
                     size: 0,
                     refused: None,
+                    opened: std::time::Instant::now(),
                 })
             }
             (Location::ReceiptFile(name), false) => Open::Receipt(self.open_receipt(name)?.0),
@@ -510,6 +519,10 @@ impl russh_sftp::server::Handler for SftpSession {
                     self.parked.insert(u.name.clone(), tmp);
                     return Ok(status(id, "temporary name: rename it to its final name"));
                 }
+                tracing::info!(
+                    partner = %self.peer.partner, addr = %self.peer.addr, name = %u.name, bytes = u.size,
+                    transfer_ms = u.opened.elapsed().as_millis() as u64, "upload received; taking it"
+                );
                 self.finish(id, u.name, tmp).await
             }
             Open::Receipt(_) | Open::Dir { .. } => Ok(status(id, "Ok")),
@@ -633,7 +646,10 @@ mod tests {
         let gw = crate::intake::Gateway::open(config, Arc::new(crate::intake::SystemClock))
             .await
             .expect("gateway");
-        let uploads = Arc::new(Uploads::new(Arc::new(gw)));
+        let uploads = Arc::new(Uploads::new(
+            Arc::new(gw),
+            std::time::Duration::from_secs(10),
+        ));
         uploads.prepare("cardco").expect("spool");
         let peer = Peer {
             partner: "cardco".into(),

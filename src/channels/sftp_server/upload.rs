@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tempfile::NamedTempFile;
 
@@ -41,9 +42,10 @@ pub struct Peer {
 pub enum Completion {
     /// Staged, recorded and judged; the receipt is written.
     Judged(Box<Outcome>),
-    /// Staged and recorded, but judging failed; `serve` judges it at its next
-    /// start (`settlegate recover` too).
-    Recorded { file_id: i64 },
+    /// Staged and recorded. `judging`: its verdict did not come within the
+    /// verdict wait and follows in its receipt; otherwise judging failed and
+    /// `serve` judges it at its next start (`settlegate recover` too).
+    Recorded { file_id: i64, judging: bool },
     /// Kept in the spool until its counterpart (data file or control file) arrives.
     Held { waiting_for: String },
 }
@@ -68,22 +70,28 @@ pub struct Uploads {
     receipts: PathBuf,
     /// Serialises pairing decisions (hold or take) per partner.
     pairing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Completions in progress hold a read guard; shutdown takes the write
-    /// guard, so it waits for them to finish.
-    inflight: tokio::sync::RwLock<()>,
+    /// Completions in progress (and their judging, also when it outlives
+    /// the close) hold a read guard; shutdown takes the write guard, so it
+    /// waits for them to finish.
+    inflight: Arc<tokio::sync::RwLock<()>>,
     stopping: AtomicBool,
+    /// How long a close waits for the verdict after staging and recording.
+    verdict_wait: Duration,
 }
 
+type Inflight = Arc<tokio::sync::OwnedRwLockReadGuard<()>>;
+
 impl Uploads {
-    pub fn new(gw: Arc<Gateway>) -> Uploads {
+    pub fn new(gw: Arc<Gateway>, verdict_wait: Duration) -> Uploads {
         let data = gw.config.data_dir.clone();
         Uploads {
             gw,
             spool: data.join("sftp").join("spool"),
             receipts: data.join("receipts"),
             pairing: Mutex::new(HashMap::new()),
-            inflight: tokio::sync::RwLock::new(()),
+            inflight: Arc::new(tokio::sync::RwLock::new(())),
             stopping: AtomicBool::new(false),
+            verdict_wait,
         }
     }
 
@@ -172,12 +180,12 @@ impl Uploads {
 
     /// A complete upload named `name` (already checked by the path jail).
     pub async fn complete(
-        &self,
+        self: &Arc<Self>,
         peer: &Peer,
         name: &str,
         tmp: NamedTempFile,
     ) -> Result<Completion, UploadError> {
-        let _inflight = self.inflight.read().await;
+        let inflight: Inflight = Arc::new(self.inflight.clone().read_owned().await);
         if self.stopping.load(Ordering::SeqCst) {
             return Err(UploadError::ShuttingDown);
         }
@@ -197,7 +205,9 @@ impl Uploads {
             .and_then(|s| s.sidecar_name(name));
         if !is_control && wanted.is_none() {
             // The common case: a file that stands alone.
-            return self.take(peer, name, tmp.path(), None, &[]).await;
+            return self
+                .take(&inflight, peer, name, tmp.path(), None, &[])
+                .await;
         }
         // Hold-or-take decisions of one partner are made one at a time.
         let lock = self.pairing_lock(&peer.partner);
@@ -216,6 +226,7 @@ impl Uploads {
                     let d = d.clone();
                     let held_path = self.held_dir(&peer.partner).join(&d);
                     self.take(
+                        &inflight,
                         peer,
                         &d,
                         &held_path,
@@ -224,15 +235,22 @@ impl Uploads {
                     )
                     .await
                 }
-                None => self.hold(peer, name, tmp, "its data file".into()).await,
+                None => {
+                    self.hold(&inflight, peer, name, tmp, "its data file".into())
+                        .await
+                }
             }
         } else {
             match wanted {
-                None => self.take(peer, name, tmp.path(), None, &[]).await,
+                None => {
+                    self.take(&inflight, peer, name, tmp.path(), None, &[])
+                        .await
+                }
                 Some(w) => match held.iter().find(|(n, _)| n.eq_ignore_ascii_case(&w)) {
                     Some((ctl, _)) => {
                         let ctl_path = self.held_dir(&peer.partner).join(ctl);
                         self.take(
+                            &inflight,
                             peer,
                             name,
                             tmp.path(),
@@ -241,7 +259,7 @@ impl Uploads {
                         )
                         .await
                     }
-                    None => self.hold(peer, name, tmp, w).await,
+                    None => self.hold(&inflight, peer, name, tmp, w).await,
                 },
             }
         }
@@ -250,7 +268,8 @@ impl Uploads {
 
     /// Keep an upload durably until its counterpart arrives.
     async fn hold(
-        &self,
+        self: &Arc<Self>,
+        inflight: &Inflight,
         peer: &Peer,
         name: &str,
         tmp: NamedTempFile,
@@ -263,8 +282,15 @@ impl Uploads {
             // taken alone (judged without its counterpart) before the new
             // one takes its place.
             tracing::warn!(partner = %peer.partner, user = %peer.user, addr = %peer.addr, name, "a held upload is replaced by a new one of the same name; the held one is taken alone");
-            self.take(peer, name, &dest, None, std::slice::from_ref(&dest))
-                .await?;
+            self.take(
+                inflight,
+                peer,
+                name,
+                &dest,
+                None,
+                std::slice::from_ref(&dest),
+            )
+            .await?;
         }
         let d = dest.clone();
         tokio::task::spawn_blocking(move || {
@@ -283,9 +309,12 @@ impl Uploads {
         Ok(Completion::Held { waiting_for })
     }
 
-    /// Intake, receipt, clean-up.
+    /// Stage and record, then judge — waiting for the verdict up to the
+    /// verdict wait; judging that takes longer goes on in the background and
+    /// writes the receipt when done.
     async fn take(
-        &self,
+        self: &Arc<Self>,
+        inflight: &Inflight,
         peer: &Peer,
         name: &str,
         data: &Path,
@@ -301,45 +330,65 @@ impl Uploads {
             actor: format!("{CHANNEL}:{}", peer.user),
             reason: None,
         };
-        let result = self.gw.intake_file(&arrival, data, sidecar).await;
-        let completion = match result {
-            Ok(out) => {
-                let (dir, n, o) = (
-                    self.receipts_dir(&peer.partner),
-                    name.to_string(),
-                    out.clone(),
-                );
-                match tokio::task::spawn_blocking(move || receipt::write(&dir, &n, &o)).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => {
-                        tracing::error!(partner = %peer.partner, file_id = out.file_id, name, error = %e, "judged, but the receipt could not be written")
-                    }
-                    Err(e) => {
-                        tracing::error!(partner = %peer.partner, file_id = out.file_id, name, error = %e, "judged, but the receipt task failed")
-                    }
-                }
-                tracing::info!(
-                    partner = %peer.partner, user = %peer.user, addr = %peer.addr, file_id = out.file_id,
-                    name, verdict = %out.verdict, reason = %out.reason, "upload taken"
-                );
-                Completion::Judged(Box::new(out))
-            }
-            Err(IntakeError::Staged { file_id, source }) => {
-                tracing::error!(partner = %peer.partner, file_id, name, error = %source, "upload stored and recorded, but not judged; it is judged at the next start (or `settlegate recover`)");
-                Completion::Recorded { file_id }
-            }
+        let file_id = match self.gw.stage_file(&arrival, data, sidecar).await {
+            Ok(id) => id,
             Err(e) => {
                 tracing::error!(partner = %peer.partner, user = %peer.user, addr = %peer.addr, name, error = %e, "upload could not be stored; nothing recorded");
                 return Err(e.into());
             }
         };
+        // Staged and recorded: the spool copies are no longer needed.
         for p in held {
             if let Err(e) = std::fs::remove_file(p)
                 && e.kind() != std::io::ErrorKind::NotFound
             {
-                tracing::warn!(path = %p.display(), error = %e, "could not remove a held file already taken");
+                tracing::warn!(path = %p.display(), error = %e, "could not remove a held file already staged");
             }
         }
-        Ok(completion)
+        let (me, peer, name, guard) = (
+            self.clone(),
+            peer.clone(),
+            name.to_string(),
+            inflight.clone(),
+        );
+        let judging = tokio::spawn(async move {
+            let _inflight = guard;
+            match me.gw.judge_staged(file_id, &arrival).await {
+                Ok(out) => {
+                    let (dir, n, o) = (me.receipts_dir(&peer.partner), name.clone(), out.clone());
+                    match tokio::task::spawn_blocking(move || receipt::write(&dir, &n, &o)).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => {
+                            tracing::error!(partner = %peer.partner, file_id, name, error = %e, "judged, but the receipt could not be written")
+                        }
+                        Err(e) => {
+                            tracing::error!(partner = %peer.partner, file_id, name, error = %e, "judged, but the receipt task failed")
+                        }
+                    }
+                    tracing::info!(
+                        partner = %peer.partner, user = %peer.user, addr = %peer.addr, file_id,
+                        name, verdict = %out.verdict, reason = %out.reason, "upload taken"
+                    );
+                    Some(out)
+                }
+                Err(e) => {
+                    tracing::error!(partner = %peer.partner, file_id, name, error = %e, "upload stored and recorded, but not judged; it is judged at the next start (or `settlegate recover`)");
+                    None
+                }
+            }
+        });
+        Ok(
+            match tokio::time::timeout(self.verdict_wait, judging).await {
+                Ok(Ok(Some(out))) => Completion::Judged(Box::new(out)),
+                Ok(_) => Completion::Recorded {
+                    file_id,
+                    judging: false,
+                },
+                Err(_) => Completion::Recorded {
+                    file_id,
+                    judging: true,
+                },
+            },
+        )
     }
 }
