@@ -8,6 +8,9 @@
 # recorded in the ledger (the file is random bytes in no settlement format,
 # so judging it takes no time).
 # Usage: benches/sftp_server.sh [SIZE_MIB] [RUNS]     (default 1024 3)
+#        VERDICT_WAIT=0 benches/sftp_server.sh   (close answered right after
+#        staging + recording; default: the sample's verdict_wait_seconds)
+# Also printed: settlegate's transfer alone (open to close, from its log).
 # sshd needs root (privilege separation directory /run/sshd).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +34,7 @@ bytes=$(stat -c %s "$dir/upload.bin")
 sed -e "s|^formats_dir = .*|formats_dir = \"$PWD/formats\"|" \
     -e "s|^listen = .*|listen = \"127.0.0.1:$sg_port\"|" \
     -e "s|^  \"ssh-ed25519 .*|  \"$(cat "$dir/client.pub")\",|" \
+    -e "s|^verdict_wait_seconds = .*|verdict_wait_seconds = ${VERDICT_WAIT:-10}|" \
     settlegate.toml > "$dir/settlegate.toml"
 target/release/settlegate --config "$dir/settlegate.toml" --data-dir "$dir/data" serve 2> "$dir/serve.log" &
 sg_pid=$!
@@ -83,5 +87,10 @@ median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)
 ms=$(median "${sg[@]}"); mo=$(median "${os[@]}")
 printf 'median of %d, %d MiB: settlegate %.0f MB/s, OpenSSH sshd %.0f MB/s, ratio %.2fx (goal >= 0.8x)\n' \
   "$runs" "$mib" "$(mbs "$ms")" "$(mbs "$mo")" "$(echo "$mo / $ms" | bc -l)"
+# settlegate's transfer alone: open → close of the upload handle.
+mapfile -t tr < <(sed 's/\x1b\[[0-9;]*m//g' "$dir/serve.log" | grep -o 'transfer_ms=[0-9]*' | cut -d= -f2)
+mt=$(median "${tr[@]}")
+printf 'settlegate transfer alone (median, open to close): %.0f MB/s, %.2fx sshd; the rest of its put is staging + recording (+ judging)\n' \
+  "$(echo "$bytes / ($mt / 1000) / 1000000" | bc -l)" "$(echo "$mo / ($mt / 1000)" | bc -l)"
 cmp "$dir/upload.bin" "$dir/sshd-dest/upload.bin"
 grep -c '"upload taken"\|upload taken' "$dir/serve.log" > /dev/null
