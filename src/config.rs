@@ -52,6 +52,8 @@ struct RawConfig {
     watch: RawWatch,
     #[serde(default)]
     partners: Vec<RawPartner>,
+    /// The SFTP server for partners that push (absent: off).
+    sftp_server: Option<crate::channels::sftp_server::RawSftpServer>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -177,6 +179,8 @@ pub struct Config {
     pub timezone: FixedOffset,
     pub watch: WatchConfig,
     pub partners: Vec<Partner>,
+    /// The SFTP server channel, when configured.
+    pub sftp_server: Option<crate::channels::sftp_server::SftpServerConfig>,
 }
 
 /// Timing of the watched-folder channel.
@@ -430,8 +434,15 @@ impl Config {
                 &watch_err,
             )?,
         };
+        let partner_ids: Vec<&str> = partners.iter().map(|p: &Partner| p.id.as_str()).collect();
+        let sftp_server = raw
+            .sftp_server
+            .map(|s| s.validate(&partner_ids, &base))
+            .transpose()
+            .map_err(|(context, message)| err(&context, message))?;
         Ok(Config {
             source: path.map(Path::to_path_buf),
+            sftp_server,
             watch,
             data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("data")),
             formats_dir: raw

@@ -28,6 +28,8 @@ pub enum ServeError {
     },
     #[error("cannot watch the inboxes: {0}")]
     Notify(#[from] notify::Error),
+    #[error(transparent)]
+    SftpServer(#[from] crate::channels::sftp_server::SftpServerError),
 }
 
 /// Run until `shutdown` completes.
@@ -113,6 +115,15 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
                 }
             }
         }
+    }
+    if let Some(settings) = cfg.sftp_server.clone() {
+        let server = crate::channels::sftp_server::SftpServer::bind(gw.clone(), settings).await?;
+        tracing::info!(
+            listen = %server.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            host_key = %server.fingerprint,
+            "channel sftp-push (sftp server)"
+        );
+        tasks.spawn(server.run(stop_rx.clone()));
     }
     tracing::info!("settlegate serving");
 

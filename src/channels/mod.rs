@@ -3,6 +3,7 @@
 
 pub mod receipt;
 pub mod sftp_pull;
+pub mod sftp_server;
 pub mod ssh;
 pub mod watch;
 

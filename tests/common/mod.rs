@@ -126,6 +126,11 @@ impl Env {
                 .map_or(text.len(), |e| start + e);
             text.replace_range(start..end, "");
         }
+        // The sample's SFTP server (its last section) listens on a fixed
+        // port: a test that wants one configures its own.
+        if let Some(start) = text.find("\n[sftp_server]") {
+            text.truncate(start + 1);
+        }
         let config = dir.path().join("settlegate.toml");
         std::fs::write(&config, format!("{text}\n{extra_config}")).expect("write config");
         let data = dir.path().join("data");

@@ -1,0 +1,284 @@
+//! The SFTP server channel: partners that push log in to settlegate's own
+//! SFTP server (russh + russh-sftp) and upload into `/inbox`; each complete
+//! upload goes through the one intake path with channel `sftp-push`, and its
+//! verdict appears as `/receipts/<name>.verdict`.
+//!
+//! - [`jail`]: the pure path jail (client path → virtual location).
+//! - [`config`]: `[sftp_server]` and its accounts, validated.
+//! - [`limits`]: failed logins per address, sessions per partner (pure).
+//! - [`session`]: the SSH handler (authentication, only the `sftp` subsystem).
+//! - [`sftp`]: the SFTP request handler of one session.
+//! - [`upload`]: spool, control-file pairing, intake and receipt.
+
+pub mod config;
+pub mod jail;
+pub mod limits;
+pub mod session;
+pub mod sftp;
+pub mod upload;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use russh::keys::ssh_key::{self, HashAlg, LineEnding, PrivateKey};
+use russh::{MethodKind, MethodSet, SshId};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use config::{RawSftpServer, SftpServerConfig};
+
+use crate::intake::Gateway;
+use limits::{FailedLogins, Sessions};
+use session::Connection;
+use upload::Uploads;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SftpServerError {
+    #[error("sftp server: cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("sftp server: host key {path}: {message}")]
+    HostKey { path: PathBuf, message: String },
+    #[error("sftp server: {0}")]
+    Spool(#[from] upload::UploadError),
+}
+
+/// What every connection of one server shares.
+pub struct Shared {
+    pub settings: SftpServerConfig,
+    pub uploads: Arc<Uploads>,
+    pub failed_logins: Mutex<FailedLogins>,
+    pub sessions: Sessions,
+}
+
+/// A bound, not yet running, SFTP server.
+pub struct SftpServer {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    ssh: Arc<russh::server::Config>,
+    pub fingerprint: String,
+}
+
+/// Load the host key, or generate an ed25519 key (mode 0600) when absent.
+pub fn load_or_create_host_key(path: &Path) -> Result<PrivateKey, SftpServerError> {
+    let err = |message: String| SftpServerError::HostKey {
+        path: path.to_path_buf(),
+        message,
+    };
+    if path.exists() {
+        return russh::keys::load_secret_key(path, None).map_err(|e| err(e.to_string()));
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| err(format!("cannot create its directory: {e}")))?;
+    }
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| err(format!("no randomness: {e}")))?;
+    let pair = ssh_key::private::Ed25519Keypair::from_seed(&seed);
+    let key = PrivateKey::new(
+        ssh_key::private::KeypairData::Ed25519(pair),
+        "settlegate host key",
+    )
+    .map_err(|e| err(e.to_string()))?;
+    let text = key
+        .to_openssh(LineEnding::LF)
+        .map_err(|e| err(e.to_string()))?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts
+        .open(path)
+        .map_err(|e| err(format!("cannot create: {e}")))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| err(format!("cannot write: {e}")))?;
+    tracing::info!(path = %path.display(), "generated a new sftp host key");
+    Ok(key)
+}
+
+impl SftpServer {
+    /// Prepare the spool, load the host key and bind the listening socket.
+    pub async fn bind(
+        gw: Arc<Gateway>,
+        settings: SftpServerConfig,
+    ) -> Result<SftpServer, SftpServerError> {
+        let key = load_or_create_host_key(&settings.host_key_path(&gw.config.data_dir))?;
+        let fingerprint = key.public_key().fingerprint(HashAlg::Sha256).to_string();
+        let uploads = Arc::new(Uploads::new(gw.clone(), settings.verdict_wait));
+        for p in &gw.config.partners {
+            let removed = uploads.prepare(&p.id)?;
+            if removed > 0 {
+                tracing::warn!(partner = %p.id, files = removed, "removed partial uploads an earlier run left in the spool (never recorded)");
+            }
+        }
+        let mut methods = MethodSet::empty();
+        methods.push(MethodKind::PublicKey);
+        if settings.accounts.iter().any(|a| a.password_hash.is_some()) {
+            methods.push(MethodKind::Password);
+        }
+        let idle = settings.idle_timeout;
+        let ssh = russh::server::Config {
+            server_id: SshId::Standard(
+                format!("SSH-2.0-settlegate_{}", env!("CARGO_PKG_VERSION")).into(),
+            ),
+            methods,
+            // Rejections take a constant time; OpenSSH's first "none" probe is answered at once.
+            auth_rejection_time: Duration::from_secs(1),
+            auth_rejection_time_initial: Some(Duration::ZERO),
+            max_auth_attempts: 6,
+            keys: vec![key],
+            // Dead peers: three unanswered keepalives 15 s apart. Idle but
+            // live sessions are closed by the SFTP idle watchdog (the
+            // keepalive answers would keep russh's own timer from firing).
+            // A backstop only: the SFTP idle watchdog (which logs the
+            // partner) closes idle sessions first.
+            inactivity_timeout: Some(idle + Duration::from_secs(30)),
+            keepalive_interval: Some(Duration::from_secs(15).min(idle)),
+            keepalive_max: 3,
+            // Throughput: a large receive window; packets up to 64 KiB.
+            window_size: 64 * 1024 * 1024,
+            maximum_packet_size: 65535,
+            channel_buffer_size: 256,
+            nodelay: true,
+            ..Default::default()
+        };
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| SftpServerError::Bind {
+                    addr: settings.listen,
+                    source,
+                })?;
+        let shared = Arc::new(Shared {
+            failed_logins: Mutex::new(FailedLogins::new(settings.login_limit)),
+            settings,
+            uploads,
+            sessions: Sessions::default(),
+        });
+        Ok(SftpServer {
+            listener,
+            shared,
+            ssh: Arc::new(ssh),
+            fingerprint,
+        })
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// Accept connections until `stop` turns true; then disconnect every
+    /// session and wait for uploads being taken to finish.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok((socket, addr)) => {
+                        let blocked = self
+                            .shared
+                            .failed_logins
+                            .lock()
+                            .ok()
+                            .and_then(|mut f| f.blocked(addr.ip(), Instant::now()));
+                        if let Some(left) = blocked {
+                            tracing::warn!(addr = %addr, blocked_seconds = left.as_secs(), "refused: connection from an address blocked after failed logins");
+                            drop(socket);
+                            continue;
+                        }
+                        let _ = socket.set_nodelay(true);
+                        conns.spawn(connection(self.shared.clone(), self.ssh.clone(), socket, addr, stop.clone()));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "sftp accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                _ = stop.changed() => {}
+            }
+        }
+        drop(self.listener);
+        tracing::info!("sftp server: stopping; finishing uploads in progress");
+        self.shared.uploads.drain().await;
+        let wait = async { while conns.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .is_err()
+        {
+            conns.abort_all();
+        }
+        tracing::info!("sftp server stopped");
+    }
+}
+
+/// One connection, with its idle watchdog.
+async fn connection(
+    shared: Arc<Shared>,
+    ssh: Arc<russh::server::Config>,
+    socket: tokio::net::TcpStream,
+    addr: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) {
+    let idle = shared.settings.idle_timeout;
+    let conn = Connection::new(shared.clone(), addr);
+    let activity = conn.activity.clone();
+    let session =
+        match tokio::time::timeout(idle, russh::server::run_stream(ssh, socket, conn)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(addr = %addr, error = %e, "ssh connection setup failed");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(addr = %addr, "refused: no SSH handshake within the idle timeout");
+                return;
+            }
+        };
+    let handle = session.handle();
+    let mut session = session;
+    let tick = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+    // On shutdown a request in progress (a close being taken) is let finish
+    // first, for up to a minute, so its client gets its answer.
+    let mut stop_by: Option<Instant> = None;
+    let mut closing = false;
+    loop {
+        let wait = if stop_by.is_some() {
+            Duration::from_millis(50)
+        } else {
+            tick
+        };
+        tokio::select! {
+            result = &mut session => {
+                if let Err(e) = result {
+                    tracing::debug!(addr = %addr, error = %e, "ssh session ended with an error");
+                }
+                break;
+            }
+            _ = tokio::time::sleep(wait), if !closing => {
+                if let Some(t) = stop_by {
+                    if !activity.is_busy() || Instant::now() >= t {
+                        closing = true;
+                        let _ = handle.disconnect(russh::Disconnect::ByApplication, "server shutting down".into(), "en".into()).await;
+                    }
+                } else if activity.idle_for() >= idle {
+                    tracing::warn!(addr = %addr, partner = %activity.partner(), idle_seconds = idle.as_secs(), "refused: session idle too long; disconnecting");
+                    closing = true;
+                    let _ = handle.disconnect(russh::Disconnect::ByApplication, "idle timeout".into(), "en".into()).await;
+                }
+            }
+            _ = stop.changed(), if stop_by.is_none() && !closing => {
+                stop_by = Some(Instant::now() + Duration::from_secs(60));
+            }
+        }
+    }
+}

@@ -1,0 +1,424 @@
+//! One SSH connection: authentication against the partner accounts, the
+//! failed-login limit, the per-partner session cap, and nothing but the
+//! `sftp` subsystem (no shell, exec, pty, forwarding, agent or X11).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
+use russh::{Channel, ChannelId, MethodKind, MethodSet};
+
+use super::Shared;
+use super::config::Account;
+use super::limits::SessionSlot;
+use super::sftp::SftpSession;
+use super::upload::Peer;
+
+/// When the session last did something, and whether a request is running;
+/// the idle watchdog reads it.
+#[derive(Debug)]
+pub struct Activity {
+    last: Mutex<Instant>,
+    busy: AtomicUsize,
+    /// The partner once logged in (for log lines).
+    partner: Mutex<String>,
+}
+
+impl Activity {
+    pub fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            last: Mutex::new(Instant::now()),
+            busy: AtomicUsize::new(0),
+            partner: Mutex::new(String::new()),
+        })
+    }
+
+    pub fn partner(&self) -> String {
+        self.partner.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    /// Mark a request as running until the guard drops.
+    pub fn busy(self: &Arc<Activity>) -> Busy {
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        Busy(self.clone())
+    }
+
+    /// Whether a request is running.
+    pub fn is_busy(&self) -> bool {
+        self.busy.load(Ordering::SeqCst) > 0
+    }
+
+    /// How long the session has been idle (zero while a request runs).
+    pub fn idle_for(&self) -> std::time::Duration {
+        if self.busy.load(Ordering::SeqCst) > 0 {
+            return std::time::Duration::ZERO;
+        }
+        self.last.lock().map(|t| t.elapsed()).unwrap_or_default()
+    }
+
+    fn touch(&self) {
+        if let Ok(mut t) = self.last.lock() {
+            *t = Instant::now();
+        }
+    }
+}
+
+pub struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.busy.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Ssh(#[from] russh::Error),
+}
+
+/// The russh handler of one connection: an adapter from SSH callbacks to
+/// the account table, the limits and the SFTP session.
+pub struct Connection {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    pub activity: Arc<Activity>,
+    /// Set once authenticated.
+    account: Option<Account>,
+    slot: Option<SessionSlot>,
+    /// Session channels not yet turned into a subsystem.
+    channels: Vec<Channel<Msg>>,
+    /// A connection that offered only unknown keys counts as one failure.
+    counted_key_failure: bool,
+    sftp_started: bool,
+}
+
+impl Connection {
+    pub fn new(shared: Arc<Shared>, addr: SocketAddr) -> Connection {
+        Connection {
+            shared,
+            addr,
+            activity: Activity::new(),
+            account: None,
+            slot: None,
+            channels: Vec::new(),
+            counted_key_failure: false,
+            sftp_started: false,
+        }
+    }
+
+    fn reject_all() -> Auth {
+        Auth::reject()
+    }
+
+    /// Count a failed login from this address; log it.
+    fn failed(&self, user: &str, method: &str, why: &str) {
+        let partner = self
+            .shared
+            .settings
+            .account(user)
+            .map(|a| a.partner.clone())
+            .unwrap_or_default();
+        let blocked = self
+            .shared
+            .failed_logins
+            .lock()
+            .map(|mut f| f.fail(self.addr.ip(), Instant::now()))
+            .unwrap_or(false);
+        tracing::warn!(partner = %partner, user, addr = %self.addr, method, "refused: login failed ({why})");
+        if blocked {
+            tracing::warn!(addr = %self.addr, user, partner = %partner, block_seconds = self.shared.settings.login_limit.block.as_secs(), "refused: too many failed logins; address blocked");
+        }
+    }
+
+    fn blocked(&self) -> bool {
+        self.shared
+            .failed_logins
+            .lock()
+            .map(|mut f| f.blocked(self.addr.ip(), Instant::now()).is_some())
+            .unwrap_or(false)
+    }
+
+    /// Accept `account` unless its partner is at its session cap.
+    fn admit(&mut self, account: &Account, method: &str) -> Auth {
+        let max = self.shared.settings.max_sessions_per_partner;
+        match self.shared.sessions.try_take(&account.partner, max) {
+            Some(slot) => {
+                tracing::info!(partner = %account.partner, user = %account.user, addr = %self.addr, method, "sftp login");
+                self.slot = Some(slot);
+                if let Ok(mut p) = self.activity.partner.lock() {
+                    *p = account.partner.clone();
+                }
+                self.account = Some(account.clone());
+                Auth::Accept
+            }
+            None => {
+                tracing::warn!(partner = %account.partner, user = %account.user, addr = %self.addr, max_sessions = max, "refused: partner already has the maximum number of sessions");
+                Self::reject_all()
+            }
+        }
+    }
+}
+
+impl russh::server::Handler for Connection {
+    type Error = SessionError;
+
+    async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
+        let mut methods = MethodSet::empty();
+        methods.push(MethodKind::PublicKey);
+        if self
+            .shared
+            .settings
+            .accounts
+            .iter()
+            .any(|a| a.password_hash.is_some())
+        {
+            methods.push(MethodKind::Password);
+        }
+        Ok(Auth::Reject {
+            proceed_with_methods: Some(methods),
+            partial_success: false,
+        })
+    }
+
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        if self.blocked() {
+            tracing::warn!(user, addr = %self.addr, "refused: address blocked after failed logins");
+            return Ok(Self::reject_all());
+        }
+        let known = self.shared.settings.account(user).is_some_and(|a| {
+            a.keys
+                .iter()
+                .any(|k| k.key_data() == offer.public_key.key_data())
+        });
+        if known {
+            return Ok(Auth::Accept);
+        }
+        if !self.counted_key_failure {
+            self.counted_key_failure = true;
+            self.failed(user, "publickey", "key not authorized for this user");
+        }
+        Ok(Self::reject_all())
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        if self.blocked() {
+            return Ok(Self::reject_all());
+        }
+        let account = self
+            .shared
+            .settings
+            .account(user)
+            .filter(|a| {
+                a.keys
+                    .iter()
+                    .any(|k| k.key_data() == key.public_key.key_data())
+            })
+            .cloned();
+        match account {
+            Some(a) => Ok(self.admit(&a, "publickey")),
+            None => {
+                self.failed(user, "publickey", "key not authorized for this user");
+                Ok(Self::reject_all())
+            }
+        }
+    }
+
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        if self.blocked() {
+            tracing::warn!(user, addr = %self.addr, "refused: address blocked after failed logins");
+            return Ok(Self::reject_all());
+        }
+        let account = self.shared.settings.account(user).cloned();
+        let Some(hash) = account.as_ref().and_then(|a| a.password_hash.clone()) else {
+            self.failed(user, "password", "no password login for this user");
+            return Ok(Self::reject_all());
+        };
+        let password = password.to_string();
+        // argon2 is deliberately slow: off the async threads.
+        let ok = tokio::task::spawn_blocking(move || {
+            use argon2::PasswordVerifier;
+            argon2::Argon2::default()
+                .verify_password(password.as_bytes(), hash.expose().as_str())
+                .is_ok()
+        })
+        .await
+        .unwrap_or(false);
+        match (ok, account) {
+            (true, Some(a)) => Ok(self.admit(&a, "password")),
+            _ => {
+                self.failed(user, "password", "wrong password");
+                Ok(Self::reject_all())
+            }
+        }
+    }
+
+    async fn auth_keyboard_interactive<'a>(
+        &'a mut self,
+        _user: &str,
+        _submethods: &str,
+        _response: Option<russh::server::Response<'a>>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(Auth::UnsupportedMethod)
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if self.account.is_none() || self.channels.len() >= 4 {
+            return Ok(());
+        }
+        self.channels.push(channel);
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel_id: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let pos = self.channels.iter().position(|c| c.id() == channel_id);
+        let (Some(account), Some(pos), "sftp") = (self.account.clone(), pos, name) else {
+            tracing::warn!(addr = %self.addr, subsystem = name, "refused: subsystem other than sftp");
+            session.channel_failure(channel_id)?;
+            return Ok(());
+        };
+        if self.sftp_started {
+            tracing::warn!(partner = %account.partner, addr = %self.addr, "refused: a second sftp subsystem in one session");
+            session.channel_failure(channel_id)?;
+            return Ok(());
+        }
+        self.sftp_started = true;
+        let channel = self.channels.swap_remove(pos);
+        let peer = Peer {
+            partner: account.partner.clone(),
+            user: account.user.clone(),
+            addr: self.addr,
+        };
+        let sftp = SftpSession::new(
+            self.shared.uploads.clone(),
+            peer,
+            self.shared.settings.max_file_bytes,
+            self.activity.clone(),
+        );
+        session.channel_success(channel_id)?;
+        let cfg = russh_sftp::server::Config {
+            // Writes are at most 256 KiB of data (OpenSSH sends 32 KiB).
+            max_client_packet_len: 256 * 1024 + 1024,
+        };
+        russh_sftp::server::run_with_config(channel.into_stream(), sftp, cfg).await;
+        Ok(())
+    }
+
+    async fn channel_eof(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.close(channel)?;
+        Ok(())
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        _data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        tracing::warn!(addr = %self.addr, "refused: exec");
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        tracing::warn!(addr = %self.addr, "refused: shell");
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        _term: &str,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single_connection: bool,
+        _x11_auth_protocol: &str,
+        _x11_auth_cookie: &str,
+        _x11_screen_number: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        _variable_name: &str,
+        _variable_value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    async fn agent_request(
+        &mut self,
+        _channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        Ok(false)
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        tracing::warn!(addr = %self.addr, forward = %format!("{address}:{port}"), "refused: port forwarding");
+        Ok(false)
+    }
+
+    async fn streamlocal_forward(
+        &mut self,
+        _socket_path: &str,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        Ok(false)
+    }
+}

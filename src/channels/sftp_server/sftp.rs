@@ -1,0 +1,830 @@
+//! The SFTP subsystem of one session: every request is resolved through the
+//! path jail, answered quickly (uploads are written at their offset into a
+//! local temp file), and refused with a status and a message when it is not
+//! one of the few things a partner may do.
+
+use std::collections::HashMap;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::sync::Arc;
+
+use russh_sftp::protocol::{
+    Attrs, Data, File, FileAttributes, Handle, Name, OpenFlags, Status, StatusCode, Version,
+};
+use russh_sftp::server::StatusReply;
+use tempfile::NamedTempFile;
+
+use super::jail::{self, JailError, Location};
+use super::session::Activity;
+use super::upload::{Completion, Peer, Uploads};
+use crate::channels::watch::is_temporary;
+
+/// Handles one session may hold open at once.
+const MAX_HANDLES: usize = 64;
+/// Entries per READDIR answer.
+const DIR_CHUNK: usize = 100;
+/// Largest READ answered (OpenSSH asks for 32 KiB or less).
+const MAX_READ: u32 = 256 * 1024;
+
+/// Clients see paths relative to `/`.
+const HOME: &str = "/";
+
+enum Open {
+    Upload(Upload),
+    Receipt(std::fs::File),
+    Dir { entries: Vec<File>, next: usize },
+}
+
+struct Upload {
+    name: String,
+    tmp: Option<NamedTempFile>,
+    size: u64,
+    /// Why the upload was refused (too large, a write failed): the close
+    /// reports it and nothing is recorded.
+    refused: Option<String>,
+    /// When it was opened (for the transfer time in the log).
+    opened: std::time::Instant,
+}
+
+pub struct SftpSession {
+    uploads: Arc<Uploads>,
+    peer: Peer,
+    max_file_bytes: u64,
+    activity: Arc<Activity>,
+    handles: HashMap<String, Open>,
+    next_handle: u64,
+    /// Closed uploads under a temporary name (`x.part`), waiting to be renamed
+    /// to their final name in this session.
+    parked: HashMap<String, NamedTempFile>,
+    initialized: bool,
+}
+
+fn status(id: u32, message: &str) -> Status {
+    Status {
+        id,
+        status_code: StatusCode::Ok,
+        error_message: message.to_string(),
+        language_tag: "en-US".into(),
+    }
+}
+
+fn refuse(code: StatusCode, message: impl Into<String>) -> StatusReply {
+    code.with_message(message)
+}
+
+fn jail_refusal(e: JailError) -> StatusReply {
+    let code = match e {
+        JailError::NotFound(_) => StatusCode::NoSuchFile,
+        _ => StatusCode::PermissionDenied,
+    };
+    refuse(code, e.to_string())
+}
+
+fn dir_attrs() -> FileAttributes {
+    let mut a = FileAttributes {
+        permissions: Some(0o755),
+        size: Some(0),
+        ..FileAttributes::default()
+    };
+    a.set_dir(true);
+    a
+}
+
+fn file_attrs(meta: &std::fs::Metadata) -> FileAttributes {
+    let mut a = FileAttributes {
+        size: Some(meta.len()),
+        permissions: Some(0o644),
+        mtime: u32::try_from(meta.mtime()).ok(),
+        atime: u32::try_from(meta.mtime()).ok(),
+        ..FileAttributes::default()
+    };
+    a.set_regular(true);
+    a
+}
+
+impl SftpSession {
+    pub fn new(
+        uploads: Arc<Uploads>,
+        peer: Peer,
+        max_file_bytes: u64,
+        activity: Arc<Activity>,
+    ) -> SftpSession {
+        SftpSession {
+            uploads,
+            peer,
+            max_file_bytes,
+            activity,
+            handles: HashMap::new(),
+            next_handle: 0,
+            parked: HashMap::new(),
+            initialized: false,
+        }
+    }
+
+    fn resolve(&self, path: &str) -> Result<Location, StatusReply> {
+        jail::resolve(HOME, path).map_err(|e| {
+            if matches!(e, JailError::NotUtf8 | JailError::Nul) {
+                tracing::warn!(partner = %self.peer.partner, addr = %self.peer.addr, error = %e, "path refused");
+            }
+            jail_refusal(e)
+        })
+    }
+
+    fn add_handle(&mut self, open: Open) -> Result<String, StatusReply> {
+        if self.handles.len() >= MAX_HANDLES {
+            return Err(refuse(
+                StatusCode::Failure,
+                format!("too many open handles (at most {MAX_HANDLES})"),
+            ));
+        }
+        self.next_handle += 1;
+        // Plain ASCII decimal: russh-sftp keeps handles as (lossily decoded) strings.
+        let h = self.next_handle.to_string();
+        self.handles.insert(h.clone(), open);
+        Ok(h)
+    }
+
+    /// A receipt file, opened without following symlinks: lstat, open, then
+    /// check the opened file is the very regular file that was lstat'ed.
+    fn open_receipt(&self, name: &str) -> Result<(std::fs::File, std::fs::Metadata), StatusReply> {
+        let path = self.uploads.receipts_dir(&self.peer.partner).join(name);
+        let missing = || {
+            refuse(
+                StatusCode::NoSuchFile,
+                format!("no such file: /receipts/{name}"),
+            )
+        };
+        let before = std::fs::symlink_metadata(&path).map_err(|_| missing())?;
+        if !before.file_type().is_file() {
+            return Err(missing());
+        }
+        let file = std::fs::File::open(&path).map_err(|_| missing())?;
+        let after = file.metadata().map_err(|_| missing())?;
+        if after.dev() != before.dev() || after.ino() != before.ino() || !after.is_file() {
+            return Err(missing());
+        }
+        Ok((file, after))
+    }
+
+    fn inbox_entry(&self, name: &str) -> Option<FileAttributes> {
+        if let Some(t) = self.parked.get(name) {
+            return t.as_file().metadata().ok().map(|m| file_attrs(&m));
+        }
+        self.uploads
+            .held(&self.peer.partner)
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, m)| file_attrs(&m))
+    }
+
+    fn stat_location(&self, loc: &Location) -> Result<FileAttributes, StatusReply> {
+        match loc {
+            l if l.is_dir() => Ok(dir_attrs()),
+            Location::InboxFile(name) => self.inbox_entry(name).ok_or_else(|| {
+                refuse(
+                    StatusCode::NoSuchFile,
+                    format!("no such file: /inbox/{name}"),
+                )
+            }),
+            Location::ReceiptFile(name) => self.open_receipt(name).map(|(_, m)| file_attrs(&m)),
+            _ => Err(refuse(StatusCode::NoSuchFile, "no such file")),
+        }
+    }
+
+    fn listing(&self, loc: &Location) -> Vec<File> {
+        match loc {
+            Location::Root => vec![
+                File::new("inbox", dir_attrs()),
+                File::new("receipts", dir_attrs()),
+            ],
+            Location::InboxDir => {
+                let mut v: Vec<File> = self
+                    .uploads
+                    .held(&self.peer.partner)
+                    .into_iter()
+                    .map(|(n, m)| File::new(n, file_attrs(&m)))
+                    .collect();
+                for (n, t) in &self.parked {
+                    if let Ok(m) = t.as_file().metadata() {
+                        v.push(File::new(n.clone(), file_attrs(&m)));
+                    }
+                }
+                v
+            }
+            Location::ReceiptsDir => {
+                let mut v = Vec::new();
+                if let Ok(entries) =
+                    std::fs::read_dir(self.uploads.receipts_dir(&self.peer.partner))
+                {
+                    for e in entries.flatten() {
+                        let Ok(name) = e.file_name().into_string() else {
+                            continue;
+                        };
+                        if name.starts_with('.') {
+                            continue;
+                        }
+                        if let Ok(m) = e.metadata()
+                            && m.is_file()
+                        {
+                            v.push(File::new(name, file_attrs(&m)));
+                        }
+                    }
+                }
+                v.sort_by(|a, b| a.filename.cmp(&b.filename));
+                v
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Hand a complete upload to intake and turn the outcome into a status.
+    async fn finish(
+        &mut self,
+        id: u32,
+        name: String,
+        tmp: NamedTempFile,
+    ) -> Result<Status, StatusReply> {
+        match self.uploads.complete(&self.peer, &name, tmp).await {
+            Ok(Completion::Judged(out)) => Ok(status(
+                id,
+                &format!(
+                    "file {}: {} ({}); receipt /receipts/{name}.verdict",
+                    out.file_id, out.verdict, out.reason
+                ),
+            )),
+            Ok(Completion::Recorded { file_id, judging }) => Ok(status(
+                id,
+                &if judging {
+                    format!(
+                        "file {file_id}: stored and recorded; still being judged, the verdict follows in /receipts/{name}.verdict"
+                    )
+                } else {
+                    format!("file {file_id}: stored and recorded; judged later")
+                },
+            )),
+            Ok(Completion::Held { waiting_for }) => Ok(status(
+                id,
+                &format!("held in /inbox until {waiting_for} arrives"),
+            )),
+            Err(e) => Err(refuse(StatusCode::Failure, e.to_string())),
+        }
+    }
+}
+
+impl Drop for SftpSession {
+    fn drop(&mut self) {
+        for open in self.handles.values() {
+            if let Open::Upload(u) = open
+                && u.tmp.is_some()
+            {
+                tracing::warn!(
+                    partner = %self.peer.partner, user = %self.peer.user, addr = %self.peer.addr,
+                    name = %u.name, bytes = u.size,
+                    "session ended during an upload; the partial file is discarded, nothing recorded"
+                );
+            }
+        }
+        for name in self.parked.keys() {
+            tracing::warn!(
+                partner = %self.peer.partner, user = %self.peer.user, addr = %self.peer.addr, name = %name,
+                "session ended before a temporary upload was renamed; it is discarded, nothing recorded"
+            );
+        }
+        // The temp files are removed as their handles drop.
+    }
+}
+
+impl russh_sftp::server::Handler for SftpSession {
+    type Error = StatusReply;
+
+    fn unimplemented(&self) -> Self::Error {
+        refuse(StatusCode::OpUnsupported, "not supported by settlegate")
+    }
+
+    async fn init(
+        &mut self,
+        _version: u32,
+        _extensions: HashMap<String, String>,
+    ) -> Result<Version, Self::Error> {
+        let _busy = self.activity.busy();
+        if self.initialized {
+            return Err(refuse(StatusCode::BadMessage, "SFTP already initialised"));
+        }
+        self.initialized = true;
+        Ok(Version::new())
+    }
+
+    async fn realpath(&mut self, id: u32, path: String) -> Result<Name, Self::Error> {
+        let _busy = self.activity.busy();
+        let loc = self.resolve(&path)?;
+        Ok(Name {
+            id,
+            files: vec![File::dummy(loc.path())],
+        })
+    }
+
+    async fn stat(&mut self, id: u32, path: String) -> Result<Attrs, Self::Error> {
+        let _busy = self.activity.busy();
+        let loc = self.resolve(&path)?;
+        Ok(Attrs {
+            id,
+            attrs: self.stat_location(&loc)?,
+        })
+    }
+
+    async fn lstat(&mut self, id: u32, path: String) -> Result<Attrs, Self::Error> {
+        self.stat(id, path).await
+    }
+
+    async fn fstat(&mut self, id: u32, handle: String) -> Result<Attrs, Self::Error> {
+        let _busy = self.activity.busy();
+        let attrs = match self.handles.get(&handle) {
+            Some(Open::Upload(u)) => {
+                let mut a = FileAttributes {
+                    size: Some(u.size),
+                    permissions: Some(0o644),
+                    ..FileAttributes::default()
+                };
+                a.set_regular(true);
+                a
+            }
+            Some(Open::Receipt(f)) => f
+                .metadata()
+                .map(|m| file_attrs(&m))
+                .map_err(|e| refuse(StatusCode::Failure, e.to_string()))?,
+            Some(Open::Dir { .. }) => dir_attrs(),
+            None => return Err(refuse(StatusCode::Failure, "no such handle")),
+        };
+        Ok(Attrs { id, attrs })
+    }
+
+    async fn opendir(&mut self, id: u32, path: String) -> Result<Handle, Self::Error> {
+        let _busy = self.activity.busy();
+        let loc = self.resolve(&path)?;
+        if !loc.is_dir() {
+            self.stat_location(&loc)?;
+            return Err(refuse(
+                StatusCode::Failure,
+                format!("{} is not a directory", loc.path()),
+            ));
+        }
+        let entries = self.listing(&loc);
+        let handle = self.add_handle(Open::Dir { entries, next: 0 })?;
+        Ok(Handle { id, handle })
+    }
+
+    async fn readdir(&mut self, id: u32, handle: String) -> Result<Name, Self::Error> {
+        let _busy = self.activity.busy();
+        match self.handles.get_mut(&handle) {
+            Some(Open::Dir { entries, next }) => {
+                if *next >= entries.len() {
+                    return Err(StatusCode::Eof.into());
+                }
+                let end = (*next + DIR_CHUNK).min(entries.len());
+                let files = entries[*next..end].to_vec();
+                *next = end;
+                Ok(Name { id, files })
+            }
+            _ => Err(refuse(StatusCode::Failure, "not a directory handle")),
+        }
+    }
+
+    async fn open(
+        &mut self,
+        id: u32,
+        filename: String,
+        pflags: OpenFlags,
+        _attrs: FileAttributes,
+    ) -> Result<Handle, Self::Error> {
+        let _busy = self.activity.busy();
+        let loc = self.resolve(&filename)?;
+        let writing = pflags.intersects(
+            OpenFlags::WRITE | OpenFlags::APPEND | OpenFlags::CREATE | OpenFlags::TRUNCATE,
+        );
+        let open = match (&loc, writing) {
+            (Location::InboxFile(name), true) => {
+                let tmp = self.uploads.new_temp(&self.peer.partner).map_err(|e| {
+                    tracing::error!(partner = %self.peer.partner, error = %e, "cannot create a spool file");
+                    refuse(StatusCode::Failure, "cannot accept uploads right now")
+                })?;
+                Open::Upload(Upload {
+                    name: name.clone(),
+                    tmp: Some(tmp),
+                    size: 0,
+                    refused: None,
+                    opened: std::time::Instant::now(),
+                })
+            }
+            (Location::ReceiptFile(name), false) => Open::Receipt(self.open_receipt(name)?.0),
+            (Location::InboxFile(_), false) => {
+                return Err(refuse(
+                    StatusCode::PermissionDenied,
+                    "files in /inbox cannot be read back; see /receipts",
+                ));
+            }
+            (l, _) if l.is_dir() => {
+                return Err(refuse(
+                    StatusCode::Failure,
+                    format!("{} is a directory", l.path()),
+                ));
+            }
+            (_, true) => {
+                return Err(refuse(
+                    StatusCode::PermissionDenied,
+                    "uploads go to /inbox; /receipts is read-only",
+                ));
+            }
+            (_, false) => return Err(refuse(StatusCode::NoSuchFile, "no such file")),
+        };
+        let handle = self.add_handle(open)?;
+        Ok(Handle { id, handle })
+    }
+
+    async fn write(
+        &mut self,
+        id: u32,
+        handle: String,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> Result<Status, Self::Error> {
+        let _busy = self.activity.busy();
+        let max = self.max_file_bytes;
+        let Some(Open::Upload(u)) = self.handles.get_mut(&handle) else {
+            return Err(refuse(StatusCode::Failure, "not a handle open for writing"));
+        };
+        if let Some(why) = &u.refused {
+            return Err(refuse(StatusCode::Failure, why.clone()));
+        }
+        let end = offset.saturating_add(data.len() as u64);
+        if end > max {
+            let why = format!(
+                "file exceeds the maximum size of {max} bytes; upload refused and discarded"
+            );
+            u.refused = Some(why.clone());
+            u.tmp = None;
+            let name = u.name.clone();
+            tracing::warn!(partner = %self.peer.partner, user = %self.peer.user, addr = %self.peer.addr, name = %name, max_bytes = max, "refused: upload larger than the maximum file size");
+            return Err(refuse(StatusCode::Failure, why));
+        }
+        let Some(tmp) = u.tmp.as_ref() else {
+            return Err(refuse(StatusCode::Failure, "upload already refused"));
+        };
+        if let Err(e) = tmp.as_file().write_all_at(&data, offset) {
+            let why = format!("cannot write the upload: {e}");
+            u.refused = Some(why.clone());
+            u.tmp = None;
+            tracing::error!(partner = %self.peer.partner, addr = %self.peer.addr, error = %e, "spool write failed; upload discarded");
+            return Err(refuse(StatusCode::Failure, why));
+        }
+        u.size = u.size.max(end);
+        Ok(status(id, "Ok"))
+    }
+
+    async fn read(
+        &mut self,
+        id: u32,
+        handle: String,
+        offset: u64,
+        len: u32,
+    ) -> Result<Data, Self::Error> {
+        let _busy = self.activity.busy();
+        let Some(Open::Receipt(f)) = self.handles.get(&handle) else {
+            return Err(refuse(StatusCode::Failure, "not a handle open for reading"));
+        };
+        let mut buf = vec![0u8; len.min(MAX_READ) as usize];
+        let n = f
+            .read_at(&mut buf, offset)
+            .map_err(|e| refuse(StatusCode::Failure, e.to_string()))?;
+        if n == 0 {
+            return Err(StatusCode::Eof.into());
+        }
+        buf.truncate(n);
+        Ok(Data { id, data: buf })
+    }
+
+    async fn close(&mut self, id: u32, handle: String) -> Result<Status, Self::Error> {
+        let _busy = self.activity.busy();
+        let Some(open) = self.handles.remove(&handle) else {
+            return Err(refuse(StatusCode::Failure, "no such handle"));
+        };
+        match open {
+            Open::Upload(u) => {
+                if let Some(why) = u.refused {
+                    return Err(refuse(StatusCode::Failure, why));
+                }
+                let Some(tmp) = u.tmp else {
+                    return Err(refuse(StatusCode::Failure, "upload refused"));
+                };
+                if is_temporary(&u.name) {
+                    // Complete once renamed to its final name.
+                    self.parked.insert(u.name.clone(), tmp);
+                    return Ok(status(id, "temporary name: rename it to its final name"));
+                }
+                tracing::info!(
+                    partner = %self.peer.partner, addr = %self.peer.addr, name = %u.name, bytes = u.size,
+                    transfer_ms = u.opened.elapsed().as_millis() as u64, "upload received; taking it"
+                );
+                self.finish(id, u.name, tmp).await
+            }
+            Open::Receipt(_) | Open::Dir { .. } => Ok(status(id, "Ok")),
+        }
+    }
+
+    async fn rename(
+        &mut self,
+        id: u32,
+        oldpath: String,
+        newpath: String,
+    ) -> Result<Status, Self::Error> {
+        let _busy = self.activity.busy();
+        let (from, to) = (self.resolve(&oldpath)?, self.resolve(&newpath)?);
+        let (Location::InboxFile(from), Location::InboxFile(to)) = (from, to) else {
+            return Err(refuse(
+                StatusCode::PermissionDenied,
+                "only an upload in /inbox under a temporary name can be renamed",
+            ));
+        };
+        if is_temporary(&to) {
+            return Err(refuse(
+                StatusCode::PermissionDenied,
+                format!("{to} is a temporary name; rename to the final name"),
+            ));
+        }
+        let Some(tmp) = self.parked.remove(&from) else {
+            return Err(refuse(
+                StatusCode::NoSuchFile,
+                format!("no upload named /inbox/{from} waiting in this session"),
+            ));
+        };
+        self.finish(id, to, tmp).await
+    }
+
+    async fn setstat(
+        &mut self,
+        _id: u32,
+        _path: String,
+        _attrs: FileAttributes,
+    ) -> Result<Status, Self::Error> {
+        Err(refuse(
+            StatusCode::PermissionDenied,
+            "attributes cannot be changed",
+        ))
+    }
+
+    async fn fsetstat(
+        &mut self,
+        _id: u32,
+        _handle: String,
+        _attrs: FileAttributes,
+    ) -> Result<Status, Self::Error> {
+        Err(refuse(
+            StatusCode::PermissionDenied,
+            "attributes cannot be changed",
+        ))
+    }
+
+    async fn remove(&mut self, _id: u32, _filename: String) -> Result<Status, Self::Error> {
+        Err(refuse(
+            StatusCode::PermissionDenied,
+            "files cannot be removed: every arrival is kept",
+        ))
+    }
+
+    async fn mkdir(
+        &mut self,
+        _id: u32,
+        _path: String,
+        _attrs: FileAttributes,
+    ) -> Result<Status, Self::Error> {
+        Err(refuse(
+            StatusCode::PermissionDenied,
+            "directories cannot be created",
+        ))
+    }
+
+    async fn rmdir(&mut self, _id: u32, _path: String) -> Result<Status, Self::Error> {
+        Err(refuse(
+            StatusCode::PermissionDenied,
+            "directories cannot be removed",
+        ))
+    }
+
+    async fn symlink(
+        &mut self,
+        _id: u32,
+        _linkpath: String,
+        _targetpath: String,
+    ) -> Result<Status, Self::Error> {
+        Err(refuse(
+            StatusCode::PermissionDenied,
+            "symbolic links are not allowed",
+        ))
+    }
+
+    async fn readlink(&mut self, _id: u32, _path: String) -> Result<Name, Self::Error> {
+        Err(refuse(
+            StatusCode::NoSuchFile,
+            "there are no symbolic links",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The SFTP handler without sockets: requests in, statuses out.
+    use super::*;
+    use russh_sftp::server::Handler;
+
+    async fn session(dir: &std::path::Path, max: u64) -> SftpSession {
+        let formats = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("formats");
+        let text = format!(
+            "data_dir = {:?}\nformats_dir = {:?}\n[[partners]]\nid = \"cardco\"\nformats = [\"card-settlement\"]\n",
+            dir.join("data").display().to_string(),
+            formats.display().to_string()
+        );
+        let config =
+            crate::config::Config::from_toml(&text, &dir.join("settlegate.toml")).expect("config");
+        let gw = crate::intake::Gateway::open(config, Arc::new(crate::intake::SystemClock))
+            .await
+            .expect("gateway");
+        let uploads = Arc::new(Uploads::new(
+            Arc::new(gw),
+            std::time::Duration::from_secs(10),
+        ));
+        uploads.prepare("cardco").expect("spool");
+        let peer = Peer {
+            partner: "cardco".into(),
+            user: "cardco".into(),
+            addr: "127.0.0.1:1".parse().expect("addr"),
+        };
+        SftpSession::new(uploads, peer, max, super::super::session::Activity::new())
+    }
+
+    fn code(r: StatusReply) -> StatusCode {
+        r.status_code
+    }
+
+    fn spool_empty(dir: &std::path::Path) -> bool {
+        std::fs::read_dir(dir.join("data/sftp/spool/cardco"))
+            .expect("spool")
+            .flatten()
+            .all(|e| !e.file_name().to_string_lossy().starts_with(".upload-"))
+    }
+
+    const W: OpenFlags = OpenFlags::WRITE
+        .union(OpenFlags::CREATE)
+        .union(OpenFlags::TRUNCATE);
+
+    #[tokio::test]
+    async fn upload_close_judges_and_writes_the_receipt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = session(dir.path(), 1 << 20).await;
+        let bytes = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fixtures/card-settlement/valid-basic/CSTL_031_20261121_0001.dat"),
+        )
+        .expect("fixture");
+        let h = s
+            .open(
+                1,
+                "/inbox/CSTL_031_20261121_0001.dat".into(),
+                W,
+                FileAttributes::default(),
+            )
+            .await
+            .expect("open")
+            .handle;
+        assert!(h.chars().all(|c| c.is_ascii_digit()), "ASCII handles: {h}");
+        // Written out of order, as pipelining clients do.
+        let mid = bytes.len() / 2;
+        s.write(2, h.clone(), mid as u64, bytes[mid..].to_vec())
+            .await
+            .expect("write");
+        s.write(3, h.clone(), 0, bytes[..mid].to_vec())
+            .await
+            .expect("write");
+        let st = s.close(4, h).await.expect("close");
+        assert!(st.error_message.contains("fed"), "{}", st.error_message);
+        let receipt = dir
+            .path()
+            .join("data/receipts/cardco/CSTL_031_20261121_0001.dat.verdict");
+        assert!(
+            std::fs::read_to_string(receipt)
+                .expect("receipt")
+                .contains("verdict=fed")
+        );
+        assert!(spool_empty(dir.path()));
+        // Read back through /receipts, not through /inbox.
+        let r = s
+            .open(
+                5,
+                "receipts/CSTL_031_20261121_0001.dat.verdict".into(),
+                OpenFlags::READ,
+                FileAttributes::default(),
+            )
+            .await
+            .expect("open receipt")
+            .handle;
+        let data = s.read(6, r.clone(), 0, 4096).await.expect("read").data;
+        assert!(String::from_utf8_lossy(&data).contains("verdict=fed"));
+        assert_eq!(
+            code(s.read(7, r, 4096, 4096).await.expect_err("eof")),
+            StatusCode::Eof
+        );
+        let e = s
+            .open(
+                8,
+                "/inbox/CSTL_031_20261121_0001.dat".into(),
+                OpenFlags::READ,
+                FileAttributes::default(),
+            )
+            .await
+            .expect_err("inbox is write-only");
+        assert_eq!(code(e), StatusCode::PermissionDenied);
+    }
+
+    #[tokio::test]
+    async fn refusals() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = session(dir.path(), 10).await;
+        let a = FileAttributes::default;
+        let e = s
+            .open(1, "/etc/passwd".into(), OpenFlags::READ, a())
+            .await
+            .expect_err("escape");
+        assert_eq!(code(e), StatusCode::NoSuchFile);
+        let e = s
+            .open(1, "/receipts/x".into(), W, a())
+            .await
+            .expect_err("write receipts");
+        assert_eq!(code(e), StatusCode::PermissionDenied);
+        let e = s
+            .open(1, "/inbox/\u{FFFD}.dat".into(), W, a())
+            .await
+            .expect_err("lossy name");
+        assert!(e.error_message.as_deref().unwrap_or("").contains("UTF-8"));
+        assert_eq!(
+            code(s.remove(1, "/inbox/x".into()).await.expect_err("rm")),
+            StatusCode::PermissionDenied
+        );
+        assert_eq!(
+            code(s.mkdir(1, "/inbox/d".into(), a()).await.expect_err("mkdir")),
+            StatusCode::PermissionDenied
+        );
+        assert_eq!(
+            code(
+                s.symlink(1, "/inbox/l".into(), "/etc".into())
+                    .await
+                    .expect_err("ln")
+            ),
+            StatusCode::PermissionDenied
+        );
+        assert_eq!(
+            code(
+                s.setstat(1, "/inbox".into(), a())
+                    .await
+                    .expect_err("setstat")
+            ),
+            StatusCode::PermissionDenied
+        );
+        assert_eq!(
+            s.realpath(1, "../../etc/..".into())
+                .await
+                .expect("realpath")
+                .files[0]
+                .filename,
+            "/"
+        );
+        // Over the maximum size: the write fails, the close fails, nothing kept.
+        let h = s
+            .open(2, "/inbox/big.dat".into(), W, a())
+            .await
+            .expect("open")
+            .handle;
+        s.write(3, h.clone(), 0, vec![b'x'; 10])
+            .await
+            .expect("within the limit");
+        assert_eq!(
+            code(
+                s.write(4, h.clone(), 10, vec![b'x'])
+                    .await
+                    .expect_err("over")
+            ),
+            StatusCode::Failure
+        );
+        assert_eq!(
+            code(s.close(5, h).await.expect_err("refused upload")),
+            StatusCode::Failure
+        );
+        assert!(spool_empty(dir.path()));
+        // A session dropped with an upload open leaves no partial file.
+        let h = s
+            .open(6, "/inbox/cut.dat".into(), W, a())
+            .await
+            .expect("open")
+            .handle;
+        s.write(7, h, 0, vec![b'x'; 5]).await.expect("write");
+        assert!(!spool_empty(dir.path()));
+        drop(s);
+        assert!(spool_empty(dir.path()));
+    }
+}
