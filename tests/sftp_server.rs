@@ -1201,3 +1201,45 @@ fn the_host_key_is_generated_once_and_kept() {
     let s = Server::start(&env);
     assert_eq!(fingerprint(&s), first);
 }
+
+/// SIGTERM with a session open: the session is closed and serve exits 0.
+/// A port already in use is a clear start-up error.
+#[test]
+fn shutdown_with_a_session_open_and_a_busy_port() {
+    let port = free_port();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (key, public) = keygen(tmp.path(), "cardco", "ed25519");
+    let env = Env::new(
+        &TestLedger::sqlite(),
+        &sftp_config(port, &[("cardco", &public, None)], ""),
+    );
+    let mut server = Server::start(&env);
+    let opts: Vec<String> = ssh_opts(port, &key)
+        .into_iter()
+        .map(|o| if o == "-P" { "-p".into() } else { o })
+        .collect();
+    let mut session = Command::new("ssh")
+        .args(opts)
+        .args(["-s", "cardco@127.0.0.1", "sftp"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("session");
+    server.wait_log("sftp login");
+    assert_eq!(server.stop(), 0, "clean exit with a session open");
+    wait_for("the session to be closed", Duration::from_secs(30), || {
+        matches!(session.try_wait(), Ok(Some(_)))
+    });
+    assert!(server.log_text().contains("sftp server stopped"));
+
+    // Someone else holds the port.
+    let _taken = TcpListener::bind(("127.0.0.1", port)).expect("hold the port");
+    let out = env.run(&["serve"]);
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("cannot listen on 127.0.0.1"),
+        "{}",
+        out.stderr
+    );
+}

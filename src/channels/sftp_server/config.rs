@@ -344,3 +344,30 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod password_tests {
+    use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
+
+    /// A hash made with other parameters (e.g. the `argon2` CLI's) is
+    /// verified with its own parameters, as the server does.
+    #[test]
+    fn hashes_with_other_parameters_verify() {
+        let params = Params::new(4096, 3, 1, None).expect("params");
+        let hash = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password_with_salt(b"s3cret", b"0123456789abcdef")
+            .expect("hash")
+            .to_string();
+        assert!(hash.contains("m=4096,t=3,p=1"), "{hash}");
+        assert!(
+            Argon2::default()
+                .verify_password(b"s3cret", hash.as_str())
+                .is_ok()
+        );
+        assert!(
+            Argon2::default()
+                .verify_password(b"wrong", hash.as_str())
+                .is_err()
+        );
+    }
+}

@@ -650,7 +650,9 @@ mod tests {
             Arc::new(gw),
             std::time::Duration::from_secs(10),
         ));
-        uploads.prepare("cardco").expect("spool");
+        uploads
+            .prepare("cardco", std::time::Duration::ZERO)
+            .expect("spool");
         let peer = Peer {
             partner: "cardco".into(),
             user: "cardco".into(),

@@ -109,8 +109,10 @@ impl Uploads {
 
     /// Create the partner's spool and receipts directories and remove
     /// partial uploads a previous run left behind (never recorded, never
-    /// acknowledged: the client saw no successful close).
-    pub fn prepare(&self, partner: &str) -> Result<usize, UploadError> {
+    /// acknowledged: the client saw no successful close). Only files not
+    /// written for `stale_after` are removed: another gateway process
+    /// sharing this data dir may be receiving one right now.
+    pub fn prepare(&self, partner: &str, stale_after: Duration) -> Result<usize, UploadError> {
         let dirs = [
             self.spool_dir(partner),
             self.held_dir(partner),
@@ -125,7 +127,14 @@ impl Uploads {
         let mut removed = 0;
         if let Ok(entries) = std::fs::read_dir(&dirs[0]) {
             for e in entries.flatten() {
-                if e.file_name().to_string_lossy().starts_with(".upload-")
+                let stale = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age >= stale_after);
+                if stale
+                    && e.file_name().to_string_lossy().starts_with(".upload-")
                     && std::fs::remove_file(e.path()).is_ok()
                 {
                     removed += 1;
