@@ -195,7 +195,9 @@ impl Gateway {
         self.judge_recorded(id, arrival).await
     }
 
-    async fn record_stored(
+    /// Record bytes already in the store (`received`); returns the file id.
+    /// [`Gateway::judge_staged`] finishes it.
+    pub async fn record_stored(
         &self,
         arrival: &Arrival,
         stored: &Stored,

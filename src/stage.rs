@@ -163,12 +163,33 @@ impl Incoming {
 
     /// Make the blob durable under its checksum.
     pub fn commit(self) -> Result<Stored, StoreError> {
-        if let Err(e) = self.tmp.as_file().sync_all() {
-            return Err(self.error("fsync", e));
-        }
         let checksum = hex::encode(self.hasher.finalize());
-        let root = &self.store.root;
-        let path = self.store.path_of(&checksum);
+        self.store.adopt(self.tmp, checksum)
+    }
+}
+
+impl ContentStore {
+    /// Make a temp file the blob of `checksum` — the caller hashed exactly
+    /// these bytes on the way in — by fsync and rename (no copy). A temp
+    /// file on another file system is copied (and hashed again) instead.
+    pub fn adopt(
+        &self,
+        tmp: tempfile::NamedTempFile,
+        checksum: String,
+    ) -> Result<Stored, StoreError> {
+        let tmp_err = |action, source| StoreError {
+            action,
+            path: tmp.path().to_path_buf(),
+            source,
+        };
+        tmp.as_file().sync_all().map_err(|e| tmp_err("fsync", e))?;
+        let size = tmp
+            .as_file()
+            .metadata()
+            .map_err(|e| tmp_err("stat", e))?
+            .len();
+        let root = &self.root;
+        let path = self.path_of(&checksum);
         let dir = path
             .parent()
             .map(Path::to_path_buf)
@@ -182,11 +203,14 @@ impl Incoming {
             // The new shard directory's own entry must survive a crash too.
             sync_dir(root)?;
         }
-        match self.tmp.persist_noclobber(&path) {
+        match tmp.persist_noclobber(&path) {
             Ok(_) => sync_dir(&dir)?,
             // The same bytes are already stored (perhaps by another process,
             // which may not have synced the directory yet).
             Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => sync_dir(&dir)?,
+            Err(e) if e.error.kind() == io::ErrorKind::CrossesDevices => {
+                return self.put_file(e.file.path());
+            }
             Err(e) => {
                 return Err(StoreError {
                     action: "rename a temp file to",
@@ -197,7 +221,7 @@ impl Incoming {
         }
         Ok(Stored {
             checksum,
-            size: self.size,
+            size,
             path,
         })
     }

@@ -11,11 +11,12 @@ use russh_sftp::protocol::{
     Attrs, Data, File, FileAttributes, Handle, Name, OpenFlags, Status, StatusCode, Version,
 };
 use russh_sftp::server::StatusReply;
+use sha2::{Digest, Sha256};
 use tempfile::NamedTempFile;
 
 use super::jail::{self, JailError, Location};
 use super::session::Activity;
-use super::upload::{Completion, Peer, Uploads};
+use super::upload::{Completion, Peer, Spooled, Uploads};
 use crate::channels::watch::is_temporary;
 
 /// Handles one session may hold open at once.
@@ -38,6 +39,10 @@ struct Upload {
     name: String,
     tmp: Option<NamedTempFile>,
     size: u64,
+    /// SHA-256 of the bytes so far and the offset it reached, while writes
+    /// come in order (they do from every common client); `None` after an
+    /// out-of-order write, when the store hashes the file itself.
+    digest: Option<(Sha256, u64)>,
     /// Why the upload was refused (too large, a write failed): the close
     /// reports it and nothing is recorded.
     refused: Option<String>,
@@ -54,7 +59,7 @@ pub struct SftpSession {
     next_handle: u64,
     /// Closed uploads under a temporary name (`x.part`), waiting to be renamed
     /// to their final name in this session.
-    parked: HashMap<String, NamedTempFile>,
+    parked: HashMap<String, Spooled>,
     initialized: bool,
 }
 
@@ -167,7 +172,7 @@ impl SftpSession {
 
     fn inbox_entry(&self, name: &str) -> Option<FileAttributes> {
         if let Some(t) = self.parked.get(name) {
-            return t.as_file().metadata().ok().map(|m| file_attrs(&m));
+            return t.tmp.as_file().metadata().ok().map(|m| file_attrs(&m));
         }
         self.uploads
             .held(&self.peer.partner)
@@ -204,7 +209,7 @@ impl SftpSession {
                     .map(|(n, m)| File::new(n, file_attrs(&m)))
                     .collect();
                 for (n, t) in &self.parked {
-                    if let Ok(m) = t.as_file().metadata() {
+                    if let Ok(m) = t.tmp.as_file().metadata() {
                         v.push(File::new(n.clone(), file_attrs(&m)));
                     }
                 }
@@ -241,9 +246,9 @@ impl SftpSession {
         &mut self,
         id: u32,
         name: String,
-        tmp: NamedTempFile,
+        spooled: Spooled,
     ) -> Result<Status, StatusReply> {
-        match self.uploads.complete(&self.peer, &name, tmp).await {
+        match self.uploads.complete(&self.peer, &name, spooled).await {
             Ok(Completion::Judged(out)) => Ok(status(
                 id,
                 &format!(
@@ -410,6 +415,7 @@ impl russh_sftp::server::Handler for SftpSession {
                     name: name.clone(),
                     tmp: Some(tmp),
                     size: 0,
+                    digest: Some((Sha256::new(), 0)),
                     refused: None,
                     opened: std::time::Instant::now(),
                 })
@@ -476,6 +482,13 @@ impl russh_sftp::server::Handler for SftpSession {
             return Err(refuse(StatusCode::Failure, why));
         }
         u.size = u.size.max(end);
+        match &mut u.digest {
+            Some((hasher, next)) if *next == offset => {
+                hasher.update(&data);
+                *next = end;
+            }
+            _ => u.digest = None,
+        }
         Ok(status(id, "Ok"))
     }
 
@@ -514,16 +527,24 @@ impl russh_sftp::server::Handler for SftpSession {
                 let Some(tmp) = u.tmp else {
                     return Err(refuse(StatusCode::Failure, "upload refused"));
                 };
+                let size = u.size;
+                let spooled = Spooled {
+                    tmp,
+                    checksum: u
+                        .digest
+                        .filter(|(_, next)| *next == size)
+                        .map(|(hasher, _)| hex::encode(hasher.finalize())),
+                };
                 if is_temporary(&u.name) {
                     // Complete once renamed to its final name.
-                    self.parked.insert(u.name.clone(), tmp);
+                    self.parked.insert(u.name.clone(), spooled);
                     return Ok(status(id, "temporary name: rename it to its final name"));
                 }
                 tracing::info!(
                     partner = %self.peer.partner, addr = %self.peer.addr, name = %u.name, bytes = u.size,
                     transfer_ms = u.opened.elapsed().as_millis() as u64, "upload received; taking it"
                 );
-                self.finish(id, u.name, tmp).await
+                self.finish(id, u.name, spooled).await
             }
             Open::Receipt(_) | Open::Dir { .. } => Ok(status(id, "Ok")),
         }
@@ -549,13 +570,13 @@ impl russh_sftp::server::Handler for SftpSession {
                 format!("{to} is a temporary name; rename to the final name"),
             ));
         }
-        let Some(tmp) = self.parked.remove(&from) else {
+        let Some(spooled) = self.parked.remove(&from) else {
             return Err(refuse(
                 StatusCode::NoSuchFile,
                 format!("no upload named /inbox/{from} waiting in this session"),
             ));
         };
-        self.finish(id, to, tmp).await
+        self.finish(id, to, spooled).await
     }
 
     async fn setstat(
@@ -742,6 +763,81 @@ mod tests {
             .await
             .expect_err("inbox is write-only");
         assert_eq!(code(e), StatusCode::PermissionDenied);
+    }
+
+    fn receipt_checksum(dir: &std::path::Path, name: &str) -> String {
+        let text =
+            std::fs::read_to_string(dir.join(format!("data/receipts/cardco/{name}.verdict")))
+                .expect("receipt");
+        text.lines()
+            .find_map(|l| l.strip_prefix("checksum="))
+            .expect("checksum line")
+            .to_string()
+    }
+
+    /// In-order writes are hashed on the way in and the spool file is
+    /// renamed into the store; a write that goes back over earlier bytes
+    /// drops that shortcut, so the checksum is always of the bytes stored.
+    #[tokio::test]
+    async fn the_checksum_is_of_the_bytes_stored_whatever_the_write_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = session(dir.path(), 1 << 20).await;
+        let bytes = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fixtures/card-settlement/valid-basic/CSTL_031_20261121_0001.dat"),
+        )
+        .expect("fixture");
+        let sha = |b: &[u8]| hex::encode(Sha256::digest(b));
+        // In order, in three writes.
+        let name = "CSTL_031_20261121_0001.dat";
+        let h = s
+            .open(1, format!("/inbox/{name}"), W, FileAttributes::default())
+            .await
+            .expect("open")
+            .handle;
+        let third = bytes.len() / 3;
+        for (i, (from, to)) in [(0, third), (third, 2 * third), (2 * third, bytes.len())]
+            .into_iter()
+            .enumerate()
+        {
+            s.write(
+                2 + i as u32,
+                h.clone(),
+                from as u64,
+                bytes[from..to].to_vec(),
+            )
+            .await
+            .expect("write");
+        }
+        let st = s.close(5, h).await.expect("close");
+        assert!(st.error_message.contains("fed"), "{}", st.error_message);
+        assert_eq!(receipt_checksum(dir.path(), name), sha(&bytes));
+        let stored = dir
+            .path()
+            .join("data/store")
+            .join(&sha(&bytes)[..2])
+            .join(sha(&bytes));
+        assert_eq!(std::fs::read(stored).expect("blob"), bytes);
+        assert!(spool_empty(dir.path()));
+
+        // Written whole, then its first bytes written again with other
+        // bytes: the file is what the last write left.
+        let name = "CSTL_031_20261121_0002.dat";
+        let h = s
+            .open(6, format!("/inbox/{name}"), W, FileAttributes::default())
+            .await
+            .expect("open")
+            .handle;
+        s.write(7, h.clone(), 0, bytes.clone())
+            .await
+            .expect("write");
+        s.write(8, h.clone(), 0, b"X".to_vec())
+            .await
+            .expect("write");
+        s.close(9, h).await.expect("close");
+        let mut changed = bytes.clone();
+        changed[0] = b'X';
+        assert_eq!(receipt_checksum(dir.path(), name), sha(&changed));
     }
 
     #[tokio::test]

@@ -23,11 +23,28 @@ use std::time::Duration;
 
 use tempfile::NamedTempFile;
 
+use crate::stage::{StoreError, Stored};
+
 use crate::channels::receipt;
 use crate::intake::{Arrival, Gateway, IntakeError, Outcome, choose_format};
 
 /// The channel name recorded for uploads.
 pub const CHANNEL: &str = "sftp-push";
+
+/// A complete upload in the spool, with its SHA-256 when the channel could
+/// compute it on the way in (writes in order).
+pub struct Spooled {
+    pub tmp: NamedTempFile,
+    pub checksum: Option<String>,
+}
+
+/// Where the bytes to take are.
+enum TakeFrom<'a> {
+    /// A file to copy into the store.
+    Path(&'a Path),
+    /// Already in the store (a file that stands alone: no sidecar).
+    Stored(Stored),
+}
 
 /// Who is uploading.
 #[derive(Debug, Clone)]
@@ -192,8 +209,9 @@ impl Uploads {
         self: &Arc<Self>,
         peer: &Peer,
         name: &str,
-        tmp: NamedTempFile,
+        spooled: Spooled,
     ) -> Result<Completion, UploadError> {
+        let Spooled { tmp, checksum } = spooled;
         let inflight: Inflight = Arc::new(self.inflight.clone().read_owned().await);
         if self.stopping.load(Ordering::SeqCst) {
             return Err(UploadError::ShuttingDown);
@@ -213,10 +231,23 @@ impl Uploads {
             .ok()
             .and_then(|s| s.sidecar_name(name));
         if !is_control && wanted.is_none() {
-            // The common case: a file that stands alone.
-            return self
-                .take(&inflight, peer, name, tmp.path(), None, &[])
-                .await;
+            // The common case: a file that stands alone. Hashed on the way
+            // in, it moves into the store by rename instead of a copy.
+            let from = match checksum {
+                Some(sum) => match self.adopt(tmp, sum).await {
+                    Ok(stored) => TakeFrom::Stored(stored),
+                    Err(e) => {
+                        tracing::error!(partner = %peer.partner, user = %peer.user, addr = %peer.addr, name, error = %e, "upload could not be stored; nothing recorded");
+                        return Err(IntakeError::Store(e).into());
+                    }
+                },
+                None => {
+                    return self
+                        .take(&inflight, peer, name, TakeFrom::Path(tmp.path()), None, &[])
+                        .await;
+                }
+            };
+            return self.take(&inflight, peer, name, from, None, &[]).await;
         }
         // Hold-or-take decisions of one partner are made one at a time.
         let lock = self.pairing_lock(&peer.partner);
@@ -238,7 +269,7 @@ impl Uploads {
                         &inflight,
                         peer,
                         &d,
-                        &held_path,
+                        TakeFrom::Path(&held_path),
                         Some(tmp.path()),
                         std::slice::from_ref(&held_path),
                     )
@@ -252,7 +283,7 @@ impl Uploads {
         } else {
             match wanted {
                 None => {
-                    self.take(&inflight, peer, name, tmp.path(), None, &[])
+                    self.take(&inflight, peer, name, TakeFrom::Path(tmp.path()), None, &[])
                         .await
                 }
                 Some(w) => match held.iter().find(|(n, _)| n.eq_ignore_ascii_case(&w)) {
@@ -262,7 +293,7 @@ impl Uploads {
                             &inflight,
                             peer,
                             name,
-                            tmp.path(),
+                            TakeFrom::Path(tmp.path()),
                             Some(&ctl_path),
                             std::slice::from_ref(&ctl_path),
                         )
@@ -273,6 +304,20 @@ impl Uploads {
             }
         }
         // `tmp` is dropped here: the spool copy is removed.
+    }
+
+    /// Move a spooled upload into the content store under the checksum
+    /// computed on the way in (fsync, rename; the spool is on the data dir's
+    /// file system, beside the store).
+    async fn adopt(&self, tmp: NamedTempFile, checksum: String) -> Result<Stored, StoreError> {
+        let store = self.gw.store.clone();
+        tokio::task::spawn_blocking(move || store.adopt(tmp, checksum))
+            .await
+            .map_err(|e| StoreError {
+                action: "adopt",
+                path: PathBuf::new(),
+                source: std::io::Error::other(e.to_string()),
+            })?
     }
 
     /// Keep an upload durably until its counterpart arrives.
@@ -295,7 +340,7 @@ impl Uploads {
                 inflight,
                 peer,
                 name,
-                &dest,
+                TakeFrom::Path(&dest),
                 None,
                 std::slice::from_ref(&dest),
             )
@@ -326,7 +371,7 @@ impl Uploads {
         inflight: &Inflight,
         peer: &Peer,
         name: &str,
-        data: &Path,
+        data: TakeFrom<'_>,
         sidecar: Option<&Path>,
         held: &[PathBuf],
     ) -> Result<Completion, UploadError> {
@@ -339,7 +384,12 @@ impl Uploads {
             actor: format!("{CHANNEL}:{}", peer.user),
             reason: None,
         };
-        let file_id = match self.gw.stage_file(&arrival, data, sidecar).await {
+        let staged = match data {
+            TakeFrom::Path(data) => self.gw.stage_file(&arrival, data, sidecar).await,
+            // Only files that stand alone are adopted (no sidecar).
+            TakeFrom::Stored(stored) => self.gw.record_stored(&arrival, &stored, None, None).await,
+        };
+        let file_id = match staged {
             Ok(id) => id,
             Err(e) => {
                 tracing::error!(partner = %peer.partner, user = %peer.user, addr = %peer.addr, name, error = %e, "upload could not be stored; nothing recorded");
