@@ -12,6 +12,8 @@ use russh_sftp::protocol::{
 };
 use russh_sftp::server::StatusReply;
 use sha2::{Digest, Sha256};
+
+use crate::stage::{WRITEBACK_EVERY, start_writeback};
 use tempfile::NamedTempFile;
 
 use super::jail::{self, JailError, Location};
@@ -486,6 +488,11 @@ impl russh_sftp::server::Handler for SftpSession {
             Some((hasher, next)) if *next == offset => {
                 hasher.update(&data);
                 *next = end;
+                // Flush as it streams in: the close's fsync then has little left.
+                if end / WRITEBACK_EVERY > offset / WRITEBACK_EVERY {
+                    let start = (offset / WRITEBACK_EVERY) * WRITEBACK_EVERY;
+                    start_writeback(tmp.as_file(), start, end - start);
+                }
             }
             _ => u.digest = None,
         }
