@@ -587,6 +587,13 @@ fn build_endpoint(
             ));
         }
     };
+    if e.archive_dir.as_deref().map(|d| d.trim_end_matches('/'))
+        == Some(remote_dir.trim_end_matches('/'))
+    {
+        return Err(err(
+            "archive_dir is the remote_dir: archived files would be taken again".into(),
+        ));
+    }
     let after_pickup = match (
         e.after_pickup.as_deref().unwrap_or("archive"),
         e.archive_dir,
@@ -759,6 +766,10 @@ mod tests {
                 "archive_dir is only for",
             ),
             (format!("{fp}key_file = \"k\"\nglob = \"[\"\n"), "glob"),
+            (
+                format!("{fp}key_file = \"k\"\nremote_dir = \"/out\"\narchive_dir = \"/out/\"\n"),
+                "archive_dir is the remote_dir",
+            ),
             (format!("{fp}key_file = \"k\"\nsecret = \"x\"\n"), "secret"),
         ] {
             let text = format!("{EP}{extra}");

@@ -122,7 +122,14 @@ pub fn complete_files(
         let marker = match completion {
             Completion::DoneMarker(sfx) => {
                 let m = format!("{name}{sfx}");
-                if !first.contains_key(&m) {
+                // A marker older than the file (or its control file) is a
+                // left-over from an earlier file of the same name.
+                let fresh = first.get(&m).is_some_and(|mk| {
+                    std::iter::once(name)
+                        .chain(sidecar.as_ref())
+                        .all(|n| first.get(n).is_none_or(|l| mk.mtime >= l.mtime))
+                });
+                if !fresh {
                     waiting.push(name.clone());
                     continue;
                 }
@@ -298,8 +305,23 @@ async fn pickup_on(
         {
             continue;
         }
-        let taken = take_one(gw, p, ep, conn, &c, &remote).await?;
-        report.taken.push(taken);
+        // A connection problem ends this attempt (and is retried); a problem
+        // with one file (permissions, the store, the ledger) is reported and
+        // the other files are still taken.
+        match take_one(gw, p, ep, conn, &c, &remote).await {
+            Ok(taken) => report.taken.push(taken),
+            Err(e) if e.is_transient() => return Err(e),
+            Err(e) => {
+                tracing::error!(partner = %p.id, endpoint = %ep.name, name = %c.name, error = %e, "file not taken");
+                report.taken.push(Taken {
+                    name: c.name.clone(),
+                    remote_path: remote.path.clone(),
+                    outcome: None,
+                    error: Some(e.to_string()),
+                    after_pickup_error: None,
+                });
+            }
+        }
     }
     Ok(())
 }
@@ -401,14 +423,20 @@ async fn list(conn: &SftpConnection, ep: &Endpoint) -> Result<Listing, PullError
                         continue;
                     }
                     if f.filename.contains('\u{FFFD}') || f.filename.contains('/') {
-                        tracing::warn!(endpoint = %ep.name, name = %f.filename, "remote file name is not UTF-8; skipped");
+                        tracing::warn!(endpoint = %ep.name, name = %f.filename, "remote file name is not UTF-8 (or holds a '/'); skipped");
                         continue;
                     }
+                    // Without a size and mtime neither completeness nor a
+                    // whole download can be checked: such a file is not taken.
+                    let (Some(size), Some(mtime)) = (f.attrs.size, f.attrs.mtime) else {
+                        tracing::warn!(endpoint = %ep.name, name = %f.filename, "server reports no size or mtime for this file; skipped");
+                        continue;
+                    };
                     listing.insert(
                         f.filename,
                         Listed {
-                            size: f.attrs.size.unwrap_or(0),
-                            mtime: i64::from(f.attrs.mtime.unwrap_or(0)),
+                            size,
+                            mtime: i64::from(mtime),
                         },
                     );
                 }
@@ -541,7 +569,8 @@ async fn read_all(
             let at = offset + data.len() as u64;
             match sftp.read(handle, at, want - data.len() as u32).await {
                 Ok(more) if !more.data.is_empty() => data.extend_from_slice(&more.data),
-                Ok(_) | Err(SftpError::Status(_)) => {
+                Ok(_) => outcome = Err(fail(format!("ended at byte {at} of {size}"))),
+                Err(SftpError::Status(s)) if s.status_code == StatusCode::Eof => {
                     outcome = Err(fail(format!("ended at byte {at} of {size}")));
                 }
                 Err(e) => outcome = Err(sftp_err(addr, "read", path)(e)),
@@ -549,6 +578,15 @@ async fn read_all(
         }
         if outcome.is_err() || tx.send(Block::Data(data)).await.is_err() {
             break;
+        }
+    }
+    if outcome.is_ok() {
+        // The file must end where its stat said: a read there finds nothing.
+        match sftp.read(handle, size, 1).await {
+            Err(SftpError::Status(s)) if s.status_code == StatusCode::Eof => {}
+            Ok(d) if d.data.is_empty() => {}
+            Ok(_) => outcome = Err(fail(format!("longer than the {size} bytes its stat said"))),
+            Err(e) => outcome = Err(sftp_err(addr, "read", path)(e)),
         }
     }
     if outcome.is_ok() {
@@ -614,11 +652,15 @@ async fn after_pickup(
     ep: &Endpoint,
     c: &Candidate,
 ) -> Result<(), PullError> {
-    let names: Vec<&str> = std::iter::once(c.name.as_str())
+    // The marker first: should a later step fail, the data file left behind
+    // waits for a new marker instead of a stale marker vouching for the next
+    // upload of the same name.
+    let names: Vec<&str> = c
+        .marker
+        .as_deref()
+        .into_iter()
+        .chain(std::iter::once(c.name.as_str()))
         .chain(c.sidecar.as_ref().map(|(s, _)| s.as_str()))
-        // The marker last: while it exists, the partner's side sees the
-        // file as not yet taken.
-        .chain(c.marker.as_deref())
         .collect();
     match &ep.after_pickup {
         AfterPickup::Leave => Ok(()),
@@ -765,6 +807,16 @@ mod tests {
         assert_eq!(names(&take), ["a.dat"]);
         assert_eq!(take[0].marker.as_deref(), Some("a.dat.done"));
         assert_eq!(waiting, ["b.dat"]);
+    }
+
+    #[test]
+    fn a_marker_older_than_its_file_is_stale() {
+        let first = listing(&[("a.dat", 10, 5), ("a.dat.done", 0, 4)]);
+        let pairs = vec![("a.dat".to_string(), None)];
+        let rule = Completion::DoneMarker(".done".into());
+        let (take, waiting) = complete_files(&first, None, &rule, &pairs);
+        assert!(take.is_empty());
+        assert_eq!(waiting, ["a.dat"]);
     }
 
     #[test]

@@ -108,11 +108,29 @@ pub fn check_pin(
             if !path.exists() {
                 return Ok(PinCheck::Unknown);
             }
-            let recorded = russh::keys::known_hosts::known_host_keys_path(host, port, path)
+            // OpenSSH compares host names in lower case.
+            let host = host.to_ascii_lowercase();
+            let recorded = russh::keys::known_hosts::known_host_keys_path(&host, port, path)
                 .map_err(|e| SshError::KnownHosts {
                     path: path.clone(),
                     message: e.to_string(),
                 })?;
+            // Fail closed on lines for this host that the reader above skips
+            // (markers, tab separators, wildcards): never fall through to
+            // "unknown" (and trust on first use) past them.
+            let text = std::fs::read_to_string(path).map_err(|e| SshError::KnownHosts {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            let read: Vec<usize> = recorded.iter().map(|(line, _)| *line).collect();
+            if let Some(line) = unreadable_line_for(&text, &host, port, &read) {
+                return Err(SshError::KnownHosts {
+                    path: path.clone(),
+                    message: format!(
+                        "line {line} is about {host} but cannot be used here (markers such as @revoked or @cert-authority, tab separators and wildcards are not supported); refusing to connect"
+                    ),
+                });
+            }
             if recorded.iter().any(|(_, k)| k == offered) {
                 return Ok(PinCheck::Trusted);
             }
@@ -122,6 +140,66 @@ pub fn check_pin(
             })
         }
     }
+}
+
+/// The first line (1-based, counting comments as russh does not) that names
+/// `host` — literally, as `[host]:port`, or through a wildcard — but is not
+/// among the lines the known_hosts reader understood.
+fn unreadable_line_for(text: &str, host: &str, port: u16, read: &[usize]) -> Option<usize> {
+    let wanted = if port == 22 {
+        host.to_string()
+    } else {
+        format!("[{host}]:{port}")
+    };
+    let mut line_no = 0;
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        line_no += 1;
+        let mut fields = line.split_whitespace();
+        let Some(first) = fields.next() else {
+            continue;
+        };
+        let hosts = if first.starts_with('@') {
+            fields.next().unwrap_or("")
+        } else {
+            first
+        };
+        let names_host = hosts.split(',').any(|h| {
+            let h = h.trim_start_matches('!').to_ascii_lowercase();
+            h == wanted || ((h.contains('*') || h.contains('?')) && wildcard(&h, &wanted))
+        });
+        let tidy = !first.starts_with('@') && !line.contains('\t');
+        if names_host && !(tidy && read.contains(&line_no)) {
+            return Some(line_no);
+        }
+    }
+    None
+}
+
+/// OpenSSH host patterns: `*` any run, `?` one character, all else literal.
+fn wildcard(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    // Classic two-pointer match with backtracking to the last `*`.
+    let (mut i, mut j, mut star, mut mark) = (0, 0, None, 0);
+    while j < t.len() {
+        if i < p.len() && (p[i] == '?' || p[i] == t[j]) {
+            i += 1;
+            j += 1;
+        } else if i < p.len() && p[i] == '*' {
+            star = Some(i);
+            mark = j;
+            i += 1;
+        } else if let Some(s) = star {
+            i = s + 1;
+            mark += 1;
+            j = mark;
+        } else {
+            return false;
+        }
+    }
+    p[i..].iter().all(|c| *c == '*')
 }
 
 fn describe_pin(pin: &HostKeyPin) -> String {
@@ -413,6 +491,44 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn known_hosts_lines_that_cannot_be_read_refuse() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("known_hosts");
+        let pin = HostKeyPin::KnownHosts(path.clone());
+        let line = |prefix: &str, sep: &str| {
+            let k = key(1).to_openssh().unwrap();
+            let mut parts = k.split_whitespace();
+            let (alg, b64) = (parts.next().unwrap(), parts.next().unwrap());
+            format!("{prefix}[h]:2222{sep}{alg}{sep}{b64}\n")
+        };
+        for text in [
+            line("@revoked ", " "),
+            line("@cert-authority ", " "),
+            line("", "\t"),
+            line("", " ").replace("[h]:2222", "[*]:2222"),
+        ] {
+            std::fs::write(&path, &text).unwrap();
+            let e = check_pin(&pin, "H", 2222, &key(1)).unwrap_err();
+            assert!(e.to_string().contains("line 1"), "{text:?}: {e}");
+        }
+        // A plain line, host in other case: trusted.
+        std::fs::write(&path, line("", " ")).unwrap();
+        assert_eq!(
+            check_pin(&pin, "H", 2222, &key(1)).unwrap(),
+            PinCheck::Trusted
+        );
+    }
+
+    #[test]
+    fn host_patterns() {
+        assert!(wildcard("*.example.com", "sftp.example.com"));
+        assert!(wildcard("[*]:2222", "[h]:2222"));
+        assert!(wildcard("h?st", "host"));
+        assert!(!wildcard("*.example.com", "example.org"));
+        assert!(!wildcard("[*]:2222", "[h]:22"));
     }
 
     #[test]
