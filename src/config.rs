@@ -135,6 +135,9 @@ struct RawEndpoint {
     /// Every file from this endpoint is a drill (a partner's DR site).
     #[serde(default)]
     drill_site: bool,
+    /// Largest file taken, in bytes; a larger one is reported and left on
+    /// the server. Default 4 GiB.
+    max_file_bytes: Option<u64>,
     /// Cron schedule with seconds, e.g. `0 */10 * * * *`, in `timezone`.
     /// Absent: only `settlegate pull` takes files from this endpoint.
     schedule: Option<String>,
@@ -219,6 +222,7 @@ pub struct Endpoint {
     pub completion: Completion,
     pub after_pickup: AfterPickup,
     pub drill_site: bool,
+    pub max_file_bytes: u64,
     pub schedule: Option<Schedule>,
     pub connect_timeout: std::time::Duration,
     pub io_timeout: std::time::Duration,
@@ -656,6 +660,7 @@ fn build_endpoint(
         completion,
         after_pickup,
         drill_site: e.drill_site,
+        max_file_bytes: e.max_file_bytes.unwrap_or(4 << 30),
         schedule,
         connect_timeout: seconds(
             e.connect_timeout_seconds,

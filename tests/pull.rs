@@ -222,6 +222,44 @@ async fn a_wrong_key_is_refused() {
     assert_eq!(names_in(&remote).len(), 1);
 }
 
+#[tokio::test]
+async fn a_file_over_the_size_limit_is_reported_and_left_alone() {
+    let sshd = Sshd::start();
+    let remote = sshd.remote_dir("outbox");
+    let (small, _) = put(&remote, &card(1, 0, 1));
+    let (big, _) = put(&remote, &card(2, 10, 40));
+    let limit = std::fs::metadata(remote.join(&small)).unwrap().len();
+    let env = env(
+        &TestLedger::sqlite(),
+        &endpoint(
+            &sshd,
+            "primary",
+            &remote,
+            &format!("max_file_bytes = {limit}\n"),
+        ),
+    );
+    let (code, reports) = pull(&env, &[]);
+    assert_eq!(code, 0, "{reports:?}");
+    let taken = reports[0]["taken"].as_array().unwrap();
+    let by_name = |n: &str| taken.iter().find(|t| t["name"] == n).unwrap().clone();
+    assert_eq!(by_name(&small)["verdict"], "fed");
+    let refused = by_name(&big);
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("max_file_bytes"),
+        "{refused}"
+    );
+    assert_eq!(names_in(&remote), vec![big, "archive".to_string()]);
+    let (_, files) = env.json(&["files", "--json"]);
+    assert_eq!(
+        files.as_array().unwrap().len(),
+        1,
+        "nothing recorded for the big file"
+    );
+}
+
 /// RSA keys sign with SHA-2 (rsa-sha2-512/256): OpenSSH refuses plain ssh-rsa.
 #[tokio::test]
 async fn an_rsa_key_logs_in() {
@@ -671,6 +709,7 @@ fn the_sample_documents_a_pull_endpoint() {
         "drill_site",
         "password_env",
         "retries",
+        "max_file_bytes",
     ] {
         assert!(sample.contains(key), "{key} undocumented");
     }

@@ -296,6 +296,22 @@ async fn pickup_on(
             size: c.listed.size,
             mtime: c.listed.mtime,
         };
+        // A partner's server must not be able to fill the data directory.
+        if c.listed.size > ep.max_file_bytes {
+            let message = format!(
+                "{} bytes is more than max_file_bytes ({}); left on the server",
+                c.listed.size, ep.max_file_bytes
+            );
+            tracing::error!(partner = %p.id, endpoint = %ep.name, name = %c.name, %message, "file not taken");
+            report.taken.push(Taken {
+                name: c.name.clone(),
+                remote_path: remote.path.clone(),
+                outcome: None,
+                error: Some(message),
+                after_pickup_error: None,
+            });
+            continue;
+        }
         // Under `leave` the ledger remembers what was taken. Under `archive`
         // and `delete` a file still (or again) present is taken again, even
         // if it looks the same: a re-publication with equal size and mtime
