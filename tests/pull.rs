@@ -10,25 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use chrono::NaiveDate;
 use common::sshd::{Sshd, keygen};
-use common::{Env, TestLedger};
-use settlegate::format::generate::{CardFile, CardRecord};
-
-fn card(seq: u16, first: u64, n: u64) -> CardFile {
-    let d = NaiveDate::from_ymd_opt(2026, 11, 21).expect("date");
-    let mut f = CardFile::new(d);
-    f.file_seq = seq;
-    f.records = (first..first + n)
-        .map(|i| CardRecord::synthetic(i, d))
-        .collect();
-    f
-}
-
-fn sha(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
-}
+use common::{Env, TestLedger, card, sha};
+use settlegate::format::generate::CardFile;
 
 /// Put a card file on the remote side; returns its name and checksum.
 fn put(dir: &Path, f: &CardFile) -> (String, String) {

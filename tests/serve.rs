@@ -10,11 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
-use common::{Env, TestLedger};
+use common::{Env, TestLedger, card, sha};
 use rust_decimal::Decimal;
-use settlegate::format::generate::{
-    BankFile, BankRecord, CardFile, CardRecord, LineEnding, PgFile, PgRow,
-};
+use settlegate::format::generate::{BankFile, BankRecord, LineEnding, PgFile, PgRow};
 
 /// A running `settlegate serve`, killed when dropped.
 struct Server {
@@ -133,22 +131,7 @@ fn drop_file(inbox: &Path, name: &str, bytes: &[u8], via_temp: bool) {
     }
 }
 
-fn sha(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
-}
-
 const WATCH: &str = "[watch]\nsettle_seconds = 0.5\nrescan_seconds = 2\n";
-
-fn card(seq: u16, first: u64, n: u64) -> CardFile {
-    let d = NaiveDate::from_ymd_opt(2026, 11, 21).expect("date");
-    let mut f = CardFile::new(d);
-    f.file_seq = seq;
-    f.records = (first..first + n)
-        .map(|i| CardRecord::synthetic(i, d))
-        .collect();
-    f
-}
 
 fn bank(k: u64) -> BankFile {
     BankFile {

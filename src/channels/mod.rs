@@ -11,6 +11,18 @@ use crate::config::Partner;
 use crate::format::FormatRegistry;
 use crate::intake::choose_format;
 
+/// A control file (sidecar) of one of the partner's formats, by suffix,
+/// ignoring case: never taken alone.
+pub fn is_control_file(formats: &FormatRegistry, partner: &Partner, name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    partner
+        .formats
+        .iter()
+        .filter_map(|f| formats.get(f))
+        .filter_map(|s| s.sidecar.as_ref())
+        .any(|c| lower.ends_with(&c.suffix.to_ascii_lowercase()))
+}
+
 /// Pair ready data files with their control files. Control files are never
 /// taken alone; a data file whose format needs one waits until it is ready.
 /// Returns the pairs and the data files still waiting for their control file.
@@ -20,18 +32,9 @@ pub fn pair_sidecars(
     ready: &[String],
 ) -> (Vec<(String, Option<String>)>, Vec<String>) {
     let mut waiting = Vec::new();
-    let suffixes: Vec<String> = partner
-        .formats
-        .iter()
-        .filter_map(|f| formats.get(f))
-        .filter_map(|s| s.sidecar.as_ref().map(|c| c.suffix.to_ascii_lowercase()))
-        .collect();
     let mut out = Vec::new();
     for name in ready {
-        if suffixes
-            .iter()
-            .any(|s| name.to_ascii_lowercase().ends_with(s.as_str()))
-        {
+        if is_control_file(formats, partner, name) {
             continue;
         }
         let wanted = choose_format(formats, partner, name)

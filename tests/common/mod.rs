@@ -10,6 +10,25 @@ use sqlx::Connection;
 
 pub mod sshd;
 
+/// A card-settlement file for 2026-11-21: sequence `seq`, `n` synthetic
+/// records numbered from `first`.
+pub fn card(seq: u16, first: u64, n: u64) -> settlegate::format::generate::CardFile {
+    use settlegate::format::generate::{CardFile, CardRecord};
+    let d = chrono::NaiveDate::from_ymd_opt(2026, 11, 21).expect("date");
+    let mut f = CardFile::new(d);
+    f.file_seq = seq;
+    f.records = (first..first + n)
+        .map(|i| CardRecord::synthetic(i, d))
+        .collect();
+    f
+}
+
+/// SHA-256 in hex.
+pub fn sha(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
 }

@@ -220,13 +220,7 @@ impl Uploads {
         let Some(partner) = gw.config.partner(&peer.partner) else {
             return Err(IntakeError::UnknownPartner(peer.partner.clone()).into());
         };
-        let lower = name.to_ascii_lowercase();
-        let is_control = partner
-            .formats
-            .iter()
-            .filter_map(|f| gw.formats.get(f))
-            .filter_map(|s| s.sidecar.as_ref())
-            .any(|c| lower.ends_with(&c.suffix.to_ascii_lowercase()));
+        let is_control = crate::channels::is_control_file(&gw.formats, partner, name);
         let wanted = choose_format(&gw.formats, partner, name)
             .ok()
             .and_then(|s| s.sidecar_name(name));
