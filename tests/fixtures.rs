@@ -7,7 +7,9 @@ use std::str::FromStr;
 
 use rust_decimal::Decimal;
 use serde::Deserialize;
-use settlegate::format::{FileContext, FormatRegistry, FormatSpec, verify};
+use settlegate::format::{
+    FileContext, FormatRegistry, FormatSpec, Parallelism, verify, verify_with,
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -71,6 +73,25 @@ fn check_case(spec: &FormatSpec, dir: &Path) -> Result<(), String> {
     let bytes = std::fs::File::open(&file).unwrap();
     let facts = verify(spec, bytes, ctx, &mut ()).unwrap();
     let mut problems = Vec::new();
+    // Checked in order or in chunks over several threads, a file gives the
+    // same facts, error for error.
+    let raw = std::fs::read(&file).unwrap();
+    let in_order = verify_with(spec, &raw[..], ctx, &mut (), Parallelism::SEQUENTIAL).unwrap();
+    if in_order != facts {
+        problems.push(format!("in order: {in_order:?}\ndefault: {facts:?}"));
+    }
+    for chunk_bytes in [1, 150, 203, 405, 1000] {
+        let par = Parallelism {
+            workers: 3,
+            chunk_bytes,
+        };
+        let chunked = verify_with(spec, &raw[..], ctx, &mut (), par).unwrap();
+        if chunked != in_order {
+            problems.push(format!(
+                "in chunks of {chunk_bytes}: {chunked:?}\nin order: {in_order:?}"
+            ));
+        }
+    }
     if facts.is_valid() != expect.valid {
         problems.push(format!(
             "valid = {}, expected {} ({:?})",

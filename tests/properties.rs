@@ -12,7 +12,10 @@ use rust_decimal::Decimal;
 use settlegate::format::generate::{
     BankFile, BankRecord, CardFile, CardRecord, LineEnding, PgFile, PgRow,
 };
-use settlegate::format::{DataRecord, FileContext, FileFacts, FormatRegistry, FormatSpec, verify};
+use settlegate::format::{
+    DataRecord, FileContext, FileFacts, FormatRegistry, FormatSpec, Parallelism, verify,
+    verify_with,
+};
 
 fn registry() -> FormatRegistry {
     FormatRegistry::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("formats")).unwrap()
@@ -211,8 +214,81 @@ fn pg_facts(f: &PgFile) -> (FileFacts, Seen) {
     out
 }
 
+/// A byte-level edit: overwrite, delete or insert at a position.
+fn edit() -> impl Strategy<Value = (prop::sample::Index, u8, u8)> {
+    (any::<prop::sample::Index>(), any::<u8>(), 0u8..3)
+}
+
+fn apply(bytes: &mut Vec<u8>, (at, byte, kind): &(prop::sample::Index, u8, u8)) {
+    if bytes.is_empty() {
+        return;
+    }
+    let i = at.index(bytes.len());
+    match kind {
+        0 => bytes[i] = *byte,
+        1 => {
+            bytes.remove(i);
+        }
+        _ => bytes.insert(i, *byte),
+    }
+}
+
+/// The facts of `bytes` checked in order must equal those checked in chunks
+/// of `chunk_bytes` over several threads, whatever the bytes are.
+fn same_both_ways(
+    id: &str,
+    name: &str,
+    bytes: &[u8],
+    chunk_bytes: usize,
+) -> Result<(), TestCaseError> {
+    let spec = spec(id);
+    let ctx = FileContext {
+        name,
+        sidecar: None,
+    };
+    let in_order = verify_with(&spec, bytes, ctx, &mut (), Parallelism::SEQUENTIAL).unwrap();
+    let par = Parallelism {
+        workers: 3,
+        chunk_bytes,
+    };
+    let chunked = verify_with(&spec, bytes, ctx, &mut (), par).unwrap();
+    prop_assert_eq!(chunked, in_order);
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn chunked_verification_equals_in_order(
+        card in card_file(),
+        bank in bank_file(),
+        edits in prop::collection::vec(edit(), 0..3),
+        chunk_bytes in 1usize..1500,
+        swap in any::<(prop::sample::Index, prop::sample::Index)>(),
+    ) {
+        let mut bytes = card.render();
+        for e in &edits {
+            apply(&mut bytes, e);
+        }
+        same_both_ways("card-settlement", &card.file_name(), &bytes, chunk_bytes)?;
+        // Whole records out of place: a header or trailer in the middle, a
+        // sequence break at a chunk boundary.
+        let mut lines: Vec<&[u8]> = bytes.split_inclusive(|b| *b == b'\n').collect();
+        if lines.len() > 1 {
+            let (i, j) = (swap.0.index(lines.len()), swap.1.index(lines.len()));
+            lines.swap(i, j);
+            same_both_ways("card-settlement", &card.file_name(), &lines.concat(), chunk_bytes)?;
+            // A record missing: the numbers after it are consecutive again.
+            lines.remove(i);
+        }
+        same_both_ways("card-settlement", &card.file_name(), &lines.concat(), chunk_bytes)?;
+        let mut bytes = bank.render();
+        for e in &edits {
+            apply(&mut bytes, e);
+        }
+        same_both_ways("bank-transfer-result", &bank.file_name(), &bytes, chunk_bytes)?;
+    }
 
     #[test]
     fn card_round_trip(f in card_file()) {

@@ -10,4 +10,6 @@ pub mod verify;
 
 pub use codec::Encoding;
 pub use spec::{FormatRegistry, FormatSpec, SpecError};
-pub use verify::{DataRecord, FileContext, FileFacts, RecordSink, VerifyError, verify};
+pub use verify::{
+    DataRecord, FileContext, FileFacts, Parallelism, RecordSink, VerifyError, verify, verify_with,
+};

@@ -8,7 +8,8 @@
 //! byte fixtures and property tests alone.
 
 use std::io::{self, Read};
-use std::ops::ControlFlow;
+use std::ops::{ControlFlow, Range};
+use std::sync::Arc;
 
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
@@ -19,6 +20,10 @@ use super::rules::RecordRef;
 use super::spec::{
     FieldDef, FieldRef, FieldType, FormatSpec, Layout, Measure, RecordDef, Role, Terminator,
 };
+
+mod parallel;
+
+pub use parallel::Parallelism;
 
 /// Bytes read from the input at a time.
 const CHUNK: usize = 1 << 20;
@@ -227,33 +232,57 @@ pub fn verify<R: Read>(
     ctx: FileContext<'_>,
     sink: &mut dyn RecordSink,
 ) -> io::Result<FileFacts> {
-    // The checksum of the raw bytes is computed on a second thread while this
-    // one parses: on large files the two take comparable time.
+    verify_with(spec, input, ctx, sink, Parallelism::available())
+}
+
+/// [`verify`] with the work spread as `par` says. Fixed-width files are
+/// checked in chunks on several threads when no sink wants the records (the
+/// result is the same either way); everything else is checked in order.
+pub fn verify_with<R: Read>(
+    spec: &FormatSpec,
+    input: R,
+    ctx: FileContext<'_>,
+    sink: &mut dyn RecordSink,
+    par: Parallelism,
+) -> io::Result<FileFacts> {
+    // The checksum of the raw bytes is computed on its own thread while the
+    // others parse: on large files the two take comparable time.
     std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Block>(8);
         let hasher = scope.spawn(move || {
             let mut h = Sha256::new();
             let mut size = 0u64;
-            for chunk in rx {
-                h.update(&chunk);
-                size += chunk.len() as u64;
+            for (block, range) in rx {
+                size += range.len() as u64;
+                h.update(&block[range]);
             }
             (<[u8; 32]>::from(h.finalize()), size)
         });
-        let mut input = HashingReader { inner: input, tx };
         let mut state = State::new(spec);
-        let result = match spec.layout {
-            Layout::Fixed => verify_fixed(spec, &mut input, &ctx, &mut state, sink),
-            Layout::Csv => verify_csv(spec, &mut input, &ctx, &mut state, sink),
+        let result = match &spec.fixed {
+            Some(layout)
+                if spec.layout == Layout::Fixed && par.workers > 1 && !sink.wants_records() =>
+            {
+                parallel::verify_fixed(spec, layout, input, tx, &ctx, &mut state, par)
+            }
+            _ => {
+                let mut input = HashingReader { inner: input, tx };
+                let result = match spec.layout {
+                    Layout::Fixed => verify_fixed(spec, &mut input, &ctx, &mut state, sink),
+                    Layout::Csv => verify_csv(spec, &mut input, &ctx, &mut state, sink),
+                };
+                // Read what is left so the checksum always covers the whole file.
+                if !matches!(result, Err(Stop::Io(_))) {
+                    io::copy(&mut input, &mut io::sink())?;
+                }
+                result
+            }
         };
         let error = match result {
             Ok(()) => None,
             Err(Stop::Io(e)) => return Err(e),
             Err(Stop::Invalid(e)) => Some(e),
         };
-        // Drain whatever is left so the checksum always covers the whole file.
-        io::copy(&mut input, &mut io::sink())?;
-        drop(input);
         let (checksum, size) = hasher
             .join()
             .map_err(|_| io::Error::other("the checksum thread failed"))?;
@@ -267,6 +296,10 @@ pub fn verify<R: Read>(
         Ok(facts)
     })
 }
+
+/// Bytes on their way to the checksum thread: a shared buffer and the part
+/// of it that is file content, in file order.
+type Block = (Arc<Vec<u8>>, Range<usize>);
 
 enum Stop {
     Io(io::Error),
@@ -296,7 +329,7 @@ fn invalid(
 /// Hands a copy of everything read through it to the checksum thread.
 struct HashingReader<R> {
     inner: R,
-    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+    tx: std::sync::mpsc::SyncSender<Block>,
 }
 
 impl<R: Read> Read for HashingReader<R> {
@@ -309,7 +342,7 @@ impl<R: Read> Read for HashingReader<R> {
         };
         if n > 0 {
             self.tx
-                .send(buf[..n].to_vec())
+                .send((Arc::new(buf[..n].to_vec()), 0..n))
                 .map_err(|_| io::Error::other("the checksum thread stopped"))?;
         }
         Ok(n)
@@ -374,16 +407,25 @@ impl Fingerprint {
     fn add_data(&mut self, rec: RecordRef<'_>) {
         self.canonicalise(rec);
         let digest: [u8; 32] = Sha256::digest(self.canon.as_bytes()).into();
+        let mut limbs = [0u64; 4];
+        for (limb, part) in limbs.iter_mut().zip(digest.chunks_exact(8)) {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(part);
+            *limb = u64::from_le_bytes(bytes);
+        }
+        self.add_sum(limbs, 1);
+    }
+
+    /// Add digests (or another run's sum of them) modulo 2^256.
+    fn add_sum(&mut self, limbs: [u64; 4], count: u64) {
         let mut carry = 0u64;
-        for (i, limb) in self.sum.iter_mut().enumerate() {
-            let mut part = [0u8; 8];
-            part.copy_from_slice(&digest[i * 8..i * 8 + 8]);
-            let (a, c1) = limb.overflowing_add(u64::from_le_bytes(part));
+        for (limb, add) in self.sum.iter_mut().zip(limbs) {
+            let (a, c1) = limb.overflowing_add(add);
             let (b, c2) = a.overflowing_add(carry);
             *limb = b;
             carry = u64::from(c1) + u64::from(c2);
         }
-        self.count += 1;
+        self.count += count;
     }
 
     fn finish(self, format: &str) -> [u8; 32] {
@@ -406,8 +448,15 @@ struct State<'s> {
     /// Records seen (fixed: all records; CSV: data rows).
     record_no: u64,
     data_records: u64,
-    /// Per data record type: the next expected sequence number.
-    next_seq: Vec<Decimal>,
+    /// Per data record type: the next expected sequence number (`None` at
+    /// the start of a chunk checked on its own, where any first number goes).
+    next_seq: Vec<Option<Decimal>>,
+    /// Per data record type: the first sequence number met where none was
+    /// expected (chunks only), for the merge to check against the file order.
+    first_seq: Vec<Option<Decimal>>,
+    /// Checking one chunk of data records on its own (see `parallel`): any
+    /// record that is not a data record ends the chunk's attempt.
+    chunk: bool,
     controls: Vec<Decimal>,
     fingerprint: Fingerprint,
     business_key: Vec<(String, String)>,
@@ -431,7 +480,9 @@ impl<'s> State<'s> {
             record_no: 0,
             data_records: 0,
             // Indexed by record definition (fixed) or 0 (the CSV row).
-            next_seq: vec![Decimal::ONE; spec.fixed.as_ref().map_or(1, |f| f.records.len())],
+            next_seq: vec![Some(Decimal::ONE); spec.fixed.as_ref().map_or(1, |f| f.records.len())],
+            first_seq: vec![None; spec.fixed.as_ref().map_or(1, |f| f.records.len())],
+            chunk: false,
             controls: vec![Decimal::ZERO; spec.controls.len()],
             fingerprint: Fingerprint::new(),
             business_key: Vec::new(),
@@ -669,10 +720,14 @@ impl<'s> State<'s> {
         sink: &mut dyn RecordSink,
     ) -> Result<(), Stop> {
         if let Some(seq) = def.sequence {
-            let expected = self.next_seq[def_index];
             let found = match self.values[seq].value {
                 Value::Number(n) => n,
                 _ => Decimal::ZERO,
+            };
+            let Some(expected) = self.next_seq[def_index] else {
+                self.first_seq[def_index] = Some(found);
+                self.next_seq[def_index] = Some(found + Decimal::ONE);
+                return self.data_checked(def, number, offset, sink);
             };
             if found != expected {
                 let f = &def.fields[seq];
@@ -683,8 +738,19 @@ impl<'s> State<'s> {
                     format!("sequence number out of order: expected {expected}, found {found}"),
                 ));
             }
-            self.next_seq[def_index] = expected + Decimal::ONE;
+            self.next_seq[def_index] = Some(expected + Decimal::ONE);
         }
+        self.data_checked(def, number, offset, sink)
+    }
+
+    /// The rest of a data record's checks, once its sequence number is in order.
+    fn data_checked(
+        &mut self,
+        def: &RecordDef,
+        number: u64,
+        offset: u64,
+        sink: &mut dyn RecordSink,
+    ) -> Result<(), Stop> {
         let name_rec = self.name_rec();
         let rec = RecordRef {
             def,
@@ -843,47 +909,71 @@ fn verify_fixed<R: Read>(
     };
     state.read_name(ctx.name)?;
     let len = layout.record_length;
-    // Room for a chunk plus one partial record (and its terminator).
+    // Room for a chunk plus one partial record (and its terminator): what
+    // `fixed_records` leaves unconsumed is always shorter than that.
     let mut buf = vec![0u8; CHUNK + len + 2];
-    let mut start = 0usize;
     let mut end = 0usize;
     // File offset of buf[0].
     let mut base: u64 = 0;
-    let mut eof = false;
     loop {
-        if !eof && end - start < len + 2 {
-            if start > 0 {
-                buf.copy_within(start..end, 0);
-                base += start as u64;
-                end -= start;
-                start = 0;
-            }
-            let n = read_full(input, &mut buf[end..])?;
-            eof = n == 0;
-            end += n;
-            continue;
+        let want = buf.len() - end;
+        let n = read_full(input, &mut buf[end..])?;
+        end += n;
+        let eof = n < want;
+        let consumed = fixed_records(spec, layout, state, &buf[..end], base, eof, sink)?;
+        if eof {
+            return fixed_end(state, base + end as u64);
         }
-        if end == start {
-            break;
-        }
+        buf.copy_within(consumed..end, 0);
+        base += consumed as u64;
+        end -= consumed;
+    }
+}
+
+/// After the last record: the file must have ended with its trailer.
+fn fixed_end(state: &State<'_>, size: u64) -> Result<(), Stop> {
+    if state.phase == Phase::Done {
+        return Ok(());
+    }
+    let what = match state.phase {
+        Phase::ExpectHeader => "missing header: the file has no records",
+        _ => "missing trailer: the file ends without its trailer record",
+    };
+    Err(invalid(Some(state.record_no + 1), Some(size), None, what))
+}
+
+/// Frame and check the records in `bytes`, which starts on a record boundary
+/// at file offset `base`. Returns the bytes consumed: all of them at end of
+/// file (`eof`), otherwise up to a partial record left for the next call.
+fn fixed_records(
+    spec: &FormatSpec,
+    layout: &super::spec::FixedLayout,
+    state: &mut State<'_>,
+    bytes: &[u8],
+    base: u64,
+    eof: bool,
+    sink: &mut dyn RecordSink,
+) -> Result<usize, Stop> {
+    let len = layout.record_length;
+    let mut start = 0usize;
+    while start < bytes.len() {
         let offset = base + start as u64;
         let number = state.record_no + 1;
-        let avail = &buf[start..end];
+        let avail = &bytes[start..];
         let (record, consumed) = match layout.terminator {
+            Terminator::None if avail.len() >= len => (&avail[..len], len),
+            Terminator::None if !eof => break,
             Terminator::None => {
-                if avail.len() < len {
-                    return Err(invalid(
-                        Some(number),
-                        Some(offset),
-                        None,
-                        format!(
-                            "the file size ({} bytes) is not a multiple of {len}: the last record has only {} bytes",
-                            offset + avail.len() as u64,
-                            avail.len()
-                        ),
-                    ));
-                }
-                (&avail[..len], len)
+                return Err(invalid(
+                    Some(number),
+                    Some(offset),
+                    None,
+                    format!(
+                        "the file size ({} bytes) is not a multiple of {len}: the last record has only {} bytes",
+                        offset + avail.len() as u64,
+                        avail.len()
+                    ),
+                ));
             }
             Terminator::Line => {
                 let window = &avail[..avail.len().min(len + 2)];
@@ -896,9 +986,10 @@ fn verify_fixed<R: Read>(
                         }
                         (line, nl + 1)
                     }
-                    None if avail.len() > len + 1 || !eof => {
-                        return Err(length_error(number, offset, len, avail.len().min(len + 2)));
+                    None if avail.len() > len + 1 => {
+                        return Err(length_error(number, offset, len, len + 2));
                     }
+                    None if !eof => break,
                     // The last record may end at end of file without a terminator.
                     None => {
                         let line = avail.strip_suffix(b"\r").unwrap_or(avail);
@@ -914,15 +1005,7 @@ fn verify_fixed<R: Read>(
         fixed_record(spec, layout, state, record, number, offset, sink)?;
         start += consumed;
     }
-    if state.phase != Phase::Done {
-        let number = state.record_no + 1;
-        let what = match state.phase {
-            Phase::ExpectHeader => "missing header: the file has no records",
-            _ => "missing trailer: the file ends without its trailer record",
-        };
-        return Err(invalid(Some(number), Some(base + end as u64), None, what));
-    }
-    Ok(())
+    Ok(start)
 }
 
 fn length_error(number: u64, offset: u64, len: usize, found: usize) -> Stop {
@@ -980,6 +1063,15 @@ fn fixed_record(
         ));
     };
     let def = &layout.records[def_index];
+    if state.chunk && def.role != Role::Data {
+        // Only the in-order pass can place a header or trailer.
+        return Err(invalid(
+            Some(number),
+            Some(offset),
+            None,
+            "not a data record",
+        ));
+    }
     let code_text = || String::from_utf8_lossy(&def.code).into_owned();
     match (state.phase, def.role) {
         (Phase::ExpectHeader, Role::Header) | (Phase::Body, Role::Data | Role::Trailer) => {}

@@ -1,0 +1,348 @@
+//! The fixed-width pass spread over threads, for plain verification (no
+//! record sink). The file's result is the same as the in-order pass's, error
+//! for error: that pass stays the reference, and this one only saves it work.
+//!
+//! The reading thread cuts the file into chunks at record boundaries and
+//! hands each to a worker, which checks the chunk's records on its own as if
+//! they were all data records in the middle of a file. Data records depend on
+//! each other only through the sequence numbers and the running control
+//! totals, and the fingerprint adds record digests in any order, so a chunk's
+//! result (first and last sequence numbers, partial sums, digest sum, drill
+//! signals) can be merged in file order. A chunk that holds anything else —
+//! the header, the trailer, an invalid record, a sequence break at its start,
+//! a sum that could overflow — is checked again, in order, by the merging
+//! thread with the file's real state, so every error is found and worded
+//! exactly as the in-order pass finds it.
+
+use std::io::{self, Read};
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+use rust_decimal::Decimal;
+
+use super::super::spec::{FixedLayout, FormatSpec, Measure, Role};
+use super::{Block, FileContext, Phase, State, Stop, fixed_end, fixed_records, read_full};
+
+/// How the fixed-width pass is spread over threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parallelism {
+    /// Threads checking chunks (besides the reading, merging and checksum
+    /// threads, which mostly wait). One means the in-order pass.
+    pub workers: usize,
+    /// Bytes read at a time; a chunk is this much, cut back to a record boundary.
+    pub chunk_bytes: usize,
+}
+
+impl Parallelism {
+    /// The in-order pass on the calling thread (and the checksum thread).
+    pub const SEQUENTIAL: Parallelism = Parallelism {
+        workers: 1,
+        chunk_bytes: super::CHUNK,
+    };
+
+    /// One worker per CPU the process may use.
+    pub fn available() -> Parallelism {
+        Parallelism {
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            chunk_bytes: super::CHUNK,
+        }
+    }
+}
+
+/// Chunks queued per worker, and results queued per worker. With 1 MiB
+/// chunks this keeps a few tens of MiB in flight at most.
+const QUEUE: usize = 2;
+
+/// A run of whole records, starting on a record boundary.
+struct Chunk {
+    block: Arc<Vec<u8>>,
+    range: Range<usize>,
+    /// File offset of the chunk's first byte.
+    offset: u64,
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        &self.block[self.range.clone()]
+    }
+}
+
+/// A chunk and what its worker found: the chunk's own state when every
+/// record in it is a data record that passed every check.
+struct Checked<'s> {
+    chunk: Chunk,
+    alone: Option<State<'s>>,
+}
+
+/// Verify a fixed-width file over `par.workers` threads. Reads `input` to
+/// the end whatever happens, sending every byte to the checksum thread.
+pub(super) fn verify_fixed<'s, R: Read>(
+    spec: &'s FormatSpec,
+    layout: &'s FixedLayout,
+    mut input: R,
+    hash: SyncSender<Block>,
+    ctx: &FileContext<'_>,
+    state: &mut State<'s>,
+    par: Parallelism,
+) -> Result<(), Stop> {
+    let named = state.read_name(ctx.name);
+    let template = state.for_chunk();
+    let template = &template;
+    let workers = par.workers.max(1);
+    std::thread::scope(|scope| {
+        let mut to_workers = Vec::with_capacity(workers);
+        let mut from_workers = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (chunk_tx, chunk_rx) = sync_channel::<Chunk>(QUEUE);
+            let (done_tx, done_rx) = sync_channel::<Checked<'s>>(QUEUE);
+            scope.spawn(move || check_chunks(spec, layout, template, chunk_rx, done_tx));
+            to_workers.push(chunk_tx);
+            from_workers.push(done_rx);
+        }
+        let merger = scope.spawn(move || merge(spec, layout, state, from_workers));
+
+        // Nothing is parsed when the file name was refused; the bytes are
+        // still read for the checksum.
+        let mut parsing = named.is_ok();
+        let read = read_chunks(layout, &mut input, &hash, par.chunk_bytes, |chunk, n| {
+            if parsing && to_workers[n % workers].send(chunk).is_err() {
+                // The merge stopped at an error: read on for the checksum only.
+                parsing = false;
+            }
+        });
+        drop(to_workers);
+        let merged = merger
+            .join()
+            .map_err(|_| Stop::Io(io::Error::other("the verification merge failed")))?;
+        let sent = read?;
+        named?;
+        let merged_chunks = merged?;
+        if merged_chunks != sent {
+            // A worker stopped without answering (it can only have panicked).
+            return Err(Stop::Io(io::Error::other("a verification worker failed")));
+        }
+        Ok(())
+    })
+}
+
+/// Read `input` to the end in blocks of about `chunk_bytes`, send each block
+/// to the checksum thread, and hand out the records it completes as chunks
+/// (numbered from 0). Returns how many chunks were handed out.
+fn read_chunks<R: Read>(
+    layout: &FixedLayout,
+    input: &mut R,
+    hash: &SyncSender<Block>,
+    chunk_bytes: usize,
+    mut hand_out: impl FnMut(Chunk, usize),
+) -> Result<usize, Stop> {
+    let len = layout.record_length;
+    // A block is a chunk's bytes behind the partial record carried from the
+    // last block (always shorter than a record and its terminator).
+    let size = chunk_bytes.max(len + 2) + len + 2;
+    let mut pool: Vec<Arc<Vec<u8>>> = Vec::new();
+    let mut tail: Vec<u8> = Vec::with_capacity(len + 2);
+    let mut offset = 0u64;
+    let mut sent = 0usize;
+    loop {
+        let mut block = take_buffer(&mut pool, size);
+        let Some(buf) = Arc::get_mut(&mut block) else {
+            return Err(Stop::Io(io::Error::other("a read buffer is still shared")));
+        };
+        buf[..tail.len()].copy_from_slice(&tail);
+        let want = buf.len() - tail.len();
+        let n = read_full(input, &mut buf[tail.len()..])?;
+        let end = tail.len() + n;
+        let eof = n < want;
+        let cut = if eof {
+            end
+        } else {
+            cut_point(layout, &buf[..end])
+        };
+        tail.clear();
+        tail.extend_from_slice(&buf[cut..end]);
+        if n > 0 {
+            hash.send((Arc::clone(&block), end - n..end))
+                .map_err(|_| Stop::Io(io::Error::other("the checksum thread stopped")))?;
+        }
+        if cut > 0 {
+            hand_out(
+                Chunk {
+                    block: Arc::clone(&block),
+                    range: 0..cut,
+                    offset,
+                },
+                sent,
+            );
+            sent += 1;
+            offset += cut as u64;
+        }
+        pool.push(block);
+        if eof {
+            return Ok(sent);
+        }
+    }
+}
+
+/// A buffer nobody else holds any more, or a new one.
+fn take_buffer(pool: &mut Vec<Arc<Vec<u8>>>, size: usize) -> Arc<Vec<u8>> {
+    match pool.iter().position(|b| Arc::strong_count(b) == 1) {
+        Some(i) => pool.swap_remove(i),
+        None => Arc::new(vec![0u8; size]),
+    }
+}
+
+/// Where to end a chunk in `bytes` (which starts on a record boundary): after
+/// the last whole record. When no boundary is in sight the whole block goes,
+/// and the merge reads the record across blocks in order (it is invalid: a
+/// valid record is shorter than a block).
+fn cut_point(layout: &FixedLayout, bytes: &[u8]) -> usize {
+    let len = layout.record_length;
+    let cut = match layout.terminator {
+        super::Terminator::None => bytes.len() - bytes.len() % len,
+        super::Terminator::Line => memchr::memrchr(b'\n', bytes).map_or(0, |nl| nl + 1),
+    };
+    if cut == 0 || bytes.len() - cut > len + 2 {
+        bytes.len()
+    } else {
+        cut
+    }
+}
+
+/// A worker: check each chunk on its own and pass it on, in the order received.
+fn check_chunks<'s>(
+    spec: &'s FormatSpec,
+    layout: &'s FixedLayout,
+    template: &State<'s>,
+    chunks: Receiver<Chunk>,
+    done: SyncSender<Checked<'s>>,
+) {
+    for chunk in chunks {
+        let mut alone = template.for_chunk();
+        let bytes = chunk.bytes();
+        let whole = matches!(
+            fixed_records(spec, layout, &mut alone, bytes, chunk.offset, false, &mut ()),
+            Ok(n) if n == bytes.len()
+        );
+        let checked = Checked {
+            chunk,
+            alone: whole.then_some(alone),
+        };
+        if done.send(checked).is_err() {
+            return;
+        }
+    }
+}
+
+/// Merge the workers' results in file order (chunk n comes from worker
+/// n mod workers). Returns the number of chunks merged.
+fn merge<'s>(
+    spec: &'s FormatSpec,
+    layout: &'s FixedLayout,
+    state: &mut State<'s>,
+    from_workers: Vec<Receiver<Checked<'s>>>,
+) -> Result<usize, Stop> {
+    let bound = per_record_bound(spec, layout);
+    // Bytes of a record begun in one chunk and not yet checked, and the
+    // file offset of `carry[0]` (or of the next chunk when it is empty).
+    let mut carry: Vec<u8> = Vec::new();
+    let mut at = 0u64;
+    let mut n = 0usize;
+    while let Ok(checked) = from_workers[n % from_workers.len()].recv() {
+        n += 1;
+        let chunk = &checked.chunk;
+        let bytes = chunk.bytes();
+        if carry.is_empty()
+            && let Some(alone) = checked.alone
+            && state.absorb(alone, bound)
+        {
+            at = chunk.offset + bytes.len() as u64;
+            continue;
+        }
+        // In order, with the file's real state.
+        carry.extend_from_slice(bytes);
+        let consumed = fixed_records(spec, layout, state, &carry, at, false, &mut ())?;
+        carry.drain(..consumed);
+        at += consumed as u64;
+    }
+    fixed_records(spec, layout, state, &carry, at, true, &mut ())?;
+    fixed_end(state, at + carry.len() as u64)?;
+    Ok(n)
+}
+
+/// The largest magnitude one data record can add to any control total: a
+/// summed field's value has fewer digits than the field is wide (`None` when
+/// that is too large to reason about).
+fn per_record_bound(spec: &FormatSpec, layout: &FixedLayout) -> Option<Decimal> {
+    let data = || layout.records.iter().filter(|r| r.role == Role::Data);
+    let mut widest = 1usize;
+    for control in &spec.controls {
+        if let Measure::Sum(i) = control.measure {
+            for def in data() {
+                widest = widest.max(def.fields.get(i).map_or(0, |f| f.len));
+            }
+        }
+    }
+    let power = u32::try_from(widest).ok().filter(|w| *w <= 28)?;
+    Decimal::try_from_i128_with_scale(10i128.pow(power), 0).ok()
+}
+
+impl<'s> State<'s> {
+    /// A fresh state for checking a chunk of data records on its own: the
+    /// file name's fields as read, no sequence number expected yet.
+    fn for_chunk(&self) -> State<'s> {
+        let mut alone = State::new(self.spec);
+        alone.name_values = self.name_values.clone();
+        alone.name_buf = self.name_buf.clone();
+        alone.name_matched = self.name_matched;
+        alone.phase = Phase::Body;
+        alone.chunk = true;
+        alone.next_seq.iter_mut().for_each(|s| *s = None);
+        alone
+    }
+
+    /// Take a chunk checked on its own into the file's state, when its
+    /// result is what checking it here in order would have given: the file
+    /// is between header and trailer, the chunk's first sequence numbers
+    /// follow on, and no running total can overflow within it (the in-order
+    /// pass reports an overflow at the record where it happens).
+    fn absorb(&mut self, alone: State<'s>, bound: Option<Decimal>) -> bool {
+        if self.phase != Phase::Body || alone.phase != Phase::Body {
+            return false;
+        }
+        let follows = alone
+            .first_seq
+            .iter()
+            .zip(&self.next_seq)
+            .all(|(first, next)| first.is_none() || first == next);
+        if !follows {
+            return false;
+        }
+        let Some(most) = bound.and_then(|b| b.checked_mul(Decimal::from(alone.data_records)))
+        else {
+            return false;
+        };
+        let mut totals = self.controls.clone();
+        for (total, part) in totals.iter_mut().zip(&alone.controls) {
+            if total.abs().checked_add(most).is_none() {
+                return false;
+            }
+            match total.checked_add(*part) {
+                Some(t) => *total = t,
+                None => return false,
+            }
+        }
+        self.controls = totals;
+        for (next, after) in self.next_seq.iter_mut().zip(alone.next_seq) {
+            if after.is_some() {
+                *next = after;
+            }
+        }
+        self.fingerprint
+            .add_sum(alone.fingerprint.sum, alone.fingerprint.count);
+        self.record_no += alone.record_no;
+        self.data_records += alone.data_records;
+        self.drill_signals.extend(alone.drill_signals);
+        true
+    }
+}
