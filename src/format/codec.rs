@@ -160,6 +160,7 @@ pub fn parse_field(
     raw: &[u8],
     encoding: Encoding,
     buf: &mut String,
+    dates: &mut DateMemo,
 ) -> Result<FieldValue, FieldError> {
     let start = buf.len();
     // Printable ASCII is the same text in every supported encoding: the
@@ -175,7 +176,7 @@ pub fn parse_field(
     }
     let end = start + trimmed_len(&buf[start..]);
     buf.truncate(end);
-    let value = type_value(def, &buf[start..end], raw.len())?;
+    let value = type_value(def, &buf[start..end], raw.len(), dates)?;
     Ok(FieldValue {
         value,
         text: start..end,
@@ -191,11 +192,17 @@ pub fn is_printable_ascii(raw: &[u8]) -> bool {
 
 /// Type an already decoded and trimmed field text. `width` is the raw
 /// field's length in bytes.
-pub fn type_value(def: &FieldDef, text: &str, width: usize) -> Result<Value, FieldError> {
+#[inline(always)]
+pub fn type_value(
+    def: &FieldDef,
+    text: &str,
+    width: usize,
+    dates: &mut DateMemo,
+) -> Result<Value, FieldError> {
     let value = match def.ty {
         FieldType::Text => Value::Text,
         FieldType::Digits => Value::Number(parse_digits(text, width)?),
-        FieldType::Date => Value::Date(parse_compact_date(text)?),
+        FieldType::Date => Value::Date(dates.compact_date(text)?),
         FieldType::DateTime => Value::DateTime(parse_datetime(text)?),
         FieldType::Sign => match text {
             "+" => Value::Sign(false),
@@ -229,7 +236,7 @@ pub fn type_value(def: &FieldDef, text: &str, width: usize) -> Result<Value, Fie
 
 /// Strict decode of a field that is not plain printable ASCII, refusing
 /// control characters (a stray CR, LF or NUL inside a record is corruption).
-fn decode_checked(raw: &[u8], encoding: Encoding, buf: &mut String) -> Result<(), FieldError> {
+pub fn decode_checked(raw: &[u8], encoding: Encoding, buf: &mut String) -> Result<(), FieldError> {
     let start = buf.len();
     if let Err(e) = encoding.decode_into(raw, buf) {
         buf.truncate(start);
@@ -273,22 +280,58 @@ fn parse_digits(text: &str, width: usize) -> Result<Decimal, FieldError> {
     let bytes = text.as_bytes();
     // `width` is the raw field's length: trailing padding trimmed away means
     // the field was not zero-padded digits.
-    if bytes.is_empty()
-        || bytes.len() != width
-        || bytes.len() > 28
-        || !bytes.iter().all(u8::is_ascii_digit)
-    {
-        return Err(FieldError::Digits {
-            found: text.to_string(),
-        });
-    }
-    let mut n: i128 = 0;
-    for b in bytes {
-        n = n * 10 + i128::from(b - b'0');
-    }
-    Decimal::try_from_i128_with_scale(n, 0).map_err(|_| FieldError::Digits {
+    let value = if bytes.is_empty() || bytes.len() != width {
+        None
+    } else if bytes.len() <= 19 {
+        digits_u64(bytes).map(Decimal::from)
+    } else if bytes.len() <= 28 && bytes.iter().all(u8::is_ascii_digit) {
+        let n = bytes
+            .iter()
+            .fold(0i128, |n, b| n * 10 + i128::from(b - b'0'));
+        Decimal::try_from_i128_with_scale(n, 0).ok()
+    } else {
+        None
+    };
+    value.ok_or_else(|| FieldError::Digits {
         found: text.to_string(),
     })
+}
+
+/// The value of up to 19 ASCII digits (`None` if any byte is not a digit).
+/// Amount fields are read eight digits at a time: this runs for every
+/// number of every record.
+fn digits_u64(bytes: &[u8]) -> Option<u64> {
+    let (head, rest) = bytes.split_at(bytes.len() % 8);
+    let mut n = 0u64;
+    for &b in head {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u64::from(b - b'0');
+    }
+    for group in rest.chunks_exact(8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(group);
+        n = n.checked_mul(100_000_000)? + eight_digits(u64::from_le_bytes(word))?;
+    }
+    Some(n)
+}
+
+/// Eight ASCII digits, first digit in the lowest byte, as a number.
+fn eight_digits(word: u64) -> Option<u64> {
+    const ZEROS: u64 = 0x3030_3030_3030_3030;
+    const HIGH: u64 = 0xF0F0_F0F0_F0F0_F0F0;
+    // Every byte 0x30..=0x39: high nibble 3, and adding 6 does not carry out of
+    // the low nibble.
+    if word & HIGH != ZEROS || (word + 0x0606_0606_0606_0606) & HIGH != ZEROS {
+        return None;
+    }
+    let d = word - ZEROS;
+    // Pairs, then quads, then the whole: each step multiplies the more
+    // significant (lower-addressed) half by its power of ten.
+    let d = (d & 0x000F_000F_000F_000F) * 10 + ((d >> 8) & 0x000F_000F_000F_000F);
+    let d = (d & 0x0000_00FF_0000_00FF) * 100 + ((d >> 16) & 0x0000_00FF_0000_00FF);
+    Some((d & 0x0000_0000_0000_FFFF) * 10_000 + ((d >> 32) & 0x0000_0000_0000_FFFF))
 }
 
 /// Split `text` into runs of digits of the given lengths (e.g. 4, 2, 2).
@@ -308,6 +351,33 @@ fn digit_groups<const N: usize>(text: &[u8], layout: [usize; N]) -> Option<[u32;
         pos += len;
     }
     (pos == text.len()).then_some(out)
+}
+
+/// The compact dates read last, by their text. A file's records repeat a
+/// handful of dates, and comparing eight bytes is cheaper than checking a
+/// calendar date again.
+#[derive(Debug, Clone, Default)]
+pub struct DateMemo {
+    slots: [(u64, Option<NaiveDate>); 8],
+}
+
+impl DateMemo {
+    /// `YYYYMMDD`, a real calendar date (see [`parse_compact_date`]).
+    pub fn compact_date(&mut self, text: &str) -> Result<NaiveDate, FieldError> {
+        let Ok(bytes) = <[u8; 8]>::try_from(text.as_bytes()) else {
+            return parse_compact_date(text);
+        };
+        let key = u64::from_le_bytes(bytes);
+        let slot = &mut self.slots[(key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 61) as usize];
+        if slot.0 == key
+            && let Some(date) = slot.1
+        {
+            return Ok(date);
+        }
+        let date = parse_compact_date(text)?;
+        *slot = (key, Some(date));
+        Ok(date)
+    }
 }
 
 /// `YYYYMMDD`, a real calendar date.
@@ -409,6 +479,7 @@ fn decimal_places(text: &str) -> u32 {
 /// zero-padding, trailing decimal zeros and the file's encoding. Built from
 /// the field's text (already checked against its type), so it costs no
 /// number or date formatting. `negative` applies a separate sign field.
+#[inline]
 pub fn canonical(value: &Value, text: &str, negative: bool, out: &mut String) {
     match value {
         Value::Text => out.push_str(text),
@@ -417,9 +488,12 @@ pub fn canonical(value: &Value, text: &str, negative: bool, out: &mut String) {
                 Some(rest) => (!negative, rest),
                 None => (negative, text),
             };
-            let (int, frac) = body.split_once('.').unwrap_or((body, ""));
-            let int = int.trim_start_matches('0');
-            let frac = frac.trim_end_matches('0');
+            // Byte scans: this runs for every amount of every record.
+            let b = body.as_bytes();
+            let dot = b.iter().position(|&c| c == b'.').unwrap_or(b.len());
+            let lead = b[..dot].iter().position(|&c| c != b'0').unwrap_or(dot);
+            let int = &body[lead..dot];
+            let frac = body.get(dot + 1..).unwrap_or("").trim_end_matches('0');
             if int.is_empty() && frac.is_empty() {
                 out.push('0');
                 return;
@@ -508,8 +582,14 @@ mod tests {
             Encoding::Cp949.decode_into(&bytes, &mut out),
             Err(DecodeError::SplitCharacter { at: 2 })
         );
-        let e =
-            parse_field(&field(FieldType::Text), &bytes, Encoding::Cp949, &mut out).unwrap_err();
+        let e = parse_field(
+            &field(FieldType::Text),
+            &bytes,
+            Encoding::Cp949,
+            &mut out,
+            &mut DateMemo::default(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("multi-byte character"), "{e}");
     }
 
@@ -551,7 +631,14 @@ mod tests {
         let mut buf = String::new();
         let mut raw = cp949("가");
         raw.extend_from_slice(&[0xA1, 0xA1, b' ', 0xA1, 0xA1]);
-        let v = parse_field(&field(FieldType::Text), &raw, Encoding::Cp949, &mut buf).unwrap();
+        let v = parse_field(
+            &field(FieldType::Text),
+            &raw,
+            Encoding::Cp949,
+            &mut buf,
+            &mut DateMemo::default(),
+        )
+        .unwrap();
         assert_eq!(&buf[v.text], "가");
     }
 
@@ -559,14 +646,74 @@ mod tests {
     fn digits_are_digits_only() {
         let mut buf = String::new();
         let d = field(FieldType::Digits);
-        let v = parse_field(&d, b"0001200", Encoding::Cp949, &mut buf).unwrap();
+        let v = parse_field(
+            &d,
+            b"0001200",
+            Encoding::Cp949,
+            &mut buf,
+            &mut DateMemo::default(),
+        )
+        .unwrap();
         assert_eq!(v.value, Value::Number(Decimal::from(1200)));
         for bad in [&b"00 1200"[..], b"1,2", b"-12", b"       ", b"12 "] {
-            let e = parse_field(&d, bad, Encoding::Cp949, &mut buf).unwrap_err();
+            let e = parse_field(&d, bad, Encoding::Cp949, &mut buf, &mut DateMemo::default())
+                .unwrap_err();
             assert!(matches!(e, FieldError::Digits { .. }), "{bad:?}: {e}");
         }
-        let e = parse_field(&d, b"1,2", Encoding::Cp949, &mut buf).unwrap_err();
+        let e = parse_field(
+            &d,
+            b"1,2",
+            Encoding::Cp949,
+            &mut buf,
+            &mut DateMemo::default(),
+        )
+        .unwrap_err();
         assert_eq!(e.to_string(), r#"expected digits, found "1,2""#);
+    }
+
+    #[test]
+    fn digits_match_the_plain_reading() {
+        let plain = |b: &[u8]| -> Option<u64> {
+            b.iter().try_fold(0u64, |n, d| {
+                d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
+            })
+        };
+        let mut cases: Vec<Vec<u8>> = vec![
+            b"0".to_vec(),
+            b"00000000".to_vec(),
+            b"99999999".to_vec(),
+            b"12345678".to_vec(),
+            b"1234567890123".to_vec(),
+            b"9999999999999999999".to_vec(),
+            b"0000000000000000001".to_vec(),
+        ];
+        // Every byte value at every place of an 8- and a 13-digit number.
+        for len in [8usize, 13] {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    let mut v = b"1234567890123"[..len].to_vec();
+                    v[at] = b;
+                    cases.push(v);
+                }
+            }
+        }
+        for case in cases {
+            assert_eq!(digits_u64(&case), plain(&case), "{case:?}");
+        }
+    }
+
+    #[test]
+    fn remembered_dates_are_the_dates_read() {
+        let mut memo = DateMemo::default();
+        for _ in 0..2 {
+            for text in ["20261121", "20240229", "20261122", "19991231", "20000101"] {
+                assert_eq!(memo.compact_date(text), parse_compact_date(text), "{text}");
+            }
+            // Invalid dates are never remembered.
+            for bad in ["20230229", "2026112", "abcdefgh"] {
+                assert!(memo.compact_date(bad).is_err(), "{bad}");
+            }
+        }
     }
 
     #[test]
@@ -602,8 +749,14 @@ mod tests {
     #[test]
     fn control_characters_are_refused() {
         let mut buf = String::new();
-        let e =
-            parse_field(&field(FieldType::Text), b"ab\0", Encoding::Cp949, &mut buf).unwrap_err();
+        let e = parse_field(
+            &field(FieldType::Text),
+            b"ab\0",
+            Encoding::Cp949,
+            &mut buf,
+            &mut DateMemo::default(),
+        )
+        .unwrap_err();
         assert_eq!(e, FieldError::Control { code: 0 });
     }
 

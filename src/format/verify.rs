@@ -464,6 +464,9 @@ struct State<'s> {
     drill_signals: Vec<String>,
     /// Decoded fields of the current record and their text.
     values: Vec<FieldValue>,
+    /// A fixed record with its non-ASCII fields blanked (see `decode_fixed`).
+    scratch: Vec<u8>,
+    dates: codec::DateMemo,
     buf: String,
     /// Decoded file-name captures (when the spec has a file-name rule and the name matched).
     name_values: Vec<FieldValue>,
@@ -489,6 +492,8 @@ impl<'s> State<'s> {
             business_date: None,
             drill_signals: Vec::new(),
             values: Vec::with_capacity(32),
+            scratch: Vec::with_capacity(512),
+            dates: codec::DateMemo::default(),
             buf: String::with_capacity(512),
             name_values: Vec::new(),
             name_buf: String::new(),
@@ -565,10 +570,14 @@ impl<'s> State<'s> {
         };
         for f in &rule.fields.fields {
             let text = caps.name(&f.name).map_or("", |m| m.as_str());
-            let v = codec::parse_field(f, text.as_bytes(), self.spec.encoding, &mut self.name_buf)
-                .map_err(|e| {
-                    invalid(None, None, Some(&f.name), format!("in the file name: {e}"))
-                })?;
+            let v = codec::parse_field(
+                f,
+                text.as_bytes(),
+                self.spec.encoding,
+                &mut self.name_buf,
+                &mut self.dates,
+            )
+            .map_err(|e| invalid(None, None, Some(&f.name), format!("in the file name: {e}")))?;
             self.name_values.push(v);
         }
         self.name_matched = true;
@@ -605,7 +614,7 @@ impl<'s> State<'s> {
         self.values.clear();
         self.buf.clear();
         for (f, (raw, offset)) in def.fields.iter().zip(slices) {
-            match codec::parse_field(f, raw, self.spec.encoding, &mut self.buf) {
+            match codec::parse_field(f, raw, self.spec.encoding, &mut self.buf, &mut self.dates) {
                 Ok(v) => self.values.push(v),
                 Err(e) => return Err(field_error(record, offset, f, e)),
             }
@@ -613,9 +622,11 @@ impl<'s> State<'s> {
         self.check_scales(def, record)
     }
 
-    /// Fixed records: when the whole record is printable ASCII (no Hangul),
-    /// its fields are the same bytes as text, so it is copied once and each
-    /// field is only trimmed and typed.
+    /// Decode and type every field of a fixed record. Printable ASCII is
+    /// the same text in every supported encoding, so the record is copied
+    /// into the text buffer once, and only a field holding other bytes (Hangul,
+    /// a control character) is decoded strictly on its own, in field order, so
+    /// a character split by a field boundary is caught where it happens.
     fn decode_fixed(
         &mut self,
         def: &RecordDef,
@@ -623,30 +634,44 @@ impl<'s> State<'s> {
         number: u64,
         offset: u64,
     ) -> Result<(), Stop> {
-        let ascii = if codec::is_printable_ascii(record) {
-            std::str::from_utf8(record).ok()
-        } else {
-            None
-        };
-        let Some(text) = ascii else {
-            let slices = def.fields.iter().map(|f| {
-                (
-                    &record[f.offset..f.offset + f.len],
-                    offset + f.offset as u64,
-                )
-            });
-            return self.decode_fields(def, slices, number);
-        };
         self.values.clear();
         self.buf.clear();
-        self.buf.push_str(text);
+        let ascii = codec::is_printable_ascii(record);
+        let copied = if ascii {
+            std::str::from_utf8(record)
+        } else {
+            // Blank the fields decoded below; what is left is printable ASCII.
+            self.scratch.clear();
+            self.scratch.extend_from_slice(record);
+            for f in &def.fields {
+                let raw = &mut self.scratch[f.offset..f.offset + f.len];
+                if !codec::is_printable_ascii(raw) {
+                    raw.fill(b' ');
+                }
+            }
+            std::str::from_utf8(&self.scratch)
+        };
+        match copied {
+            Ok(text) => self.buf.push_str(text),
+            // Unreachable while the fields cover the record (the spec loader
+            // checks that), but never a panic on input.
+            Err(_) => return Err(invalid(Some(number), Some(offset), None, "not text")),
+        }
         for f in &def.fields {
-            let raw = &self.buf[f.offset..f.offset + f.len];
-            let end = f.offset + codec::trimmed_len(raw);
-            match codec::type_value(f, &self.buf[f.offset..end], f.len) {
+            let raw = &record[f.offset..f.offset + f.len];
+            let (start, width) = if ascii || codec::is_printable_ascii(raw) {
+                (f.offset, f.len)
+            } else {
+                let start = self.buf.len();
+                codec::decode_checked(raw, self.spec.encoding, &mut self.buf)
+                    .map_err(|e| field_error(number, offset + f.offset as u64, f, e))?;
+                (start, self.buf.len() - start)
+            };
+            let end = start + codec::trimmed_len(&self.buf[start..start + width]);
+            match codec::type_value(f, &self.buf[start..end], f.len, &mut self.dates) {
                 Ok(value) => self.values.push(FieldValue {
                     value,
-                    text: f.offset..end,
+                    text: start..end,
                 }),
                 Err(e) => return Err(field_error(number, offset + f.offset as u64, f, e)),
             }
