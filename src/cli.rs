@@ -69,6 +69,10 @@ pub enum Command {
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
+        /// Threads checking records of a fixed-width file (default: one per
+        /// CPU). With 1 the records are checked in order on one thread.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+        threads: Option<u16>,
     },
     /// List the loaded format specs.
     Formats,
@@ -265,7 +269,12 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
             print_formats(&registry);
             Ok(exit::OK)
         }
-        Command::Verify { format, file, json } => {
+        Command::Verify {
+            format,
+            file,
+            json,
+            threads,
+        } => {
             let registry = config.load_formats()?;
             let spec = registry.get(&format).ok_or_else(|| {
                 CliError::Usage(format!(
@@ -273,7 +282,11 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
                     registry.ids().join(", ")
                 ))
             })?;
-            verify_file(spec, &file, json)
+            let mut par = crate::format::Parallelism::available();
+            if let Some(n) = threads {
+                par.workers = usize::from(n);
+            }
+            verify_file(spec, &file, json, par)
         }
         Command::Serve { log_format } => {
             init_logging(log_format, "info");
@@ -840,7 +853,12 @@ pub fn read_sidecar(spec: &FormatSpec, file: &Path) -> Result<Option<Vec<u8>>, C
     }
 }
 
-fn verify_file(spec: &FormatSpec, path: &Path, json: bool) -> Result<u8, CliError> {
+fn verify_file(
+    spec: &FormatSpec,
+    path: &Path,
+    json: bool,
+    par: crate::format::Parallelism,
+) -> Result<u8, CliError> {
     let io_err = |source| CliError::Io {
         context: format!("cannot read {}", path.display()),
         source,
@@ -867,7 +885,7 @@ fn verify_file(spec: &FormatSpec, path: &Path, json: bool) -> Result<u8, CliErro
     } else {
         Box::new(std::io::BufReader::with_capacity(1 << 16, file))
     };
-    let facts = crate::format::verify(spec, input, ctx, &mut ()).map_err(io_err)?;
+    let facts = crate::format::verify_with(spec, input, ctx, &mut (), par).map_err(io_err)?;
     if json {
         println!("{}", facts_json(&facts));
     } else {

@@ -102,6 +102,31 @@ fn verify_json_and_exit_codes() {
     let out = env.run(&["formats"]);
     assert_eq!(out.code, 0);
     assert_eq!(out.stdout.lines().count(), 3, "{}", out.stdout);
+
+    // One thread or several: the same answer, error for error.
+    for case in ["valid-cancels", "bad-digit", "seq-gap"] {
+        let file = fixture("card-settlement", case);
+        let args = |threads: &'static str| {
+            let mut a = vec!["verify", "--format", "card-settlement", "--json"];
+            a.extend(["--threads", threads]);
+            a
+        };
+        let mut one = args("1");
+        one.push(&file);
+        let mut three = args("3");
+        three.push(&file);
+        assert_eq!(env.json(&one), env.json(&three), "{case}");
+    }
+    let out = env.run(&[
+        "verify",
+        "--threads",
+        "0",
+        "--format",
+        "card-settlement",
+        &fixture("card-settlement", "valid-basic"),
+    ]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("--threads"), "{}", out.stderr);
 }
 
 #[test]

@@ -814,15 +814,15 @@ impl<'s> State<'s> {
                 )
             })?;
         }
-        let amount = match &def.amount {
-            Some(a) if a.when.as_ref().is_none_or(|w| w.holds(rec.fields, rec.buf)) => {
-                rec.number(a.field)
-            }
-            _ => Decimal::ZERO,
-        };
         self.fingerprint.add_data(rec);
         self.data_records += 1;
         if sink.wants_records() {
+            let amount = match &def.amount {
+                Some(a) if a.when.as_ref().is_none_or(|w| w.holds(rec.fields, rec.buf)) => {
+                    rec.number(a.field)
+                }
+                _ => Decimal::ZERO,
+            };
             // Record key: key fields joined by `|`, with `|` and `\\` escaped so
             // that two different field tuples never give one key.
             self.record_key.clear();
@@ -1070,7 +1070,12 @@ fn fixed_record(
     sink: &mut dyn RecordSink,
 ) -> Result<(), Stop> {
     let code = &record[layout.type_offset..layout.type_offset + layout.type_len];
-    let Some(def_index) = layout.records.iter().position(|r| r.code == code) else {
+    // Codes are a byte or two: compare the first byte before the slices.
+    let Some(def_index) = layout
+        .records
+        .iter()
+        .position(|r| r.code.first() == code.first() && r.code == code)
+    else {
         let known: Vec<String> = layout
             .records
             .iter()

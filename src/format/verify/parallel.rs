@@ -52,7 +52,7 @@ impl Parallelism {
 
 /// Chunks queued per worker, and results queued per worker. With 1 MiB
 /// chunks this keeps a few tens of MiB in flight at most.
-const QUEUE: usize = 2;
+const QUEUE: usize = 4;
 
 /// A run of whole records, starting on a record boundary.
 struct Chunk {
