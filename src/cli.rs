@@ -558,9 +558,16 @@ async fn ledger_command(gw: &Gateway, command: Command) -> Result<u8, CliError> 
         }
         Command::Recover { json } => {
             let report = gw.recover(&crate::intake::operator_actor()).await?;
+            let unwritten = crate::channels::receipt::write_recovered(&gw.config.data_dir, &report);
+            for (id, e) in &unwritten {
+                eprintln!("file {id}: judged, but its receipt could not be written: {e}");
+            }
             if json {
-                let list: Vec<serde_json::Value> =
-                    report.outcomes.iter().map(outcome_json).collect();
+                let list: Vec<serde_json::Value> = report
+                    .outcomes
+                    .iter()
+                    .map(|(_, o)| outcome_json(o))
+                    .collect();
                 let failed: Vec<serde_json::Value> = report
                     .failures
                     .iter()
@@ -570,14 +577,14 @@ async fn ledger_command(gw: &Gateway, command: Command) -> Result<u8, CliError> 
             } else if report.outcomes.is_empty() && report.failures.is_empty() {
                 println!("no unjudged files");
             } else {
-                for o in &report.outcomes {
+                for (_, o) in &report.outcomes {
                     println!("file {}: {}: {}", o.file_id, o.verdict, o.reason);
                 }
                 for (id, e) in &report.failures {
                     println!("file {id}: still unjudged: {e}");
                 }
             }
-            Ok(if report.failures.is_empty() {
+            Ok(if report.failures.is_empty() && unwritten.is_empty() {
                 exit::OK
             } else {
                 exit::FAILURE

@@ -563,7 +563,7 @@ impl Gateway {
             };
             tracing::info!(file_id = row.id, name = %row.name, "judging a file left unjudged");
             match self.judge_staged(row.id, &arrival).await {
-                Ok(o) => report.outcomes.push(o),
+                Ok(o) => report.outcomes.push((arrival, o)),
                 Err(e) => {
                     tracing::error!(file_id = row.id, name = %row.name, error = %e, "could not judge a file left unjudged");
                     report.failures.push((row.id, e.to_string()));
@@ -577,7 +577,8 @@ impl Gateway {
 /// What `recover` did.
 #[derive(Debug, Default)]
 pub struct Recovery {
-    pub outcomes: Vec<Outcome>,
+    /// Each file judged, with how it had arrived.
+    pub outcomes: Vec<(Arrival, Outcome)>,
     /// Files still unjudged, with why.
     pub failures: Vec<(i64, String)>,
 }

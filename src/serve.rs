@@ -48,6 +48,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         "settlegate starting"
     );
     let recovered = gw.recover(&gateway_actor()).await?;
+    for (file_id, error) in crate::channels::receipt::write_recovered(&cfg.data_dir, &recovered) {
+        tracing::error!(file_id, %error, "judged, but the receipt could not be written");
+    }
     if !recovered.outcomes.is_empty() || !recovered.failures.is_empty() {
         tracing::warn!(
             judged = recovered.outcomes.len(),
@@ -63,7 +66,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         let inbox = Inbox {
             partner: p.id.clone(),
             dir: cfg.inbox_dir(&p.id),
-            receipts: cfg.data_dir.join("receipts").join(&p.id),
+            receipts: crate::channels::receipt::dir(&cfg.data_dir, &p.id),
         };
         for dir in [&inbox.dir, &inbox.receipts] {
             std::fs::create_dir_all(dir).map_err(|source| ServeError::Dir {

@@ -206,3 +206,46 @@ fn every_fixture_behaves_as_written_beside_it() {
     );
     assert!(cases >= 40, "only {cases} fixtures ran");
 }
+
+/// The fingerprint's definition is part of the ledger: a file fed last year
+/// must still be recognised when re-sent after an upgrade. These values pin
+/// it (v1); a change here is a change of definition, not a refactoring.
+#[test]
+fn fingerprints_are_pinned() {
+    let registry = FormatRegistry::load_dir(&root().join("formats")).expect("formats load");
+    for (format, case, want) in [
+        (
+            "card-settlement",
+            "valid-hangul",
+            "1c24dd2f2288d10660946ed6259a68b52b94c7bb2cf4ceaba432ac0b8d566c0c",
+        ),
+        (
+            "bank-transfer-result",
+            "valid-basic",
+            "007503e62565a67fef3acefaa253ad36864fc11cf1c48aaa8a2f27830f2b127b",
+        ),
+        (
+            "pg-settlement-csv",
+            "valid-basic",
+            "56aa3d7229a7e5fc0f00af44d0192b4b5a0fc6305d5b4d613ec7533466205653",
+        ),
+    ] {
+        let spec = registry.get(format).unwrap();
+        let dir = root().join("fixtures").join(format).join(case);
+        let file = data_file(&dir, spec);
+        let name = file.file_name().unwrap().to_str().unwrap().to_string();
+        let sidecar = spec
+            .sidecar_name(&name)
+            .and_then(|s| std::fs::read(dir.join(s)).ok());
+        let ctx = FileContext {
+            name: &name,
+            sidecar: sidecar.as_deref(),
+        };
+        let facts = verify(spec, std::fs::File::open(&file).unwrap(), ctx, &mut ()).unwrap();
+        assert_eq!(
+            facts.fingerprint_hex().as_deref(),
+            Some(want),
+            "{format}/{case}"
+        );
+    }
+}

@@ -271,6 +271,79 @@ async fn racing_gateways_feed_once(t: TestLedger) {
     t.drop_db().await;
 }
 
+/// Files a crash left staged but unjudged are judged by `settlegate
+/// recover` (and at `serve` start, through the same code), and a partner who
+/// handed one in by a channel gets its receipt; a manual ingest does not.
+async fn recovery_judges_and_answers_with_receipts(t: TestLedger) {
+    let env = Env::new(&t, "");
+    let mut config = Config::load(Some(&env.config)).expect("config");
+    config.data_dir = env.data.clone();
+    config.ledger = t.url.clone();
+    let gw = Gateway::open(config, Arc::new(FixedClock(now())))
+        .await
+        .expect("gateway");
+    let dir = env.path("in");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut ids = Vec::new();
+    for (channel, lf) in [("sftp-push", false), ("manual", true)] {
+        let f = card(lf);
+        let name = format!("{channel}-{}", f.file_name());
+        std::fs::write(dir.join(&name), f.render()).unwrap();
+        let arrival = Arrival {
+            partner: "cardco".into(),
+            channel: channel.into(),
+            name: f.file_name(),
+            actor: "test".into(),
+            ..Arrival::default()
+        };
+        // Staged and recorded, then the "crash": never judged.
+        ids.push(
+            gw.stage_file(&arrival, &dir.join(&name), None)
+                .await
+                .expect("stage"),
+        );
+    }
+    gw.ledger.close().await;
+
+    let (code, report) = env.json(&["recover", "--json"]);
+    assert_eq!(code, 0, "{report}");
+    let judged = report["judged"].as_array().expect("judged");
+    assert_eq!(judged.len(), 2, "{report}");
+    // The same day twice (other line endings): one fed, the other a duplicate.
+    let verdicts: Vec<&str> = judged
+        .iter()
+        .filter_map(|o| o["verdict"].as_str())
+        .collect();
+    assert!(
+        verdicts.contains(&"fed") && verdicts.contains(&"duplicate"),
+        "{report}"
+    );
+    let receipts: Vec<String> = std::fs::read_dir(env.data.join("receipts/cardco"))
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        receipts,
+        vec![format!("{}.verdict", card(false).file_name())],
+        "only the channel's file"
+    );
+    let text =
+        std::fs::read_to_string(env.data.join("receipts/cardco").join(&receipts[0])).unwrap();
+    assert!(text.contains(&format!("file_id={}\n", ids[0])), "{text}");
+    assert!(
+        text.contains("verdict=fed") || text.contains("verdict=duplicate"),
+        "{text}"
+    );
+
+    // Nothing is left to recover.
+    let (code, report) = env.json(&["recover", "--json"]);
+    assert_eq!(code, 0);
+    assert_eq!(report["judged"], serde_json::json!([]));
+    t.drop_db().await;
+}
+
 macro_rules! both {
     ($name:ident, $body:ident) => {
         mod $name {
@@ -294,3 +367,4 @@ macro_rules! both {
 both!(guards, constraints_refuse_a_second_feed);
 both!(append_only, the_audit_log_and_entries_are_append_only);
 both!(races, racing_gateways_feed_once);
+both!(recovery, recovery_judges_and_answers_with_receipts);

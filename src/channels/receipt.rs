@@ -4,7 +4,37 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::intake::Outcome;
+use crate::intake::{Arrival, Outcome, Recovery};
+
+/// Where a partner's receipts go: `<data-dir>/receipts/<partner>/`, whichever
+/// channel the file came by.
+pub fn dir(data_dir: &Path, partner: &str) -> PathBuf {
+    data_dir.join("receipts").join(partner)
+}
+
+/// Receipts for the files a recovery judged: a partner who handed a file in
+/// before a crash learns its verdict as if it had been judged at once.
+/// Manual ingests answer the operator instead. Returns the receipts that
+/// could not be written.
+pub fn write_recovered(data_dir: &Path, recovery: &Recovery) -> Vec<(i64, std::io::Error)> {
+    let mut failed = Vec::new();
+    for (arrival, out) in &recovery.outcomes {
+        if !answers_with_receipts(arrival) {
+            continue;
+        }
+        match write(&dir(data_dir, &arrival.partner), &arrival.name, out) {
+            Ok(path) => {
+                tracing::info!(file_id = out.file_id, receipt = %path.display(), "receipt for a recovered file");
+            }
+            Err(e) => failed.push((out.file_id, e)),
+        }
+    }
+    failed
+}
+
+fn answers_with_receipts(arrival: &Arrival) -> bool {
+    arrival.channel != "manual"
+}
 
 /// The receipt's text: `key=value` lines.
 pub fn render(name: &str, out: &Outcome) -> String {

@@ -393,7 +393,7 @@ async fn take_one(
     {
         Ok(out) => {
             tracing::info!(partner = %p.id, endpoint = %ep.name, name = %c.name, file_id = out.file_id, verdict = %out.verdict, "pulled");
-            let receipts = gw.config.data_dir.join("receipts").join(&p.id);
+            let receipts = super::receipt::dir(&gw.config.data_dir, &p.id);
             if let Err(e) = super::receipt::write(&receipts, &c.name, &out) {
                 tracing::warn!(name = %c.name, error = %e, "cannot write receipt");
             }

@@ -84,7 +84,7 @@ pub enum UploadError {
 pub struct Uploads {
     pub gw: Arc<Gateway>,
     spool: PathBuf,
-    receipts: PathBuf,
+    data_dir: PathBuf,
     /// Serialises pairing decisions (hold or take) per partner.
     pairing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Completions in progress (and their judging, also when it outlives
@@ -104,7 +104,7 @@ impl Uploads {
         Uploads {
             gw,
             spool: data.join("sftp").join("spool"),
-            receipts: data.join("receipts"),
+            data_dir: data.clone(),
             pairing: Mutex::new(HashMap::new()),
             inflight: Arc::new(tokio::sync::RwLock::new(())),
             stopping: AtomicBool::new(false),
@@ -121,7 +121,7 @@ impl Uploads {
     }
 
     pub fn receipts_dir(&self, partner: &str) -> PathBuf {
-        self.receipts.join(partner)
+        receipt::dir(&self.data_dir, partner)
     }
 
     /// Create the partner's spool and receipts directories and remove
