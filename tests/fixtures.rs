@@ -58,14 +58,20 @@ fn data_file(dir: &Path, spec: &FormatSpec) -> PathBuf {
     files.pop().unwrap()
 }
 
-fn check_case(spec: &FormatSpec, dir: &Path) -> Result<(), String> {
-    let expect: Expect = toml::from_str(&std::fs::read_to_string(dir.join("expect.toml")).unwrap())
-        .map_err(|e| format!("bad expect.toml: {e}"))?;
+/// A case's data file, its name, and its sidecar control file's bytes if any.
+fn case_files(dir: &Path, spec: &FormatSpec) -> (PathBuf, String, Option<Vec<u8>>) {
     let file = data_file(dir, spec);
     let name = file.file_name().unwrap().to_str().unwrap().to_string();
     let sidecar = spec
         .sidecar_name(&name)
         .and_then(|s| std::fs::read(dir.join(s)).ok());
+    (file, name, sidecar)
+}
+
+fn check_case(spec: &FormatSpec, dir: &Path) -> Result<(), String> {
+    let expect: Expect = toml::from_str(&std::fs::read_to_string(dir.join("expect.toml")).unwrap())
+        .map_err(|e| format!("bad expect.toml: {e}"))?;
+    let (file, name, sidecar) = case_files(dir, spec);
     let ctx = FileContext {
         name: &name,
         sidecar: sidecar.as_deref(),
@@ -232,11 +238,7 @@ fn fingerprints_are_pinned() {
     ] {
         let spec = registry.get(format).unwrap();
         let dir = root().join("fixtures").join(format).join(case);
-        let file = data_file(&dir, spec);
-        let name = file.file_name().unwrap().to_str().unwrap().to_string();
-        let sidecar = spec
-            .sidecar_name(&name)
-            .and_then(|s| std::fs::read(dir.join(s)).ok());
+        let (file, name, sidecar) = case_files(&dir, spec);
         let ctx = FileContext {
             name: &name,
             sidecar: sidecar.as_deref(),

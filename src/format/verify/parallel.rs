@@ -93,10 +93,12 @@ pub(super) fn verify_fixed<'s, R: Read>(
     std::thread::scope(|scope| {
         let mut to_workers = Vec::with_capacity(workers);
         let mut from_workers = Vec::with_capacity(workers);
+        let mut handles = Vec::with_capacity(workers);
         for _ in 0..workers {
             let (chunk_tx, chunk_rx) = sync_channel::<Chunk>(QUEUE);
             let (done_tx, done_rx) = sync_channel::<Checked<'s>>(QUEUE);
-            scope.spawn(move || check_chunks(spec, layout, template, chunk_rx, done_tx));
+            handles
+                .push(scope.spawn(move || check_chunks(spec, layout, template, chunk_rx, done_tx)));
             to_workers.push(chunk_tx);
             from_workers.push(done_rx);
         }
@@ -112,14 +114,16 @@ pub(super) fn verify_fixed<'s, R: Read>(
             }
         });
         drop(to_workers);
-        let merged = merger
-            .join()
-            .map_err(|_| Stop::Io(io::Error::other("the verification merge failed")))?;
+        // Joined here, not by the scope, so that a thread that failed is an
+        // error of this file and not a panic of the caller.
+        let merged = merger.join();
+        let workers_ok = handles.into_iter().all(|h| h.join().is_ok());
+        let merged =
+            merged.map_err(|_| Stop::Io(io::Error::other("the verification merge failed")))?;
         let sent = read?;
         named?;
         let merged_chunks = merged?;
-        if merged_chunks != sent {
-            // A worker stopped without answering (it can only have panicked).
+        if !workers_ok || merged_chunks != sent {
             return Err(Stop::Io(io::Error::other("a verification worker failed")));
         }
         Ok(())
