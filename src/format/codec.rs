@@ -256,26 +256,33 @@ pub fn decode_checked(raw: &[u8], encoding: Encoding, buf: &mut String) -> Resul
 }
 
 /// Length of `s` without its right padding: spaces and U+3000 (ideographic space).
+/// Runs for every field of every record, so it compares words and bytes,
+/// never slices (a slice comparison is a call).
 pub fn trimmed_len(s: &str) -> usize {
-    const IDEOGRAPHIC_SPACE: &[u8] = "\u{3000}".as_bytes();
+    const SPACES: u64 = u64::from_ne_bytes(*b"        ");
     let b = s.as_bytes();
     let mut end = b.len();
     // Long space fillers are common: skip them eight bytes at a time.
-    while end >= 8 && b[end - 8..end] == *b"        " {
+    while let Some(word) = end.checked_sub(8).and_then(|start| b.get(start..end)) {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(word);
+        if u64::from_ne_bytes(w) != SPACES {
+            break;
+        }
         end -= 8;
     }
     loop {
-        if end >= 1 && b[end - 1] == b' ' {
-            end -= 1;
-        } else if end >= 3 && &b[end - 3..end] == IDEOGRAPHIC_SPACE {
-            end -= 3;
-        } else {
-            return end;
+        match b[..end] {
+            [.., b' '] => end -= 1,
+            // U+3000 in UTF-8.
+            [.., 0xE3, 0x80, 0x80] => end -= 3,
+            _ => return end,
         }
     }
 }
 
 /// `N`: digits only, the full width (zero-padded; trailing spaces are not digits).
+#[inline]
 fn parse_digits(text: &str, width: usize) -> Result<Decimal, FieldError> {
     let bytes = text.as_bytes();
     // `width` is the raw field's length: trailing padding trimmed away means
