@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::server::{Server, wait_for};
 use common::sshd::{Sshd, keygen};
 use common::{Env, TestLedger, card, sha};
 use settlegate::format::generate::CardFile;
@@ -710,32 +711,16 @@ fn serve_pulls_on_schedule() {
         &TestLedger::sqlite(),
         &endpoint(&sshd, "primary", &remote, "schedule = \"* * * * * *\"\n"),
     );
-    let log = env.path("serve.log");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_settlegate"))
-        .arg("--config")
-        .arg(&env.config)
-        .arg("--data-dir")
-        .arg(&env.data)
-        .arg("serve")
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start serve");
+    let mut server = Server::start(&env);
     let receipt = env
         .data
         .join("receipts/cardpull")
         .join(format!("{a}.verdict"));
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !receipt.exists() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for("the receipt", Duration::from_secs(30), || receipt.exists());
     let text = std::fs::read_to_string(&receipt).unwrap_or_default();
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let status = child.wait().unwrap();
-    let log = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains("verdict=fed"), "no receipt: {log}");
-    assert!(log.contains("channel sftp-pull"), "{log}");
-    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(text.contains("verdict=fed"), "{text}");
+    assert_eq!(server.stop(), 0, "{}", server.log_text());
+    let log = server.log_text();
+    assert!(log.contains("sftp-pull"), "{log}");
     assert_eq!(names_in(&remote.join("archive")), vec![a]);
 }

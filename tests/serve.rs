@@ -6,108 +6,14 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use chrono::NaiveDate;
+use common::server::{Server, wait_for};
 use common::{Env, TestLedger, card, sha};
 use rust_decimal::Decimal;
 use settlegate::format::generate::{BankFile, BankRecord, LineEnding, PgFile, PgRow};
-
-/// A running `settlegate serve`, killed when dropped.
-struct Server {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Server {
-    fn start(env: &Env) -> Server {
-        Server::start_in(env, None)
-    }
-
-    /// Start with the working directory set and `--data-dir` relative to it
-    /// (when `cwd` is given), as an operator would from the repository.
-    fn start_in(env: &Env, cwd: Option<&Path>) -> Server {
-        let log = env.path(&format!(
-            "serve-{}.log",
-            Instant::now().elapsed().as_nanos()
-        ));
-        let log = if log.exists() {
-            env.path("serve-2.log")
-        } else {
-            log
-        };
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_settlegate"));
-        cmd.arg("--config").arg(&env.config).arg("--data-dir");
-        match cwd {
-            Some(dir) => {
-                let relative = env.data.strip_prefix(dir).expect("data dir under cwd");
-                cmd.arg(relative).current_dir(dir);
-            }
-            None => {
-                cmd.arg(&env.data);
-            }
-        }
-        if let Some(url) = &env.ledger {
-            cmd.arg("--ledger").arg(url);
-        }
-        let child = cmd
-            .args(["serve", "--log-format", "json"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start serve");
-        let s = Server { child, log };
-        wait_for("serve to start", Duration::from_secs(30), || {
-            s.log_text().contains("settlegate serving")
-        });
-        s
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM, then wait for a clean exit.
-    fn stop(&mut self) -> i32 {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "serve did not stop on SIGTERM: {}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 fn files_in(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)

@@ -7,101 +7,13 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
+use common::server::{Server, wait_for};
 use common::{Env, TestLedger};
 use settlegate::format::generate::{CardFile, CardRecord};
-
-/// A running `settlegate serve`, killed when dropped.
-struct Server {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Server {
-    fn start(env: &Env) -> Server {
-        let n = std::fs::read_dir(env.dir.path()).map_or(0, |d| d.count());
-        let log = env.path(&format!("serve-{n}.log"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_settlegate"));
-        cmd.arg("--config")
-            .arg(&env.config)
-            .arg("--data-dir")
-            .arg(&env.data);
-        if let Some(url) = &env.ledger {
-            cmd.arg("--ledger").arg(url);
-        }
-        let child = cmd
-            .args(["serve", "--log-format", "json"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start serve");
-        let s = Server { child, log };
-        wait_for("serve to start", Duration::from_secs(60), || {
-            let text = s.log_text();
-            assert!(
-                !text.contains("\"level\":\"ERROR\"") || text.contains("serving"),
-                "{text}"
-            );
-            text.contains("settlegate serving")
-        });
-        s
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_log(&self, needle: &str) {
-        self.wait_log_count(needle, 1);
-    }
-
-    fn wait_log_count(&self, needle: &str, n: usize) {
-        wait_for(
-            &format!("{n} log line(s) {needle:?}"),
-            Duration::from_secs(30),
-            || self.log_text().matches(needle).count() >= n,
-        );
-    }
-
-    /// SIGTERM, then wait for the exit code.
-    fn stop(&mut self) -> i32 {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "serve did not stop: {}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -253,6 +165,34 @@ fn sftp_config(port: u16, accounts: &[(&str, &str, Option<&str>)], extra: &str) 
     s
 }
 
+/// A gateway serving SFTP on a free port with one account, `cardco`, that
+/// logs in with an ed25519 key.
+struct Cardco {
+    port: u16,
+    tmp: tempfile::TempDir,
+    key: PathBuf,
+    env: Env,
+    server: Server,
+}
+
+fn serve_cardco(ledger: &TestLedger, extra: &str) -> Cardco {
+    let port = free_port();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (key, public) = keygen(tmp.path(), "cardco", "ed25519");
+    let env = Env::new(
+        ledger,
+        &sftp_config(port, &[("cardco", &public, None)], extra),
+    );
+    let server = Server::start(&env);
+    Cardco {
+        port,
+        tmp,
+        key,
+        env,
+        server,
+    }
+}
+
 fn password_hash(password: &str) -> String {
     use argon2::PasswordHasher;
     argon2::Argon2::default()
@@ -291,11 +231,13 @@ fn spool_uploads(env: &Env, partner: &str) -> Vec<String> {
 /// Upload, re-send, a drill copy; list and read receipts — with OpenSSH
 /// sftp, against one ledger.
 fn upload_list_and_read_receipts(t: &TestLedger) {
-    let port = free_port();
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let (key, public) = keygen(tmp.path(), "cardco", "ed25519");
-    let env = Env::new(t, &sftp_config(port, &[("cardco", &public, None)], ""));
-    let mut server = Server::start(&env);
+    let Cardco {
+        port,
+        tmp,
+        key,
+        env,
+        mut server,
+    } = serve_cardco(t, "");
 
     let f = card(1, 0);
     let path = card_file(tmp.path(), &f);
@@ -544,14 +486,13 @@ fn wrong_credentials_are_refused_and_the_address_blocked() {
 /// is not upload/list/read.
 #[test]
 fn escapes_and_forbidden_operations_are_refused() {
-    let port = free_port();
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let (key, public) = keygen(tmp.path(), "cardco", "ed25519");
-    let env = Env::new(
-        &TestLedger::sqlite(),
-        &sftp_config(port, &[("cardco", &public, None)], ""),
-    );
-    let server = Server::start(&env);
+    let Cardco {
+        port,
+        tmp,
+        key,
+        env,
+        server,
+    } = serve_cardco(&TestLedger::sqlite(), "");
     let receipts = env.data.join("receipts").join("cardco");
     std::os::unix::fs::symlink("/etc/passwd", receipts.join("evil.verdict"))
         .expect("plant symlink");
@@ -808,14 +749,13 @@ fn control_files_pair_in_either_order() {
 /// Upload under a temporary name, then rename: taken on the rename.
 #[test]
 fn rename_from_a_temporary_name_completes_the_upload() {
-    let port = free_port();
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let (key, public) = keygen(tmp.path(), "cardco", "ed25519");
-    let env = Env::new(
-        &TestLedger::sqlite(),
-        &sftp_config(port, &[("cardco", &public, None)], ""),
-    );
-    let _server = Server::start(&env);
+    let Cardco {
+        port,
+        tmp,
+        key,
+        env,
+        server: _server,
+    } = serve_cardco(&TestLedger::sqlite(), "");
     let f = card(3, 300);
     let local = card_file(tmp.path(), &f);
     let name = f.file_name();
@@ -850,18 +790,13 @@ fn rename_from_a_temporary_name_completes_the_upload() {
 /// recorded; the verdict follows in the receipt.
 #[test]
 fn the_verdict_can_follow_the_close() {
-    let port = free_port();
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let (key, public) = keygen(tmp.path(), "cardco", "ed25519");
-    let env = Env::new(
-        &TestLedger::sqlite(),
-        &sftp_config(
-            port,
-            &[("cardco", &public, None)],
-            "verdict_wait_seconds = 0",
-        ),
-    );
-    let server = Server::start(&env);
+    let Cardco {
+        port,
+        tmp,
+        key,
+        env,
+        server,
+    } = serve_cardco(&TestLedger::sqlite(), "verdict_wait_seconds = 0");
     let f = card(4, 400);
     let local = card_file(tmp.path(), &f);
     let out = sftp(
@@ -883,18 +818,16 @@ fn the_verdict_can_follow_the_close() {
 /// session too many per partner is refused; an idle session is closed.
 #[test]
 fn size_session_and_idle_limits() {
-    let port = free_port();
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let (key, public) = keygen(tmp.path(), "cardco", "ed25519");
-    let env = Env::new(
+    let Cardco {
+        port,
+        tmp,
+        key,
+        env,
+        server,
+    } = serve_cardco(
         &TestLedger::sqlite(),
-        &sftp_config(
-            port,
-            &[("cardco", &public, None)],
-            "max_file_bytes = 1048576\nmax_sessions_per_partner = 1\nidle_timeout_seconds = 3",
-        ),
+        "max_file_bytes = 1048576\nmax_sessions_per_partner = 1\nidle_timeout_seconds = 3",
     );
-    let server = Server::start(&env);
     let big = tmp.path().join("big.dat");
     std::fs::write(&big, vec![b'x'; 2 << 20]).expect("big file");
     let out = sftp(
@@ -1057,14 +990,13 @@ fn cutting_proxy(upstream: u16, limit: usize) -> u16 {
 /// nothing judged, nothing recorded, the partial bytes discarded.
 #[test]
 fn an_upload_cut_mid_file_leaves_nothing() {
-    let port = free_port();
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let (key, public) = keygen(tmp.path(), "cardco", "ed25519");
-    let env = Env::new(
-        &TestLedger::sqlite(),
-        &sftp_config(port, &[("cardco", &public, None)], ""),
-    );
-    let server = Server::start(&env);
+    let Cardco {
+        port,
+        tmp,
+        key,
+        env,
+        server,
+    } = serve_cardco(&TestLedger::sqlite(), "");
     let big = tmp.path().join("CSTL_031_20261121_0009.dat");
     {
         let mut f = std::fs::File::create(&big).expect("file");
@@ -1130,14 +1062,13 @@ fn an_upload_cut_mid_file_leaves_nothing() {
 /// A 1 GiB upload arrives whole: the stored checksum is the file's SHA-256.
 #[test]
 fn a_one_gib_upload_is_stored_with_its_checksum() {
-    let port = free_port();
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let (key, public) = keygen(tmp.path(), "cardco", "ed25519");
-    let env = Env::new(
-        &TestLedger::sqlite(),
-        &sftp_config(port, &[("cardco", &public, None)], ""),
-    );
-    let _server = Server::start(&env);
+    let Cardco {
+        port,
+        tmp,
+        key,
+        env,
+        server: _server,
+    } = serve_cardco(&TestLedger::sqlite(), "");
     let big = tmp.path().join("big-1gib.bin");
     let out = run(
         Command::new("sh").arg("-c").arg(format!(
@@ -1206,14 +1137,13 @@ fn the_host_key_is_generated_once_and_kept() {
 /// A port already in use is a clear start-up error.
 #[test]
 fn shutdown_with_a_session_open_and_a_busy_port() {
-    let port = free_port();
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let (key, public) = keygen(tmp.path(), "cardco", "ed25519");
-    let env = Env::new(
-        &TestLedger::sqlite(),
-        &sftp_config(port, &[("cardco", &public, None)], ""),
-    );
-    let mut server = Server::start(&env);
+    let Cardco {
+        port,
+        tmp: _keys,
+        key,
+        env,
+        mut server,
+    } = serve_cardco(&TestLedger::sqlite(), "");
     let opts: Vec<String> = ssh_opts(port, &key)
         .into_iter()
         .map(|o| if o == "-P" { "-p".into() } else { o })

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sqlx::Connection;
 
+pub mod server;
 pub mod sshd;
 
 /// A card-settlement file for 2026-11-21: sequence `seq`, `n` synthetic
