@@ -193,6 +193,23 @@ fn serve_cardco(ledger: &TestLedger, extra: &str) -> Cardco {
     }
 }
 
+/// An `ssh -s … sftp` session as cardco that sends nothing until its stdin
+/// is written to or closed.
+fn idle_session(port: u16, key: &Path) -> std::process::Child {
+    let opts: Vec<String> = ssh_opts(port, key)
+        .into_iter()
+        .map(|o| if o == "-P" { "-p".into() } else { o })
+        .collect();
+    Command::new("ssh")
+        .args(opts)
+        .args(["-s", "cardco@127.0.0.1", "sftp"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ssh session")
+}
+
 fn password_hash(password: &str) -> String {
     use argon2::PasswordHasher;
     argon2::Argon2::default()
@@ -846,18 +863,7 @@ fn size_session_and_idle_limits() {
     );
 
     // One session held open: the sftp subsystem with nothing sent to it.
-    let opts: Vec<String> = ssh_opts(port, &key)
-        .into_iter()
-        .map(|o| if o == "-P" { "-p".into() } else { o })
-        .collect();
-    let mut first = Command::new("ssh")
-        .args(opts)
-        .args(["-s", "cardco@127.0.0.1", "sftp"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("first session");
+    let mut first = idle_session(port, &key);
     server.wait_log_count("sftp login", 2);
     let second = sftp(port, &key, "cardco", b"ls /\n");
     assert!(!second.ok, "a second session was admitted");
@@ -1144,18 +1150,7 @@ fn shutdown_with_a_session_open_and_a_busy_port() {
         env,
         mut server,
     } = serve_cardco(&TestLedger::sqlite(), "");
-    let opts: Vec<String> = ssh_opts(port, &key)
-        .into_iter()
-        .map(|o| if o == "-P" { "-p".into() } else { o })
-        .collect();
-    let mut session = Command::new("ssh")
-        .args(opts)
-        .args(["-s", "cardco@127.0.0.1", "sftp"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("session");
+    let mut session = idle_session(port, &key);
     server.wait_log("sftp login");
     assert_eq!(server.stop(), 0, "clean exit with a session open");
     wait_for("the session to be closed", Duration::from_secs(30), || {
