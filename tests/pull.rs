@@ -538,16 +538,25 @@ async fn two_hundred_files_in_one_pickup() {
 /// first connection is cut.
 const CUT_AFTER: usize = 8 << 20;
 
-/// A TCP proxy in front of sshd that cuts the first connection once
-/// `CUT_AFTER` bytes went from the server to the client; later connections
-/// pass through.
-struct CuttingProxy {
+/// A TCP proxy in front of sshd. It can cut the first connection once
+/// `cut_after` bytes went from the server to the client (later connections
+/// pass through), and hold the server-to-client direction to `rate` bytes a
+/// second.
+struct Proxy {
     port: u16,
     connections: Arc<AtomicUsize>,
 }
 
-impl CuttingProxy {
-    fn start(upstream: u16) -> CuttingProxy {
+impl Proxy {
+    fn cutting(upstream: u16) -> Proxy {
+        Proxy::start(upstream, Some(CUT_AFTER), None)
+    }
+
+    fn throttled(upstream: u16, rate: u64) -> Proxy {
+        Proxy::start(upstream, None, Some(rate))
+    }
+
+    fn start(upstream: u16, cut_after: Option<usize>, rate: Option<u64>) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let connections = Arc::new(AtomicUsize::new(0));
@@ -557,18 +566,20 @@ impl CuttingProxy {
                 let Ok(client) = client else { return };
                 let n = count.fetch_add(1, Ordering::SeqCst);
                 let server = TcpStream::connect(("127.0.0.1", upstream)).unwrap();
-                let limit = if n == 0 { CUT_AFTER } else { usize::MAX };
+                let limit = cut_after.filter(|_| n == 0).unwrap_or(usize::MAX);
                 let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                std::thread::spawn(move || pump(c2, s2, usize::MAX));
-                std::thread::spawn(move || pump(server, client, limit));
+                std::thread::spawn(move || pump(c2, s2, usize::MAX, None));
+                std::thread::spawn(move || pump(server, client, limit, rate));
             }
         });
-        CuttingProxy { port, connections }
+        Proxy { port, connections }
     }
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream, limit: usize) {
-    let mut buf = vec![0u8; 64 << 10];
+fn pump(mut from: TcpStream, mut to: TcpStream, limit: usize, rate: Option<u64>) {
+    // Small pieces when throttled, so the rate holds over short spans too.
+    let mut buf = vec![0u8; if rate.is_some() { 4 << 10 } else { 64 << 10 }];
+    let started = std::time::Instant::now();
     let mut sent = 0usize;
     loop {
         let n = match from.read(&mut buf) {
@@ -581,6 +592,12 @@ fn pump(mut from: TcpStream, mut to: TcpStream, limit: usize) {
         sent += n;
         if sent >= limit {
             break;
+        }
+        if let Some(rate) = rate {
+            let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
         }
     }
     let _ = from.shutdown(Shutdown::Both);
@@ -615,7 +632,7 @@ async fn a_connection_cut_mid_file_is_retried_and_no_partial_file_is_judged() {
     let remote = sshd.remote_dir("outbox");
     let name = card(1, 0, 1).file_name();
     let sum = random_file(&remote.join(&name), 64 << 20);
-    let proxy = CuttingProxy::start(sshd.port);
+    let proxy = Proxy::cutting(sshd.port);
     let ep = endpoint(&sshd, "primary", &remote, "retries = 3\n").replace(
         &format!("port = {}", sshd.port),
         &format!("port = {}", proxy.port),
@@ -635,6 +652,37 @@ async fn a_connection_cut_mid_file_is_retried_and_no_partial_file_is_judged() {
     let (_, files) = env.json(&["files", "--json"]);
     assert_eq!(files.as_array().unwrap().len(), 1, "{files}");
     assert!(store_tmp_is_empty(&env));
+}
+
+/// A slow link and a short I/O timeout: 1 MiB at 200 KB/s with every read
+/// to be answered within 2 s. Sending all the file's reads at once would
+/// leave the last waiting 5 s behind the others; the reads in flight are
+/// sized to what the link carries, so the file arrives on the first try.
+#[tokio::test]
+async fn a_slow_link_does_not_time_out_the_reads() {
+    let sshd = Sshd::start();
+    let remote = sshd.remote_dir("outbox");
+    let name = card(1, 0, 1).file_name();
+    let sum = random_file(&remote.join(&name), 1 << 20);
+    let proxy = Proxy::throttled(sshd.port, 200_000);
+    let ep = endpoint(
+        &sshd,
+        "primary",
+        &remote,
+        "retries = 0\nio_timeout_seconds = 2\nconnect_timeout_seconds = 30\n",
+    )
+    .replace(
+        &format!("port = {}", sshd.port),
+        &format!("port = {}", proxy.port),
+    );
+    let env = env(&TestLedger::sqlite(), &ep);
+    let (code, reports) = pull(&env, &[]);
+    assert_eq!(code, 0, "{reports:?}");
+    let r = &reports[0];
+    assert_eq!(r["attempts"], 1, "{r}");
+    let taken = r["taken"].as_array().unwrap();
+    assert_eq!(taken.len(), 1, "{r}");
+    assert_eq!(taken[0]["checksum"], sum.as_str());
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use russh_sftp::client::RawSftpSession;
@@ -24,9 +24,25 @@ use crate::intake::{Arrival, Gateway, IntakeError, Outcome, gateway_actor};
 use crate::ledger::{LedgerError, RemoteFile};
 use crate::stage::{ContentStore, StoreError, Stored};
 
-/// Reads in flight per download: enough to fill a 16 MiB window with
-/// 255 KiB reads across a long link, like `sftp -R`.
+/// Reads in flight per download at most: enough to fill a 16 MiB window
+/// with 255 KiB reads across a long link, like `sftp -R`.
 const READS_IN_FLIGHT: usize = 64;
+
+/// How many reads to keep in flight, given what the link has delivered so
+/// far. Each read must be answered within `io_timeout` of being sent, and the
+/// replies queue behind each other on the link, so only as many go out as
+/// the link has shown it carries in half that time. A download starts with
+/// one and widens as the replies come in: on a fast link the window is full
+/// after the first reply, on a slow one (a throttled VPN) no read waits
+/// longer than the timeout behind the others.
+fn reads_in_flight(received: u64, elapsed: Duration, io_timeout: Duration, read_len: u64) -> usize {
+    if received == 0 || read_len == 0 {
+        return 1;
+    }
+    let rate = received as f64 / elapsed.as_secs_f64().max(1e-3);
+    let carried = rate * io_timeout.as_secs_f64() / 2.0;
+    ((carried / read_len as f64) as usize).clamp(1, READS_IN_FLIGHT)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
@@ -553,21 +569,26 @@ async fn read_all(
         Ok(None)
     });
     let len = u64::from(conn.read_len);
-    let reads = futures::stream::iter((0..size).step_by(len as usize))
-        .map(|offset| {
-            let sftp = sftp.clone();
-            let want = len.min(size - offset) as u32;
-            async move { (offset, want, sftp.read(handle, offset, want).await) }
-        })
-        .buffered(READS_IN_FLIGHT);
-    futures::pin_mut!(reads);
+    let mut offsets = (0..size).step_by(len as usize);
+    let mut reads = futures::stream::FuturesOrdered::new();
+    let (started, mut received, mut window) = (Instant::now(), 0u64, 1usize);
     let fail = |message: String| PullError::Download {
         addr: addr.to_string(),
         path: path.to_string(),
         message,
     };
     let mut outcome: Result<(), PullError> = Ok(());
-    while let Some((offset, want, data)) = reads.next().await {
+    loop {
+        while reads.len() < window
+            && let Some(offset) = offsets.next()
+        {
+            let sftp = sftp.clone();
+            let want = len.min(size - offset) as u32;
+            reads.push_back(async move { (offset, want, sftp.read(handle, offset, want).await) });
+        }
+        let Some((offset, want, data)) = reads.next().await else {
+            break;
+        };
         let mut data = match data {
             Ok(d) => d.data,
             Err(SftpError::Status(s)) if s.status_code == StatusCode::Eof => {
@@ -592,6 +613,8 @@ async fn read_all(
                 Err(e) => outcome = Err(sftp_err(addr, "read", path)(e)),
             }
         }
+        received += data.len() as u64;
+        window = reads_in_flight(received, started.elapsed(), conn.io_timeout, len);
         if outcome.is_err() || tx.send(Block::Data(data)).await.is_err() {
             break;
         }
@@ -776,6 +799,28 @@ pub async fn run_schedule(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_in_flight_follow_what_the_link_carries() {
+        let read = 255 * 1024;
+        let minute = Duration::from_secs(60);
+        // Nothing received yet: one read.
+        assert_eq!(reads_in_flight(0, Duration::ZERO, minute, read), 1);
+        // 100 MB/s: the full window.
+        let fast = reads_in_flight(100_000_000, Duration::from_secs(1), minute, read);
+        assert_eq!(fast, READS_IN_FLIGHT);
+        // 200 KB/s and a 60 s timeout: 6 MB in half the timeout, 22 reads.
+        let slow = reads_in_flight(2_000_000, Duration::from_secs(10), minute, read);
+        assert_eq!(slow, 22);
+        // The replies queued behind each other arrive within half the timeout.
+        let queued = slow as f64 * read as f64 / 200_000.0;
+        assert!(queued <= 30.0, "{queued}");
+        // Slower than one read per half timeout: still one.
+        assert_eq!(
+            reads_in_flight(10_000, Duration::from_secs(10), minute, read),
+            1
+        );
+    }
 
     fn listing(entries: &[(&str, u64, i64)]) -> Listing {
         entries

@@ -282,6 +282,8 @@ pub struct SftpConnection {
     pub read_len: u32,
     /// The server offers `posix-rename@openssh.com` (rename over an existing name).
     pub posix_rename: bool,
+    /// How long one request may wait for its answer.
+    pub io_timeout: Duration,
 }
 
 impl SftpConnection {
@@ -396,6 +398,7 @@ impl SftpConnection {
             sftp.set_limits(limits.into());
         }
         Ok(SftpConnection {
+            io_timeout: Duration::from_secs(ep.io_timeout.as_secs().max(1)),
             addr,
             handle,
             sftp: Arc::new(sftp),
