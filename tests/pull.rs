@@ -328,6 +328,34 @@ async fn unknown_and_changed_host_keys_are_refused() {
     assert_eq!(verdicts(&reports[0]), vec![(name, "fed".into())]);
 }
 
+/// A server with several host keys proves itself with a pinned one: when
+/// known_hosts pins only its RSA key, the connection asks for RSA rather than
+/// the ed25519 key russh prefers (which would look like a changed key), and
+/// the other way round.
+#[tokio::test]
+async fn the_pinned_key_type_is_asked_for() {
+    let sshd = Sshd::start_with_rsa_host_key();
+    let remote = sshd.remote_dir("outbox");
+    let kh = sshd.dir.path().join("known_hosts");
+    let env = env(
+        &TestLedger::sqlite(),
+        &endpoint(
+            &sshd,
+            "primary",
+            &remote,
+            &format!("known_hosts = {:?}\n", kh.display().to_string()),
+        ),
+    );
+    let rsa = sshd.rsa_host_key_pub.clone().expect("rsa host key");
+    for (seq, pinned) in [(1, rsa), (2, sshd.host_key_pub.clone())] {
+        let (name, _) = put(&remote, &card(seq, u64::from(seq) * 10, 1));
+        std::fs::write(&kh, sshd.known_hosts_line(&pinned)).unwrap();
+        let (code, reports) = pull(&env, &[]);
+        assert_eq!(code, 0, "{}: {reports:?}", pinned.display());
+        assert_eq!(verdicts(&reports[0]), vec![(name, "fed".into())]);
+    }
+}
+
 fn env_with_pin(sshd: &Sshd, remote: &Path, pin: &str) -> Env {
     env(
         &TestLedger::sqlite(),

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey};
+use russh::keys::{Algorithm, HashAlg, PrivateKeyWithHashAlg, PublicKey};
 use russh_sftp::client::RawSftpSession;
 
 use crate::config::{Endpoint, EndpointAuth, HostKeyPin};
@@ -140,6 +140,33 @@ pub fn check_pin(
             })
         }
     }
+}
+
+/// The host key algorithms to ask the server for, in russh's order of
+/// preference, when known_hosts pins keys for this host: only those of the
+/// pinned keys' types. A server with several host keys then proves itself
+/// with a pinned one, instead of one of another type that would look like a
+/// changed key (OpenSSH's client orders its offer the same way). `None`
+/// keeps russh's default: nothing readable is pinned, or a fingerprint pin,
+/// whose key type is not known.
+fn pinned_key_algorithms(pin: &HostKeyPin, host: &str, port: u16) -> Option<Vec<Algorithm>> {
+    let HostKeyPin::KnownHosts(path) = pin else {
+        return None;
+    };
+    let host = host.to_ascii_lowercase();
+    let recorded = russh::keys::known_hosts::known_host_keys_path(&host, port, path).ok()?;
+    let pinned: Vec<Algorithm> = recorded.iter().map(|(_, k)| k.algorithm()).collect();
+    // RSA keys sign with any of the RSA algorithms (SHA-2 or SHA-1).
+    let same_type = |a: &Algorithm, b: &Algorithm| {
+        matches!((a, b), (Algorithm::Rsa { .. }, Algorithm::Rsa { .. })) || a == b
+    };
+    let offer: Vec<Algorithm> = russh::Preferred::DEFAULT
+        .key
+        .iter()
+        .filter(|a| pinned.iter().any(|p| same_type(a, p)))
+        .cloned()
+        .collect();
+    (!offer.is_empty()).then_some(offer)
 }
 
 /// The first line (1-based, counting comments as russh does not) that names
@@ -327,6 +354,13 @@ impl SftpConnection {
             keepalive_max: 3,
             inactivity_timeout: Some(ep.io_timeout.max(Duration::from_secs(60)) * 2),
             nodelay: true,
+            preferred: match pinned_key_algorithms(&ep.host_key, &ep.host, ep.port) {
+                Some(key) => russh::Preferred {
+                    key: key.into(),
+                    ..russh::Preferred::DEFAULT
+                },
+                None => russh::Preferred::DEFAULT,
+            },
             ..Default::default()
         };
         let handler = PinnedHost {

@@ -14,13 +14,20 @@ pub struct Sshd {
     /// A private key sshd accepts.
     pub client_key: PathBuf,
     pub host_key_pub: PathBuf,
+    /// A second host key, RSA (`start_with_rsa_host_key`).
+    pub rsa_host_key_pub: Option<PathBuf>,
     child: Child,
 }
 
 /// `ssh-keygen -t ed25519` without a passphrase.
 pub fn keygen(path: &Path) {
+    keygen_of(path, "ed25519");
+}
+
+/// `ssh-keygen -t KIND` without a passphrase.
+pub fn keygen_of(path: &Path, kind: &str) {
     let ok = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "test", "-f"])
+        .args(["-q", "-t", kind, "-N", "", "-C", "test", "-f"])
         .arg(path)
         .status()
         .expect("ssh-keygen (openssh-client) must be installed")
@@ -37,6 +44,15 @@ fn free_port() -> u16 {
 
 impl Sshd {
     pub fn start() -> Sshd {
+        Sshd::start_inner(false)
+    }
+
+    /// With an RSA host key besides the ed25519 one.
+    pub fn start_with_rsa_host_key() -> Sshd {
+        Sshd::start_inner(true)
+    }
+
+    fn start_inner(rsa: bool) -> Sshd {
         let sshd = Path::new("/usr/sbin/sshd");
         assert!(
             sshd.exists(),
@@ -46,6 +62,14 @@ impl Sshd {
         let d = dir.path();
         keygen(&d.join("host_key"));
         keygen(&d.join("client_key"));
+        let rsa_host_key = rsa.then(|| {
+            keygen_of(&d.join("host_key_rsa"), "rsa");
+            d.join("host_key_rsa")
+        });
+        let extra_host_key = rsa_host_key
+            .as_ref()
+            .map(|k| format!("HostKey {}\n", k.display()))
+            .unwrap_or_default();
         std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys"))
             .expect("authorized_keys");
         let user = String::from_utf8(
@@ -67,7 +91,7 @@ impl Sshd {
             std::fs::write(
                 &config,
                 format!(
-                    "Port {port}\nListenAddress 127.0.0.1\nHostKey {dir}/host_key\nPidFile {dir}/sshd.pid\n\
+                    "Port {port}\nListenAddress 127.0.0.1\nHostKey {dir}/host_key\n{extra_host_key}PidFile {dir}/sshd.pid\n\
                      AuthorizedKeysFile {dir}/authorized_keys\nStrictModes no\nUsePAM no\n\
                      PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
                      PermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\n\
@@ -97,6 +121,7 @@ impl Sshd {
                         user,
                         client_key: d.join("client_key"),
                         host_key_pub: d.join("host_key.pub"),
+                        rsa_host_key_pub: rsa_host_key.as_ref().map(|k| k.with_extension("pub")),
                         child,
                         dir,
                     };
