@@ -636,12 +636,18 @@ fn print_pull(
                 t.name,
                 o.reason
             ),
-            None => println!(
-                "  {:<10} {}  {}",
-                "unjudged",
-                t.name,
-                t.error.as_deref().unwrap_or("")
-            ),
+            None => match t.already_taken {
+                Some(id) => println!(
+                    "  {:<10} file {id:<6} {}  the same bytes were taken before; not recorded again",
+                    "taken", t.name
+                ),
+                None => println!(
+                    "  {:<10} {}  {}",
+                    "unjudged",
+                    t.name,
+                    t.error.as_deref().unwrap_or("")
+                ),
+            },
         }
         if let Some(e) = &t.after_pickup_error {
             println!("             after-pickup action failed (retried next pickup): {e}");
@@ -675,6 +681,7 @@ fn pull_json(
                     v["remote_path"] = json!(t.remote_path);
                     v["error"] = json!(t.error);
                     v["after_pickup_error"] = json!(t.after_pickup_error);
+                    v["already_taken"] = json!(t.already_taken);
                     v
                 })
                 .collect();

@@ -328,6 +328,82 @@ async fn unknown_and_changed_host_keys_are_refused() {
     assert_eq!(verdicts(&reports[0]), vec![(name, "fed".into())]);
 }
 
+/// An after-pickup action that keeps failing (here the archive directory
+/// cannot be made: a file stands in its way) does not add a duplicate
+/// arrival on every pickup: the same bytes are recognised and only the
+/// action is retried, until it succeeds. A changed file under the same name
+/// is still taken as a new arrival.
+#[tokio::test]
+async fn a_failing_archive_is_retried_without_recording_the_file_again() {
+    let sshd = Sshd::start();
+    for ledger in TestLedger::all().await {
+        failing_archive(&sshd, ledger).await;
+    }
+}
+
+async fn failing_archive(sshd: &Sshd, ledger: TestLedger) {
+    let remote = sshd.remote_dir(&format!("outbox-{}", ledger.backend));
+    let blocker = sshd.dir.path().join(format!("blocker-{}", ledger.backend));
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let archive = blocker.join("archive");
+    let env = env(
+        &ledger,
+        &endpoint(
+            sshd,
+            "primary",
+            &remote,
+            &format!("archive_dir = {:?}\n", archive.display().to_string()),
+        ),
+    );
+    let (name, sum) = put(&remote, &card(1, 0, 2));
+    let (code, first) = pull(&env, &[]);
+    assert_eq!(code, 0, "{first:?}");
+    let t = &first[0]["taken"][0];
+    assert_eq!(t["verdict"], "fed", "{t}");
+    assert!(t["after_pickup_error"].is_string(), "{t}");
+    let id = t["file_id"].clone();
+
+    for _ in 0..2 {
+        let (code, again) = pull(&env, &[]);
+        assert_eq!(code, 0, "{again:?}");
+        let t = &again[0]["taken"][0];
+        assert_eq!(t["already_taken"], id, "{t}");
+        assert!(t["after_pickup_error"].is_string(), "{t}");
+    }
+    let (_, files) = env.json(&["files", "--json"]);
+    assert_eq!(files.as_array().unwrap().len(), 1, "recorded once: {files}");
+
+    // A corrected file under the same name: a new arrival (a conflict with
+    // the one fed), whatever became of the archive.
+    let mut corrected = card(1, 0, 2);
+    corrected.records[0].sales += 1000;
+    let bytes = corrected.render();
+    std::fs::write(remote.join(&name), &bytes).unwrap();
+    let (_, third) = pull(&env, &[]);
+    let t = &third[0]["taken"][0];
+    assert_eq!(t["already_taken"], serde_json::Value::Null, "{t}");
+    assert_eq!(t["checksum"], sha(&bytes).as_str(), "{t}");
+    assert_ne!(t["checksum"], sum.as_str());
+
+    // The way cleared (the partner's side made the parent directory):
+    // archived, still not recorded again.
+    std::fs::remove_file(&blocker).unwrap();
+    std::fs::create_dir(&blocker).unwrap();
+    let (_, last) = pull(&env, &[]);
+    let t = &last[0]["taken"][0];
+    assert!(t["already_taken"].is_i64(), "{t}");
+    assert_eq!(t["after_pickup_error"], serde_json::Value::Null, "{t}");
+    assert_eq!(names_in(&archive), vec![name]);
+    let (_, files) = env.json(&["files", "--json"]);
+    assert_eq!(
+        files.as_array().unwrap().len(),
+        2,
+        "{}: {files}",
+        ledger.backend
+    );
+    ledger.drop_db().await;
+}
+
 /// A server with several host keys proves itself with a pinned one: when
 /// known_hosts pins only its RSA key, the connection asks for RSA rather than
 /// the ed25519 key russh prefers (which would look like a changed key), and

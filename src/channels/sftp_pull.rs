@@ -190,6 +190,31 @@ pub struct Taken {
     /// The after-pickup action failed (the file is remembered; the action is
     /// tried again next pickup).
     pub after_pickup_error: Option<String>,
+    /// The same bytes from the same remote file (path, size, mtime) were
+    /// taken before as this file, and its after-pickup action failed then:
+    /// not recorded again, only the action retried.
+    pub already_taken: Option<i64>,
+}
+
+impl Taken {
+    fn new(c: &Candidate, remote: &RemoteFile) -> Taken {
+        Taken {
+            name: c.name.clone(),
+            remote_path: remote.path.clone(),
+            outcome: None,
+            error: None,
+            after_pickup_error: None,
+            already_taken: None,
+        }
+    }
+
+    /// A file that could not be taken, and why.
+    fn failed(c: &Candidate, remote: &RemoteFile, error: String) -> Taken {
+        Taken {
+            error: Some(error),
+            ..Taken::new(c, remote)
+        }
+    }
 }
 
 /// The result of one pickup from one endpoint.
@@ -319,20 +344,14 @@ async fn pickup_on(
                 c.listed.size, ep.max_file_bytes
             );
             tracing::error!(partner = %p.id, endpoint = %ep.name, name = %c.name, %message, "file not taken");
-            report.taken.push(Taken {
-                name: c.name.clone(),
-                remote_path: remote.path.clone(),
-                outcome: None,
-                error: Some(message),
-                after_pickup_error: None,
-            });
+            report.taken.push(Taken::failed(&c, &remote, message));
             continue;
         }
         // Under `leave` the ledger remembers what was taken. Under `archive`
-        // and `delete` a file still (or again) present is taken again, even
-        // if it looks the same: a re-publication with equal size and mtime
-        // must not be archived unread, and after a failed after-pickup
-        // action the second copy is judged a duplicate and the action redone.
+        // and `delete` a file still (or again) present is downloaded again,
+        // even if it looks the same: a re-publication with equal size and
+        // mtime must not be archived unread. When its bytes are those taken
+        // before, only the failed after-pickup action is redone (`take_one`).
         if ep.after_pickup == AfterPickup::Leave && gw.ledger.remote_taken(&remote).await?.is_some()
         {
             continue;
@@ -345,13 +364,7 @@ async fn pickup_on(
             Err(e) if e.is_transient() => return Err(e),
             Err(e) => {
                 tracing::error!(partner = %p.id, endpoint = %ep.name, name = %c.name, error = %e, "file not taken");
-                report.taken.push(Taken {
-                    name: c.name.clone(),
-                    remote_path: remote.path.clone(),
-                    outcome: None,
-                    error: Some(e.to_string()),
-                    after_pickup_error: None,
-                });
+                report.taken.push(Taken::failed(&c, &remote, e.to_string()));
             }
         }
     }
@@ -396,17 +409,56 @@ async fn take_one(
         actor: gateway_actor(),
         reason: None,
     };
-    let mut taken = Taken {
-        name: c.name.clone(),
-        remote_path: remote.path.clone(),
-        outcome: None,
-        error: None,
-        after_pickup_error: None,
-    };
-    match gw
-        .intake_stored(&arrival, &stored, side.as_ref(), Some(remote))
-        .await
+    let mut taken = Taken::new(c, remote);
+    // Still there with the same identity and the same bytes: taken before,
+    // and its after-pickup action failed then (a read-only account, a
+    // missing archive directory). Recording it again would add a duplicate
+    // arrival on every pickup; only the action is tried again. Comparing the
+    // bytes, not just size and mtime, keeps a re-publication from being
+    // archived unread.
+    let source = arrival.source_path.as_deref().unwrap_or_default();
+    if let Some(earlier) = gw
+        .ledger
+        .remote_taken_with(remote, source, &stored.checksum)
+        .await?
     {
+        tracing::info!(partner = %p.id, endpoint = %ep.name, name = %c.name, file_id = earlier, "already taken; retrying its after-pickup action");
+        taken.already_taken = Some(earlier);
+    } else {
+        record_and_judge(
+            gw,
+            p,
+            ep,
+            c,
+            remote,
+            &arrival,
+            &stored,
+            side.as_ref(),
+            &mut taken,
+        )
+        .await?;
+    }
+    if let Err(e) = after_pickup(conn, ep, c).await {
+        tracing::warn!(partner = %p.id, endpoint = %ep.name, name = %c.name, error = %e, "after-pickup action failed; retried next pickup");
+        taken.after_pickup_error = Some(e.to_string());
+    }
+    Ok(taken)
+}
+
+/// Record and judge a downloaded file, and write its receipt.
+#[allow(clippy::too_many_arguments)]
+async fn record_and_judge(
+    gw: &Gateway,
+    p: &Partner,
+    ep: &Endpoint,
+    c: &Candidate,
+    remote: &RemoteFile,
+    arrival: &Arrival,
+    stored: &Stored,
+    side: Option<&Stored>,
+    taken: &mut Taken,
+) -> Result<(), PullError> {
+    match gw.intake_stored(arrival, stored, side, Some(remote)).await {
         Ok(out) => {
             tracing::info!(partner = %p.id, endpoint = %ep.name, name = %c.name, file_id = out.file_id, verdict = %out.verdict, "pulled");
             let receipts = super::receipt::dir(&gw.config.data_dir, &p.id);
@@ -428,11 +480,7 @@ async fn take_one(
             });
         }
     }
-    if let Err(e) = after_pickup(conn, ep, c).await {
-        tracing::warn!(partner = %p.id, endpoint = %ep.name, name = %c.name, error = %e, "after-pickup action failed; retried next pickup");
-        taken.after_pickup_error = Some(e.to_string());
-    }
-    Ok(taken)
+    Ok(())
 }
 
 /// List the endpoint's remote directory: regular files only. Names that are
