@@ -758,22 +758,23 @@ async fn a_connection_cut_mid_file_is_retried_and_no_partial_file_is_judged() {
     assert!(store_tmp_is_empty(&env));
 }
 
-/// A slow link and a short I/O timeout: 1 MiB at 200 KB/s with every read
-/// to be answered within 2 s. Sending all the file's reads at once would
-/// leave the last waiting 5 s behind the others; the reads in flight are
-/// sized to what the link carries, so the file arrives on the first try.
+/// A slow link and a short I/O timeout: 1.5 MiB at 200 KB/s with every read
+/// to be answered within 3 s. Sending all the file's reads at once would
+/// leave the last waiting 8 s behind the others; the reads in flight are
+/// sized to what the link carries (one 255 KiB read takes 1.3 s), so the
+/// file arrives on the first try.
 #[tokio::test]
 async fn a_slow_link_does_not_time_out_the_reads() {
     let sshd = Sshd::start();
     let remote = sshd.remote_dir("outbox");
     let name = card(1, 0, 1).file_name();
-    let sum = random_file(&remote.join(&name), 1 << 20);
+    let sum = random_file(&remote.join(&name), 3 << 19);
     let proxy = Proxy::throttled(sshd.port, 200_000);
     let ep = endpoint(
         &sshd,
         "primary",
         &remote,
-        "retries = 0\nio_timeout_seconds = 2\nconnect_timeout_seconds = 30\n",
+        "retries = 0\nio_timeout_seconds = 3\nconnect_timeout_seconds = 30\n",
     )
     .replace(
         &format!("port = {}", sshd.port),
