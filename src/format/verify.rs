@@ -226,13 +226,23 @@ pub struct FileContext<'a> {
 /// Verify one file. I/O errors from `input` are returned as such (they say
 /// nothing about the file's validity); everything wrong with the content is
 /// in `FileFacts::error`.
+///
+/// A fixed-width file is checked in chunks on the workers free in the
+/// process (see `parallel::WorkerBudget`), or in order when fewer than two
+/// are free; the facts are the same either way.
 pub fn verify<R: Read>(
     spec: &FormatSpec,
     input: R,
     ctx: FileContext<'_>,
     sink: &mut dyn RecordSink,
 ) -> io::Result<FileFacts> {
-    verify_with(spec, input, ctx, sink, Parallelism::available())
+    let chunked = spec.layout == Layout::Fixed && !sink.wants_records();
+    let workers = parallel::WORKERS.take(if chunked { usize::MAX } else { 0 });
+    let par = Parallelism {
+        workers: workers.count.max(1),
+        ..Parallelism::SEQUENTIAL
+    };
+    verify_with(spec, input, ctx, sink, par)
 }
 
 /// [`verify`] with the work spread as `par` says. Fixed-width files are

@@ -16,8 +16,9 @@
 
 use std::io::{self, Read};
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, LazyLock};
 
 use rust_decimal::Decimal;
 
@@ -47,6 +48,65 @@ impl Parallelism {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             chunk_bytes: super::CHUNK,
         }
+    }
+}
+
+/// Chunk workers shared by the files a process verifies at the same time
+/// (a gateway judging many uploads at once): each file takes what is free,
+/// up to one worker per CPU in all, and a file that finds fewer than two free
+/// is checked in order. So the CPUs are not oversubscribed and the chunk
+/// buffers (a few tens of MiB per file checked in chunks) stay bounded. It
+/// only spreads work; no result depends on it.
+pub(super) struct WorkerBudget {
+    in_use: AtomicUsize,
+    cap: usize,
+}
+
+/// The process's budget: one worker per CPU the process may use.
+pub(super) static WORKERS: LazyLock<WorkerBudget> = LazyLock::new(|| WorkerBudget {
+    in_use: AtomicUsize::new(0),
+    cap: Parallelism::available().workers,
+});
+
+/// Workers taken from a [`WorkerBudget`], given back when dropped.
+pub(super) struct Workers<'b> {
+    budget: &'b WorkerBudget,
+    pub(super) count: usize,
+}
+
+impl WorkerBudget {
+    /// Take up to `wanted` workers, or none when fewer than two are free.
+    pub(super) fn take(&self, wanted: usize) -> Workers<'_> {
+        let mut in_use = self.in_use.load(Ordering::Relaxed);
+        loop {
+            let count = wanted.min(self.cap.saturating_sub(in_use));
+            if count < 2 {
+                return Workers {
+                    budget: self,
+                    count: 0,
+                };
+            }
+            match self.in_use.compare_exchange_weak(
+                in_use,
+                in_use + count,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    return Workers {
+                        budget: self,
+                        count,
+                    };
+                }
+                Err(now) => in_use = now,
+            }
+        }
+    }
+}
+
+impl Drop for Workers<'_> {
+    fn drop(&mut self) {
+        self.budget.in_use.fetch_sub(self.count, Ordering::AcqRel);
     }
 }
 
@@ -348,5 +408,28 @@ impl<'s> State<'s> {
         self.data_records += alone.data_records;
         self.drill_signals.extend(alone.drill_signals);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_share_the_workers() {
+        let budget = WorkerBudget {
+            in_use: AtomicUsize::new(0),
+            cap: 4,
+        };
+        let a = budget.take(3);
+        assert_eq!(a.count, 3);
+        // One left: not worth a chunked check.
+        assert_eq!(budget.take(4).count, 0);
+        drop(a);
+        let b = budget.take(2);
+        let c = budget.take(8);
+        assert_eq!((b.count, c.count), (2, 2));
+        drop((b, c));
+        assert_eq!(budget.in_use.load(Ordering::Relaxed), 0);
     }
 }
