@@ -500,34 +500,28 @@ impl Ledger {
         })
     }
 
-    /// The earliest arrival of these bytes from this remote file, while the
-    /// file is still there as it was taken (same path, size and mtime): a
-    /// pickup that finds it again after its after-pickup action failed.
-    pub async fn remote_taken_with(
+    /// The earliest arrival of these bytes from this source (partner,
+    /// endpoint and remote path), whatever its verdict.
+    pub async fn taken_from(
         &self,
-        r: &RemoteFile,
+        partner: &str,
+        endpoint: &str,
         source_path: &str,
         checksum: &str,
     ) -> Result<Option<i64>, LedgerError> {
         on_pool!(self, pool => {
             sqlx::query_scalar(
-                "SELECT f.id FROM files f \
-                 WHERE f.checksum = $1 AND f.partner = $2 AND f.endpoint = $3 AND f.source_path = $4 \
-                   AND EXISTS (SELECT 1 FROM remote_files r \
-                               WHERE r.partner = $2 AND r.endpoint = $3 AND r.path = $5 \
-                                 AND r.size = $6 AND r.mtime = $7) \
-                 ORDER BY f.id LIMIT 1",
+                "SELECT id FROM files \
+                 WHERE checksum = $1 AND partner = $2 AND endpoint = $3 AND source_path = $4 \
+                 ORDER BY id LIMIT 1",
             )
             .bind(checksum)
-            .bind(&r.partner)
-            .bind(&r.endpoint)
+            .bind(partner)
+            .bind(endpoint)
             .bind(source_path)
-            .bind(&r.path)
-            .bind(r.size as i64)
-            .bind(r.mtime)
             .fetch_optional(pool)
             .await
-            .map_err(query_error("look up remote file"))
+            .map_err(query_error("look up an earlier arrival"))
         })
     }
 

@@ -283,13 +283,7 @@ async fn unknown_and_changed_host_keys_are_refused() {
     let (name, _) = put(&remote, &card(1, 0, 1));
     let offered = sshd.fingerprint();
     let kh = sshd.dir.path().join("known_hosts");
-    let ep = endpoint(
-        &sshd,
-        "primary",
-        &remote,
-        &format!("known_hosts = {:?}\n", kh.display().to_string()),
-    );
-    let env = env(&TestLedger::sqlite(), &ep);
+    let env = env_with_known_hosts(&sshd, &remote, &kh, "");
 
     // Unknown: nothing recorded for the host.
     let out = env.run(&["pull", "--partner", "cardpull"]);
@@ -413,15 +407,7 @@ async fn the_pinned_key_type_is_asked_for() {
     let sshd = Sshd::start_with_rsa_host_key();
     let remote = sshd.remote_dir("outbox");
     let kh = sshd.dir.path().join("known_hosts");
-    let env = env(
-        &TestLedger::sqlite(),
-        &endpoint(
-            &sshd,
-            "primary",
-            &remote,
-            &format!("known_hosts = {:?}\n", kh.display().to_string()),
-        ),
-    );
+    let env = env_with_known_hosts(&sshd, &remote, &kh, "");
     let rsa = sshd.rsa_host_key_pub.clone().expect("rsa host key");
     for (seq, pinned) in [(1, rsa), (2, sshd.host_key_pub.clone())] {
         let (name, _) = put(&remote, &card(seq, u64::from(seq) * 10, 1));
@@ -430,6 +416,15 @@ async fn the_pinned_key_type_is_asked_for() {
         assert_eq!(code, 0, "{}: {reports:?}", pinned.display());
         assert_eq!(verdicts(&reports[0]), vec![(name, "fed".into())]);
     }
+}
+
+/// An endpoint pinned by the known_hosts file `kh`.
+fn env_with_known_hosts(sshd: &Sshd, remote: &Path, kh: &Path, extra: &str) -> Env {
+    let pin = format!("known_hosts = {:?}\n{extra}", kh.display().to_string());
+    env(
+        &TestLedger::sqlite(),
+        &endpoint(sshd, "primary", remote, &pin),
+    )
 }
 
 fn env_with_pin(sshd: &Sshd, remote: &Path, pin: &str) -> Env {
@@ -445,18 +440,7 @@ async fn trust_on_first_use_records_the_key_only_when_configured() {
     let remote = sshd.remote_dir("outbox");
     let (name, _) = put(&remote, &card(1, 0, 1));
     let kh = sshd.dir.path().join("tofu_known_hosts");
-    let env = env(
-        &TestLedger::sqlite(),
-        &endpoint(
-            &sshd,
-            "primary",
-            &remote,
-            &format!(
-                "known_hosts = {:?}\ntrust_on_first_use = true\n",
-                kh.display().to_string()
-            ),
-        ),
-    );
+    let env = env_with_known_hosts(&sshd, &remote, &kh, "trust_on_first_use = true\n");
     let (code, reports) = pull(&env, &[]);
     assert_eq!(code, 0, "{reports:?}");
     assert_eq!(verdicts(&reports[0]), vec![(name, "fed".into())]);
@@ -680,6 +664,14 @@ impl Proxy {
     }
 }
 
+/// An endpoint block that connects through `proxy` instead of to sshd.
+fn through(proxy: &Proxy, sshd: &Sshd, endpoint: String) -> String {
+    endpoint.replace(
+        &format!("port = {}", sshd.port),
+        &format!("port = {}", proxy.port),
+    )
+}
+
 fn pump(mut from: TcpStream, mut to: TcpStream, limit: usize, rate: Option<u64>) {
     // Small pieces when throttled, so the rate holds over short spans too.
     let mut buf = vec![0u8; if rate.is_some() { 4 << 10 } else { 64 << 10 }];
@@ -737,9 +729,10 @@ async fn a_connection_cut_mid_file_is_retried_and_no_partial_file_is_judged() {
     let name = card(1, 0, 1).file_name();
     let sum = random_file(&remote.join(&name), 64 << 20);
     let proxy = Proxy::cutting(sshd.port);
-    let ep = endpoint(&sshd, "primary", &remote, "retries = 3\n").replace(
-        &format!("port = {}", sshd.port),
-        &format!("port = {}", proxy.port),
+    let ep = through(
+        &proxy,
+        &sshd,
+        endpoint(&sshd, "primary", &remote, "retries = 3\n"),
     );
     let env = env(&TestLedger::sqlite(), &ep);
     let (code, reports) = pull(&env, &[]);
@@ -770,15 +763,15 @@ async fn a_slow_link_does_not_time_out_the_reads() {
     let name = card(1, 0, 1).file_name();
     let sum = random_file(&remote.join(&name), 3 << 19);
     let proxy = Proxy::throttled(sshd.port, 200_000);
-    let ep = endpoint(
+    let ep = through(
+        &proxy,
         &sshd,
-        "primary",
-        &remote,
-        "retries = 0\nio_timeout_seconds = 3\nconnect_timeout_seconds = 30\n",
-    )
-    .replace(
-        &format!("port = {}", sshd.port),
-        &format!("port = {}", proxy.port),
+        endpoint(
+            &sshd,
+            "primary",
+            &remote,
+            "retries = 0\nio_timeout_seconds = 3\nconnect_timeout_seconds = 30\n",
+        ),
     );
     let env = env(&TestLedger::sqlite(), &ep);
     let (code, reports) = pull(&env, &[]);

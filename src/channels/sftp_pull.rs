@@ -417,11 +417,15 @@ async fn take_one(
     // bytes, not just size and mtime, keeps a re-publication from being
     // archived unread.
     let source = arrival.source_path.as_deref().unwrap_or_default();
-    if let Some(earlier) = gw
-        .ledger
-        .remote_taken_with(remote, source, &stored.checksum)
-        .await?
-    {
+    let earlier = if gw.ledger.remote_taken(remote).await?.is_some() {
+        let checksum = &stored.checksum;
+        gw.ledger
+            .taken_from(&p.id, &ep.name, source, checksum)
+            .await?
+    } else {
+        None
+    };
+    if let Some(earlier) = earlier {
         tracing::info!(partner = %p.id, endpoint = %ep.name, name = %c.name, file_id = earlier, "already taken; retrying its after-pickup action");
         taken.already_taken = Some(earlier);
     } else {

@@ -563,6 +563,10 @@ mod tests {
         }
     }
 
+    fn parse(def: &FieldDef, raw: &[u8], buf: &mut String) -> Result<FieldValue, FieldError> {
+        parse_field(def, raw, Encoding::Cp949, buf, &mut DateMemo::default())
+    }
+
     fn cp949(s: &str) -> Vec<u8> {
         let (b, _, bad) = encoding_rs::EUC_KR.encode(s);
         assert!(!bad, "{s} not encodable");
@@ -589,14 +593,7 @@ mod tests {
             Encoding::Cp949.decode_into(&bytes, &mut out),
             Err(DecodeError::SplitCharacter { at: 2 })
         );
-        let e = parse_field(
-            &field(FieldType::Text),
-            &bytes,
-            Encoding::Cp949,
-            &mut out,
-            &mut DateMemo::default(),
-        )
-        .unwrap_err();
+        let e = parse(&field(FieldType::Text), &bytes, &mut out).unwrap_err();
         assert!(e.to_string().contains("multi-byte character"), "{e}");
     }
 
@@ -638,14 +635,7 @@ mod tests {
         let mut buf = String::new();
         let mut raw = cp949("가");
         raw.extend_from_slice(&[0xA1, 0xA1, b' ', 0xA1, 0xA1]);
-        let v = parse_field(
-            &field(FieldType::Text),
-            &raw,
-            Encoding::Cp949,
-            &mut buf,
-            &mut DateMemo::default(),
-        )
-        .unwrap();
+        let v = parse(&field(FieldType::Text), &raw, &mut buf).unwrap();
         assert_eq!(&buf[v.text], "가");
     }
 
@@ -653,28 +643,13 @@ mod tests {
     fn digits_are_digits_only() {
         let mut buf = String::new();
         let d = field(FieldType::Digits);
-        let v = parse_field(
-            &d,
-            b"0001200",
-            Encoding::Cp949,
-            &mut buf,
-            &mut DateMemo::default(),
-        )
-        .unwrap();
+        let v = parse(&d, b"0001200", &mut buf).unwrap();
         assert_eq!(v.value, Value::Number(Decimal::from(1200)));
         for bad in [&b"00 1200"[..], b"1,2", b"-12", b"       ", b"12 "] {
-            let e = parse_field(&d, bad, Encoding::Cp949, &mut buf, &mut DateMemo::default())
-                .unwrap_err();
+            let e = parse(&d, bad, &mut buf).unwrap_err();
             assert!(matches!(e, FieldError::Digits { .. }), "{bad:?}: {e}");
         }
-        let e = parse_field(
-            &d,
-            b"1,2",
-            Encoding::Cp949,
-            &mut buf,
-            &mut DateMemo::default(),
-        )
-        .unwrap_err();
+        let e = parse(&d, b"1,2", &mut buf).unwrap_err();
         assert_eq!(e.to_string(), r#"expected digits, found "1,2""#);
     }
 
@@ -756,14 +731,7 @@ mod tests {
     #[test]
     fn control_characters_are_refused() {
         let mut buf = String::new();
-        let e = parse_field(
-            &field(FieldType::Text),
-            b"ab\0",
-            Encoding::Cp949,
-            &mut buf,
-            &mut DateMemo::default(),
-        )
-        .unwrap_err();
+        let e = parse(&field(FieldType::Text), b"ab\0", &mut buf).unwrap_err();
         assert_eq!(e, FieldError::Control { code: 0 });
     }
 

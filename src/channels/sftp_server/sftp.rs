@@ -700,6 +700,15 @@ mod tests {
             .all(|e| !e.file_name().to_string_lossy().starts_with(".upload-"))
     }
 
+    /// The valid card-settlement fixture's bytes.
+    fn valid_card() -> Vec<u8> {
+        std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fixtures/card-settlement/valid-basic/CSTL_031_20261121_0001.dat"),
+        )
+        .expect("fixture")
+    }
+
     const W: OpenFlags = OpenFlags::WRITE
         .union(OpenFlags::CREATE)
         .union(OpenFlags::TRUNCATE);
@@ -708,11 +717,7 @@ mod tests {
     async fn upload_close_judges_and_writes_the_receipt() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut s = session(dir.path(), 1 << 20).await;
-        let bytes = std::fs::read(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("fixtures/card-settlement/valid-basic/CSTL_031_20261121_0001.dat"),
-        )
-        .expect("fixture");
+        let bytes = valid_card();
         let h = s
             .open(
                 1,
@@ -789,11 +794,7 @@ mod tests {
     async fn the_checksum_is_of_the_bytes_stored_whatever_the_write_order() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut s = session(dir.path(), 1 << 20).await;
-        let bytes = std::fs::read(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("fixtures/card-settlement/valid-basic/CSTL_031_20261121_0001.dat"),
-        )
-        .expect("fixture");
+        let bytes = valid_card();
         let sha = |b: &[u8]| hex::encode(Sha256::digest(b));
         // In order, in three writes.
         let name = "CSTL_031_20261121_0001.dat";
