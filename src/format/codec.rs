@@ -174,7 +174,7 @@ pub fn parse_field(
         Some(s) => buf.push_str(s),
         None => decode_checked(raw, encoding, buf)?,
     }
-    let end = start + trimmed_len(&buf[start..]);
+    let end = start + trimmed_len(&buf.as_bytes()[start..]);
     buf.truncate(end);
     let value = type_value(def, &buf[start..end], raw.len(), dates)?;
     Ok(FieldValue {
@@ -202,7 +202,7 @@ pub fn type_value(
     let value = match def.ty {
         FieldType::Text => Value::Text,
         FieldType::Digits => Value::Number(parse_digits(text, width)?),
-        FieldType::Date => Value::Date(dates.compact_date(text)?),
+        FieldType::Date => Value::Date(dates.compact_date(text.as_bytes())?),
         FieldType::DateTime => Value::DateTime(parse_datetime(text)?),
         FieldType::Sign => match text {
             "+" => Value::Sign(false),
@@ -255,12 +255,11 @@ pub fn decode_checked(raw: &[u8], encoding: Encoding, buf: &mut String) -> Resul
     Ok(())
 }
 
-/// Length of `s` without its right padding: spaces and U+3000 (ideographic space).
+/// Length of `b` (text in UTF-8) without its right padding: spaces and U+3000 (ideographic space).
 /// Runs for every field of every record, so it compares words and bytes,
 /// never slices (a slice comparison is a call).
-pub fn trimmed_len(s: &str) -> usize {
+pub fn trimmed_len(b: &[u8]) -> usize {
     const SPACES: u64 = u64::from_ne_bytes(*b"        ");
-    let b = s.as_bytes();
     let mut end = b.len();
     // Long space fillers are common: skip them eight bytes at a time.
     while let Some(word) = end.checked_sub(8).and_then(|start| b.get(start..end)) {
@@ -307,7 +306,7 @@ fn parse_digits(text: &str, width: usize) -> Result<Decimal, FieldError> {
 /// The value of up to 19 ASCII digits (`None` if any byte is not a digit).
 /// Amount fields are read eight digits at a time: this runs for every
 /// number of every record.
-fn digits_u64(bytes: &[u8]) -> Option<u64> {
+pub(crate) fn digits_u64(bytes: &[u8]) -> Option<u64> {
     let (head, rest) = bytes.split_at(bytes.len() % 8);
     let mut n = 0u64;
     for &b in head {
@@ -370,9 +369,10 @@ pub struct DateMemo {
 
 impl DateMemo {
     /// `YYYYMMDD`, a real calendar date (see [`parse_compact_date`]).
-    pub fn compact_date(&mut self, text: &str) -> Result<NaiveDate, FieldError> {
-        let Ok(bytes) = <[u8; 8]>::try_from(text.as_bytes()) else {
-            return parse_compact_date(text);
+    pub fn compact_date(&mut self, text: &[u8]) -> Result<NaiveDate, FieldError> {
+        let read = || parse_compact_date(&String::from_utf8_lossy(text));
+        let Ok(bytes) = <[u8; 8]>::try_from(text) else {
+            return read();
         };
         let key = u64::from_le_bytes(bytes);
         let slot = &mut self.slots[(key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 61) as usize];
@@ -381,7 +381,7 @@ impl DateMemo {
         {
             return Ok(date);
         }
-        let date = parse_compact_date(text)?;
+        let date = read()?;
         *slot = (key, Some(date));
         Ok(date)
     }
@@ -413,7 +413,7 @@ pub fn parse_iso_date(text: &str) -> Result<NaiveDate, FieldError> {
     })
 }
 
-fn parse_datetime(text: &str) -> Result<NaiveDateTime, FieldError> {
+pub(crate) fn parse_datetime(text: &str) -> Result<NaiveDateTime, FieldError> {
     digit_groups(text.as_bytes(), [4, 2, 2, 2, 2, 2])
         .and_then(|p| {
             let d = NaiveDate::from_ymd_opt(p[0] as i32, p[1], p[2])?;
@@ -482,63 +482,88 @@ fn decimal_places(text: &str) -> u32 {
     text.split_once('.').map_or(0, |(_, f)| f.len() as u32)
 }
 
+/// What a field's canonical text is built as (see [`canonical_as`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Canon {
+    /// As written, trimmed (text, and a sign field's `+`/`-`).
+    Text,
+    Number,
+    Date,
+    DateTime,
+}
+
+impl Canon {
+    pub fn of(value: &Value) -> Canon {
+        match value {
+            Value::Text | Value::Sign(_) => Canon::Text,
+            Value::Number(_) => Canon::Number,
+            Value::Date(_) => Canon::Date,
+            Value::DateTime(_) => Canon::DateTime,
+        }
+    }
+}
+
 /// Canonical text of a value for fingerprints: independent of padding,
 /// zero-padding, trailing decimal zeros and the file's encoding. Built from
 /// the field's text (already checked against its type), so it costs no
 /// number or date formatting. `negative` applies a separate sign field.
 #[inline]
-pub fn canonical(value: &Value, text: &str, negative: bool, out: &mut String) {
-    match value {
-        Value::Text => out.push_str(text),
-        Value::Number(_) => {
-            let (neg, body) = match text.strip_prefix('-') {
+pub fn canonical(value: &Value, text: &str, negative: bool, out: &mut Vec<u8>) {
+    canonical_as(Canon::of(value), text.as_bytes(), negative, out);
+}
+
+/// [`canonical`] by the kind of value alone: the text (UTF-8, checked
+/// against its type) says the rest; a sign field's trimmed text is its
+/// value, `+` or `-`.
+#[inline]
+pub fn canonical_as(kind: Canon, text: &[u8], negative: bool, out: &mut Vec<u8>) {
+    match kind {
+        Canon::Text => out.extend_from_slice(text),
+        Canon::Number => {
+            let (neg, body) = match text.strip_prefix(b"-") {
                 Some(rest) => (!negative, rest),
                 None => (negative, text),
             };
-            // Byte scans: this runs for every amount of every record.
-            let b = body.as_bytes();
-            let dot = b.iter().position(|&c| c == b'.').unwrap_or(b.len());
-            let lead = b[..dot].iter().position(|&c| c != b'0').unwrap_or(dot);
+            let dot = body.iter().position(|&c| c == b'.').unwrap_or(body.len());
+            let lead = body[..dot].iter().position(|&c| c != b'0').unwrap_or(dot);
             let int = &body[lead..dot];
-            let frac = body.get(dot + 1..).unwrap_or("").trim_end_matches('0');
+            let frac = body.get(dot + 1..).unwrap_or(&[]);
+            let frac = &frac[..frac.iter().rposition(|&c| c != b'0').map_or(0, |p| p + 1)];
             if int.is_empty() && frac.is_empty() {
-                out.push('0');
+                out.push(b'0');
                 return;
             }
             if neg {
-                out.push('-');
+                out.push(b'-');
             }
-            out.push_str(if int.is_empty() { "0" } else { int });
+            out.extend_from_slice(if int.is_empty() { b"0" } else { int });
             if !frac.is_empty() {
-                out.push('.');
-                out.push_str(frac);
+                out.push(b'.');
+                out.extend_from_slice(frac);
             }
         }
-        Value::Date(_) => push_iso_date(text, out),
-        Value::DateTime(_) => {
+        Canon::Date => push_iso_date(text, out),
+        Canon::DateTime => {
             // YYYYMMDDHHMMSS → YYYY-MM-DDTHH:MM:SS
-            push_iso_date(&text[..8], out);
-            out.push('T');
-            out.push_str(&text[8..10]);
-            out.push(':');
-            out.push_str(&text[10..12]);
-            out.push(':');
-            out.push_str(&text[12..14]);
+            let (date, time) = text.split_at(text.len().min(8));
+            push_iso_date(date, out);
+            out.push(b'T');
+            for (i, pair) in time.chunks(2).enumerate() {
+                if i > 0 {
+                    out.push(b':');
+                }
+                out.extend_from_slice(pair);
+            }
         }
-        Value::Sign(neg) => out.push(if *neg { '-' } else { '+' }),
     }
 }
 
 /// `YYYYMMDD` or `YYYY-MM-DD` → `YYYY-MM-DD`.
-fn push_iso_date(text: &str, out: &mut String) {
-    if text.len() == 8 {
-        out.push_str(&text[0..4]);
-        out.push('-');
-        out.push_str(&text[4..6]);
-        out.push('-');
-        out.push_str(&text[6..8]);
+fn push_iso_date(text: &[u8], out: &mut Vec<u8>) {
+    if let [y0, y1, y2, y3, m0, m1, d0, d1] = *text {
+        out.extend_from_slice(&[y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1]);
     } else {
-        out.push_str(text);
+        out.extend_from_slice(text);
     }
 }
 
@@ -689,11 +714,15 @@ mod tests {
         let mut memo = DateMemo::default();
         for _ in 0..2 {
             for text in ["20261121", "20240229", "20261122", "19991231", "20000101"] {
-                assert_eq!(memo.compact_date(text), parse_compact_date(text), "{text}");
+                assert_eq!(
+                    memo.compact_date(text.as_bytes()),
+                    parse_compact_date(text),
+                    "{text}"
+                );
             }
             // Invalid dates are never remembered.
             for bad in ["20230229", "2026112", "abcdefgh"] {
-                assert!(memo.compact_date(bad).is_err(), "{bad}");
+                assert!(memo.compact_date(bad.as_bytes()).is_err(), "{bad}");
             }
         }
     }
@@ -737,7 +766,7 @@ mod tests {
 
     #[test]
     fn canonical_normalises_numbers() {
-        let mut s = String::new();
+        let mut s = Vec::new();
         let n = Value::Number(Decimal::ZERO);
         for (text, neg, want) in [
             ("15.00", false, "15"),
@@ -750,10 +779,14 @@ mod tests {
         ] {
             s.clear();
             canonical(&n, text, neg, &mut s);
-            assert_eq!(s, want, "{text} {neg}");
+            assert_eq!(s, want.as_bytes(), "{text} {neg}");
         }
         s.clear();
         canonical(&Value::Date(NaiveDate::MIN), "20261121", false, &mut s);
-        assert_eq!(s, "2026-11-21");
+        assert_eq!(s, b"2026-11-21");
+        s.clear();
+        let at = NaiveDate::MIN.and_hms_opt(0, 0, 0).unwrap();
+        canonical(&Value::DateTime(at), "20261121093005", false, &mut s);
+        assert_eq!(s, b"2026-11-21T09:30:05");
     }
 }

@@ -65,7 +65,7 @@ pub enum Comparison {
 }
 
 impl Comparison {
-    fn holds(self, ord: Ordering) -> bool {
+    pub(crate) fn holds(self, ord: Ordering) -> bool {
         match self {
             Comparison::Eq => ord == Ordering::Equal,
             Comparison::Ne => ord != Ordering::Equal,
@@ -187,6 +187,11 @@ impl Rule {
             when,
             kind,
         })
+    }
+
+    /// Whether the rule compares numbers (rather than dates or text).
+    pub(crate) fn is_numeric(&self) -> bool {
+        self.kind == Kind::Number
     }
 
     /// Check the rule on one decoded record. `signed(i)` gives field i's

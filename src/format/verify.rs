@@ -21,6 +21,7 @@ use super::spec::{
     FieldDef, FieldRef, FieldType, FormatSpec, Layout, Measure, RecordDef, Role, Terminator,
 };
 
+mod compiled;
 mod parallel;
 
 pub use parallel::Parallelism;
@@ -268,7 +269,15 @@ pub fn verify_with<R: Read>(
             }
             (<[u8; 32]>::from(h.finalize()), size)
         });
+        // Plain verification checks data records by their compiled plans;
+        // a sink gets every record decoded by the general path.
+        let plans = if sink.wants_records() {
+            Vec::new()
+        } else {
+            compiled::compile(spec)
+        };
         let mut state = State::new(spec);
+        state.plans = &plans;
         let result = match &spec.fixed {
             Some(layout)
                 if spec.layout == Layout::Fixed && par.workers > 1 && !sink.wants_records() =>
@@ -311,6 +320,7 @@ pub fn verify_with<R: Read>(
 /// of it that is file content, in file order.
 type Block = (Arc<Vec<u8>>, Range<usize>);
 
+#[derive(Debug)]
 enum Stop {
     Io(io::Error),
     Invalid(VerifyError),
@@ -375,7 +385,7 @@ struct Fingerprint {
     fixed_parts: Sha256,
     sum: [u64; 4],
     count: u64,
-    canon: String,
+    canon: Vec<u8>,
 }
 
 impl Fingerprint {
@@ -384,16 +394,15 @@ impl Fingerprint {
             fixed_parts: Sha256::new(),
             sum: [0; 4],
             count: 0,
-            canon: String::with_capacity(256),
+            canon: Vec::with_capacity(256),
         }
     }
 
     /// Canonical form of a record's non-volatile fields into `self.canon`.
     fn canonicalise(&mut self, rec: RecordRef<'_>) {
         self.canon.clear();
-        self.canon
-            .push_str(std::str::from_utf8(&rec.def.code).unwrap_or(""));
-        self.canon.push('\u{1e}');
+        self.canon.extend_from_slice(&rec.def.code);
+        self.canon.push(0x1e);
         for (i, f) in rec.def.fields.iter().enumerate() {
             if f.volatile {
                 continue;
@@ -402,7 +411,7 @@ impl Fingerprint {
                 .sign
                 .is_some_and(|s| rec.fields[s].value == Value::Sign(true));
             codec::canonical(&rec.fields[i].value, rec.text(i), negative, &mut self.canon);
-            self.canon.push('\u{1f}');
+            self.canon.push(0x1f);
         }
     }
 
@@ -410,13 +419,20 @@ impl Fingerprint {
         self.canonicalise(rec);
         self.fixed_parts.update(tag.as_bytes());
         self.fixed_parts.update([0]);
-        self.fixed_parts.update(self.canon.as_bytes());
+        self.fixed_parts.update(&self.canon);
         self.fixed_parts.update([0]);
     }
 
     fn add_data(&mut self, rec: RecordRef<'_>) {
         self.canonicalise(rec);
-        let digest: [u8; 32] = Sha256::digest(self.canon.as_bytes()).into();
+        let canon = std::mem::take(&mut self.canon);
+        self.add_canonical(&canon);
+        self.canon = canon;
+    }
+
+    /// Add a data record by its canonical form.
+    fn add_canonical(&mut self, canon: &[u8]) {
+        let digest: [u8; 32] = Sha256::digest(canon).into();
         let mut limbs = [0u64; 4];
         for (limb, part) in limbs.iter_mut().zip(digest.chunks_exact(8)) {
             let mut bytes = [0u8; 8];
@@ -452,6 +468,86 @@ impl Fingerprint {
     }
 }
 
+/// A running control total, exact. Whole-number addends (won amounts,
+/// counts) are added as integers, and the total becomes a `Decimal` at the
+/// first addend with decimal places. The sum is the same either way and
+/// overflows exactly where a `Decimal` sum would (beyond 96 bits), but the
+/// common case costs an integer add instead of a decimal one per record.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Total {
+    /// `|value| <= Decimal::MAX`.
+    Whole(i128),
+    Decimal(Decimal),
+}
+
+/// The largest magnitude of a whole-number `Decimal`: 2^96 - 1.
+const WHOLE_MAX: u128 = (1 << 96) - 1;
+
+impl Total {
+    const ZERO: Total = Total::Whole(0);
+
+    fn value(self) -> Decimal {
+        match self {
+            // In range by the invariant; `from_i128_with_scale` would panic
+            // only beyond it.
+            Total::Whole(n) => Decimal::try_from_i128_with_scale(n, 0).unwrap_or(Decimal::MAX),
+            Total::Decimal(d) => d,
+        }
+    }
+
+    /// `self + n`, or `None` when it overflows.
+    fn add_whole(self, n: i128) -> Option<Total> {
+        let mut sum = self;
+        sum.add_whole_in_place(n).then_some(sum)
+    }
+
+    /// Add `n` in place; `false`, and unchanged, when the sum overflows.
+    /// (In place: a returned total would go through memory on every record.)
+    fn add_whole_in_place(&mut self, n: i128) -> bool {
+        match self {
+            Total::Whole(t) => match t.checked_add(n) {
+                Some(s) if s.unsigned_abs() <= WHOLE_MAX => {
+                    *t = s;
+                    true
+                }
+                _ => false,
+            },
+            Total::Decimal(d) => {
+                match Decimal::try_from_i128_with_scale(n, 0)
+                    .ok()
+                    .and_then(|n| d.checked_add(n))
+                {
+                    Some(s) => {
+                        *d = s;
+                        true
+                    }
+                    None => false,
+                }
+            }
+        }
+    }
+
+    /// Whether `n` can be added without overflow.
+    fn fits_whole(&self, n: i128) -> bool {
+        self.clone().add_whole_in_place(n)
+    }
+
+    /// `self + d`, or `None` when it overflows.
+    fn add(self, d: Decimal) -> Option<Total> {
+        if d.scale() == 0 {
+            return self.add_whole(d.mantissa());
+        }
+        self.value().checked_add(d).map(Total::Decimal)
+    }
+
+    fn add_total(self, other: Total) -> Option<Total> {
+        match other {
+            Total::Whole(n) => self.add_whole(n),
+            Total::Decimal(d) => self.add(d),
+        }
+    }
+}
+
 /// Per-pass state shared by the fixed and CSV readers.
 struct State<'s> {
     phase: Phase,
@@ -467,7 +563,7 @@ struct State<'s> {
     /// Checking one chunk of data records on its own (see `parallel`): any
     /// record that is not a data record ends the chunk's attempt.
     chunk: bool,
-    controls: Vec<Decimal>,
+    controls: Vec<Total>,
     fingerprint: Fingerprint,
     business_key: Vec<(String, String)>,
     business_date: Option<NaiveDate>,
@@ -483,6 +579,10 @@ struct State<'s> {
     name_buf: String,
     name_matched: bool,
     record_key: String,
+    /// Compiled plans by record definition (empty: every record takes the
+    /// general path).
+    plans: &'s [Option<compiled::RecordPlan>],
+    planned: compiled::Scratch,
     spec: &'s FormatSpec,
 }
 
@@ -496,7 +596,7 @@ impl<'s> State<'s> {
             next_seq: vec![Some(Decimal::ONE); spec.fixed.as_ref().map_or(1, |f| f.records.len())],
             first_seq: vec![None; spec.fixed.as_ref().map_or(1, |f| f.records.len())],
             chunk: false,
-            controls: vec![Decimal::ZERO; spec.controls.len()],
+            controls: vec![Total::ZERO; spec.controls.len()],
             fingerprint: Fingerprint::new(),
             business_key: Vec::new(),
             business_date: None,
@@ -509,6 +609,8 @@ impl<'s> State<'s> {
             name_buf: String::new(),
             name_matched: false,
             record_key: String::with_capacity(64),
+            plans: &[],
+            planned: compiled::Scratch::default(),
             spec,
         }
     }
@@ -525,7 +627,7 @@ impl<'s> State<'s> {
             .iter()
             .zip(&self.controls)
             .filter(|(c, _)| !matches!(c.measure, Measure::Checksum))
-            .map(|(c, v)| (c.name.clone(), *v))
+            .map(|(c, v)| (c.name.clone(), v.value()))
             .collect();
         let valid = error.is_none();
         FileFacts {
@@ -677,7 +779,7 @@ impl<'s> State<'s> {
                     .map_err(|e| field_error(number, offset + f.offset as u64, f, e))?;
                 (start, self.buf.len() - start)
             };
-            let end = start + codec::trimmed_len(&self.buf[start..start + width]);
+            let end = start + codec::trimmed_len(&self.buf.as_bytes()[start..start + width]);
             match codec::type_value(f, &self.buf[start..end], f.len, &mut self.dates) {
                 Ok(value) => self.values.push(FieldValue {
                     value,
@@ -815,7 +917,7 @@ impl<'s> State<'s> {
                 Measure::Sum(i) => rec.number(i),
                 Measure::Checksum => continue,
             };
-            *total = total.checked_add(add).ok_or_else(|| {
+            *total = total.add(add).ok_or_else(|| {
                 invalid(
                     Some(number),
                     Some(offset),
@@ -890,7 +992,8 @@ impl<'s> State<'s> {
         for (c, computed) in self.spec.controls.iter().zip(&self.controls) {
             let Some(i) = c.trailer_field else { continue };
             let stated = rec.number(i);
-            if stated != *computed {
+            let computed = computed.value();
+            if stated != computed {
                 let f = &def.fields[i];
                 return Err(invalid(
                     Some(number),
@@ -914,7 +1017,12 @@ impl<'s> State<'s> {
 fn push_key_text(f: &FieldDef, rec: RecordRef<'_>, i: usize, out: &mut String) {
     match (&rec.fields[i].value, f.ty) {
         (Value::Number(_), FieldType::Digits) | (Value::Text, _) => out.push_str(rec.text(i)),
-        (v, _) => codec::canonical(v, rec.text(i), false, out),
+        (v, _) => {
+            let mut canon = Vec::with_capacity(24);
+            codec::canonical(v, rec.text(i), false, &mut canon);
+            // Built from text, so it is text.
+            out.push_str(&String::from_utf8_lossy(&canon));
+        }
     }
 }
 
@@ -1150,6 +1258,12 @@ fn fixed_record(
             ));
         }
     }
+    if def.role == Role::Data
+        && let Some(Some(plan)) = state.plans.get(def_index)
+        && plan.accept(record, def_index, state)
+    {
+        return Ok(());
+    }
     state.decode_fixed(def, record, number, offset)?;
     match def.role {
         Role::Header => {
@@ -1361,4 +1475,41 @@ fn check_sidecar(
         }
     }
     None
+}
+
+#[cfg(test)]
+mod total_tests {
+    use super::*;
+
+    #[test]
+    fn whole_totals_overflow_where_decimals_do() {
+        let max = Total::ZERO.add(Decimal::MAX).unwrap();
+        assert_eq!(max.value(), Decimal::MAX);
+        assert_eq!(max.add_whole(1), None);
+        assert_eq!(Decimal::MAX.checked_add(Decimal::ONE), None);
+        let min = Total::ZERO.add(Decimal::MIN).unwrap();
+        assert_eq!(min.add_whole(-1), None);
+        assert_eq!(
+            min.add_whole(1).map(Total::value),
+            Decimal::MIN.checked_add(Decimal::ONE)
+        );
+        // A failed add leaves the total as it was.
+        let mut t = max;
+        assert!(!t.add_whole_in_place(1));
+        assert_eq!(t, max);
+    }
+
+    #[test]
+    fn a_decimal_addend_makes_a_decimal_total() {
+        let t = Total::Whole(5).add(Decimal::new(150, 2)).unwrap();
+        assert_eq!(t.value().to_string(), "6.50");
+        assert_eq!(t.add_whole(-7).unwrap().value().to_string(), "-0.50");
+        // Whole addends written as decimals stay whole.
+        let w = Total::Whole(5).add(Decimal::from(-7)).unwrap();
+        assert_eq!(w, Total::Whole(-2));
+        assert_eq!(
+            w.add_total(Total::Whole(2)).unwrap().value().to_string(),
+            "0"
+        );
+    }
 }

@@ -14,11 +14,12 @@
 //! thread with the file's real state, so every error is found and worded
 //! exactly as the in-order pass finds it.
 
+use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use rust_decimal::Decimal;
 
@@ -110,9 +111,9 @@ impl Drop for Workers<'_> {
     }
 }
 
-/// Chunks queued per worker, and results queued per worker. With 1 MiB
-/// chunks this keeps a few tens of MiB in flight at most.
-const QUEUE: usize = 4;
+/// Chunks in flight per worker, between the reader and the merge. With
+/// 1 MiB chunks this keeps a few tens of MiB in flight at most.
+const QUEUE: usize = 8;
 
 /// A run of whole records, starting on a record boundary.
 struct Chunk {
@@ -150,30 +151,38 @@ pub(super) fn verify_fixed<'s, R: Read>(
     let template = state.for_chunk();
     let template = &template;
     let workers = par.workers.max(1);
+    let in_flight = QUEUE * workers;
+    // One queue for all workers, so a worker that is descheduled (the
+    // checksum thread shares the CPUs) holds up nobody else.
+    let (chunk_tx, chunk_rx) = sync_channel::<(usize, Chunk)>(in_flight);
+    let chunk_rx = Mutex::new(chunk_rx);
+    let chunk_rx = &chunk_rx;
     std::thread::scope(|scope| {
-        let mut to_workers = Vec::with_capacity(workers);
-        let mut from_workers = Vec::with_capacity(workers);
-        let mut handles = Vec::with_capacity(workers);
-        for _ in 0..workers {
-            let (chunk_tx, chunk_rx) = sync_channel::<Chunk>(QUEUE);
-            let (done_tx, done_rx) = sync_channel::<Checked<'s>>(QUEUE);
-            handles
-                .push(scope.spawn(move || check_chunks(spec, layout, template, chunk_rx, done_tx)));
-            to_workers.push(chunk_tx);
-            from_workers.push(done_rx);
-        }
-        let merger = scope.spawn(move || merge(spec, layout, state, from_workers));
+        let (done_tx, done_rx) = sync_channel::<(usize, Checked<'s>)>(in_flight);
+        // One acknowledgement per chunk merged: the reader keeps at most
+        // `in_flight` chunks between itself and the merge.
+        let (merged_tx, merged_rx) = sync_channel::<()>(in_flight);
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                let done = done_tx.clone();
+                scope.spawn(move || check_chunks(spec, layout, template, chunk_rx, done))
+            })
+            .collect();
+        drop(done_tx);
+        let merger = scope.spawn(move || merge(spec, layout, state, done_rx, merged_tx));
 
         // Nothing is parsed when the file name was refused; the bytes are
         // still read for the checksum.
         let mut parsing = named.is_ok();
         let read = read_chunks(layout, &mut input, &hash, par.chunk_bytes, |chunk, n| {
-            if parsing && to_workers[n % workers].send(chunk).is_err() {
-                // The merge stopped at an error: read on for the checksum only.
-                parsing = false;
-            }
+            // The merge stopped (at an error) when it no longer answers:
+            // read on for the checksum only.
+            parsing = parsing
+                && (n < in_flight || merged_rx.recv().is_ok())
+                && chunk_tx.send((n, chunk)).is_ok();
         });
-        drop(to_workers);
+        drop(chunk_tx);
+        drop(merged_rx);
         // Joined here, not by the scope, so that a thread that failed is an
         // error of this file and not a panic of the caller.
         let merged = merger.join();
@@ -273,15 +282,20 @@ fn cut_point(layout: &FixedLayout, bytes: &[u8]) -> usize {
     }
 }
 
-/// A worker: check each chunk on its own and pass it on, in the order received.
+/// A worker: check chunks on their own, taking the next from the shared
+/// queue whenever free.
 fn check_chunks<'s>(
     spec: &'s FormatSpec,
     layout: &'s FixedLayout,
     template: &State<'s>,
-    chunks: Receiver<Chunk>,
-    done: SyncSender<Checked<'s>>,
+    chunks: &Mutex<Receiver<(usize, Chunk)>>,
+    done: SyncSender<(usize, Checked<'s>)>,
 ) {
-    for chunk in chunks {
+    loop {
+        // The lock is only held while waiting for the next chunk; a worker
+        // that failed holding it cannot have left the queue inconsistent.
+        let next = chunks.lock().unwrap_or_else(|e| e.into_inner()).recv();
+        let Ok((n, chunk)) = next else { return };
         let mut alone = template.for_chunk();
         let bytes = chunk.bytes();
         let whole = matches!(
@@ -292,19 +306,20 @@ fn check_chunks<'s>(
             chunk,
             alone: whole.then_some(alone),
         };
-        if done.send(checked).is_err() {
+        if done.send((n, checked)).is_err() {
             return;
         }
     }
 }
 
-/// Merge the workers' results in file order (chunk n comes from worker
-/// n mod workers). Returns the number of chunks merged.
+/// Merge the workers' results in file order, whatever order they finish
+/// in, acknowledging each chunk merged. Returns the number of chunks merged.
 fn merge<'s>(
     spec: &'s FormatSpec,
     layout: &'s FixedLayout,
     state: &mut State<'s>,
-    from_workers: Vec<Receiver<Checked<'s>>>,
+    done: Receiver<(usize, Checked<'s>)>,
+    merged: SyncSender<()>,
 ) -> Result<usize, Stop> {
     let bound = per_record_bound(spec, layout);
     // Bytes of a record begun in one chunk and not yet checked, and the
@@ -312,22 +327,32 @@ fn merge<'s>(
     let mut carry: Vec<u8> = Vec::new();
     let mut at = 0u64;
     let mut n = 0usize;
-    while let Ok(checked) = from_workers[n % from_workers.len()].recv() {
-        n += 1;
-        let chunk = &checked.chunk;
-        let bytes = chunk.bytes();
-        if carry.is_empty()
-            && let Some(alone) = checked.alone
-            && state.absorb(alone, bound)
-        {
-            at = chunk.offset + bytes.len() as u64;
-            continue;
+    // Chunks finished ahead of their turn (at most the reader's lead).
+    let mut early = BTreeMap::new();
+    for (i, checked) in done {
+        early.insert(i, checked);
+        while let Some(checked) = early.remove(&n) {
+            n += 1;
+            let chunk = &checked.chunk;
+            let bytes = chunk.bytes();
+            if carry.is_empty()
+                && let Some(alone) = checked.alone
+                && state.absorb(alone, bound)
+            {
+                at = chunk.offset + bytes.len() as u64;
+            } else {
+                // In order, with the file's real state.
+                carry.extend_from_slice(bytes);
+                let consumed = fixed_records(spec, layout, state, &carry, at, false, &mut ())?;
+                carry.drain(..consumed);
+                at += consumed as u64;
+            }
+            // The reader may have stopped waiting (it has read everything).
+            let _ = merged.try_send(());
         }
-        // In order, with the file's real state.
-        carry.extend_from_slice(bytes);
-        let consumed = fixed_records(spec, layout, state, &carry, at, false, &mut ())?;
-        carry.drain(..consumed);
-        at += consumed as u64;
+    }
+    if !early.is_empty() {
+        return Err(Stop::Io(io::Error::other("a verification worker failed")));
     }
     fixed_records(spec, layout, state, &carry, at, true, &mut ())?;
     fixed_end(state, at + carry.len() as u64)?;
@@ -359,6 +384,7 @@ impl<'s> State<'s> {
         alone.name_values = self.name_values.clone();
         alone.name_buf = self.name_buf.clone();
         alone.name_matched = self.name_matched;
+        alone.plans = self.plans;
         alone.phase = Phase::Body;
         alone.chunk = true;
         alone.next_seq.iter_mut().for_each(|s| *s = None);
@@ -388,10 +414,10 @@ impl<'s> State<'s> {
         };
         let mut totals = self.controls.clone();
         for (total, part) in totals.iter_mut().zip(&alone.controls) {
-            if total.abs().checked_add(most).is_none() {
+            if total.value().abs().checked_add(most).is_none() {
                 return false;
             }
-            match total.checked_add(*part) {
+            match total.add_total(*part) {
                 Some(t) => *total = t,
                 None => return false,
             }
