@@ -284,8 +284,12 @@ impl RecordPlan {
                         raw
                     } else if step.kind == Kind::Text {
                         // Only text may hold other characters; decoded strictly.
+                        // A space byte is a space in both encodings (never
+                        // part of a CP949 or UTF-8 sequence), so the padding
+                        // is left out before decoding: what decodes, and to
+                        // what once trimmed, is the same.
                         let start = decoded.len();
-                        if codec::decode_checked(raw, spec.encoding, decoded).is_err() {
+                        if codec::decode_checked(trimmed(raw), spec.encoding, decoded).is_err() {
                             return false;
                         }
                         &decoded.as_bytes()[start..]
