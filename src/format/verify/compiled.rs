@@ -2,9 +2,9 @@
 //! for plain verification (no record sink). It is the same check as the
 //! general path's (decode every field, type it, then sequence, rules,
 //! controls and fingerprint) without building the decoded record: fields are
-//! read straight from the record's bytes, numbers stay machine integers until
-//! they are added to a control total, and the canonical form is written as
-//! the fields are read.
+//! read straight from the record's bytes, numbers stay machine integers (and
+//! so do control totals of whole amounts, see `Total`), and the canonical
+//! form is written as the fields are read.
 //!
 //! The plan only ever accepts. A record it cannot accept — any field that
 //! does not read, a rule or a sequence number that does not hold, a total
