@@ -468,16 +468,19 @@ mod tests {
         assert!(compile(&spec("pg-settlement-csv")).is_empty());
     }
 
+    /// The card layout, its plans and the index of its data record.
+    fn card_plans() -> (FormatSpec, Vec<Option<RecordPlan>>, usize) {
+        let spec = spec("card-settlement");
+        let plans = compile(&spec);
+        let layout = spec.fixed.as_ref().unwrap();
+        let data = layout.records.iter().position(|r| r.role == Role::Data);
+        (spec, plans, data.unwrap())
+    }
+
     #[test]
     fn a_record_taken_by_the_plan_has_the_general_paths_effect() {
-        let spec = spec("card-settlement");
+        let (spec, plans, data) = card_plans();
         let layout = spec.fixed.as_ref().unwrap();
-        let plans = compile(&spec);
-        let data = layout
-            .records
-            .iter()
-            .position(|r| r.role == Role::Data)
-            .unwrap();
         let plan = plans[data].as_ref().unwrap();
         let mut planned = in_body(&spec, &plans);
         let mut general = in_body(&spec, &[]);
@@ -493,14 +496,8 @@ mod tests {
 
     #[test]
     fn a_record_the_plan_does_not_take_is_left_to_the_general_path() {
-        let spec = spec("card-settlement");
+        let (spec, plans, data) = card_plans();
         let layout = spec.fixed.as_ref().unwrap();
-        let plans = compile(&spec);
-        let data = layout
-            .records
-            .iter()
-            .position(|r| r.role == Role::Data)
-            .unwrap();
         let plan = plans[data].as_ref().unwrap();
         let good = card_record(0);
         let edits: [(&str, Edit); 9] = [
