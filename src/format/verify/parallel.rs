@@ -17,6 +17,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::ops::Range;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, LazyLock, Mutex};
@@ -158,7 +159,7 @@ pub(super) fn verify_fixed<'s, R: Read>(
     let chunk_rx = Mutex::new(chunk_rx);
     let chunk_rx = &chunk_rx;
     std::thread::scope(|scope| {
-        let (done_tx, done_rx) = sync_channel::<(usize, Checked<'s>)>(in_flight);
+        let (done_tx, done_rx) = sync_channel::<(usize, Option<Checked<'s>>)>(in_flight);
         // One acknowledgement per chunk merged: the reader keeps at most
         // `in_flight` chunks between itself and the merge.
         let (merged_tx, merged_rx) = sync_channel::<()>(in_flight);
@@ -289,24 +290,28 @@ fn check_chunks<'s>(
     layout: &'s FixedLayout,
     template: &State<'s>,
     chunks: &Mutex<Receiver<(usize, Chunk)>>,
-    done: SyncSender<(usize, Checked<'s>)>,
+    done: SyncSender<(usize, Option<Checked<'s>>)>,
 ) {
     loop {
         // The lock is only held while waiting for the next chunk; a worker
         // that failed holding it cannot have left the queue inconsistent.
         let next = chunks.lock().unwrap_or_else(|e| e.into_inner()).recv();
         let Ok((n, chunk)) = next else { return };
-        let mut alone = template.for_chunk();
-        let bytes = chunk.bytes();
-        let whole = matches!(
-            fixed_records(spec, layout, &mut alone, bytes, chunk.offset, false, &mut ()),
-            Ok(n) if n == bytes.len()
-        );
-        let checked = Checked {
-            chunk,
-            alone: whole.then_some(alone),
-        };
-        if done.send((n, checked)).is_err() {
+        // A check that panics (a bug) is reported, not left for the merge
+        // to wait on for ever.
+        let checked = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let mut alone = template.for_chunk();
+            let bytes = chunk.bytes();
+            let whole = matches!(
+                fixed_records(spec, layout, &mut alone, bytes, chunk.offset, false, &mut ()),
+                Ok(n) if n == bytes.len()
+            );
+            whole.then_some(alone)
+        }))
+        .ok()
+        .map(|alone| Checked { chunk, alone });
+        let failed = checked.is_none();
+        if done.send((n, checked)).is_err() || failed {
             return;
         }
     }
@@ -318,7 +323,7 @@ fn merge<'s>(
     spec: &'s FormatSpec,
     layout: &'s FixedLayout,
     state: &mut State<'s>,
-    done: Receiver<(usize, Checked<'s>)>,
+    done: Receiver<(usize, Option<Checked<'s>>)>,
     merged: SyncSender<()>,
 ) -> Result<usize, Stop> {
     let bound = per_record_bound(spec, layout);
@@ -330,6 +335,9 @@ fn merge<'s>(
     // Chunks finished ahead of their turn (at most the reader's lead).
     let mut early = BTreeMap::new();
     for (i, checked) in done {
+        let Some(checked) = checked else {
+            return Err(Stop::Io(io::Error::other("a verification worker failed")));
+        };
         early.insert(i, checked);
         while let Some(checked) = early.remove(&n) {
             n += 1;
