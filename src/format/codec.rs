@@ -489,6 +489,9 @@ pub enum Canon {
     /// As written, trimmed (text, and a sign field's `+`/`-`).
     Text,
     Number,
+    /// A number written as digits only (an `N` field): the same text as
+    /// `Number` gives it, without looking for a sign or a point.
+    Digits,
     Date,
     DateTime,
 }
@@ -526,23 +529,11 @@ pub fn canonical_as(kind: Canon, text: &[u8], negative: bool, out: &mut Vec<u8>)
                 None => (negative, text),
             };
             let dot = body.iter().position(|&c| c == b'.').unwrap_or(body.len());
-            let lead = body[..dot].iter().position(|&c| c != b'0').unwrap_or(dot);
-            let int = &body[lead..dot];
             let frac = body.get(dot + 1..).unwrap_or(&[]);
             let frac = &frac[..frac.iter().rposition(|&c| c != b'0').map_or(0, |p| p + 1)];
-            if int.is_empty() && frac.is_empty() {
-                out.push(b'0');
-                return;
-            }
-            if neg {
-                out.push(b'-');
-            }
-            out.extend_from_slice(if int.is_empty() { b"0" } else { int });
-            if !frac.is_empty() {
-                out.push(b'.');
-                out.extend_from_slice(frac);
-            }
+            push_number(neg, &body[..dot], frac, out);
         }
+        Canon::Digits => push_number(negative, text, &[], out),
         Canon::Date => push_iso_date(text, out),
         Canon::DateTime => {
             // YYYYMMDDHHMMSS → YYYY-MM-DDTHH:MM:SS
@@ -556,6 +547,26 @@ pub fn canonical_as(kind: Canon, text: &[u8], negative: bool, out: &mut Vec<u8>)
                 out.extend_from_slice(pair);
             }
         }
+    }
+}
+
+/// A number's canonical text from its digits: the integer part without
+/// leading zeros (`0` when none is left), the fraction (already without
+/// trailing zeros) after a `.`, and a `-` unless the value is zero.
+#[inline(always)]
+fn push_number(negative: bool, int: &[u8], frac: &[u8], out: &mut Vec<u8>) {
+    let int = &int[int.iter().position(|&c| c != b'0').unwrap_or(int.len())..];
+    if int.is_empty() && frac.is_empty() {
+        out.push(b'0');
+        return;
+    }
+    if negative {
+        out.push(b'-');
+    }
+    out.extend_from_slice(if int.is_empty() { b"0" } else { int });
+    if !frac.is_empty() {
+        out.push(b'.');
+        out.extend_from_slice(frac);
     }
 }
 
@@ -781,6 +792,14 @@ mod tests {
             s.clear();
             canonical(&n, text, neg, &mut s);
             assert_eq!(s, want.as_bytes(), "{text} {neg}");
+        }
+        for text in ["0000000", "0001500", "1", "9000000000000", "0"] {
+            for neg in [false, true] {
+                let (mut number, mut digits) = (Vec::new(), Vec::new());
+                canonical_as(Canon::Number, text.as_bytes(), neg, &mut number);
+                canonical_as(Canon::Digits, text.as_bytes(), neg, &mut digits);
+                assert_eq!(number, digits, "{text} {neg}");
+            }
         }
         s.clear();
         canonical(&Value::Date(NaiveDate::MIN), "20261121", false, &mut s);

@@ -505,7 +505,7 @@ impl Total {
 
     /// Add `n` in place; `false`, and unchanged, when the sum overflows.
     /// (In place: a returned total would go through memory on every record.)
-    #[inline]
+    #[inline(always)]
     fn add_whole_in_place(&mut self, n: i128) -> bool {
         match self {
             Total::Whole(t) => match t.checked_add(n) {
@@ -531,7 +531,7 @@ impl Total {
     }
 
     /// Whether `n` can be added without overflow.
-    #[inline]
+    #[inline(always)]
     fn fits_whole(&self, n: i128) -> bool {
         self.clone().add_whole_in_place(n)
     }

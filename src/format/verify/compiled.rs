@@ -146,7 +146,7 @@ impl RecordPlan {
             }
             let canon = match kind {
                 Kind::Text | Kind::Sign => Canon::Text,
-                Kind::Digits => Canon::Number,
+                Kind::Digits => Canon::Digits,
                 Kind::Date => Canon::Date,
                 Kind::DateTime => Canon::DateTime,
             };
