@@ -6,6 +6,8 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
@@ -29,9 +31,22 @@ pub struct Stored {
 #[derive(Debug, Clone)]
 pub struct ContentStore {
     root: PathBuf,
+    /// Shards (a bit per two-hex-digit name) whose entry in the root this
+    /// process has synced. It only saves fsyncs: a shard not marked is
+    /// synced again, whoever created it.
+    synced_shards: Arc<[AtomicU64; 4]>,
 }
 
 impl ContentStore {
+    fn shard_synced(&self, shard: u8) -> bool {
+        let word = &self.synced_shards[usize::from(shard / 64)];
+        word.load(Ordering::Acquire) & (1 << (shard % 64)) != 0
+    }
+
+    fn mark_shard_synced(&self, shard: u8) {
+        self.synced_shards[usize::from(shard / 64)].fetch_or(1 << (shard % 64), Ordering::AcqRel);
+    }
+
     /// Open (creating if needed) the store under `root`.
     pub fn open(root: &Path) -> Result<ContentStore, StoreError> {
         let tmp = root.join("tmp");
@@ -42,6 +57,7 @@ impl ContentStore {
         })?;
         Ok(ContentStore {
             root: root.to_path_buf(),
+            synced_shards: Arc::default(),
         })
     }
 
@@ -205,8 +221,17 @@ impl ContentStore {
                 path: dir.clone(),
                 source,
             })?;
-            // The new shard directory's own entry must survive a crash too.
+        }
+        // The shard directory's own entry must survive a crash too, also
+        // when another process made it and has not synced the root yet.
+        let shard = checksum
+            .get(..2)
+            .and_then(|s| u8::from_str_radix(s, 16).ok());
+        if !shard.is_some_and(|s| self.shard_synced(s)) {
             sync_dir(root)?;
+            if let Some(s) = shard {
+                self.mark_shard_synced(s);
+            }
         }
         match tmp.persist_noclobber(&path) {
             Ok(_) => sync_dir(&dir)?,
@@ -286,6 +311,23 @@ mod tests {
             std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
             0
         );
+    }
+
+    #[test]
+    fn a_shard_made_by_another_process_is_still_synced_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let checksum = hex::encode(Sha256::digest(b"H...T"));
+        // Another process made the shard directory (and may not have synced
+        // the root): this process syncs it before its first blob there.
+        std::fs::create_dir_all(dir.path().join(&checksum[..2])).unwrap();
+        let store = ContentStore::open(dir.path()).unwrap();
+        let shard = u8::from_str_radix(&checksum[..2], 16).unwrap();
+        assert!(!store.shard_synced(shard));
+        store.put(&b"H...T"[..]).unwrap();
+        assert!(store.shard_synced(shard));
+        // Clones (the channels' copies) share what is known.
+        assert!(store.clone().shard_synced(shard));
+        assert!(!store.shard_synced(shard ^ 1));
     }
 
     #[test]
