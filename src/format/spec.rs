@@ -370,18 +370,37 @@ pub struct Control {
     /// The trailer field (fixed) or the sidecar key (CSV) holding the expected value.
     pub name: String,
     pub measure: Measure,
-    /// Only data records meeting this condition count.
-    pub when: Option<Condition>,
+    /// By record definition (see [`FormatSpec::record_defs`]): the control
+    /// as that record type meets it, resolved against its own fields; `None`
+    /// for records that are not data.
+    pub on: Vec<Option<ControlOn>>,
     /// Index of the trailer field (fixed layouts).
     pub trailer_field: Option<usize>,
 }
 
+impl Control {
+    /// The control as record definition `def` meets it (`None`: not a data record).
+    pub fn on(&self, def: usize) -> Option<&ControlOn> {
+        self.on.get(def).and_then(Option::as_ref)
+    }
+}
+
+/// A control as one data record type meets it.
 #[derive(Debug, Clone)]
+pub struct ControlOn {
+    /// The summed field (`Measure::Sum`).
+    pub field: Option<usize>,
+    /// Only records meeting this condition count.
+    pub when: Option<Condition>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Measure {
     /// Number of data records.
     Count,
-    /// Σ of a data field's signed value (index into the data record's fields).
-    Sum(usize),
+    /// Σ of a data field's signed value (the field is named per record
+    /// type in [`ControlOn`]).
+    Sum,
     /// SHA-256 of the data file's bytes (sidecar only).
     Checksum,
 }
@@ -418,6 +437,16 @@ impl FormatSpec {
         self.fixed
             .as_ref()
             .and_then(|f| f.records.iter().find(|r| r.role == Role::Trailer))
+    }
+
+    /// Every record definition, in the order records are indexed by (a
+    /// fixed layout's `records`; the CSV row alone).
+    pub fn record_defs(&self) -> Vec<&RecordDef> {
+        match (&self.fixed, &self.csv) {
+            (Some(f), _) => f.records.iter().collect(),
+            (None, Some(c)) => vec![&c.row],
+            (None, None) => Vec::new(),
+        }
     }
 
     /// The data record definitions (the CSV row for CSV layouts).
@@ -1008,7 +1037,6 @@ impl Builder {
         spec: &FormatSpec,
         raw: &[RawControl],
     ) -> Result<Vec<Control>, SpecError> {
-        let data = spec.data_records();
         let mut out = Vec::new();
         let mut seen = HashSet::new();
         for c in raw {
@@ -1018,30 +1046,50 @@ impl Builder {
             }
             let measure = match (c.count, &c.sum, c.checksum) {
                 (true, None, false) => Measure::Count,
-                (false, Some(field), false) => {
-                    // Sums over several data record types would need the field in each;
-                    // keep to the common case of one.
-                    let first = data
-                        .first()
-                        .ok_or_else(|| self.err(&ctx, "no data record"))?;
-                    let i = first.field_index(field).ok_or_else(|| {
-                        self.err(&ctx, format!("sum field {field:?} is not a data field"))
-                    })?;
-                    if !first.fields[i].ty.is_numeric() {
-                        return Err(self.err(&ctx, format!("sum field {field:?} is not a number")));
-                    }
-                    Measure::Sum(i)
-                }
+                (false, Some(_), false) => Measure::Sum,
                 (false, None, true) => Measure::Checksum,
                 _ => return Err(self.err(&ctx, "give exactly one of count, sum or checksum")),
             };
-            let when = match (&c.when, data.first()) {
-                (Some(w), Some(d)) => Some(
-                    Condition::parse(w, d)
-                        .map_err(|m| self.err(format!("{ctx}, when {w:?}"), m))?,
-                ),
-                _ => None,
-            };
+            if spec.data_records().is_empty() {
+                return Err(self.err(&ctx, "no data record"));
+            }
+            // Each data record type meets the control through its own
+            // fields: the same names, wherever each record has them.
+            let mut on = Vec::new();
+            for def in spec.record_defs() {
+                if def.role != Role::Data {
+                    on.push(None);
+                    continue;
+                }
+                let rctx = match spec.layout {
+                    Layout::Fixed => {
+                        format!("{ctx}, record {}", String::from_utf8_lossy(&def.code))
+                    }
+                    Layout::Csv => ctx.clone(),
+                };
+                let field = match &c.sum {
+                    Some(name) => {
+                        let i = def.field_index(name).ok_or_else(|| {
+                            self.err(&rctx, format!("sum field {name:?} is not a data field"))
+                        })?;
+                        if !def.fields[i].ty.is_numeric() {
+                            return Err(
+                                self.err(&rctx, format!("sum field {name:?} is not a number"))
+                            );
+                        }
+                        Some(i)
+                    }
+                    None => None,
+                };
+                let when = match &c.when {
+                    Some(w) => Some(
+                        Condition::parse(w, def)
+                            .map_err(|m| self.err(format!("{rctx}, when {w:?}"), m))?,
+                    ),
+                    None => None,
+                };
+                on.push(Some(ControlOn { field, when }));
+            }
             let trailer_field = match spec.layout {
                 Layout::Fixed => {
                     if matches!(measure, Measure::Checksum) {
@@ -1071,7 +1119,7 @@ impl Builder {
             out.push(Control {
                 name: c.name.clone(),
                 measure,
-                when,
+                on,
                 trailer_field,
             });
         }
@@ -1167,6 +1215,33 @@ mod tests {
         refused(
             &CARD.replace("record_length = 200", "record_length = 199"),
             &["past record_length 199"],
+        );
+    }
+
+    const TWO_DATA_TYPES: &str = include_str!("../../tests/specs/two-data-types.toml");
+
+    #[test]
+    fn each_data_record_type_meets_a_control_through_its_own_fields() {
+        let spec = load(TWO_DATA_TYPES).unwrap();
+        let control = &spec.controls[0];
+        let field = |def: usize| control.on(def).and_then(|on| on.field);
+        // Records H, D, C, T: amount is D's fourth field and C's second.
+        assert_eq!(
+            (field(0), field(1), field(2), field(3)),
+            (None, Some(3), Some(1), None)
+        );
+        // A data record type without the summed field is refused, by name:
+        // C's amount renamed (the last amount rule is C's).
+        let mut missing = TWO_DATA_TYPES.replace(
+            r#"{ name = "amount", offset = 1, len = 10, type = "N" }"#,
+            r#"{ name = "amt", offset = 1, len = 10, type = "N" }"#,
+        );
+        let rule = r#"amount = { field = "amount" }"#;
+        let at = missing.rfind(rule).unwrap();
+        missing.replace_range(at..at + rule.len(), r#"amount = { field = "amt" }"#);
+        refused(
+            &missing,
+            &["control total", "record C", "sum field \"amount\""],
         );
     }
 

@@ -913,7 +913,7 @@ impl<'s> State<'s> {
             let Some(expected) = self.next_seq[def_index] else {
                 self.first_seq[def_index] = Some(found);
                 self.next_seq[def_index] = Some(found + Decimal::ONE);
-                return self.data_checked(def, number, offset, sink);
+                return self.data_checked(def_index, def, number, offset, sink);
             };
             if found != expected {
                 let f = &def.fields[seq];
@@ -926,12 +926,13 @@ impl<'s> State<'s> {
             }
             self.next_seq[def_index] = Some(expected + Decimal::ONE);
         }
-        self.data_checked(def, number, offset, sink)
+        self.data_checked(def_index, def, number, offset, sink)
     }
 
     /// The rest of a data record's checks, once its sequence number is in order.
     fn data_checked(
         &mut self,
+        def_index: usize,
         def: &RecordDef,
         number: u64,
         offset: u64,
@@ -955,16 +956,18 @@ impl<'s> State<'s> {
             }
         }
         for (c, total) in self.spec.controls.iter().zip(self.controls.iter_mut()) {
-            if c.when
+            let Some(on) = c.on(def_index) else { continue };
+            if on
+                .when
                 .as_ref()
                 .is_some_and(|w| !w.holds(rec.fields, rec.buf))
             {
                 continue;
             }
-            let add = match c.measure {
-                Measure::Count => Decimal::ONE,
-                Measure::Sum(i) => rec.number(i),
-                Measure::Checksum => continue,
+            let add = match (c.measure, on.field) {
+                (Measure::Count, _) => Decimal::ONE,
+                (Measure::Sum, Some(i)) => rec.number(i),
+                _ => continue,
             };
             *total = total.add(add).ok_or_else(|| {
                 invalid(
@@ -1527,8 +1530,65 @@ fn check_sidecar(
 }
 
 #[cfg(test)]
-mod total_tests {
+mod tests {
     use super::*;
+
+    #[test]
+    fn each_data_record_type_adds_its_own_amount() {
+        let text = include_str!("../../tests/specs/two-data-types.toml");
+        let spec =
+            FormatSpec::from_toml(text, std::path::Path::new("two-data-types.toml")).unwrap();
+        // D has its amount at byte 10, C at byte 1: 100 + 50.
+        let file = |total: &str| {
+            format!(
+                "H20261121           \nDR0001note0000000100\nC0000000050R0002    \nT{total}       \n"
+            )
+        };
+        let ctx = FileContext::default();
+        let mut every = |_: &DataRecord<'_>| ControlFlow::Continue(());
+        let good = file("000000000150");
+        let facts = verify_with(
+            &spec,
+            good.as_bytes(),
+            ctx,
+            &mut (),
+            Parallelism::SEQUENTIAL,
+        )
+        .unwrap();
+        assert_eq!(facts.error, None);
+        assert_eq!(
+            facts.totals,
+            vec![("total".to_string(), Decimal::from(150))]
+        );
+        let chunked = Parallelism {
+            workers: 3,
+            chunk_bytes: 21,
+        };
+        assert_eq!(
+            verify_with(&spec, good.as_bytes(), ctx, &mut (), chunked).unwrap(),
+            facts
+        );
+        let decoded = verify_with(
+            &spec,
+            good.as_bytes(),
+            ctx,
+            &mut every,
+            Parallelism::SEQUENTIAL,
+        );
+        assert_eq!(decoded.unwrap(), facts);
+        let off = verify_with(
+            &spec,
+            file("000000000151").as_bytes(),
+            ctx,
+            &mut (),
+            chunked,
+        );
+        let error = off.unwrap().error.unwrap();
+        assert!(
+            error.message.contains("the data records add up to 150"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn short_messages_hash_as_sha256() {

@@ -115,7 +115,8 @@ pub(super) fn compile(spec: &FormatSpec) -> Vec<Option<RecordPlan>> {
     layout
         .records
         .iter()
-        .map(|def| RecordPlan::compile(spec, def))
+        .enumerate()
+        .map(|(i, def)| RecordPlan::compile(spec, i, def))
         .collect()
 }
 
@@ -125,7 +126,7 @@ const LARGEST_LITERAL: i128 = 10i128.pow(20);
 const MOST_TERMS: usize = 1000;
 
 impl RecordPlan {
-    fn compile(spec: &FormatSpec, def: &RecordDef) -> Option<RecordPlan> {
+    fn compile(spec: &FormatSpec, index: usize, def: &RecordDef) -> Option<RecordPlan> {
         if def.role != Role::Data || def.has_drill_flags || def.has_scale_rules {
             return None;
         }
@@ -200,15 +201,16 @@ impl RecordPlan {
         }
         let mut controls = Vec::with_capacity(spec.controls.len());
         for c in &spec.controls {
-            controls.push(match c.measure {
-                Measure::Checksum => Addend::Nothing,
-                Measure::Count => Addend::Count {
-                    when: condition(&c.when, &mut steps)?,
+            let on = c.on(index)?;
+            controls.push(match (c.measure, on.field) {
+                (Measure::Count, _) => Addend::Count {
+                    when: condition(&on.when, &mut steps)?,
                 },
-                Measure::Sum(i) => Addend::Sum {
-                    when: condition(&c.when, &mut steps)?,
+                (Measure::Sum, Some(i)) => Addend::Sum {
+                    when: condition(&on.when, &mut steps)?,
                     field: number(i, &steps)?,
                 },
+                _ => Addend::Nothing,
             });
         }
         // The sequence number is read as a number.

@@ -24,7 +24,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use rust_decimal::Decimal;
 
-use super::super::spec::{FixedLayout, FormatSpec, Measure, Role};
+use super::super::spec::{FixedLayout, FormatSpec};
 use super::{Block, FileContext, Phase, State, Stop, fixed_end, fixed_records, read_full};
 
 /// How the fixed-width pass is spread over threads.
@@ -371,12 +371,11 @@ fn merge<'s>(
 /// summed field's value has fewer digits than the field is wide (`None` when
 /// that is too large to reason about).
 fn per_record_bound(spec: &FormatSpec, layout: &FixedLayout) -> Option<Decimal> {
-    let data = || layout.records.iter().filter(|r| r.role == Role::Data);
     let mut widest = 1usize;
     for control in &spec.controls {
-        if let Measure::Sum(i) = control.measure {
-            for def in data() {
-                widest = widest.max(def.fields.get(i).map_or(0, |f| f.len));
+        for (i, def) in layout.records.iter().enumerate() {
+            if let Some(f) = control.on(i).and_then(|on| on.field) {
+                widest = widest.max(def.fields.get(f).map_or(0, |f| f.len));
             }
         }
     }
