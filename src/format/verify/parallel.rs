@@ -446,7 +446,66 @@ impl<'s> State<'s> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::super::generate::{CardFile, CardRecord};
+    use super::super::super::spec::Role;
+    use super::super::{FileContext, verify_with};
     use super::*;
+
+    #[test]
+    fn a_check_that_panics_ends_the_file_with_an_error_not_a_hang() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("formats");
+        let mut spec = FormatSpec::load(&dir.join("card-settlement.toml")).unwrap();
+        // A defect no loaded spec can have: a data field reaching past the
+        // record, so checking any data record panics.
+        let layout = spec.fixed.as_mut().unwrap();
+        let data = layout
+            .records
+            .iter_mut()
+            .find(|r| r.role == Role::Data)
+            .unwrap();
+        data.fields.last_mut().unwrap().len += 100;
+        let layout = spec.fixed.as_ref().unwrap();
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 21).unwrap();
+        let mut file = CardFile::new(day);
+        file.records = (0..20).map(|i| CardRecord::synthetic(i, day)).collect();
+        let bytes = file.render();
+
+        // The worker reports the chunk it failed on...
+        let template = State::new(&spec).for_chunk();
+        let (chunk_tx, chunk_rx) = sync_channel(1);
+        let (done_tx, done_rx) = sync_channel(1);
+        let chunk = Chunk {
+            block: Arc::new(bytes[202..404].to_vec()),
+            range: 0..202,
+            offset: 202,
+        };
+        chunk_tx.send((0, chunk)).unwrap();
+        drop(chunk_tx);
+        check_chunks(&spec, layout, &template, &Mutex::new(chunk_rx), done_tx);
+        let (n, checked) = done_rx.recv().unwrap();
+        assert!(n == 0 && checked.is_none());
+        // ...and the merge stops there.
+        let (done_tx, done_rx) = sync_channel(1);
+        done_tx.send((0, None)).unwrap();
+        drop(done_tx);
+        let (merged_tx, _merged_rx) = sync_channel(1);
+        let mut state = State::new(&spec);
+        let stopped = merge(&spec, layout, &mut state, done_rx, merged_tx);
+        assert!(matches!(stopped, Err(Stop::Io(_))));
+
+        // The whole check: an error (from the worker or the merge, whichever
+        // fails first), never a panic in the caller or a merge waiting for ever.
+        let ctx = FileContext {
+            name: &file.file_name(),
+            sidecar: None,
+        };
+        let par = Parallelism {
+            workers: 2,
+            chunk_bytes: 202,
+        };
+        let e = verify_with(&spec, &bytes[..], ctx, &mut (), par).unwrap_err();
+        assert!(e.to_string().contains("verification"), "{e}");
+    }
 
     #[test]
     fn files_share_the_workers() {
