@@ -619,7 +619,8 @@ struct State<'s> {
     drill_signals: Vec<String>,
     /// Decoded fields of the current record and their text.
     values: Vec<FieldValue>,
-    /// A fixed record with its non-ASCII fields blanked (see `decode_fixed`).
+    /// A fixed record with its non-ASCII fields blanked (see `decode_fixed`);
+    /// once the record is decoded, a key field's canonical bytes.
     scratch: Vec<u8>,
     dates: codec::DateMemo,
     buf: String,
@@ -1001,7 +1002,7 @@ impl<'s> State<'s> {
                     self.record_key.push('|');
                 }
                 let start = self.record_key.len();
-                push_key_text(f, rec, i, &mut self.record_key);
+                push_key_text(f, rec, i, &mut self.record_key, &mut self.scratch);
                 if self.record_key[start..].contains(['|', '\\']) {
                     let part = self.record_key.split_off(start);
                     for c in part.chars() {
@@ -1066,21 +1067,28 @@ impl<'s> State<'s> {
 
 /// Canonical text of a key field: N digits as written (zero-padded), dates
 /// as `YYYY-MM-DD`, text trimmed.
-fn push_key_text(f: &FieldDef, rec: RecordRef<'_>, i: usize, out: &mut String) {
+/// `canon` is a reusable buffer (this runs for every record fed).
+fn push_key_text(
+    f: &FieldDef,
+    rec: RecordRef<'_>,
+    i: usize,
+    out: &mut String,
+    canon: &mut Vec<u8>,
+) {
     match (&rec.fields[i].value, f.ty) {
         (Value::Number(_), FieldType::Digits) | (Value::Text, _) => out.push_str(rec.text(i)),
         (v, _) => {
-            let mut canon = Vec::with_capacity(24);
-            codec::canonical(v, rec.text(i), false, &mut canon);
-            // Built from text, so it is text.
-            out.push_str(&String::from_utf8_lossy(&canon));
+            canon.clear();
+            codec::canonical(v, rec.text(i), false, canon);
+            // Built from text, so it is text (borrowed, never replaced).
+            out.push_str(&String::from_utf8_lossy(canon));
         }
     }
 }
 
 fn key_text(f: &FieldDef, rec: RecordRef<'_>, i: usize) -> String {
     let mut s = String::new();
-    push_key_text(f, rec, i, &mut s);
+    push_key_text(f, rec, i, &mut s, &mut Vec::new());
     s
 }
 

@@ -37,9 +37,9 @@ enum Kind {
     Sign,
 }
 
+/// One field's reading; a plan's steps are its fields, in order.
 #[derive(Debug)]
 struct Step {
-    field: usize,
     range: Range<usize>,
     kind: Kind,
     /// How it enters the fingerprint; `None` for a volatile field.
@@ -152,7 +152,6 @@ impl RecordPlan {
                 Kind::DateTime => Canon::DateTime,
             };
             steps.push(Step {
-                field: i,
                 range: f.offset..f.offset + f.len,
                 kind,
                 canon: (!f.volatile).then_some(canon),
@@ -268,14 +267,14 @@ impl RecordPlan {
         canon.extend_from_slice(&self.lead);
         decoded.clear();
         let mut held = 0u64;
-        for step in &self.steps {
+        for (field, step) in self.steps.iter().enumerate() {
             let raw = &record[step.range.clone()];
             // Numbers and compact dates fill their field: read as they are
             // (a byte that is not a digit, padding included, fails them).
             let (text, ok) = match step.kind {
                 Kind::Digits => match codec::digits_u64(raw) {
                     Some(n) => {
-                        numbers[step.field] = n;
+                        numbers[field] = n;
                         (raw, true)
                     }
                     None => (raw, false),
