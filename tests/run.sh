@@ -29,3 +29,9 @@ fi
 export SETTLEGATE_TEST_POSTGRES="${SETTLEGATE_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432/postgres}"
 
 cargo test --locked "$@"
+
+# The whole suite (no arguments) ends with README's fresh-machine commands,
+# run as written.
+if [ $# -eq 0 ]; then
+  bash tests/readme.sh
+fi
