@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use chrono::NaiveDate;
 use settlegate::config::Config;
 use settlegate::format::generate::{CardFile, CardRecord};
-use settlegate::intake::{Arrival, Gateway, SystemClock};
+use settlegate::intake::{Arrival, Bytes, Gateway, SystemClock};
 use settlegate::ledger::{Ledger, execute_raw};
+use settlegate::model::Channel;
 use sqlx::Connection;
 
 const PROBES: usize = 200;
@@ -89,15 +90,13 @@ async fn measure(name: &str, ledger_url: Option<String>, n: u64) {
             .expect("lookup");
         lookup += t.elapsed();
         assert!(c.is_none() && m.0.is_none() && m.1.is_none());
-        let arrival = Arrival {
-            partner: "cardco".into(),
-            channel: "manual".into(),
-            name: f.file_name(),
-            actor: "bench".into(),
-            ..Arrival::default()
-        };
+        let arrival = Arrival::new("cardco", Channel::Manual, &f.file_name(), "bench");
         let t = Instant::now();
-        let out = gw.intake_file(&arrival, &path, None).await.expect("intake");
+        let bytes = Bytes::Files {
+            data: &path,
+            control: None,
+        };
+        let out = gw.intake(&arrival, bytes).await.expect("intake");
         whole += t.elapsed();
         assert_eq!(out.verdict.as_str(), "fed");
     }

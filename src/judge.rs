@@ -2,83 +2,22 @@
 //! the ledger already holds to a verdict. No IO, no clock (the caller passes
 //! "now"), no database: table-tested.
 
-use std::fmt;
-
 use chrono::{DateTime, FixedOffset, Utc};
 
 use crate::config::Partner;
 use crate::format::FileFacts;
+use crate::model::{Channel, DrillSignal, DrillSource, FileState, drill_by_arrival_only};
 
-/// What became of a file. The order of the variants is the precedence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Verdict {
-    /// Cannot be decoded or parsed, or control totals disagree. Quarantined.
-    Invalid,
-    /// A drill/test file. Quarantined, never fed.
-    Drill,
-    /// Same bytes as an earlier arrival, or same content as a fed file. Refused.
-    Duplicate,
-    /// Same business key as a fed file, different content. Quarantined.
-    Conflict,
-    /// Some record keys were already fed from another file. Quarantined.
-    Overlap,
-    /// Fed into settlement.
-    Fed,
-}
-
-impl Verdict {
-    pub const ALL: [Verdict; 6] = [
-        Verdict::Invalid,
-        Verdict::Drill,
-        Verdict::Duplicate,
-        Verdict::Conflict,
-        Verdict::Overlap,
-        Verdict::Fed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Invalid => "invalid",
-            Verdict::Drill => "drill",
-            Verdict::Duplicate => "duplicate",
-            Verdict::Conflict => "conflict",
-            Verdict::Overlap => "overlap",
-            Verdict::Fed => "fed",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Verdict> {
-        Verdict::ALL.into_iter().find(|v| v.as_str() == s)
-    }
-
-    /// The exit code of `ingest` for this verdict.
-    pub fn exit_code(self) -> u8 {
-        match self {
-            Verdict::Fed => 0,
-            Verdict::Duplicate => 10,
-            Verdict::Drill => 11,
-            Verdict::Conflict => 12,
-            Verdict::Overlap => 13,
-            Verdict::Invalid => 14,
-        }
-    }
-}
-
-impl fmt::Display for Verdict {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::model::Verdict;
 
 /// An earlier file, as the ledger describes it (for reasons operators read).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PriorFile {
     pub id: i64,
     pub name: String,
-    /// Its verdict (`received` while still being judged).
-    pub verdict: String,
-    pub channel: String,
+    /// Where it stands (`received` while still being judged).
+    pub state: FileState,
+    pub channel: Channel,
     pub received_at: DateTime<Utc>,
     pub decided_at: Option<DateTime<Utc>>,
 }
@@ -90,10 +29,9 @@ impl PriorFile {
             .decided_at
             .unwrap_or(self.received_at)
             .with_timezone(&tz);
-        let what = if self.verdict == "received" {
-            "received, not yet judged".to_string()
-        } else {
-            self.verdict.clone()
+        let what = match self.state {
+            FileState::Received => "received, not yet judged".to_string(),
+            s => s.to_string(),
         };
         format!(
             "file {} ({}, {what} {} via {})",
@@ -117,8 +55,11 @@ pub struct Overlap {
 pub struct Evidence<'a> {
     pub facts: &'a FileFacts,
     /// Drill signals from content, name, channel, endpoint, windows and dates.
-    pub drill_signals: &'a [String],
-    /// The earliest earlier arrival with the same checksum, whatever its verdict.
+    pub drill_signals: &'a [DrillSignal],
+    /// The earliest earlier arrival with the same bytes that a copy is a
+    /// duplicate of: fed, judged on its content, or still pending — not one
+    /// quarantined as a drill only for how it arrived (see
+    /// [`quarantined_for_arrival`]).
     pub same_checksum: Option<&'a PriorFile>,
     /// The fed file with the same fingerprint.
     pub fed_same_fingerprint: Option<&'a PriorFile>,
@@ -139,9 +80,25 @@ pub struct Judgement {
 }
 
 /// Judge a file. Precedence: invalid, drill, duplicate, conflict, overlap, fed.
-/// A fingerprint that matches only a quarantined file counts for nothing
-/// here: the caller looks up fed files only, so the production file that
-/// follows a quarantined drill copy of the same data is judged on its own.
+///
+/// | verdict | when |
+/// |---|---|
+/// | invalid | the facts carry an error |
+/// | drill | any drill signal |
+/// | duplicate | same bytes as an earlier arrival that counts (see below), or same fingerprint as a fed file |
+/// | conflict | same business key as a fed file, other content |
+/// | overlap | record keys already fed from other files |
+/// | fed | none of the above |
+///
+/// Two kinds of earlier file count for nothing, so that the production file
+/// following a drill copy is judged on its own: a file with the same
+/// fingerprint that is only quarantined (the caller looks up fed files
+/// only), and a file with the same bytes quarantined as a drill only for
+/// how it arrived — a DR endpoint, a drill channel, an announced window, a
+/// file-name pattern ([`quarantined_for_arrival`]; the ledger leaves such
+/// files out of `same_checksum`). The same bytes as a file fed, pending, or
+/// quarantined for its content (a content drill flag, a business date
+/// outside the window, invalid) stay a duplicate.
 pub fn judge(e: &Evidence<'_>) -> Judgement {
     let j = |verdict, reason: String, related| Judgement {
         verdict,
@@ -152,9 +109,10 @@ pub fn judge(e: &Evidence<'_>) -> Judgement {
         return j(Verdict::Invalid, err.to_string(), None);
     }
     if !e.drill_signals.is_empty() {
+        let texts: Vec<&str> = e.drill_signals.iter().map(|s| s.text.as_str()).collect();
         return j(
             Verdict::Drill,
-            format!("drill signals: {}", e.drill_signals.join(", ")),
+            format!("drill signals: {}", texts.join(", ")),
             None,
         );
     }
@@ -203,11 +161,18 @@ pub fn judge(e: &Evidence<'_>) -> Judgement {
     )
 }
 
+/// Whether a file judged `verdict` with these signals is quarantined only
+/// for how it arrived: then another arrival of the same bytes (by a
+/// production route) is judged on its own, not as its duplicate.
+pub fn quarantined_for_arrival(verdict: Verdict, signals: &[DrillSignal]) -> bool {
+    verdict == Verdict::Drill && drill_by_arrival_only(signals)
+}
+
 /// How an arrival came in, for channel and endpoint drill signals.
 #[derive(Debug, Clone, Copy)]
 pub struct ArrivalContext<'a> {
     pub name: &'a str,
-    pub channel: &'a str,
+    pub channel: Channel,
     pub endpoint: Option<&'a str>,
     pub received_at: DateTime<Utc>,
 }
@@ -221,26 +186,42 @@ pub fn drill_signals(
     facts: &FileFacts,
     now: DateTime<Utc>,
     tz: FixedOffset,
-) -> Vec<String> {
-    let mut signals: Vec<String> = facts.drill_signals.clone();
+) -> Vec<DrillSignal> {
+    let mut signals: Vec<DrillSignal> = facts
+        .drill_signals
+        .iter()
+        .map(|s| DrillSignal::new(DrillSource::Content, s.clone()))
+        .collect();
     for p in &partner.drill_name_patterns {
         if p.is_match(arrival.name) {
-            signals.push(format!("file name matches {}", p.as_str()));
+            signals.push(DrillSignal::new(
+                DrillSource::Name,
+                format!("file name matches {}", p.as_str()),
+            ));
         }
     }
-    if partner.drill_channels.iter().any(|c| c == arrival.channel) {
-        signals.push(format!("channel {} is a drill channel", arrival.channel));
+    if partner.drill_channels.contains(&arrival.channel) {
+        signals.push(DrillSignal::new(
+            DrillSource::Channel,
+            format!("channel {} is a drill channel", arrival.channel),
+        ));
     }
     if let Some(ep) = arrival.endpoint
         && partner.drill_endpoints.iter().any(|d| d == ep)
     {
-        signals.push(format!("endpoint {ep} is a drill/DR site"));
+        signals.push(DrillSignal::new(
+            DrillSource::Endpoint,
+            format!("endpoint {ep} is a drill/DR site"),
+        ));
     }
     for w in &partner.drill_windows {
         if arrival.received_at >= w.start && arrival.received_at < w.end {
-            signals.push(format!(
-                "received inside the announced drill window {} – {}",
-                w.start, w.end
+            signals.push(DrillSignal::new(
+                DrillSource::Window,
+                format!(
+                    "received inside the announced drill window {} – {}",
+                    w.start, w.end
+                ),
             ));
         }
     }
@@ -249,8 +230,9 @@ pub fn drill_signals(
         let earliest = today - chrono::Days::new(u64::from(window.days_before));
         let latest = today + chrono::Days::new(u64::from(window.days_after));
         if date < earliest || date > latest {
-            signals.push(format!(
-                "business date {date} is outside {earliest} … {latest} (today {today})"
+            signals.push(DrillSignal::new(
+                DrillSource::BusinessDate,
+                format!("business date {date} is outside {earliest} … {latest} (today {today})"),
             ));
         }
     }
@@ -288,12 +270,12 @@ mod tests {
         }
     }
 
-    fn prior(id: i64, verdict: &str) -> PriorFile {
+    fn prior(id: i64, state: &str) -> PriorFile {
         PriorFile {
             id,
             name: format!("CSTL_031_20261121_{id:04}.dat"),
-            verdict: verdict.into(),
-            channel: "sftp-pull".into(),
+            state: FileState::parse(state).unwrap(),
+            channel: Channel::SftpPull,
             received_at: Utc.with_ymd_and_hms(2026, 11, 21, 17, 0, 0).unwrap(),
             decided_at: Some(Utc.with_ymd_and_hms(2026, 11, 21, 17, 10, 0).unwrap()),
         }
@@ -308,7 +290,7 @@ mod tests {
             file: prior(18, "fed"),
             records: 2,
         }];
-        let signal = ["run_mode=D".to_string()];
+        let signal = [DrillSignal::new(DrillSource::Content, "run_mode=D")];
         for mask in 0u32..32 {
             let invalid = mask & 1 != 0;
             let drill = mask & 2 != 0;
@@ -414,7 +396,7 @@ mod tests {
             id: "cardco".into(),
             formats: vec!["card-settlement".into()],
             drill_name_patterns: vec![regex::Regex::new("(?i)drill").unwrap()],
-            drill_channels: vec!["sftp-push".into()],
+            drill_channels: vec![Channel::SftpPush],
             drill_endpoints: vec!["dr".into()],
             drill_windows: vec![DrillWindow {
                 start: kst().with_ymd_and_hms(2026, 11, 28, 22, 0, 0).unwrap(),
@@ -437,7 +419,7 @@ mod tests {
         // (name, channel, endpoint, received, content signal, now) → signals expected
         type Case<'a> = (
             &'a str,
-            &'a str,
+            Channel,
             Option<&'a str>,
             DateTime<Utc>,
             bool,
@@ -447,7 +429,7 @@ mod tests {
         let cases: Vec<Case> = vec![
             (
                 "CSTL_031_20261121_0001.dat",
-                "manual",
+                Channel::Manual,
                 None,
                 normal,
                 false,
@@ -456,17 +438,7 @@ mod tests {
             ),
             (
                 "CSTL_031_20261121_0001_DRILL.dat",
-                "manual",
-                None,
-                normal,
-                false,
-                normal,
-                1,
-            ),
-            ("cstl_drill.dat", "manual", None, normal, false, normal, 1),
-            (
-                "CSTL_031_20261121_0001.dat",
-                "sftp-push",
+                Channel::Manual,
                 None,
                 normal,
                 false,
@@ -474,8 +446,26 @@ mod tests {
                 1,
             ),
             (
+                "cstl_drill.dat",
+                Channel::Manual,
+                None,
+                normal,
+                false,
+                normal,
+                1,
+            ),
+            (
                 "CSTL_031_20261121_0001.dat",
-                "sftp-pull",
+                Channel::SftpPush,
+                None,
+                normal,
+                false,
+                normal,
+                1,
+            ),
+            (
+                "CSTL_031_20261121_0001.dat",
+                Channel::SftpPull,
                 Some("dr"),
                 normal,
                 false,
@@ -484,7 +474,7 @@ mod tests {
             ),
             (
                 "CSTL_031_20261121_0001.dat",
-                "sftp-pull",
+                Channel::SftpPull,
                 Some("primary"),
                 normal,
                 false,
@@ -494,7 +484,7 @@ mod tests {
             // 2026-11-28 23:00 KST = 14:00 UTC: inside the window.
             (
                 "CSTL_031_20261121_0001.dat",
-                "manual",
+                Channel::Manual,
                 None,
                 t(2026, 11, 28, 14),
                 false,
@@ -504,7 +494,7 @@ mod tests {
             // 2026-11-29 06:00 KST = 21:00 UTC on the 28th: the window has ended.
             (
                 "CSTL_031_20261121_0001.dat",
-                "manual",
+                Channel::Manual,
                 None,
                 t(2026, 11, 28, 21),
                 false,
@@ -513,7 +503,7 @@ mod tests {
             ),
             (
                 "CSTL_031_20261121_0001.dat",
-                "manual",
+                Channel::Manual,
                 None,
                 normal,
                 true,
@@ -523,7 +513,7 @@ mod tests {
             // business date 2026-11-21; today (KST) 2026-11-29 is 8 days later: outside.
             (
                 "CSTL_031_20261121_0001.dat",
-                "manual",
+                Channel::Manual,
                 None,
                 normal,
                 false,
@@ -533,7 +523,7 @@ mod tests {
             // today 2026-11-28: 7 days, inside.
             (
                 "CSTL_031_20261121_0001.dat",
-                "manual",
+                Channel::Manual,
                 None,
                 normal,
                 false,
@@ -543,7 +533,7 @@ mod tests {
             // today 2026-11-19: the date is 2 days ahead, outside (1 allowed).
             (
                 "CSTL_031_20261121_0001.dat",
-                "manual",
+                Channel::Manual,
                 None,
                 normal,
                 false,
@@ -552,7 +542,7 @@ mod tests {
             ),
             (
                 "drill.dat",
-                "sftp-push",
+                Channel::SftpPush,
                 Some("dr"),
                 t(2026, 11, 28, 14),
                 true,
@@ -585,11 +575,124 @@ mod tests {
         let f = facts(true);
         let a = ArrivalContext {
             name: "x.dat",
-            channel: "manual",
+            channel: Channel::Manual,
             endpoint: None,
             received_at: Utc.with_ymd_and_hms(2026, 11, 22, 1, 0, 0).unwrap(),
         };
         let far = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap();
         assert!(drill_signals(&p, &a, &f, far, kst()).is_empty());
+    }
+
+    /// Every kind of drill signal, and whether a file quarantined for it
+    /// alone blocks a later copy of the same bytes (a duplicate) or leaves
+    /// that copy to be judged on its own.
+    #[test]
+    fn which_drill_copies_block_their_twin() {
+        let p = partner();
+        let t = |y, m, d, h| Utc.with_ymd_and_hms(y, m, d, h, 0, 0).unwrap();
+        let normal = t(2026, 11, 22, 1);
+        let arrive = |name, channel, endpoint, received| ArrivalContext {
+            name,
+            channel,
+            endpoint,
+            received_at: received,
+        };
+        let mut content = facts(true);
+        content.drill_signals = vec!["run_mode=D".into()];
+        let plain = facts(true);
+        let ok = "CSTL_031_20261121_0001.dat";
+        // (what raised it, the signals the gateway derives, blocks a twin?)
+        let cases = [
+            (
+                DrillSource::Content,
+                drill_signals(
+                    &p,
+                    &arrive(ok, Channel::Manual, None, normal),
+                    &content,
+                    normal,
+                    kst(),
+                ),
+                true,
+            ),
+            (
+                DrillSource::BusinessDate,
+                drill_signals(
+                    &p,
+                    &arrive(ok, Channel::Manual, None, normal),
+                    &plain,
+                    t(2026, 12, 20, 1),
+                    kst(),
+                ),
+                true,
+            ),
+            (
+                DrillSource::Name,
+                drill_signals(
+                    &p,
+                    &arrive("x_DRILL.dat", Channel::Manual, None, normal),
+                    &plain,
+                    normal,
+                    kst(),
+                ),
+                false,
+            ),
+            (
+                DrillSource::Channel,
+                drill_signals(
+                    &p,
+                    &arrive(ok, Channel::SftpPush, None, normal),
+                    &plain,
+                    normal,
+                    kst(),
+                ),
+                false,
+            ),
+            (
+                DrillSource::Endpoint,
+                drill_signals(
+                    &p,
+                    &arrive(ok, Channel::SftpPull, Some("dr"), normal),
+                    &plain,
+                    normal,
+                    kst(),
+                ),
+                false,
+            ),
+            (
+                DrillSource::Window,
+                drill_signals(
+                    &p,
+                    &arrive(ok, Channel::Manual, None, t(2026, 11, 28, 14)),
+                    &plain,
+                    normal,
+                    kst(),
+                ),
+                false,
+            ),
+        ];
+        let kinds: std::collections::HashSet<DrillSource> = cases.iter().map(|c| c.0).collect();
+        assert_eq!(kinds.len(), DrillSource::ALL.len(), "every kind is covered");
+        for (source, signals, blocks) in &cases {
+            assert_eq!(signals.len(), 1, "{source}: {signals:?}");
+            assert_eq!(signals[0].source, *source, "{signals:?}");
+            assert_eq!(
+                quarantined_for_arrival(Verdict::Drill, signals),
+                !blocks,
+                "{source}"
+            );
+        }
+        // Arrival signals beside a content signal: quarantined for the content.
+        let mixed: Vec<DrillSignal> = cases.iter().flat_map(|c| c.1.clone()).collect();
+        assert!(!quarantined_for_arrival(Verdict::Drill, &mixed));
+        // Only a drill verdict is ever left out; no signals is not a drill.
+        let endpoint = &cases[4].1;
+        for v in Verdict::ALL {
+            assert_eq!(
+                quarantined_for_arrival(*v, endpoint),
+                *v == Verdict::Drill,
+                "{v}"
+            );
+        }
+        assert!(!quarantined_for_arrival(Verdict::Drill, &[]));
     }
 }

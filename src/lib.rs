@@ -4,12 +4,16 @@
 //! The modules mirror the pipeline:
 //!
 //! ```text
-//! channels (watch, …) ─► intake ─► stage ─► format (identify, verify) ─► judge ─► ledger (feed)
+//! channels (watch, sftp pull, sftp push, manual) ─► intake:
+//!     stage ─► identify ─► format (verify) ─► judge ─► ledger (feed)
 //! ```
 //!
+//! - [`model`]: the shared vocabulary (channels, file states, verdicts,
+//!   drill sources, exit codes), each mapped to its text in one place.
 //! - [`channels`]: thin adapters that find complete files and hand them to
 //!   [`intake`], the one path every arrival takes.
 //! - [`stage`]: the content-addressed store; bytes are kept before anything else.
+//! - [`identify`]: which format a file is, which control file goes with it.
 //! - [`format`]: declarative format specs and the streaming verifier (pure).
 //! - [`judge`]: the verdict, a pure function of facts and ledger answers.
 //! - [`ledger`]: every SQL statement; the database's constraints keep the promise.
@@ -19,8 +23,10 @@ pub mod channels;
 pub mod cli;
 pub mod config;
 pub mod format;
+pub mod identify;
 pub mod intake;
 pub mod judge;
 pub mod ledger;
+pub mod model;
 pub mod serve;
 pub mod stage;

@@ -10,9 +10,10 @@ use std::sync::Arc;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 
-use crate::channels::watch::{Inbox, WatchSettings, run_inbox};
+use crate::channels::ChannelSettings;
+use crate::channels::watch::{Inbox, run_inbox};
 use crate::config::Config;
-use crate::intake::{Gateway, GatewayOpenError, IntakeError, SystemClock, gateway_actor};
+use crate::intake::{Gateway, GatewayOpenError, IntakeError, SystemClock, gateway_actor, receipt};
 use crate::ledger::redact_url;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,11 +34,12 @@ pub enum ServeError {
 }
 
 /// Run until `shutdown` completes.
-pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
-    let settings = WatchSettings {
-        settle: config.watch.settle,
-        rescan: config.watch.rescan,
-    };
+pub async fn serve(
+    config: Config,
+    channels: ChannelSettings,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let settings = channels.watch;
     let gw = Arc::new(Gateway::open(config, Arc::new(SystemClock)).await?);
     let cfg = &gw.config;
     tracing::info!(
@@ -48,9 +50,6 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         "settlegate starting"
     );
     let recovered = gw.recover(&gateway_actor()).await?;
-    for (file_id, error) in crate::channels::receipt::write_recovered(&cfg.data_dir, &recovered) {
-        tracing::error!(file_id, %error, "judged, but the receipt could not be written");
-    }
     if !recovered.outcomes.is_empty() || !recovered.failures.is_empty() {
         tracing::warn!(
             judged = recovered.outcomes.len(),
@@ -66,7 +65,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         let inbox = Inbox {
             partner: p.id.clone(),
             dir: cfg.inbox_dir(&p.id),
-            receipts: crate::channels::receipt::dir(&cfg.data_dir, &p.id),
+            receipts: receipt::dir(&cfg.data_dir, &p.id),
         };
         for dir in [&inbox.dir, &inbox.receipts] {
             std::fs::create_dir_all(dir).map_err(|source| ServeError::Dir {
@@ -119,7 +118,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             }
         }
     }
-    if let Some(settings) = cfg.sftp_server.clone() {
+    if let Some(settings) = channels.sftp_server {
         let server = crate::channels::sftp_server::SftpServer::bind(gw.clone(), settings).await?;
         tracing::info!(
             listen = %server.local_addr().map(|a| a.to_string()).unwrap_or_default(),

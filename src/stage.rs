@@ -4,7 +4,7 @@
 //! Identical bytes are stored once. Nothing is ever deleted from the store.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -110,20 +110,25 @@ impl ContentStore {
     /// file in the store and are hashed on the way. Dropping the returned
     /// writer without [`Incoming::commit`] discards them.
     pub fn begin(&self) -> Result<Incoming, StoreError> {
-        let tmp_dir = self.root.join("tmp");
+        self.begin_in(&self.root.join("tmp"), "incoming-", ".part")
+    }
+
+    /// [`ContentStore::begin`] with the temp file in `dir` (a channel's
+    /// spool, on the store's file system so a commit is a rename).
+    pub fn begin_in(&self, dir: &Path, prefix: &str, suffix: &str) -> Result<Incoming, StoreError> {
         let tmp = tempfile::Builder::new()
-            .prefix("incoming-")
-            .suffix(".part")
-            .tempfile_in(&tmp_dir)
+            .prefix(prefix)
+            .suffix(suffix)
+            .tempfile_in(dir)
             .map_err(|source| StoreError {
                 action: "create a temp file in",
-                path: tmp_dir.clone(),
+                path: dir.to_path_buf(),
                 source,
             })?;
         Ok(Incoming {
             store: self.clone(),
             tmp,
-            hasher: Sha256::new(),
+            hasher: Some((Sha256::new(), 0)),
             size: 0,
         })
     }
@@ -145,11 +150,18 @@ impl ContentStore {
     }
 }
 
-/// A blob being written into the store; see [`ContentStore::begin`].
+/// A blob being written into the store; see [`ContentStore::begin`]. The
+/// one hashing writer every channel uses: bytes written in order are hashed
+/// on the way and written back to disk as they stream in (so the fsync
+/// before an acknowledgement has little left to do); bytes written out of
+/// order (an SFTP client's pipelined writes) are hashed at commit instead.
+/// Blocking: run it on a blocking thread, not an async one.
 pub struct Incoming {
     store: ContentStore,
     tmp: tempfile::NamedTempFile,
-    hasher: Sha256,
+    /// The hash of bytes `0..hashed`, while every write continued where the
+    /// last one ended; `None` once one did not.
+    hasher: Option<(Sha256, u64)>,
     size: u64,
 }
 
@@ -162,30 +174,85 @@ impl Incoming {
         }
     }
 
-    /// Append bytes (hashing them on the way).
+    /// Append bytes.
     pub fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
-        self.hasher.update(bytes);
-        if let Err(e) = self.tmp.write_all(bytes) {
+        self.write_at(self.size, bytes)
+    }
+
+    /// Write bytes at `offset` (a file written in pieces, in any order).
+    pub fn write_at(&mut self, offset: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        use std::os::unix::fs::FileExt;
+        if let Err(e) = self.tmp.as_file().write_all_at(bytes, offset) {
             return Err(self.error("write to", e));
         }
-        let before = self.size;
-        self.size += bytes.len() as u64;
-        if self.size / WRITEBACK_EVERY > before / WRITEBACK_EVERY {
-            let start = (before / WRITEBACK_EVERY) * WRITEBACK_EVERY;
-            start_writeback(self.tmp.as_file(), start, self.size - start);
+        let end = offset.saturating_add(bytes.len() as u64);
+        match &mut self.hasher {
+            Some((hasher, hashed)) if *hashed == offset => {
+                hasher.update(bytes);
+                *hashed = end;
+                if end / WRITEBACK_EVERY > offset / WRITEBACK_EVERY {
+                    let start = (offset / WRITEBACK_EVERY) * WRITEBACK_EVERY;
+                    start_writeback(self.tmp.as_file(), start, end - start);
+                }
+            }
+            _ => self.hasher = None,
         }
+        self.size = self.size.max(end);
         Ok(())
     }
 
-    /// Bytes written so far.
+    /// Bytes written so far (the end of the furthest write).
     pub fn size(&self) -> u64 {
         self.size
     }
 
+    /// The temp file's metadata (size and modification time for listings).
+    pub fn metadata(&self) -> io::Result<std::fs::Metadata> {
+        self.tmp.as_file().metadata()
+    }
+
+    /// The SHA-256 of the bytes written, reading them back when they did
+    /// not come in order.
+    fn checksum(&mut self) -> Result<String, StoreError> {
+        match self.hasher.take() {
+            Some((hasher, hashed)) if hashed == self.size => Ok(hex::encode(hasher.finalize())),
+            _ => {
+                let mut file = self.tmp.reopen().map_err(|e| self.error("reopen", e))?;
+                let mut hasher = Sha256::new();
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    match file.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => hasher.update(&buf[..n]),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(self.error("read back", e)),
+                    }
+                }
+                Ok(hex::encode(hasher.finalize()))
+            }
+        }
+    }
+
     /// Make the blob durable under its checksum.
-    pub fn commit(self) -> Result<Stored, StoreError> {
-        let checksum = hex::encode(self.hasher.finalize());
+    pub fn commit(mut self) -> Result<Stored, StoreError> {
+        let checksum = self.checksum()?;
         self.store.adopt(self.tmp, checksum)
+    }
+
+    /// Keep the bytes outside the store: durably at `path` (a control-file
+    /// pair's first half, held until the other arrives).
+    pub fn persist_at(self, path: &Path) -> Result<(), StoreError> {
+        let err = |action, source| StoreError {
+            action,
+            path: path.to_path_buf(),
+            source,
+        };
+        self.tmp.as_file().sync_all().map_err(|e| err("fsync", e))?;
+        self.tmp
+            .persist(path)
+            .map_err(|e| err("rename to", e.error))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        sync_dir(dir)
     }
 }
 

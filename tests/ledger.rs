@@ -12,11 +12,12 @@ use common::{Env, TestLedger};
 use rust_decimal::Decimal;
 use settlegate::config::Config;
 use settlegate::format::generate::{CardFile, CardRecord, LineEnding};
-use settlegate::intake::{Arrival, FixedClock, Gateway};
+use settlegate::intake::{Arrival, Bytes, FixedClock, Gateway};
 use settlegate::judge::{Judgement, Verdict};
 use settlegate::ledger::{
     Decision, FeedPlan, Guard, Identity, Ledger, LedgerError, NewArrival, NewEntry, execute_raw,
 };
+use settlegate::model::{Channel, FileState};
 use tokio::sync::mpsc;
 
 fn now() -> chrono::DateTime<Utc> {
@@ -32,7 +33,7 @@ async fn open(ledger: &TestLedger, dir: &std::path::Path) -> Ledger {
 async fn arrive(l: &Ledger, checksum: &str) -> i64 {
     l.record_arrival(&NewArrival {
         partner: "cardco",
-        channel: "manual",
+        channel: Channel::Manual,
         endpoint: None,
         source_path: None,
         name: "CSTL_031_20261121_0001.dat",
@@ -94,7 +95,7 @@ async fn feed(l: &Ledger, id: i64, id_: &Identity, keys: &[&str]) -> Result<u64,
     let plan = FeedPlan {
         decision,
         partner: "cardco",
-        from: "received",
+        from: FileState::Received,
         supersedes: None,
     };
     l.feed(&plan, rx).await
@@ -105,7 +106,12 @@ async fn entries(l: &Ledger, id: i64) -> i64 {
 }
 
 async fn verdict(l: &Ledger, id: i64) -> String {
-    l.file(id).await.expect("file").expect("row").verdict
+    l.file(id)
+        .await
+        .expect("file")
+        .expect("row")
+        .state
+        .to_string()
 }
 
 async fn constraints_refuse_a_second_feed(t: TestLedger) {
@@ -232,14 +238,12 @@ async fn racing_gateways_feed_once(t: TestLedger) {
         };
         let name = name.clone();
         tasks.push(tokio::spawn(async move {
-            let arrival = Arrival {
-                partner: "cardco".into(),
-                channel: "watch".into(),
-                name,
-                actor: format!("gateway-{i}"),
-                ..Arrival::default()
+            let arrival = Arrival::new("cardco", Channel::Watch, &name, &format!("gateway-{i}"));
+            let bytes = Bytes::Files {
+                data: &path,
+                control: None,
             };
-            gw.intake_file(&arrival, &path, None).await
+            gw.intake(&arrival, bytes).await
         }));
     }
     let mut verdicts = Vec::new();
@@ -285,23 +289,17 @@ async fn recovery_judges_and_answers_with_receipts(t: TestLedger) {
     let dir = env.path("in");
     std::fs::create_dir_all(&dir).unwrap();
     let mut ids = Vec::new();
-    for (channel, lf) in [("sftp-push", false), ("manual", true)] {
+    for (channel, lf) in [(Channel::SftpPush, false), (Channel::Manual, true)] {
         let f = card(lf);
         let name = format!("{channel}-{}", f.file_name());
         std::fs::write(dir.join(&name), f.render()).unwrap();
-        let arrival = Arrival {
-            partner: "cardco".into(),
-            channel: channel.into(),
-            name: f.file_name(),
-            actor: "test".into(),
-            ..Arrival::default()
+        let arrival = Arrival::new("cardco", channel, &f.file_name(), "test");
+        let bytes = Bytes::Files {
+            data: &dir.join(&name),
+            control: None,
         };
         // Staged and recorded, then the "crash": never judged.
-        ids.push(
-            gw.stage_file(&arrival, &dir.join(&name), None)
-                .await
-                .expect("stage"),
-        );
+        ids.push(gw.record(&arrival, bytes).await.expect("stage"));
     }
     gw.ledger.close().await;
 

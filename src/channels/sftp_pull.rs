@@ -20,8 +20,9 @@ use tokio::sync::watch;
 
 use super::ssh::{SftpConnection, SshError};
 use crate::config::{AfterPickup, Completion, Endpoint, Partner};
-use crate::intake::{Arrival, Gateway, IntakeError, Outcome, gateway_actor};
+use crate::intake::{Arrival, Bytes, Gateway, IntakeError, Outcome, gateway_actor};
 use crate::ledger::{LedgerError, RemoteFile};
+use crate::model::Channel;
 use crate::stage::{ContentStore, StoreError, Stored};
 
 /// Reads in flight per download at most: enough to fill a 16 MiB window
@@ -114,7 +115,7 @@ pub struct Candidate {
 /// Which listed files are complete. `second` is the listing taken the
 /// stability interval after `first` (`None` under a done-marker rule).
 /// `pairs` maps each data file to its control file (see
-/// [`super::pair_sidecars`]). Pure; returns the candidates and the names
+/// [`crate::identify::pair`]). Pure; returns the candidates and the names
 /// still waiting.
 pub fn complete_files(
     first: &Listing,
@@ -311,7 +312,10 @@ async fn pickup_on(
     // Control files are paired with their data file, whatever the glob;
     // done markers are never taken themselves.
     let all: Vec<String> = first.keys().cloned().collect();
-    let (pairs, no_sidecar) = super::pair_sidecars(&gw.formats, p, &all);
+    let crate::identify::Pairing {
+        pairs,
+        waiting: no_sidecar,
+    } = crate::identify::pair(&gw.formats, p, &all);
     // Names a partner writes under before renaming (`.x`, `*.part`, …) are
     // never complete files, however long they stay unchanged.
     let wanted = |n: &str| {
@@ -394,21 +398,16 @@ async fn take_one(
         None => None,
     };
     let stored = download(conn, &gw.store, &remote.path, c.listed).await?;
-    let arrival = Arrival {
-        partner: p.id.clone(),
-        channel: "sftp-pull".into(),
-        endpoint: Some(ep.name.clone()),
-        source_path: Some(format!(
-            "sftp://{}@{}:{}/{}",
-            ep.user,
-            ep.host,
-            ep.port,
-            remote.path.trim_start_matches('/')
-        )),
-        name: c.name.clone(),
-        actor: gateway_actor(),
-        reason: None,
-    };
+    let mut arrival = Arrival::new(&p.id, Channel::SftpPull, &c.name, &gateway_actor());
+    arrival.endpoint = Some(ep.name.clone());
+    arrival.source_path = Some(format!(
+        "sftp://{}@{}:{}/{}",
+        ep.user,
+        ep.host,
+        ep.port,
+        remote.path.trim_start_matches('/')
+    ));
+    arrival.remote = Some(remote.clone());
     let mut taken = Taken::new(c, remote);
     // Still there with the same identity and the same bytes: taken before,
     // and its after-pickup action failed then (a read-only account, a
@@ -431,7 +430,6 @@ async fn take_one(
     } else {
         record_and_judge(
             gw,
-            p,
             ep,
             c,
             remote,
@@ -449,11 +447,10 @@ async fn take_one(
     Ok(taken)
 }
 
-/// Record and judge a downloaded file, and write its receipt.
+/// Record and judge a downloaded file (judging writes its receipt).
 #[allow(clippy::too_many_arguments)]
 async fn record_and_judge(
     gw: &Gateway,
-    p: &Partner,
     ep: &Endpoint,
     c: &Candidate,
     remote: &RemoteFile,
@@ -462,18 +459,18 @@ async fn record_and_judge(
     side: Option<&Stored>,
     taken: &mut Taken,
 ) -> Result<(), PullError> {
-    match gw.intake_stored(arrival, stored, side, Some(remote)).await {
+    let bytes = Bytes::Stored {
+        data: stored,
+        control: side,
+    };
+    match gw.intake(arrival, bytes).await {
         Ok(out) => {
-            tracing::info!(partner = %p.id, endpoint = %ep.name, name = %c.name, file_id = out.file_id, verdict = %out.verdict, "pulled");
-            let receipts = super::receipt::dir(&gw.config.data_dir, &p.id);
-            if let Err(e) = super::receipt::write(&receipts, &c.name, &out) {
-                tracing::warn!(name = %c.name, error = %e, "cannot write receipt");
-            }
+            tracing::info!(partner = %arrival.partner, endpoint = %ep.name, name = %c.name.escape_debug(), file_id = out.file_id, verdict = %out.verdict, "pulled");
             taken.outcome = Some(out);
         }
         // Recorded, not judged: the bytes are safe and will be judged.
         Err(IntakeError::Staged { file_id, source }) => {
-            tracing::error!(partner = %p.id, endpoint = %ep.name, name = %c.name, file_id, error = %source, "pulled and recorded, not judged");
+            tracing::error!(partner = %arrival.partner, endpoint = %ep.name, name = %c.name.escape_debug(), file_id, error = %source, "pulled and recorded, not judged");
             taken.error = Some(format!("file {file_id} recorded, not judged: {source}"));
         }
         // Not recorded: leave the remote file where it is.

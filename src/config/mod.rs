@@ -1,14 +1,28 @@
 //! `settlegate.toml`: parse → validate → build. Unknown keys are errors that
 //! name the key; every field has a documented default; validation compiles
 //! patterns and windows before anything touches the network or the ledger.
+//!
+//! This module owns the top level and the partners ([`partner`],
+//! [`endpoint`]). The sections a channel owns (`[watch]`, `[sftp_server]`)
+//! are kept here as raw tables and validated by that channel
+//! (`crate::channels::ChannelSettings`), so the configuration knows no
+//! channel's types.
+
+pub mod endpoint;
+pub mod partner;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use chrono::{DateTime, FixedOffset};
-use regex::Regex;
+use chrono::FixedOffset;
 use serde::Deserialize;
 
 use crate::format::{FormatRegistry, SpecError};
+
+pub use endpoint::{
+    AfterPickup, Completion, Endpoint, EndpointAuth, HostKeyPin, RetryPolicy, Schedule,
+};
+pub use partner::{DateWindow, DrillWindow, Partner};
 
 /// The default config file, looked up in the working directory.
 pub const DEFAULT_CONFIG: &str = "settlegate.toml";
@@ -47,127 +61,12 @@ struct RawConfig {
     /// UTC offset used for "today" and drill windows written without one.
     /// Default `+09:00` (KST).
     timezone: Option<String>,
-    /// The watched-folder channel.
     #[serde(default)]
-    watch: RawWatch,
-    #[serde(default)]
-    partners: Vec<RawPartner>,
-    /// The SFTP server for partners that push (absent: off).
-    sftp_server: Option<crate::channels::sftp_server::RawSftpServer>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawWatch {
-    /// Seconds a file's size and modification time must stay unchanged
-    /// before it is taken. Default 2.
-    settle_seconds: Option<f64>,
-    /// Seconds between safety-net rescans of every inbox. Default 30.
-    rescan_seconds: Option<f64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPartner {
-    /// Partner id, used in commands, paths and the ledger.
-    id: String,
-    /// Formats this partner sends. With several, the file name picks one
-    /// (each format's file-name pattern).
-    formats: Vec<String>,
-    /// File names matching any of these regexes are drill files.
-    #[serde(default)]
-    drill_name_patterns: Vec<String>,
-    /// Channels (`manual`, `watch`, `sftp-pull`, `sftp-push`) whose every
-    /// arrival from this partner is a drill.
-    #[serde(default)]
-    drill_channels: Vec<String>,
-    /// Endpoints (by name) that are drill/DR sites.
-    #[serde(default)]
-    drill_endpoints: Vec<String>,
-    /// Announced drill windows: arrivals inside one are drills.
-    #[serde(default)]
-    drill_windows: Vec<RawWindow>,
-    /// Business dates further than this from today are drill signals. Absent = off.
-    business_date_window: Option<RawDateWindow>,
-    /// The partner's watched inbox. Default `<data_dir>/inbox/<id>`.
-    inbox: Option<PathBuf>,
-    /// SFTP servers of the partner that settlegate pulls from.
-    #[serde(default)]
-    endpoints: Vec<RawEndpoint>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawEndpoint {
-    /// Endpoint name, e.g. `primary` or `dr`; recorded with every file.
-    name: String,
-    host: String,
-    /// Default 22.
-    port: Option<u16>,
-    user: String,
-    /// OpenSSH private key file (relative to the config file).
-    key_file: Option<PathBuf>,
-    /// Environment variable holding the key's passphrase.
-    key_passphrase_env: Option<String>,
-    /// Environment variable holding the password (password auth).
-    password_env: Option<String>,
-    /// Pinned host key: an OpenSSH known_hosts file …
-    known_hosts: Option<PathBuf>,
-    /// … or a fingerprint, `SHA256:…` as `ssh-keygen -lf` prints it.
-    host_key: Option<String>,
-    /// Accept and record (into `known_hosts`) the key of a host that has
-    /// none recorded. Default false; a changed key is refused regardless.
-    #[serde(default)]
-    trust_on_first_use: bool,
-    /// Remote directory to list. Default `.` (the login directory).
-    remote_dir: Option<String>,
-    /// File-name glob, e.g. `CSTL_*.dat`. Default `*`.
-    glob: Option<String>,
-    /// Completion rule: a file is complete when `<name><done_suffix>` exists …
-    done_suffix: Option<String>,
-    /// … or when its size and modification time are unchanged across two
-    /// listings this many seconds apart. Default 10 (when no done_suffix).
-    stable_seconds: Option<f64>,
-    /// `archive` (move to `archive_dir`), `delete` or `leave`. Default `archive`.
-    after_pickup: Option<String>,
-    /// Remote directory for `archive`. Default `<remote_dir>/archive`.
-    archive_dir: Option<String>,
-    /// Every file from this endpoint is a drill (a partner's DR site).
-    #[serde(default)]
-    drill_site: bool,
-    /// Largest file taken, in bytes; a larger one is reported and left on
-    /// the server. Default 4 GiB.
-    max_file_bytes: Option<u64>,
-    /// Cron schedule with seconds, e.g. `0 */10 * * * *`, in `timezone`.
-    /// Absent: only `settlegate pull` takes files from this endpoint.
-    schedule: Option<String>,
-    /// Seconds to connect and log in. Default 20.
-    connect_timeout_seconds: Option<f64>,
-    /// Seconds any one SFTP request may take. Default 60.
-    io_timeout_seconds: Option<f64>,
-    /// Attempts after a dropped connection or timeout. Default 4.
-    retries: Option<u32>,
-    /// First back-off delay in seconds, doubled each attempt. Default 1.
-    retry_initial_seconds: Option<f64>,
-    /// Longest back-off delay in seconds. Default 60.
-    retry_max_seconds: Option<f64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawWindow {
-    /// RFC 3339 timestamp, e.g. `2026-11-28T22:00:00+09:00`.
-    start: String,
-    end: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDateWindow {
-    /// How many days before today a business date may be.
-    days_before: u32,
-    /// How many days after today a business date may be.
-    days_after: u32,
+    partners: Vec<partner::RawPartner>,
+    /// The watched-folder channel's section (its own validation).
+    watch: Option<toml::Table>,
+    /// The SFTP server's section (absent: off; its own validation).
+    sftp_server: Option<toml::Table>,
 }
 
 /// The validated configuration.
@@ -175,121 +74,24 @@ struct RawDateWindow {
 pub struct Config {
     /// The config file this came from (`None`: built-in defaults).
     pub source: Option<PathBuf>,
+    /// The directory relative paths in the file are relative to.
+    pub base: PathBuf,
     pub data_dir: PathBuf,
     pub formats_dir: PathBuf,
     /// `None`: SQLite under the data dir.
     pub ledger: Option<String>,
     pub timezone: FixedOffset,
-    pub watch: WatchConfig,
     pub partners: Vec<Partner>,
-    /// The SFTP server channel, when configured.
-    pub sftp_server: Option<crate::channels::sftp_server::SftpServerConfig>,
+    /// The sections channels validate themselves.
+    pub sections: Sections,
 }
 
-/// Timing of the watched-folder channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WatchConfig {
-    pub settle: std::time::Duration,
-    pub rescan: std::time::Duration,
+/// Raw sections owned by a channel, as written (`None`: absent).
+#[derive(Debug, Clone, Default)]
+pub struct Sections {
+    pub watch: Option<toml::Table>,
+    pub sftp_server: Option<toml::Table>,
 }
-
-#[derive(Debug, Clone)]
-pub struct Partner {
-    pub id: String,
-    pub formats: Vec<String>,
-    pub drill_name_patterns: Vec<Regex>,
-    pub drill_channels: Vec<String>,
-    pub drill_endpoints: Vec<String>,
-    pub drill_windows: Vec<DrillWindow>,
-    pub business_date_window: Option<DateWindow>,
-    /// Explicit inbox directory (default under the data dir).
-    pub inbox: Option<PathBuf>,
-    pub endpoints: Vec<Endpoint>,
-}
-
-/// A partner's SFTP server that settlegate pulls from.
-#[derive(Debug, Clone)]
-pub struct Endpoint {
-    pub name: String,
-    pub host: String,
-    pub port: u16,
-    pub user: String,
-    pub auth: EndpointAuth,
-    pub host_key: HostKeyPin,
-    pub trust_on_first_use: bool,
-    pub remote_dir: String,
-    pub glob: glob::Pattern,
-    pub completion: Completion,
-    pub after_pickup: AfterPickup,
-    pub drill_site: bool,
-    pub max_file_bytes: u64,
-    pub schedule: Option<Schedule>,
-    pub connect_timeout: std::time::Duration,
-    pub io_timeout: std::time::Duration,
-    pub retry: RetryPolicy,
-}
-
-/// How to log in. Secrets are read from the environment when connecting,
-/// never held in the configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EndpointAuth {
-    Key {
-        file: PathBuf,
-        passphrase_env: Option<String>,
-    },
-    Password {
-        env: String,
-    },
-}
-
-/// The pinned host key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostKeyPin {
-    KnownHosts(PathBuf),
-    Fingerprint(String),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Completion {
-    DoneMarker(String),
-    Stable(std::time::Duration),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AfterPickup {
-    Archive(String),
-    Delete,
-    Leave,
-}
-
-/// A cron schedule with seconds, kept with its text for messages.
-#[derive(Debug, Clone)]
-pub struct Schedule {
-    pub text: String,
-    pub cron: croner::Cron,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RetryPolicy {
-    pub retries: u32,
-    pub initial: std::time::Duration,
-    pub max: std::time::Duration,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DrillWindow {
-    pub start: DateTime<FixedOffset>,
-    pub end: DateTime<FixedOffset>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DateWindow {
-    pub days_before: u32,
-    pub days_after: u32,
-}
-
-/// Channels the intake knows.
-pub const CHANNELS: &[&str] = &["manual", "watch", "sftp-pull", "sftp-push"];
 
 impl Config {
     /// Load from `path`, or from `settlegate.toml` in the working directory
@@ -317,6 +119,18 @@ impl Config {
         Config::build(raw, Some(path))
     }
 
+    /// An error about this configuration: where (a section, a partner) and what.
+    pub fn invalid(&self, context: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self
+                .source
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("(defaults)")),
+            context: context.into(),
+            message: message.into(),
+        }
+    }
+
     fn build(raw: RawConfig, path: Option<&Path>) -> Result<Config, ConfigError> {
         let shown = path.map_or_else(|| PathBuf::from("(defaults)"), Path::to_path_buf);
         let err = |context: &str, message: String| ConfigError::Invalid {
@@ -338,123 +152,27 @@ impl Config {
                 )
             })?,
         };
-        let mut partners = Vec::new();
+        let mut partners: Vec<Partner> = Vec::new();
         for p in raw.partners {
-            let ctx = format!("partner {}", p.id);
-            if p.id.is_empty()
-                || !p
-                    .id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                return Err(err(
-                    &ctx,
-                    "id must be ASCII letters, digits, '-' or '_'".into(),
-                ));
+            if partners.iter().any(|q| q.id == p.id()) {
+                return Err(err(&format!("partner {}", p.id()), "defined twice".into()));
             }
-            if partners.iter().any(|q: &Partner| q.id == p.id) {
-                return Err(err(&ctx, "defined twice".into()));
-            }
-            if p.formats.is_empty() {
-                return Err(err(&ctx, "formats must name at least one format".into()));
-            }
-            let drill_name_patterns = p
-                .drill_name_patterns
-                .iter()
-                .map(|r| {
-                    Regex::new(r).map_err(|e| err(&ctx, format!("drill_name_patterns {r:?}: {e}")))
-                })
-                .collect::<Result<_, _>>()?;
-            for c in &p.drill_channels {
-                if !CHANNELS.contains(&c.as_str()) {
-                    return Err(err(
-                        &ctx,
-                        format!(
-                            "drill_channels: unknown channel {c:?} (known: {})",
-                            CHANNELS.join(", ")
-                        ),
-                    ));
-                }
-            }
-            let drill_windows = p
-                .drill_windows
-                .iter()
-                .map(|w| {
-                    let parse = |s: &str| {
-                        DateTime::parse_from_rfc3339(s)
-                            .map_err(|e| err(&ctx, format!("drill window {s:?}: {e} (RFC 3339, e.g. 2026-11-28T22:00:00+09:00)")))
-                    };
-                    let (start, end) = (parse(&w.start)?, parse(&w.end)?);
-                    if end <= start {
-                        return Err(err(&ctx, format!("drill window ends ({}) before it starts ({})", w.end, w.start)));
-                    }
-                    Ok(DrillWindow { start, end })
-                })
-                .collect::<Result<_, _>>()?;
-            let mut drill_endpoints = p.drill_endpoints;
-            let mut endpoints: Vec<Endpoint> = Vec::new();
-            for e in p.endpoints {
-                let ctx = format!("partner {} endpoint {}", p.id, e.name);
-                if endpoints.iter().any(|q| q.name == e.name) {
-                    return Err(err(&ctx, "defined twice".into()));
-                }
-                let endpoint = build_endpoint(e, &base, &|m| err(&ctx, m))?;
-                // A DR site's files are drills by the same rule as a listed
-                // drill endpoint, so a file judged after a restart is judged alike.
-                if endpoint.drill_site && !drill_endpoints.contains(&endpoint.name) {
-                    drill_endpoints.push(endpoint.name.clone());
-                }
-                endpoints.push(endpoint);
-            }
-            partners.push(Partner {
-                id: p.id,
-                formats: p.formats,
-                drill_name_patterns,
-                drill_channels: p.drill_channels,
-                drill_endpoints,
-                drill_windows,
-                business_date_window: p.business_date_window.map(|w| DateWindow {
-                    days_before: w.days_before,
-                    days_after: w.days_after,
-                }),
-                inbox: p.inbox.map(|i| base.join(i)),
-                endpoints,
-            });
+            partners.push(partner::build(p, &base).map_err(|(c, m)| err(&c, m))?);
         }
-        let watch_err = |m| err("watch", m);
-        let watch = WatchConfig {
-            settle: seconds(
-                raw.watch.settle_seconds,
-                2.0,
-                0.0,
-                "settle_seconds",
-                &watch_err,
-            )?,
-            rescan: seconds(
-                raw.watch.rescan_seconds,
-                30.0,
-                0.1,
-                "rescan_seconds",
-                &watch_err,
-            )?,
-        };
-        let partner_ids: Vec<&str> = partners.iter().map(|p: &Partner| p.id.as_str()).collect();
-        let sftp_server = raw
-            .sftp_server
-            .map(|s| s.validate(&partner_ids, &base))
-            .transpose()
-            .map_err(|(context, message)| err(&context, message))?;
         Ok(Config {
             source: path.map(Path::to_path_buf),
-            sftp_server,
-            watch,
             data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("data")),
             formats_dir: raw
                 .formats_dir
                 .map_or_else(|| base.join("formats"), |f| base.join(f)),
+            base,
             ledger: raw.ledger,
             timezone,
             partners,
+            sections: Sections {
+                watch: raw.watch,
+                sftp_server: raw.sftp_server,
+            },
         })
     }
 
@@ -464,15 +182,14 @@ impl Config {
         for p in &self.partners {
             for f in &p.formats {
                 if registry.get(f).is_none() {
-                    return Err(ConfigError::Invalid {
-                        path: self.source.clone().unwrap_or_default(),
-                        context: format!("partner {}", p.id),
-                        message: format!(
+                    return Err(self.invalid(
+                        format!("partner {}", p.id),
+                        format!(
                             "unknown format {f:?} (loaded from {}: {})",
                             self.formats_dir.display(),
                             registry.ids().join(", ")
                         ),
-                    });
+                    ));
                 }
             }
         }
@@ -483,6 +200,11 @@ impl Config {
         self.partners.iter().find(|p| p.id == id)
     }
 
+    /// The partner ids, for messages.
+    pub fn partner_ids(&self) -> Vec<&str> {
+        self.partners.iter().map(|p| p.id.as_str()).collect()
+    }
+
     /// A partner's watched inbox.
     pub fn inbox_dir(&self, partner: &str) -> PathBuf {
         self.partner(partner)
@@ -491,187 +213,30 @@ impl Config {
     }
 }
 
-/// A number of seconds from `min` to one day.
-fn seconds(
-    v: Option<f64>,
-    default: f64,
-    min: f64,
-    name: &str,
-    err: &dyn Fn(String) -> ConfigError,
-) -> Result<std::time::Duration, ConfigError> {
-    let v = v.unwrap_or(default);
-    if v.is_finite() && v >= min && v <= 86_400.0 {
-        Ok(std::time::Duration::from_secs_f64(v))
-    } else {
-        Err(err(format!(
-            "{name}: {v} is not a number of seconds from {min} to 86400"
-        )))
-    }
+/// Deserialize a raw section into its typed form, naming the section in the
+/// error (unknown keys included).
+pub fn section<T: serde::de::DeserializeOwned>(
+    table: Option<&toml::Table>,
+) -> Result<Option<T>, String> {
+    table
+        .map(|t| {
+            toml::Value::Table(t.clone())
+                .try_into::<T>()
+                .map_err(|e| e.to_string())
+        })
+        .transpose()
 }
 
-fn build_endpoint(
-    e: RawEndpoint,
-    base: &Path,
-    err: &dyn Fn(String) -> ConfigError,
-) -> Result<Endpoint, ConfigError> {
-    if e.name.is_empty()
-        || !e
-            .name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(err("name must be ASCII letters, digits, '-' or '_'".into()));
+/// A number of seconds from `min` to one day.
+pub fn seconds(v: Option<f64>, default: f64, min: f64, name: &str) -> Result<Duration, String> {
+    let v = v.unwrap_or(default);
+    if v.is_finite() && v >= min && v <= 86_400.0 {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        Err(format!(
+            "{name}: {v} is not a number of seconds from {min} to 86400"
+        ))
     }
-    let auth = match (e.key_file, e.password_env, e.key_passphrase_env) {
-        (Some(file), None, passphrase_env) => EndpointAuth::Key {
-            file: base.join(file),
-            passphrase_env,
-        },
-        (None, Some(env), None) => EndpointAuth::Password { env },
-        (None, Some(_), Some(_)) => {
-            return Err(err("key_passphrase_env needs key_file".into()));
-        }
-        (Some(_), Some(_), _) => {
-            return Err(err(
-                "key_file and password_env: choose one way to log in".into()
-            ));
-        }
-        (None, None, _) => {
-            return Err(err(
-                "no way to log in: set key_file (OpenSSH private key) or password_env (the name of an environment variable holding the password)".into(),
-            ));
-        }
-    };
-    let host_key = match (e.known_hosts, e.host_key) {
-        (Some(path), None) => HostKeyPin::KnownHosts(base.join(path)),
-        (None, Some(fp)) => {
-            let b64 = fp.strip_prefix("SHA256:").unwrap_or("");
-            if b64.len() != 43
-                || !b64
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
-            {
-                return Err(err(format!(
-                    "host_key {fp:?} is not a SHA256 fingerprint such as `ssh-keygen -lf` prints (SHA256: and 43 base64 characters)"
-                )));
-            }
-            HostKeyPin::Fingerprint(fp)
-        }
-        (Some(_), Some(_)) => {
-            return Err(err(
-                "known_hosts and host_key: pin the host key one way".into()
-            ));
-        }
-        (None, None) => {
-            return Err(err(
-                "the host key must be pinned: set known_hosts (an OpenSSH known_hosts file) or host_key (SHA256:… fingerprint)".into(),
-            ));
-        }
-    };
-    if e.trust_on_first_use && !matches!(host_key, HostKeyPin::KnownHosts(_)) {
-        return Err(err(
-            "trust_on_first_use needs a known_hosts file to record the key in".into(),
-        ));
-    }
-    let remote_dir = e.remote_dir.unwrap_or_else(|| ".".into());
-    let glob_text = e.glob.unwrap_or_else(|| "*".into());
-    let glob =
-        glob::Pattern::new(&glob_text).map_err(|x| err(format!("glob {glob_text:?}: {x}")))?;
-    let completion = match (e.done_suffix, e.stable_seconds) {
-        (Some(s), None) if !s.is_empty() && !s.contains('/') => Completion::DoneMarker(s),
-        (Some(s), None) => {
-            return Err(err(format!(
-                "done_suffix {s:?} must be a non-empty name suffix"
-            )));
-        }
-        (None, v) => Completion::Stable(seconds(v, 10.0, 0.0, "stable_seconds", err)?),
-        (Some(_), Some(_)) => {
-            return Err(err(
-                "done_suffix and stable_seconds: choose one completion rule".into(),
-            ));
-        }
-    };
-    if e.archive_dir.as_deref().map(|d| d.trim_end_matches('/'))
-        == Some(remote_dir.trim_end_matches('/'))
-    {
-        return Err(err(
-            "archive_dir is the remote_dir: archived files would be taken again".into(),
-        ));
-    }
-    let after_pickup = match (
-        e.after_pickup.as_deref().unwrap_or("archive"),
-        e.archive_dir,
-    ) {
-        ("archive", dir) => AfterPickup::Archive(
-            dir.unwrap_or_else(|| format!("{}/archive", remote_dir.trim_end_matches('/'))),
-        ),
-        ("delete", None) => AfterPickup::Delete,
-        ("leave", None) => AfterPickup::Leave,
-        ("delete" | "leave", Some(_)) => {
-            return Err(err(
-                "archive_dir is only for after_pickup = \"archive\"".into()
-            ));
-        }
-        (other, _) => {
-            return Err(err(format!(
-                "after_pickup {other:?}: expected \"archive\", \"delete\" or \"leave\""
-            )));
-        }
-    };
-    let schedule = e
-        .schedule
-        .map(|text| {
-            croner::parser::CronParser::builder()
-                .seconds(croner::parser::Seconds::Required)
-                .build()
-                .parse(&text)
-                .map(|cron| Schedule {
-                    text: text.clone(),
-                    cron,
-                })
-                .map_err(|x| {
-                    err(format!(
-                        "schedule {text:?}: {x} (six fields, seconds first, e.g. \"0 */10 * * * *\")"
-                    ))
-                })
-        })
-        .transpose()?;
-    let retry = RetryPolicy {
-        retries: e.retries.unwrap_or(4),
-        initial: seconds(
-            e.retry_initial_seconds,
-            1.0,
-            0.0,
-            "retry_initial_seconds",
-            err,
-        )?,
-        max: seconds(e.retry_max_seconds, 60.0, 0.0, "retry_max_seconds", err)?,
-    };
-    Ok(Endpoint {
-        name: e.name,
-        host: e.host,
-        port: e.port.unwrap_or(22),
-        user: e.user,
-        auth,
-        host_key,
-        trust_on_first_use: e.trust_on_first_use,
-        remote_dir,
-        glob,
-        completion,
-        after_pickup,
-        drill_site: e.drill_site,
-        max_file_bytes: e.max_file_bytes.unwrap_or(4 << 30),
-        schedule,
-        connect_timeout: seconds(
-            e.connect_timeout_seconds,
-            20.0,
-            0.1,
-            "connect_timeout_seconds",
-            err,
-        )?,
-        io_timeout: seconds(e.io_timeout_seconds, 60.0, 1.0, "io_timeout_seconds", err)?,
-        retry,
-    })
 }
 
 #[cfg(test)]
@@ -791,8 +356,6 @@ mod tests {
     fn bad_values_are_refused() {
         for (text, needle) in [
             ("timezone = \"KST\"", "timezone"),
-            ("[watch]\nrescan_seconds = 0.01", "watch: rescan_seconds"),
-            ("[watch]\nsettle_seconds = -1", "watch: settle_seconds"),
             (
                 "[[partners]]\nid = \"a\"\nformats = []",
                 "at least one format",

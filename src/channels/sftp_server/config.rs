@@ -9,6 +9,8 @@ use std::time::Duration;
 use russh::keys::PublicKey;
 use serde::Deserialize;
 
+use crate::config::{Config, ConfigError, section};
+
 /// Defaults, as documented in the sample configuration.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:2222";
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 4 << 30;
@@ -126,6 +128,15 @@ impl SftpServerConfig {
 
 /// A validation failure: (where, what).
 pub type Invalid = (String, String);
+
+/// Validate `[sftp_server]` (absent: no server).
+pub fn from_config(config: &Config) -> Result<Option<SftpServerConfig>, ConfigError> {
+    let raw: Option<RawSftpServer> = section(config.sections.sftp_server.as_ref())
+        .map_err(|m| config.invalid("sftp_server", m))?;
+    raw.map(|r| r.validate(&config.partner_ids(), &config.base))
+        .transpose()
+        .map_err(|(context, message)| config.invalid(context, message))
+}
 
 impl RawSftpServer {
     /// Validate against the configured partner ids; relative paths are

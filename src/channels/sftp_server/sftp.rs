@@ -11,15 +11,12 @@ use russh_sftp::protocol::{
     Attrs, Data, File, FileAttributes, Handle, Name, OpenFlags, Status, StatusCode, Version,
 };
 use russh_sftp::server::StatusReply;
-use sha2::{Digest, Sha256};
-
-use crate::stage::{WRITEBACK_EVERY, start_writeback};
-use tempfile::NamedTempFile;
 
 use super::jail::{self, JailError, Location};
 use super::session::Activity;
-use super::upload::{Completion, Peer, Spooled, Uploads};
+use super::upload::{Completion, Peer, Uploads};
 use crate::channels::watch::is_temporary;
+use crate::stage::Incoming;
 
 /// Handles one session may hold open at once.
 const MAX_HANDLES: usize = 64;
@@ -32,19 +29,16 @@ const MAX_READ: u32 = 256 * 1024;
 const HOME: &str = "/";
 
 enum Open {
-    Upload(Upload),
+    Upload(Box<Upload>),
     Receipt(std::fs::File),
     Dir { entries: Vec<File>, next: usize },
 }
 
 struct Upload {
     name: String,
-    tmp: Option<NamedTempFile>,
+    /// The store's hashing writer (the spool file); `None` once refused.
+    writer: Option<Incoming>,
     size: u64,
-    /// SHA-256 of the bytes so far and the offset it reached, while writes
-    /// come in order (they do from every common client); `None` after an
-    /// out-of-order write, when the store hashes the file itself.
-    digest: Option<(Sha256, u64)>,
     /// Why the upload was refused (too large, a write failed): the close
     /// reports it and nothing is recorded.
     refused: Option<String>,
@@ -61,7 +55,7 @@ pub struct SftpSession {
     next_handle: u64,
     /// Closed uploads under a temporary name (`x.part`), waiting to be renamed
     /// to their final name in this session.
-    parked: HashMap<String, Spooled>,
+    parked: HashMap<String, Incoming>,
     initialized: bool,
 }
 
@@ -174,7 +168,7 @@ impl SftpSession {
 
     fn inbox_entry(&self, name: &str) -> Option<FileAttributes> {
         if let Some(t) = self.parked.get(name) {
-            return t.tmp.as_file().metadata().ok().map(|m| file_attrs(&m));
+            return t.metadata().ok().map(|m| file_attrs(&m));
         }
         self.uploads
             .held(&self.peer.partner)
@@ -211,7 +205,7 @@ impl SftpSession {
                     .map(|(n, m)| File::new(n, file_attrs(&m)))
                     .collect();
                 for (n, t) in &self.parked {
-                    if let Ok(m) = t.tmp.as_file().metadata() {
+                    if let Ok(m) = t.metadata() {
                         v.push(File::new(n.clone(), file_attrs(&m)));
                     }
                 }
@@ -248,9 +242,9 @@ impl SftpSession {
         &mut self,
         id: u32,
         name: String,
-        spooled: Spooled,
+        upload: Incoming,
     ) -> Result<Status, StatusReply> {
-        match self.uploads.complete(&self.peer, &name, spooled).await {
+        match self.uploads.complete(&self.peer, &name, upload).await {
             Ok(Completion::Judged(out)) => Ok(status(
                 id,
                 &format!(
@@ -281,7 +275,7 @@ impl Drop for SftpSession {
     fn drop(&mut self) {
         for open in self.handles.values() {
             if let Open::Upload(u) = open
-                && u.tmp.is_some()
+                && u.writer.is_some()
             {
                 tracing::warn!(
                     partner = %self.peer.partner, user = %self.peer.user, addr = %self.peer.addr,
@@ -409,18 +403,17 @@ impl russh_sftp::server::Handler for SftpSession {
         );
         let open = match (&loc, writing) {
             (Location::InboxFile(name), true) => {
-                let tmp = self.uploads.new_temp(&self.peer.partner).map_err(|e| {
+                let writer = self.uploads.new_upload(&self.peer.partner).map_err(|e| {
                     tracing::error!(partner = %self.peer.partner, error = %e, "cannot create a spool file");
                     refuse(StatusCode::Failure, "cannot accept uploads right now")
                 })?;
-                Open::Upload(Upload {
+                Open::Upload(Box::new(Upload {
                     name: name.clone(),
-                    tmp: Some(tmp),
+                    writer: Some(writer),
                     size: 0,
-                    digest: Some((Sha256::new(), 0)),
                     refused: None,
                     opened: std::time::Instant::now(),
-                })
+                }))
             }
             (Location::ReceiptFile(name), false) => Open::Receipt(self.open_receipt(name)?.0),
             (Location::InboxFile(_), false) => {
@@ -468,35 +461,33 @@ impl russh_sftp::server::Handler for SftpSession {
                 "file exceeds the maximum size of {max} bytes; upload refused and discarded"
             );
             u.refused = Some(why.clone());
-            u.tmp = None;
+            u.writer = None;
             let name = u.name.clone();
-            tracing::warn!(partner = %self.peer.partner, user = %self.peer.user, addr = %self.peer.addr, name = %name, max_bytes = max, "refused: upload larger than the maximum file size");
+            tracing::warn!(partner = %self.peer.partner, user = %self.peer.user, addr = %self.peer.addr, name = %name.escape_debug(), max_bytes = max, "refused: upload larger than the maximum file size");
             return Err(refuse(StatusCode::Failure, why));
         }
-        let Some(tmp) = u.tmp.as_ref() else {
+        let Some(mut writer) = u.writer.take() else {
             return Err(refuse(StatusCode::Failure, "upload already refused"));
         };
-        if let Err(e) = tmp.as_file().write_all_at(&data, offset) {
-            let why = format!("cannot write the upload: {e}");
-            u.refused = Some(why.clone());
-            u.tmp = None;
-            tracing::error!(partner = %self.peer.partner, addr = %self.peer.addr, error = %e, "spool write failed; upload discarded");
-            return Err(refuse(StatusCode::Failure, why));
-        }
-        u.size = u.size.max(end);
-        match &mut u.digest {
-            Some((hasher, next)) if *next == offset => {
-                hasher.update(&data);
-                *next = end;
-                // Flush as it streams in: the close's fsync then has little left.
-                if end / WRITEBACK_EVERY > offset / WRITEBACK_EVERY {
-                    let start = (offset / WRITEBACK_EVERY) * WRITEBACK_EVERY;
-                    start_writeback(tmp.as_file(), start, end - start);
-                }
+        // Hashing and writing are blocking work: off the async threads.
+        let written = tokio::task::spawn_blocking(move || {
+            let r = writer.write_at(offset, &data);
+            (writer, r)
+        })
+        .await;
+        let error = match written {
+            Ok((writer, Ok(()))) => {
+                u.writer = Some(writer);
+                u.size = u.size.max(end);
+                return Ok(status(id, "Ok"));
             }
-            _ => u.digest = None,
-        }
-        Ok(status(id, "Ok"))
+            Ok((_, Err(e))) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        let why = format!("cannot write the upload: {error}");
+        u.refused = Some(why.clone());
+        tracing::error!(partner = %self.peer.partner, addr = %self.peer.addr, error = %error, "spool write failed; upload discarded");
+        Err(refuse(StatusCode::Failure, why))
     }
 
     async fn read(
@@ -531,27 +522,19 @@ impl russh_sftp::server::Handler for SftpSession {
                 if let Some(why) = u.refused {
                     return Err(refuse(StatusCode::Failure, why));
                 }
-                let Some(tmp) = u.tmp else {
+                let Some(writer) = u.writer else {
                     return Err(refuse(StatusCode::Failure, "upload refused"));
-                };
-                let size = u.size;
-                let spooled = Spooled {
-                    tmp,
-                    checksum: u
-                        .digest
-                        .filter(|(_, next)| *next == size)
-                        .map(|(hasher, _)| hex::encode(hasher.finalize())),
                 };
                 if is_temporary(&u.name) {
                     // Complete once renamed to its final name.
-                    self.parked.insert(u.name.clone(), spooled);
+                    self.parked.insert(u.name.clone(), writer);
                     return Ok(status(id, "temporary name: rename it to its final name"));
                 }
                 tracing::info!(
-                    partner = %self.peer.partner, addr = %self.peer.addr, name = %u.name, bytes = u.size,
+                    partner = %self.peer.partner, addr = %self.peer.addr, name = %u.name.escape_debug(), bytes = u.size,
                     transfer_ms = u.opened.elapsed().as_millis() as u64, "upload received; taking it"
                 );
-                self.finish(id, u.name, spooled).await
+                self.finish(id, u.name, writer).await
             }
             Open::Receipt(_) | Open::Dir { .. } => Ok(status(id, "Ok")),
         }
@@ -577,13 +560,13 @@ impl russh_sftp::server::Handler for SftpSession {
                 format!("{to} is a temporary name; rename to the final name"),
             ));
         }
-        let Some(spooled) = self.parked.remove(&from) else {
+        let Some(upload) = self.parked.remove(&from) else {
             return Err(refuse(
                 StatusCode::NoSuchFile,
                 format!("no upload named /inbox/{from} waiting in this session"),
             ));
         };
-        self.finish(id, to, spooled).await
+        self.finish(id, to, upload).await
     }
 
     async fn setstat(
@@ -661,6 +644,7 @@ mod tests {
     //! The SFTP handler without sockets: requests in, statuses out.
     use super::*;
     use russh_sftp::server::Handler;
+    use sha2::{Digest, Sha256};
 
     async fn session(dir: &std::path::Path, max: u64) -> SftpSession {
         let formats = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("formats");

@@ -3,11 +3,10 @@
 //!
 //! Uploads are written to temp files in `<data_dir>/sftp/spool/<partner>/`
 //! (never into the content store directly). A complete upload goes through
-//! [`Gateway::intake_file`] with channel `sftp-push` — staged, recorded and
-//! judged before the close is answered — then its receipt is written to
-//! `<data_dir>/receipts/<partner>/<name>.verdict` (the same directory the
-//! watched folders use, shown to the partner as `/receipts`) and the spool
-//! file is removed.
+//! the intake with channel `sftp-push` — staged and recorded before the close
+//! is answered, judged within the verdict wait — and judging writes its
+//! receipt to `<data_dir>/receipts/<partner>/<name>.verdict` (the same
+//! directory the watched folders use, shown to the partner as `/receipts`).
 //!
 //! Formats with a control file (pg-settlement-csv): the data file and its
 //! `.ctl` may come in either order, in one session or several. The first is
@@ -16,34 +15,21 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tempfile::NamedTempFile;
+use crate::identify;
+use crate::intake::{Arrival, Bytes, Gateway, IntakeError, Outcome, blocking, receipt};
+use crate::model::Channel;
+use crate::stage::{Incoming, StoreError, Stored};
 
-use crate::stage::{StoreError, Stored};
-
-use crate::channels::receipt;
-use crate::intake::{Arrival, Gateway, IntakeError, Outcome, choose_format};
-
-/// The channel name recorded for uploads.
-pub const CHANNEL: &str = "sftp-push";
-
-/// A complete upload in the spool, with its SHA-256 when the channel could
-/// compute it on the way in (writes in order).
-pub struct Spooled {
-    pub tmp: NamedTempFile,
-    pub checksum: Option<String>,
-}
-
-/// Where the bytes to take are.
-enum TakeFrom<'a> {
-    /// A file to copy into the store.
-    Path(&'a Path),
-    /// Already in the store (a file that stands alone: no sidecar).
-    Stored(Stored),
+/// One half of what is taken: the upload just closed, or a file held in
+/// the spool for its counterpart.
+enum Piece {
+    Upload(Incoming),
+    Held(PathBuf),
 }
 
 /// Who is uploading.
@@ -161,11 +147,12 @@ impl Uploads {
         Ok(removed)
     }
 
-    /// A new temp file for an upload (removed when dropped).
-    pub fn new_temp(&self, partner: &str) -> std::io::Result<NamedTempFile> {
-        tempfile::Builder::new()
-            .prefix(".upload-")
-            .tempfile_in(self.spool_dir(partner))
+    /// A new upload in the partner's spool, written through the store's
+    /// hashing writer (removed when dropped uncommitted).
+    pub fn new_upload(&self, partner: &str) -> Result<Incoming, StoreError> {
+        self.gw
+            .store
+            .begin_in(&self.spool_dir(partner), ".upload-", "")
     }
 
     /// Files held for their counterpart: (name, size, mtime).
@@ -209,9 +196,8 @@ impl Uploads {
         self: &Arc<Self>,
         peer: &Peer,
         name: &str,
-        spooled: Spooled,
+        upload: Incoming,
     ) -> Result<Completion, UploadError> {
-        let Spooled { tmp, checksum } = spooled;
         let inflight: Inflight = Arc::new(self.inflight.clone().read_owned().await);
         if self.stopping.load(Ordering::SeqCst) {
             return Err(UploadError::ShuttingDown);
@@ -220,98 +206,69 @@ impl Uploads {
         let Some(partner) = gw.config.partner(&peer.partner) else {
             return Err(IntakeError::UnknownPartner(peer.partner.clone()).into());
         };
-        let is_control = crate::channels::is_control_file(&gw.formats, partner, name);
-        let wanted = choose_format(&gw.formats, partner, name)
-            .ok()
-            .and_then(|s| s.sidecar_name(name));
+        let is_control = identify::is_control_file(&gw.formats, partner, name);
+        let wanted = identify::control_file_name(&gw.formats, partner, name);
         if !is_control && wanted.is_none() {
-            // The common case: a file that stands alone. Hashed on the way
-            // in, it moves into the store by rename instead of a copy.
-            let from = match checksum {
-                Some(sum) => match self.adopt(tmp, sum).await {
-                    Ok(stored) => TakeFrom::Stored(stored),
-                    Err(e) => {
-                        tracing::error!(partner = %peer.partner, user = %peer.user, addr = %peer.addr, name, error = %e, "upload could not be stored; nothing recorded");
-                        return Err(IntakeError::Store(e).into());
-                    }
-                },
-                None => {
-                    return self
-                        .take(&inflight, peer, name, TakeFrom::Path(tmp.path()), None, &[])
-                        .await;
-                }
-            };
-            return self.take(&inflight, peer, name, from, None, &[]).await;
+            // The common case: a file that stands alone.
+            return self
+                .take(&inflight, peer, name, Piece::Upload(upload), None)
+                .await;
         }
         // Hold-or-take decisions of one partner are made one at a time.
         let lock = self.pairing_lock(&peer.partner);
         let _pairing = lock.lock().await;
         let held = self.held(&peer.partner);
+        let held_path = |n: &str| self.held_dir(&peer.partner).join(n);
         if is_control {
             // The data file it belongs to, if it is already here.
-            let data = held.iter().map(|(n, _)| n).find(|n| {
-                choose_format(&gw.formats, partner, n)
-                    .ok()
-                    .and_then(|s| s.sidecar_name(n))
-                    .is_some_and(|w| w.eq_ignore_ascii_case(name))
-            });
+            let data = held
+                .iter()
+                .map(|(n, _)| n)
+                .find(|n| identify::controls(&gw.formats, partner, n, name));
             match data {
                 Some(d) => {
                     let d = d.clone();
-                    let held_path = self.held_dir(&peer.partner).join(&d);
                     self.take(
                         &inflight,
                         peer,
                         &d,
-                        TakeFrom::Path(&held_path),
-                        Some(tmp.path()),
-                        std::slice::from_ref(&held_path),
+                        Piece::Held(held_path(&d)),
+                        Some(Piece::Upload(upload)),
                     )
                     .await
                 }
                 None => {
-                    self.hold(&inflight, peer, name, tmp, "its data file".into())
+                    self.hold(&inflight, peer, name, upload, "its data file".into())
                         .await
                 }
             }
         } else {
-            match wanted {
-                None => {
-                    self.take(&inflight, peer, name, TakeFrom::Path(tmp.path()), None, &[])
-                        .await
+            let w = wanted.unwrap_or_default();
+            match held.iter().find(|(n, _)| n.eq_ignore_ascii_case(&w)) {
+                Some((ctl, _)) => {
+                    self.take(
+                        &inflight,
+                        peer,
+                        name,
+                        Piece::Upload(upload),
+                        Some(Piece::Held(held_path(ctl))),
+                    )
+                    .await
                 }
-                Some(w) => match held.iter().find(|(n, _)| n.eq_ignore_ascii_case(&w)) {
-                    Some((ctl, _)) => {
-                        let ctl_path = self.held_dir(&peer.partner).join(ctl);
-                        self.take(
-                            &inflight,
-                            peer,
-                            name,
-                            TakeFrom::Path(tmp.path()),
-                            Some(&ctl_path),
-                            std::slice::from_ref(&ctl_path),
-                        )
-                        .await
-                    }
-                    None => self.hold(&inflight, peer, name, tmp, w).await,
-                },
+                None => self.hold(&inflight, peer, name, upload, w).await,
             }
         }
-        // `tmp` is dropped here: the spool copy is removed.
     }
 
-    /// Move a spooled upload into the content store under the checksum
-    /// computed on the way in (fsync, rename; the spool is on the data dir's
-    /// file system, beside the store).
-    async fn adopt(&self, tmp: NamedTempFile, checksum: String) -> Result<Stored, StoreError> {
+    /// Put a piece in the content store: an upload by rename (it was hashed
+    /// on the way in), a held file by copy.
+    async fn store(&self, piece: Piece) -> Result<Stored, IntakeError> {
         let store = self.gw.store.clone();
-        tokio::task::spawn_blocking(move || store.adopt(tmp, checksum))
-            .await
-            .map_err(|e| StoreError {
-                action: "adopt",
-                path: PathBuf::new(),
-                source: std::io::Error::other(e.to_string()),
-            })?
+        blocking(move || match piece {
+            Piece::Upload(upload) => upload.commit(),
+            Piece::Held(path) => store.put_file(&path),
+        })
+        .await
     }
 
     /// Keep an upload durably until its counterpart arrives.
@@ -320,40 +277,23 @@ impl Uploads {
         inflight: &Inflight,
         peer: &Peer,
         name: &str,
-        tmp: NamedTempFile,
+        upload: Incoming,
         waiting_for: String,
     ) -> Result<Completion, UploadError> {
-        let dir = self.held_dir(&peer.partner);
-        let dest = dir.join(name);
+        let dest = self.held_dir(&peer.partner).join(name);
         if dest.exists() {
             // Every arrival is kept: the earlier upload of this name is
             // taken alone (judged without its counterpart) before the new
             // one takes its place.
-            tracing::warn!(partner = %peer.partner, user = %peer.user, addr = %peer.addr, name, "a held upload is replaced by a new one of the same name; the held one is taken alone");
-            self.take(
-                inflight,
-                peer,
-                name,
-                TakeFrom::Path(&dest),
-                None,
-                std::slice::from_ref(&dest),
-            )
-            .await?;
+            tracing::warn!(partner = %peer.partner, user = %peer.user, addr = %peer.addr, name = %name.escape_debug(), "a held upload is replaced by a new one of the same name; the held one is taken alone");
+            self.take(inflight, peer, name, Piece::Held(dest.clone()), None)
+                .await?;
         }
         let d = dest.clone();
-        tokio::task::spawn_blocking(move || {
-            tmp.as_file().sync_all()?;
-            tmp.persist(&d).map_err(|e| e.error)?;
-            std::fs::File::open(d.parent().unwrap_or(Path::new(".")))?.sync_all()
-        })
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))
-        .and_then(|r| r)
-        .map_err(|source| UploadError::Io {
-            path: dest.clone(),
-            source,
-        })?;
-        tracing::info!(partner = %peer.partner, user = %peer.user, addr = %peer.addr, name, waiting_for = %waiting_for, "upload held until its counterpart arrives");
+        blocking(move || upload.persist_at(&d))
+            .await
+            .map_err(UploadError::Intake)?;
+        tracing::info!(partner = %peer.partner, user = %peer.user, addr = %peer.addr, name = %name.escape_debug(), waiting_for = %waiting_for.escape_debug(), "upload held until its counterpart arrives");
         Ok(Completion::Held { waiting_for })
     }
 
@@ -365,34 +305,44 @@ impl Uploads {
         inflight: &Inflight,
         peer: &Peer,
         name: &str,
-        data: TakeFrom<'_>,
-        sidecar: Option<&Path>,
-        held: &[PathBuf],
+        data: Piece,
+        control: Option<Piece>,
     ) -> Result<Completion, UploadError> {
-        let arrival = Arrival {
-            partner: peer.partner.clone(),
-            channel: CHANNEL.into(),
-            endpoint: Some(peer.user.clone()),
-            source_path: Some(format!("/inbox/{name}")),
-            name: name.to_string(),
-            actor: format!("{CHANNEL}:{}", peer.user),
-            reason: None,
-        };
-        let staged = match data {
-            TakeFrom::Path(data) => self.gw.stage_file(&arrival, data, sidecar).await,
-            // Only files that stand alone are adopted (no sidecar).
-            TakeFrom::Stored(stored) => self.gw.record_stored(&arrival, &stored, None, None).await,
-        };
+        let actor = format!("{}:{}", Channel::SftpPush, peer.user);
+        let mut arrival = Arrival::new(&peer.partner, Channel::SftpPush, name, &actor);
+        arrival.endpoint = Some(peer.user.clone());
+        arrival.source_path = Some(format!("/inbox/{name}"));
+        let held: Vec<PathBuf> = [Some(&data), control.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter_map(|p| match p {
+                Piece::Held(path) => Some(path.clone()),
+                Piece::Upload(_) => None,
+            })
+            .collect();
+        let staged = async {
+            let data = self.store(data).await?;
+            let control = match control {
+                Some(c) => Some(self.store(c).await?),
+                None => None,
+            };
+            let bytes = Bytes::Stored {
+                data: &data,
+                control: control.as_ref(),
+            };
+            self.gw.record(&arrival, bytes).await
+        }
+        .await;
         let file_id = match staged {
             Ok(id) => id,
             Err(e) => {
-                tracing::error!(partner = %peer.partner, user = %peer.user, addr = %peer.addr, name, error = %e, "upload could not be stored; nothing recorded");
+                tracing::error!(partner = %peer.partner, user = %peer.user, addr = %peer.addr, name = %name.escape_debug(), error = %e, "upload could not be stored; nothing recorded");
                 return Err(e.into());
             }
         };
         // Staged and recorded: the spool copies are no longer needed.
         for p in held {
-            if let Err(e) = std::fs::remove_file(p)
+            if let Err(e) = std::fs::remove_file(&p)
                 && e.kind() != std::io::ErrorKind::NotFound
             {
                 tracing::warn!(path = %p.display(), error = %e, "could not remove a held file already staged");
@@ -406,26 +356,16 @@ impl Uploads {
         );
         let judging = tokio::spawn(async move {
             let _inflight = guard;
-            match me.gw.judge_staged(file_id, &arrival).await {
+            match me.gw.judge(file_id, &actor).await {
                 Ok(out) => {
-                    let (dir, n, o) = (me.receipts_dir(&peer.partner), name.clone(), out.clone());
-                    match tokio::task::spawn_blocking(move || receipt::write(&dir, &n, &o)).await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => {
-                            tracing::error!(partner = %peer.partner, file_id, name, error = %e, "judged, but the receipt could not be written")
-                        }
-                        Err(e) => {
-                            tracing::error!(partner = %peer.partner, file_id, name, error = %e, "judged, but the receipt task failed")
-                        }
-                    }
                     tracing::info!(
                         partner = %peer.partner, user = %peer.user, addr = %peer.addr, file_id,
-                        name, verdict = %out.verdict, reason = %out.reason, "upload taken"
+                        name = %name.escape_debug(), verdict = %out.verdict, reason = %out.reason, "upload taken"
                     );
                     Some(out)
                 }
                 Err(e) => {
-                    tracing::error!(partner = %peer.partner, file_id, name, error = %e, "upload stored and recorded, but not judged; it is judged at the next start (or `settlegate recover`)");
+                    tracing::error!(partner = %peer.partner, file_id, name = %name.escape_debug(), error = %e, "upload stored and recorded, but not judged; it is judged at the next start (or `settlegate recover`)");
                     None
                 }
             }

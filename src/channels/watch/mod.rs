@@ -18,22 +18,17 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::intake::{Arrival, Gateway, IntakeError, Outcome};
+use crate::intake::{Arrival, Bytes, Gateway, IntakeError, Outcome, ReceiptStatus, gateway_actor};
+use crate::model::Channel;
+
+mod config;
+pub use config::WatchSettings;
 
 /// After this long without its control file, a waiting data file is reported.
 const CONTROL_FILE_WARNING: Duration = Duration::from_secs(600);
 
 /// How long a failed file waits before it is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
-
-/// Settings of the watched-folder channel.
-#[derive(Debug, Clone, Copy)]
-pub struct WatchSettings {
-    /// A file must keep its size and mtime this long before it is taken.
-    pub settle: Duration,
-    /// Interval of the safety-net rescan.
-    pub rescan: Duration,
-}
 
 /// One partner's inbox.
 #[derive(Debug, Clone)]
@@ -336,21 +331,24 @@ fn claim(
 }
 
 /// Pair ready data files with their control files (see
-/// [`super::pair_sidecars`]).
+/// [`crate::identify::pair`]).
 fn complete_pairs(
     gw: &Gateway,
     partner: &str,
     ready: &[String],
 ) -> (Vec<(String, Option<String>)>, Vec<String>) {
     match gw.config.partner(partner) {
-        Some(p) => super::pair_sidecars(&gw.formats, p, ready),
+        Some(p) => {
+            let pairing = crate::identify::pair(&gw.formats, p, ready);
+            (pairing.pairs, pairing.waiting)
+        }
         None => (Vec::new(), Vec::new()),
     }
 }
 
-/// Take one claimed file: intake (stage + record + judge) unless an earlier
-/// try got that far, the receipt, then removal — in that order, so a crash or
-/// an error at any point loses nothing and records nothing twice.
+/// Take one claimed file: record and judge it unless an earlier try got
+/// that far (judging writes the receipt), then remove it — in that order, so
+/// a crash or an error at any point loses nothing and records nothing twice.
 async fn take(
     gw: &Gateway,
     inbox: &Inbox,
@@ -360,62 +358,57 @@ async fn take(
 ) -> Result<(), WatchError> {
     let path = claimed.join(name);
     let sidecar_path = c.sidecar.as_ref().map(|s| claimed.join(s));
-    let arrival = Arrival {
-        partner: inbox.partner.clone(),
-        channel: "watch".into(),
-        source_path: Some(inbox.dir.join(name).display().to_string()),
-        name: name.to_string(),
-        actor: crate::intake::gateway_actor(),
-        ..Arrival::default()
-    };
+    let actor = gateway_actor();
     if c.outcome.is_none() {
-        let result = match c.file_id {
-            Some(id) => gw.judge_staged(id, &arrival).await,
+        let file_id = match c.file_id {
+            Some(id) => id,
             None => {
-                gw.intake_file(&arrival, &path, sidecar_path.as_deref())
-                    .await
+                let mut arrival = Arrival::new(&inbox.partner, Channel::Watch, name, &actor);
+                arrival.source_path = Some(inbox.dir.join(name).display().to_string());
+                let bytes = Bytes::Files {
+                    data: &path,
+                    control: sidecar_path.as_deref(),
+                };
+                let id = gw.record(&arrival, bytes).await?;
+                c.file_id = Some(id);
+                id
             }
         };
-        match result {
-            Ok(out) => c.outcome = Some(out),
-            Err(IntakeError::Staged { file_id, source }) => {
-                c.file_id = Some(file_id);
-                return Err(WatchError::Intake(IntakeError::Staged { file_id, source }));
-            }
-            Err(e) => return Err(e.into()),
-        }
+        c.outcome =
+            Some(
+                gw.judge(file_id, &actor)
+                    .await
+                    .map_err(|source| IntakeError::Staged {
+                        file_id,
+                        source: Box::new(source),
+                    })?,
+            );
     }
-    let Some(out) = c.outcome.as_ref() else {
+    let Some(out) = c.outcome.as_mut() else {
         return Ok(());
     };
+    // Whoever dropped the file learns what became of it before it leaves.
+    let receipt = match &out.receipt {
+        ReceiptStatus::Written(p) => p.clone(),
+        _ => {
+            let p = gw.write_receipt(out.file_id).await?;
+            out.receipt = ReceiptStatus::Written(p.clone());
+            p
+        }
+    };
     let files: Vec<PathBuf> = std::iter::once(path).chain(sidecar_path).collect();
-    let (receipts, claimed, n, o) = (
-        inbox.receipts.clone(),
-        claimed.to_path_buf(),
-        name.to_string(),
-        out.clone(),
-    );
-    let receipt = blocking(move || finish(&receipts, &claimed, &n, &o, &files)).await?;
+    let claimed = claimed.to_path_buf();
+    blocking(move || remove_claimed(&claimed, &files)).await?;
     tracing::info!(
-        partner = %inbox.partner, file_id = out.file_id, name, verdict = %out.verdict,
+        partner = %inbox.partner, file_id = out.file_id, name = %name.escape_debug(), verdict = %out.verdict,
         reason = %out.reason, receipt = %receipt.display(), "taken from inbox"
     );
     Ok(())
 }
 
-/// The receipt, then removal of the claimed files (file-system work, run off
-/// the async threads so a hung mount cannot stall the runtime).
-fn finish(
-    receipts: &Path,
-    claimed: &Path,
-    name: &str,
-    out: &Outcome,
-    files: &[PathBuf],
-) -> Result<PathBuf, WatchError> {
-    let receipt = super::receipt::write(receipts, name, out).map_err(|source| WatchError::Io {
-        path: receipts.join(format!("{name}.verdict")),
-        source,
-    })?;
+/// Remove the claimed files once recorded, judged and answered (file-system
+/// work, run off the async threads so a hung mount cannot stall the runtime).
+fn remove_claimed(claimed: &Path, files: &[PathBuf]) -> Result<(), WatchError> {
     for p in files {
         match std::fs::remove_file(p) {
             Ok(()) => {}
@@ -431,7 +424,7 @@ fn finish(
     if let Ok(d) = std::fs::File::open(claimed) {
         let _ = d.sync_all();
     }
-    Ok(receipt)
+    Ok(())
 }
 
 /// Run blocking file-system work on tokio's blocking pool.

@@ -1,0 +1,344 @@
+//! The command line: parse arguments, load configuration, call the library,
+//! and turn results and errors into messages and exit codes ([`Exit`], one
+//! table for every command).
+//!
+//! - [`inbound`]: verify, formats, ingest, pull, recover.
+//! - [`operator`]: files, show, intake, supersede, release, reject.
+//! - [`render`]: the JSON and text forms of what commands print.
+
+mod inbound;
+mod operator;
+mod render;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use clap::{Parser, Subcommand};
+
+use crate::channels::ChannelSettings;
+use crate::config::{Config, ConfigError};
+use crate::intake::{Gateway, GatewayOpenError, IntakeError, SystemClock};
+use crate::ledger::LedgerError;
+use crate::model::{Channel, Exit};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "settlegate",
+    version,
+    about = "Settlement-file gateway: every file kept, identified, judged, and fed at most once"
+)]
+pub struct Cli {
+    /// Configuration file (default: ./settlegate.toml when present).
+    #[arg(long, global = true, env = "SETTLEGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where the gateway keeps its ledger, content store, inboxes and receipts (default: ./data).
+    #[arg(long, global = true, env = "SETTLEGATE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Ledger URL: sqlite://PATH or postgres://… (default: SQLite at <data-dir>/ledger.db).
+    #[arg(long, global = true, env = "SETTLEGATE_LEDGER")]
+    pub ledger: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a file against a format and print its facts; touches nothing.
+    Verify {
+        /// Format id (see `settlegate formats`).
+        #[arg(long)]
+        format: String,
+        /// The data file. A sidecar control file (e.g. `.ctl`) is read from beside it.
+        file: PathBuf,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Threads checking records of a fixed-width file (default: one per
+        /// CPU). With 1 the records are checked in order on one thread.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+        threads: Option<u16>,
+    },
+    /// List the loaded format specs.
+    Formats,
+    /// Manual ingest and redelivery: take a file through the whole pipeline.
+    Ingest {
+        /// Partner id from the configuration.
+        #[arg(long)]
+        partner: String,
+        /// The data file. For formats with a control file, it is read from beside FILE.
+        file: PathBuf,
+        /// Channel to record (manual ingest is `manual`).
+        #[arg(long, default_value = "manual")]
+        channel: Channel,
+        /// Why the file is being ingested by hand (kept in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List files in the ledger.
+    Files {
+        #[arg(long)]
+        partner: Option<String>,
+        /// Business date, YYYY-MM-DD.
+        #[arg(long)]
+        date: Option<NaiveDate>,
+        /// fed, duplicate, drill, conflict, overlap, invalid, received, superseded, rejected.
+        #[arg(long)]
+        verdict: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A file's facts, verdict and audit events.
+    Show {
+        file_id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// What settlement will pay for a business date, per partner and format.
+    Intake {
+        /// Business date, YYYY-MM-DD.
+        #[arg(long)]
+        date: NaiveDate,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace the fed file a conflict file collides with: its entries are
+    /// reversed and the conflict file is fed, in one transaction.
+    Supersede {
+        /// The conflict file (it names the fed file it replaces).
+        file_id: i64,
+        /// Why (kept in the audit log).
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Feed a quarantined drill file after all. Needs --override and a reason;
+    /// duplicates, conflicts and overlaps are still refused.
+    Release {
+        file_id: i64,
+        /// Confirms the file is to be fed despite its drill signals.
+        #[arg(long = "override", required = true)]
+        override_: bool,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Close a quarantined file (drill, conflict, overlap, invalid) for good.
+    Reject {
+        file_id: i64,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Run the gateway: every configured channel, until SIGINT or SIGTERM.
+    Serve {
+        /// Log format on stderr.
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
+    },
+    /// Pick up new files from a partner's SFTP endpoints now (what the
+    /// schedule does), and print each file taken with its verdict.
+    Pull {
+        #[arg(long)]
+        partner: String,
+        /// One endpoint by name (default: every endpoint of the partner).
+        #[arg(long)]
+        endpoint: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Judge files an interrupted run left staged but unjudged.
+    Recover {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Structured logs on stderr; `RUST_LOG` filters (default `default`).
+/// Colour only when stderr is a terminal: a file, a pipe or journald gets
+/// plain text.
+fn init_logging(format: LogFormat, default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Errors the binary reports; each maps to an exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Open(#[from] GatewayOpenError),
+    #[error(transparent)]
+    Intake(#[from] IntakeError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Serve(#[from] crate::serve::ServeError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+impl CliError {
+    fn exit(&self) -> Exit {
+        match self {
+            CliError::Config(_) | CliError::Usage(_) => Exit::Usage,
+            CliError::Open(GatewayOpenError::Config(_)) => Exit::Usage,
+            CliError::Intake(IntakeError::UnknownPartner(_)) => Exit::Usage,
+            CliError::Intake(IntakeError::Refused(_)) => Exit::Refused,
+            CliError::Serve(crate::serve::ServeError::Open(GatewayOpenError::Config(_))) => {
+                Exit::Usage
+            }
+            CliError::Io { .. }
+            | CliError::Open(_)
+            | CliError::Intake(_)
+            | CliError::Ledger(_)
+            | CliError::Serve(_) => Exit::Failure,
+        }
+    }
+}
+
+/// Entry point used by `main`.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                Exit::Usage
+            } else {
+                Exit::Ok
+            };
+            let _ = e.print();
+            return code.into();
+        }
+    };
+    match run(cli) {
+        Ok(code) => code.into(),
+        Err(e) => {
+            eprintln!("settlegate: {e}");
+            e.exit().into()
+        }
+    }
+}
+
+/// The configuration with the command line's overrides, every section
+/// (the channels' too) validated before any command runs.
+fn load(cli: &Cli) -> Result<(Config, ChannelSettings), CliError> {
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(d) = &cli.data_dir {
+        config.data_dir = d.clone();
+    }
+    if let Some(l) = &cli.ledger {
+        config.ledger = Some(l.clone());
+    }
+    let channels = ChannelSettings::from_config(&config)?;
+    Ok((config, channels))
+}
+
+fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, CliError> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        b.worker_threads(n);
+    }
+    b.enable_all().build().map_err(|source| CliError::Io {
+        context: "cannot start the async runtime".into(),
+        source,
+    })
+}
+
+pub fn run(cli: Cli) -> Result<Exit, CliError> {
+    let (config, channels) = load(&cli)?;
+    match cli.command {
+        Command::Formats => inbound::formats(&config),
+        Command::Verify {
+            format,
+            file,
+            json,
+            threads,
+        } => inbound::verify(&config, &format, &file, json, threads),
+        Command::Serve { log_format } => {
+            init_logging(log_format, "info");
+            runtime(None)?.block_on(crate::serve::serve(
+                config,
+                channels,
+                crate::serve::shutdown_signal(),
+            ))?;
+            Ok(Exit::Ok)
+        }
+        command => runtime(Some(2))?.block_on(async {
+            let gateway = Gateway::open(config, Arc::new(SystemClock)).await?;
+            let result = ledger_command(&gateway, command).await;
+            gateway.ledger.close().await;
+            result
+        }),
+    }
+}
+
+async fn ledger_command(gw: &Gateway, command: Command) -> Result<Exit, CliError> {
+    match command {
+        Command::Ingest {
+            partner,
+            file,
+            channel,
+            reason,
+            json,
+        } => inbound::ingest(gw, &partner, &file, channel, reason, json).await,
+        Command::Pull {
+            partner,
+            endpoint,
+            json,
+        } => {
+            // Retries and after-pickup failures show on stderr.
+            init_logging(LogFormat::Text, "warn");
+            inbound::pull(gw, &partner, endpoint, json).await
+        }
+        Command::Recover { json } => inbound::recover(gw, json).await,
+        Command::Files {
+            partner,
+            date,
+            verdict,
+            json,
+        } => operator::files(gw, partner, date, verdict, json).await,
+        Command::Show { file_id, json } => operator::show(gw, file_id, json).await,
+        Command::Intake { date, json } => operator::intake(gw, date, json).await,
+        Command::Supersede {
+            file_id,
+            reason,
+            json,
+        } => operator::supersede(gw, file_id, &reason, json).await,
+        Command::Release {
+            file_id,
+            reason,
+            json,
+            ..
+        } => operator::release(gw, file_id, &reason, json).await,
+        Command::Reject { file_id, reason } => operator::reject(gw, file_id, &reason).await,
+        Command::Verify { .. } | Command::Formats | Command::Serve { .. } => {
+            Err(CliError::Usage("not a ledger command".into()))
+        }
+    }
+}

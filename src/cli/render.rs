@@ -1,0 +1,349 @@
+//! What commands print: the JSON objects scripts read and the text operators
+//! read. Names from outside (file names, paths) are escaped wherever they
+//! are printed as text, so a control character cannot forge a line.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::channels::sftp_pull::{PullError, PullReport};
+use crate::format::{FileFacts, FormatRegistry};
+use crate::intake::Outcome;
+use crate::ledger::{EventRow, FileRow};
+
+/// A name from outside, safe to print on one line: control characters
+/// (and only they) escaped.
+pub fn shown(name: &str) -> String {
+    if name.chars().any(char::is_control) {
+        name.chars()
+            .flat_map(|c| {
+                if c.is_control() {
+                    c.escape_default().collect::<Vec<_>>()
+                } else {
+                    vec![c]
+                }
+            })
+            .collect()
+    } else {
+        name.to_string()
+    }
+}
+
+pub fn print_operator_outcome(out: &Outcome, json: bool) {
+    if json {
+        println!("{}", outcome_json(out));
+    } else {
+        println!("{}: {}", out.verdict, out.reason);
+        println!("  file {}  {} entries", out.file_id, out.fed_entries);
+    }
+}
+
+pub fn print_pull(partner: &str, endpoint: &str, result: &Result<PullReport, PullError>) {
+    let r = match result {
+        Ok(r) => r,
+        Err(e) => {
+            println!("{partner}/{endpoint}: cannot pull: {e}");
+            return;
+        }
+    };
+    println!(
+        "{partner}/{endpoint}: {} taken, {} waiting{}",
+        r.taken.len(),
+        r.waiting.len(),
+        if r.attempts > 1 {
+            format!(" ({} connection attempts)", r.attempts)
+        } else {
+            String::new()
+        }
+    );
+    for t in &r.taken {
+        match &t.outcome {
+            Some(o) => println!(
+                "  {:<10} file {:<6} {}  {}",
+                o.verdict.as_str(),
+                o.file_id,
+                shown(&t.name),
+                o.reason
+            ),
+            None => match t.already_taken {
+                Some(id) => println!(
+                    "  {:<10} file {id:<6} {}  the same bytes were taken before; not recorded again",
+                    "taken",
+                    shown(&t.name)
+                ),
+                None => println!(
+                    "  {:<10} {}  {}",
+                    "unjudged",
+                    shown(&t.name),
+                    t.error.as_deref().unwrap_or("")
+                ),
+            },
+        }
+        if let Some(e) = &t.after_pickup_error {
+            println!("             after-pickup action failed (retried next pickup): {e}");
+        }
+    }
+    for w in &r.waiting {
+        println!("  {:<10} {}", "waiting", shown(w));
+    }
+}
+
+pub fn pull_json(
+    partner: &str,
+    endpoint: &str,
+    result: &Result<PullReport, PullError>,
+) -> serde_json::Value {
+    match result {
+        Err(e) => json!({
+            "partner": partner, "endpoint": endpoint, "ok": false, "error": e.to_string(),
+        }),
+        Ok(r) => {
+            let taken: Vec<serde_json::Value> = r
+                .taken
+                .iter()
+                .map(|t| {
+                    let mut v = t
+                        .outcome
+                        .as_ref()
+                        .map(outcome_json)
+                        .unwrap_or_else(|| json!({}));
+                    v["name"] = json!(t.name);
+                    v["remote_path"] = json!(t.remote_path);
+                    v["error"] = json!(t.error);
+                    v["after_pickup_error"] = json!(t.after_pickup_error);
+                    v["already_taken"] = json!(t.already_taken);
+                    v
+                })
+                .collect();
+            json!({
+                "partner": partner, "endpoint": endpoint, "ok": true, "error": null,
+                "attempts": r.attempts, "taken": taken, "waiting": r.waiting,
+            })
+        }
+    }
+}
+
+pub fn outcome_json(out: &Outcome) -> serde_json::Value {
+    let facts = out.facts.as_ref();
+    let business_key: serde_json::Map<String, serde_json::Value> = facts
+        .map(|f| {
+            f.business_key
+                .iter()
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({
+        "file_id": out.file_id,
+        "verdict": out.verdict.as_str(),
+        "reason": out.reason,
+        "related_file_id": out.related_file_id,
+        "checksum": out.checksum,
+        "fingerprint": facts.and_then(|f| f.fingerprint_hex()),
+        "business_key": business_key,
+        "business_date": facts.and_then(|f| f.business_date).map(|d| d.to_string()),
+        "records": facts.map(|f| f.records),
+        "entries": out.fed_entries,
+    })
+}
+
+/// The JSON shape of a file in `files --json` and `show --json`.
+pub fn file_json(r: &FileRow) -> serde_json::Value {
+    let totals = r.totals.as_ref().map(|t| {
+        t.iter()
+            .map(|(k, v)| (k.clone(), json!(v.to_string())))
+            .collect::<serde_json::Map<_, _>>()
+    });
+    let signals: Vec<&str> = r.drill_signals.iter().map(|s| s.text.as_str()).collect();
+    json!({
+        "id": r.id,
+        "partner": r.partner,
+        "channel": r.channel,
+        "endpoint": r.endpoint,
+        "source_path": r.source_path,
+        "name": r.name,
+        "verdict": r.state,
+        "reason": r.reason,
+        "related_file_id": r.related_file_id,
+        "checksum": r.checksum,
+        "sidecar_checksum": r.sidecar_checksum,
+        "fingerprint": r.fingerprint,
+        "format": r.format,
+        "business_key": r.business_key,
+        "business_date": r.business_date.map(|d| d.to_string()),
+        "records": r.records,
+        "size": r.size,
+        "totals": totals,
+        "drill_signals": signals,
+        "error": r.error,
+        "received_at": r.received_at.to_rfc3339(),
+        "decided_at": r.decided_at.map(|d| d.to_rfc3339()),
+    })
+}
+
+pub fn print_file(
+    r: &FileRow,
+    events: &[EventRow],
+    entries: i64,
+    stored: &Path,
+    fed_copy: Option<i64>,
+    tz: chrono::FixedOffset,
+) {
+    println!("file {}: {} ({})", r.id, shown(&r.name), r.state);
+    if let Some(reason) = &r.reason {
+        println!("  reason         {reason}");
+    }
+    if let Some(rel) = r.related_file_id {
+        println!("  related file   {rel}");
+    }
+    if let Some(fed) = fed_copy.filter(|f| *f != r.id) {
+        println!("  same bytes fed as file {fed}");
+    }
+    println!(
+        "  partner        {} via {}{}",
+        r.partner,
+        r.channel,
+        r.endpoint
+            .as_deref()
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default()
+    );
+    if let Some(p) = &r.source_path {
+        println!("  source         {}", shown(p));
+    }
+    println!(
+        "  received       {}",
+        r.received_at
+            .with_timezone(&tz)
+            .format("%Y-%m-%d %H:%M:%S %:z")
+    );
+    println!("  size           {} bytes", r.size);
+    println!("  checksum       {}", r.checksum);
+    println!("  stored at      {}", stored.display());
+    let totals = r.totals.as_ref().filter(|t| !t.is_empty()).map(|t| {
+        t.iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
+    let signals = (!r.drill_signals.is_empty()).then(|| {
+        r.drill_signals
+            .iter()
+            .map(|s| format!("{} ({})", s.text, s.source))
+            .collect::<Vec<_>>()
+            .join("; ")
+    });
+    for (label, v) in [
+        ("format", r.format.clone()),
+        ("fingerprint", r.fingerprint.clone()),
+        ("business key", r.business_key.clone()),
+        ("totals", totals),
+        ("drill signals", signals),
+        ("error", r.error.as_ref().map(|e| e.to_string())),
+    ] {
+        if let Some(v) = v {
+            println!("  {label:<14} {v}");
+        }
+    }
+    if let Some(d) = r.business_date {
+        println!("  business date  {d}");
+    }
+    if let Some(n) = r.records {
+        println!("  records        {n}");
+    }
+    println!("  entries        {entries}");
+    println!("  events:");
+    for e in events {
+        println!(
+            "    {}  {:<10} {:<28} {}",
+            e.at.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S"),
+            e.kind,
+            e.actor,
+            e.reason.as_deref().unwrap_or("")
+        );
+    }
+}
+
+pub fn print_formats(registry: &FormatRegistry) {
+    for spec in registry.iter() {
+        let layout = match (&spec.fixed, &spec.csv) {
+            (Some(f), _) => format!(
+                "fixed {} bytes, {}",
+                f.record_length,
+                match f.terminator {
+                    crate::format::spec::Terminator::Line => "CRLF/LF",
+                    crate::format::spec::Terminator::None => "no terminator",
+                }
+            ),
+            (None, Some(_)) => {
+                let sidecar = spec
+                    .sidecar
+                    .as_ref()
+                    .map(|s| format!(" + {}", s.suffix))
+                    .unwrap_or_default();
+                format!("csv{sidecar}")
+            }
+            (None, None) => String::new(),
+        };
+        println!(
+            "{:<22} {:<6} {:<28} {}",
+            spec.id,
+            spec.encoding.label(),
+            layout,
+            spec.title
+        );
+    }
+}
+
+/// The JSON shape of `verify --json`.
+pub fn facts_json(facts: &FileFacts) -> serde_json::Value {
+    let business_key: serde_json::Map<String, serde_json::Value> = facts
+        .business_key
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    let totals: serde_json::Map<String, serde_json::Value> = facts
+        .totals
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v.to_string())))
+        .collect();
+    json!({
+        "format": facts.format,
+        "valid": facts.is_valid(),
+        "records": facts.records,
+        "size": facts.size,
+        "checksum": facts.checksum_hex(),
+        "fingerprint": facts.fingerprint_hex(),
+        "business_key": business_key,
+        "business_date": facts.business_date.map(|d| d.to_string()),
+        "totals": totals,
+        "drill_signals": facts.drill_signals,
+        "error": facts.error,
+    })
+}
+
+pub fn print_facts(name: &str, facts: &FileFacts) {
+    match &facts.error {
+        None => println!("valid: {} ({})", shown(name), facts.format),
+        Some(e) => println!("invalid: {} ({}): {e}", shown(name), facts.format),
+    }
+    println!("  records        {}", facts.records);
+    println!("  checksum       {}", facts.checksum_hex());
+    if let Some(fp) = facts.fingerprint_hex() {
+        println!("  fingerprint    {fp}");
+    }
+    if !facts.business_key.is_empty() {
+        println!("  business key   {}", facts.business_key_text());
+    }
+    if facts.is_valid() && !facts.totals.is_empty() {
+        let totals: Vec<String> = facts
+            .totals
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        println!("  totals         {}", totals.join(" "));
+    }
+    if !facts.drill_signals.is_empty() {
+        println!("  drill signals  {}", facts.drill_signals.join(" "));
+    }
+}

@@ -1,0 +1,528 @@
+//! The two verbs channels use — record an arrival, judge a recorded file —
+//! and what judging does: verify the stored bytes, ask the judge, and feed
+//! the file's entries in one ledger transaction.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::{Arrival, Bytes, Gateway, IntakeError, Outcome, ReceiptStatus, blocking, receipt};
+use crate::format::{FileContext, FileFacts, FormatSpec, RecordSink, VerifyError};
+use crate::identify::choose_format;
+use crate::judge::{self, ArrivalContext, Evidence, Judgement, Overlap, Verdict};
+use crate::ledger::{
+    Decision, FeedPlan, FileRow, Guard, Identity, LedgerError, NewArrival, NewEntry,
+};
+use crate::model::{DrillSignal, FileState};
+
+/// Entries per batch handed from the parsing thread to the feeding task.
+const FEED_BATCH: usize = 4096;
+
+impl Gateway {
+    /// Record and judge: [`Gateway::record`], then [`Gateway::judge`] with
+    /// the arrival's actor. A failure after recording says the file is safe
+    /// (recorded) but not judged ([`IntakeError::Staged`]).
+    pub async fn intake(
+        &self,
+        arrival: &Arrival,
+        bytes: Bytes<'_>,
+    ) -> Result<Outcome, IntakeError> {
+        let id = self.record(arrival, bytes).await?;
+        self.judge(id, &arrival.actor)
+            .await
+            .map_err(|source| IntakeError::Staged {
+                file_id: id,
+                source: Box::new(source),
+            })
+    }
+
+    /// Stage the bytes (and the control file's) in the content store and
+    /// record the arrival (`received`); returns its file id. Once this
+    /// returns, the caller may let go of its copy: nothing is lost.
+    pub async fn record(&self, arrival: &Arrival, bytes: Bytes<'_>) -> Result<i64, IntakeError> {
+        self.partner(&arrival.partner)?;
+        let (stored, control) = match bytes {
+            Bytes::Stored { data, control } => (data.clone(), control.cloned()),
+            Bytes::Files { data, control } => {
+                let store = self.store.clone();
+                let (data, control) = (data.to_path_buf(), control.map(|p| p.to_path_buf()));
+                blocking(move || {
+                    let stored = store.put_file(&data)?;
+                    let control = control.map(|p| store.put_file(&p)).transpose()?;
+                    Ok::<_, crate::stage::StoreError>((stored, control))
+                })
+                .await?
+            }
+        };
+        let id = self
+            .ledger
+            .record_arrival(&NewArrival {
+                partner: &arrival.partner,
+                channel: arrival.channel,
+                endpoint: arrival.endpoint.as_deref(),
+                source_path: arrival.source_path.as_deref(),
+                name: &arrival.name,
+                received_at: self.clock.now(),
+                size: stored.size,
+                checksum: &stored.checksum,
+                sidecar_checksum: control.as_ref().map(|s| s.checksum.as_str()),
+                actor: &arrival.actor,
+                reason: arrival.reason.as_deref(),
+                remote: arrival.remote.as_ref(),
+            })
+            .await?;
+        tracing::info!(file_id = id, partner = %arrival.partner, channel = %arrival.channel, name = %arrival.name.escape_debug(), checksum = %stored.checksum, "staged");
+        Ok(id)
+    }
+
+    /// Judge a recorded file (and feed it if it deserves it), as `actor`;
+    /// then, for a file that came by a channel, write its receipt. Also
+    /// finishes files a crash left `received`.
+    pub async fn judge(&self, file_id: i64, actor: &str) -> Result<Outcome, IntakeError> {
+        let row = self
+            .ledger
+            .file(file_id)
+            .await?
+            .ok_or(IntakeError::NoSuchFile(file_id))?;
+        let mut out = self.judge_row(&row, actor).await?;
+        if row.channel.answers_with_receipts() {
+            out.receipt = match self.write_receipt(file_id).await {
+                Ok(path) => ReceiptStatus::Written(path),
+                Err(e) => {
+                    tracing::error!(file_id, partner = %row.partner, name = %row.name.escape_debug(), error = %e, "judged, but the receipt could not be written");
+                    ReceiptStatus::Failed(e.to_string())
+                }
+            };
+        }
+        Ok(out)
+    }
+
+    /// Write (or write again) the receipt of a judged file from what the
+    /// ledger holds: `<data-dir>/receipts/<partner>/<name>.verdict`.
+    pub async fn write_receipt(&self, file_id: i64) -> Result<std::path::PathBuf, IntakeError> {
+        let row = self
+            .ledger
+            .file(file_id)
+            .await?
+            .ok_or(IntakeError::NoSuchFile(file_id))?;
+        let dir = receipt::dir(&self.config.data_dir, &row.partner);
+        blocking(move || {
+            receipt::write(&dir, &row).map_err(|source| IntakeError::Receipt { dir, source })
+        })
+        .await
+    }
+
+    async fn judge_row(&self, row: &FileRow, actor: &str) -> Result<Outcome, IntakeError> {
+        if row.state != FileState::Received {
+            return Err(IntakeError::Internal(format!(
+                "file {} is already {}; it is judged once",
+                row.id, row.state
+            )));
+        }
+        let partner = self.partner(&row.partner)?;
+        let sidecar = self.control_bytes(row).await?;
+        let spec = match choose_format(&self.formats, partner, &row.name) {
+            Ok(spec) => spec.clone(),
+            Err(e) => {
+                let facts = unidentified(row, e.to_string());
+                return self.quarantine(row, actor, facts, Vec::new()).await;
+            }
+        };
+        let facts = self
+            .verify_stored(&spec, row, sidecar.clone(), None)
+            .await?;
+        let now = self.clock.now();
+        let ctx = ArrivalContext {
+            name: &row.name,
+            channel: row.channel,
+            endpoint: row.endpoint.as_deref(),
+            received_at: row.received_at,
+        };
+        let signals = judge::drill_signals(partner, &ctx, &facts, now, self.config.timezone);
+        let mut overlaps: Vec<Overlap> = Vec::new();
+        // A guard constraint can fire when another process fed the same data
+        // between our look-ups and our feed: look again and judge again.
+        for _attempt in 0..4 {
+            let (judgement, identity) = self.judge_once(row, &facts, &signals, &overlaps).await?;
+            if judgement.verdict != Verdict::Fed {
+                return self
+                    .record_verdict(row, actor, judgement, &identity, facts)
+                    .await;
+            }
+            let plan = self.plan(row, &identity, &judgement, actor);
+            match self.feed(&spec, row, sidecar.clone(), &plan).await {
+                Ok(n) => {
+                    tracing::info!(file_id = row.id, entries = n, "fed");
+                    return Ok(outcome(row, judgement, Some(facts), n));
+                }
+                Err(IntakeError::Ledger(LedgerError::Guard(Guard::RecordKey))) => {
+                    overlaps = self.find_overlaps(&spec, row, sidecar.clone()).await?;
+                    if overlaps.is_empty() {
+                        // Not fed elsewhere: the file repeats a record key itself.
+                        let mut facts = facts.clone();
+                        facts.error =
+                            Some(self.find_repeated_key(&spec, row, sidecar.clone()).await?);
+                        facts.fingerprint = None;
+                        return self.quarantine(row, actor, facts, signals).await;
+                    }
+                }
+                Err(IntakeError::Ledger(LedgerError::Guard(g))) => {
+                    tracing::warn!(file_id = row.id, guard = %g, "feed refused by the ledger; judging again");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(IntakeError::Internal(format!(
+            "file {}: the ledger kept refusing the feed; left as received",
+            row.id
+        )))
+    }
+
+    /// The control file's bytes, when the arrival had one.
+    pub(super) async fn control_bytes(
+        &self,
+        row: &FileRow,
+    ) -> Result<Option<Vec<u8>>, IntakeError> {
+        match &row.sidecar_checksum {
+            Some(c) => {
+                let (store, c) = (self.store.clone(), c.clone());
+                Ok(Some(blocking(move || store.read_blob(&c)).await?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// How to feed `row` as judged: from `received`, superseding nothing;
+    /// operator actions override `from` and `supersedes`.
+    pub(super) fn plan<'a>(
+        &self,
+        row: &'a FileRow,
+        identity: &'a Identity,
+        judgement: &'a Judgement,
+        actor: &'a str,
+    ) -> FeedPlan<'a> {
+        FeedPlan {
+            decision: Decision {
+                file_id: row.id,
+                identity,
+                judgement,
+                at: self.clock.now(),
+                actor,
+            },
+            partner: &row.partner,
+            from: FileState::Received,
+            supersedes: None,
+        }
+    }
+
+    /// Record a non-fed verdict for facts that need no look-ups.
+    async fn quarantine(
+        &self,
+        row: &FileRow,
+        actor: &str,
+        facts: FileFacts,
+        signals: Vec<DrillSignal>,
+    ) -> Result<Outcome, IntakeError> {
+        let (judgement, identity) = self.judge_once(row, &facts, &signals, &[]).await?;
+        self.record_verdict(row, actor, judgement, &identity, facts)
+            .await
+    }
+
+    /// Write a verdict other than `fed`, with its audit event.
+    async fn record_verdict(
+        &self,
+        row: &FileRow,
+        actor: &str,
+        judgement: Judgement,
+        identity: &Identity,
+        facts: FileFacts,
+    ) -> Result<Outcome, IntakeError> {
+        self.ledger
+            .decide(&Decision {
+                file_id: row.id,
+                identity,
+                judgement: &judgement,
+                at: self.clock.now(),
+                actor,
+            })
+            .await?;
+        Ok(outcome(row, judgement, Some(facts), 0))
+    }
+
+    /// Look up what the ledger holds and ask the judge.
+    pub(super) async fn judge_once(
+        &self,
+        row: &FileRow,
+        facts: &FileFacts,
+        signals: &[DrillSignal],
+        overlaps: &[Overlap],
+    ) -> Result<(Judgement, Identity), IntakeError> {
+        let (mut same_checksum, mut same_fp, mut same_key) = (None, None, None);
+        if facts.is_valid() {
+            same_checksum = self
+                .ledger
+                .earlier_same_checksum(&row.checksum, row.id)
+                .await?
+                .map(|r| r.prior());
+            if let Some(fp) = facts.fingerprint_hex() {
+                let (fp_row, key_row) = self
+                    .ledger
+                    .fed_matching(&fp, &facts.format, &facts.business_key_text())
+                    .await?;
+                same_fp = fp_row.map(|r| r.prior());
+                same_key = key_row.map(|r| r.prior());
+            }
+        }
+        let evidence = Evidence {
+            facts,
+            drill_signals: signals,
+            same_checksum: same_checksum.as_ref(),
+            fed_same_fingerprint: same_fp.as_ref(),
+            fed_same_business_key: same_key.as_ref(),
+            overlaps,
+            tz: self.config.timezone,
+        };
+        Ok((judge::judge(&evidence), identity(facts, signals)))
+    }
+
+    /// Verify a stored file on a blocking thread, optionally streaming its
+    /// records to `sink`.
+    pub(super) async fn verify_stored(
+        &self,
+        spec: &FormatSpec,
+        row: &FileRow,
+        sidecar: Option<Vec<u8>>,
+        sink: Option<Box<dyn RecordSink + Send>>,
+    ) -> Result<FileFacts, IntakeError> {
+        let blob = self.store.open_blob(&row.checksum)?;
+        let (spec, name, id, checksum) =
+            (spec.clone(), row.name.clone(), row.id, row.checksum.clone());
+        let facts = tokio::task::spawn_blocking(move || {
+            let mut sink = sink;
+            let ctx = FileContext {
+                name: &name,
+                sidecar: sidecar.as_deref(),
+            };
+            let reader = std::io::BufReader::with_capacity(1 << 20, blob);
+            match sink.as_deref_mut() {
+                Some(s) => crate::format::verify(&spec, reader, ctx, s),
+                None => crate::format::verify(&spec, reader, ctx, &mut ()),
+            }
+        })
+        .await
+        .map_err(|e| IntakeError::Internal(e.to_string()))?
+        .map_err(|source| IntakeError::Read {
+            path: self.store.path_of(&checksum).display().to_string(),
+            source,
+        })?;
+        if facts.checksum_hex() != checksum {
+            return Err(IntakeError::Corrupt {
+                file_id: id,
+                checksum,
+            });
+        }
+        Ok(facts)
+    }
+
+    /// Feed: parse the stored file again on a blocking thread, streaming its
+    /// entries into one ledger transaction. The stream is marked complete only
+    /// if the second pass gives the same valid facts.
+    pub(super) async fn feed(
+        &self,
+        spec: &FormatSpec,
+        row: &FileRow,
+        sidecar: Option<Vec<u8>>,
+        plan: &FeedPlan<'_>,
+    ) -> Result<u64, IntakeError> {
+        let (tx, rx) = mpsc::channel::<Vec<NewEntry>>(4);
+        let sink = Box::new(EntrySink {
+            tx: tx.clone(),
+            batch: Vec::with_capacity(FEED_BATCH),
+        });
+        let expected_fp = plan.decision.identity.fingerprint.clone();
+        let parse = async move {
+            let facts = self.verify_stored(spec, row, sidecar, Some(sink)).await;
+            // Complete only if the second pass agrees with the first.
+            if let Ok(f) = &facts
+                && f.is_valid()
+                && f.fingerprint_hex() == expected_fp
+            {
+                let _ = tx.send(Vec::new()).await;
+            }
+            drop(tx);
+            facts
+        };
+        let feed = self.ledger.feed(plan, rx);
+        let (parsed, fed) = tokio::join!(parse, feed);
+        parsed?;
+        Ok(fed?)
+    }
+
+    /// Which fed files share record keys with this one, and how many.
+    async fn find_overlaps(
+        &self,
+        spec: &FormatSpec,
+        row: &FileRow,
+        sidecar: Option<Vec<u8>>,
+    ) -> Result<Vec<Overlap>, IntakeError> {
+        let (tx, mut rx) = mpsc::channel::<Vec<NewEntry>>(4);
+        let sink = Box::new(EntrySink {
+            tx,
+            batch: Vec::with_capacity(FEED_BATCH),
+        });
+        let parse = self.verify_stored(spec, row, sidecar, Some(sink));
+        // `move`: if a look-up fails, the receiver goes with it and the parsing
+        // thread stops instead of waiting on a full channel.
+        let lookup = async move {
+            let mut counts = std::collections::BTreeMap::<i64, u64>::new();
+            while let Some(batch) = rx.recv().await {
+                let keys: Vec<String> = batch.into_iter().map(|e| e.record_key).collect();
+                for (file, n) in self
+                    .ledger
+                    .fed_record_keys(&row.partner, &spec.id, &keys)
+                    .await?
+                {
+                    *counts.entry(file).or_insert(0) += n;
+                }
+            }
+            Ok::<_, IntakeError>(counts)
+        };
+        let (parsed, counts) = tokio::join!(parse, lookup);
+        parsed?;
+        let mut overlaps = Vec::new();
+        for (file, records) in counts? {
+            if file == row.id {
+                continue;
+            }
+            if let Some(f) = self.ledger.file(file).await? {
+                overlaps.push(Overlap {
+                    file: f.prior(),
+                    records,
+                });
+            }
+        }
+        Ok(overlaps)
+    }
+
+    /// The first record whose key repeats an earlier record's in the same file.
+    async fn find_repeated_key(
+        &self,
+        spec: &FormatSpec,
+        row: &FileRow,
+        sidecar: Option<Vec<u8>>,
+    ) -> Result<VerifyError, IntakeError> {
+        let found = Arc::new(std::sync::Mutex::new(None::<VerifyError>));
+        let sink = Box::new(RepeatFinder {
+            seen: std::collections::HashMap::new(),
+            found: found.clone(),
+        });
+        self.verify_stored(spec, row, sidecar, Some(sink)).await?;
+        let found = found
+            .lock()
+            .map_err(|_| IntakeError::Internal("poisoned".into()))?
+            .take();
+        Ok(found.unwrap_or(VerifyError {
+            record: None,
+            offset: None,
+            field: None,
+            message: "a record key is already fed (the ledger refused it) but no fed file holds it"
+                .into(),
+        }))
+    }
+}
+
+pub(super) fn unidentified(row: &FileRow, message: String) -> FileFacts {
+    FileFacts::failed(row.size as u64, message)
+}
+
+pub(super) fn identity(facts: &FileFacts, signals: &[DrillSignal]) -> Identity {
+    Identity {
+        format: (!facts.format.is_empty()).then(|| facts.format.clone()),
+        fingerprint: facts.fingerprint_hex(),
+        business_key: (!facts.business_key.is_empty()).then(|| facts.business_key_text()),
+        business_date: facts.business_date,
+        records: Some(facts.records as i64),
+        totals: facts.is_valid().then(|| facts.totals.clone()),
+        drill_signals: signals.to_vec(),
+        error: facts.error.clone(),
+    }
+}
+
+pub(super) fn outcome(row: &FileRow, j: Judgement, facts: Option<FileFacts>, fed: u64) -> Outcome {
+    Outcome {
+        file_id: row.id,
+        verdict: j.verdict,
+        reason: j.reason,
+        related_file_id: j.related,
+        checksum: row.checksum.clone(),
+        facts,
+        fed_entries: fed,
+        receipt: ReceiptStatus::NotWanted,
+    }
+}
+
+/// Batches entries from the parsing thread to the async feed.
+struct EntrySink {
+    tx: mpsc::Sender<Vec<NewEntry>>,
+    batch: Vec<NewEntry>,
+}
+
+impl RecordSink for EntrySink {
+    fn record(&mut self, r: &crate::format::DataRecord<'_>) -> ControlFlow<()> {
+        self.batch.push(NewEntry {
+            record_no: r.number as i64,
+            record_key: r.record_key.to_string(),
+            amount: r.amount,
+            fields: r.fields_json(),
+        });
+        if self.batch.len() >= FEED_BATCH {
+            let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(FEED_BATCH));
+            if self.tx.blocking_send(batch).is_err() {
+                // The feed gave up (e.g. a constraint fired): stop parsing.
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+impl Drop for EntrySink {
+    fn drop(&mut self) {
+        if !self.batch.is_empty() {
+            let _ = self.tx.blocking_send(std::mem::take(&mut self.batch));
+        }
+    }
+}
+
+/// Finds the first record whose key repeats an earlier one (by a 64-bit hash
+/// of the key: 8 bytes a record).
+struct RepeatFinder {
+    seen: std::collections::HashMap<u64, (u64, u64)>,
+    found: Arc<std::sync::Mutex<Option<VerifyError>>>,
+}
+
+impl RecordSink for RepeatFinder {
+    fn record(&mut self, r: &crate::format::DataRecord<'_>) -> ControlFlow<()> {
+        use std::hash::Hasher;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        h.write(r.record_key.as_bytes());
+        let key = h.finish();
+        if let Some((first, _)) = self.seen.get(&key) {
+            if let Ok(mut f) = self.found.lock() {
+                *f = Some(VerifyError {
+                    record: Some(r.number),
+                    offset: Some(r.offset),
+                    field: None,
+                    message: format!(
+                        "record key {:?} repeats record {first}: a record is fed at most once",
+                        r.record_key
+                    ),
+                });
+            }
+            return ControlFlow::Break(());
+        }
+        self.seen.insert(key, (r.number, r.offset));
+        ControlFlow::Continue(())
+    }
+}

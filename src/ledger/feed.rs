@@ -1,0 +1,339 @@
+//! Settlement entries: a file's records fed in one transaction with its
+//! verdict, reversals that offset a superseded file, and what settlement
+//! will pay per business date.
+
+use std::collections::BTreeMap;
+
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+use sqlx::Sqlite;
+use tokio::sync::mpsc;
+
+use super::files::{Decision, insert_event, related_details, set_verdict};
+use super::{Ledger, LedgerError, on_pool, query_error};
+use crate::model::{FileState, Verdict};
+
+/// How to feed a file.
+#[derive(Debug, Clone, Copy)]
+pub struct FeedPlan<'a> {
+    pub decision: Decision<'a>,
+    pub partner: &'a str,
+    /// The state the file has now: received (intake), drill (an operator's
+    /// release), conflict (an operator's supersede).
+    pub from: FileState,
+    /// A fed file this one replaces (supersede).
+    pub supersedes: Option<i64>,
+}
+
+/// Where fed entries go.
+struct EntryTarget<'a> {
+    file_id: i64,
+    partner: &'a str,
+    format: &'a str,
+    date: NaiveDate,
+}
+
+/// The statements whose SQL differs between the backends.
+trait EntryWriter {
+    /// Insert a batch of original entries.
+    fn insert_entries(
+        &mut self,
+        t: &EntryTarget<'_>,
+        rows: &[NewEntry],
+    ) -> impl std::future::Future<Output = Result<(), LedgerError>> + Send;
+    /// Insert reversal entries (negated amounts) for a file's live originals.
+    const REVERSE_ENTRIES: &'static str;
+}
+
+/// Offset a file's live originals with reversal entries, then mark them
+/// reversed by `by` (the only update entries allow).
+macro_rules! reverse_entries {
+    ($tx:expr, $file_id:expr, $by:expr) => {{
+        let tx = $tx;
+        async {
+            sqlx::query(entry_writer_sql(&*tx))
+                .bind($file_id)
+                .execute(&mut **tx)
+                .await
+                .map_err(query_error("insert reversals"))?;
+            sqlx::query(
+                "UPDATE entries SET reversed_by = $2 WHERE file_id = $1 AND kind = 'original' AND reversed_by IS NULL",
+            )
+            .bind($file_id)
+            .bind($by)
+            .execute(&mut **tx)
+            .await
+            .map(|_| ())
+            .map_err(query_error("mark reversed"))
+        }
+        .await
+    }};
+}
+
+/// The reversal statement of the transaction's backend.
+fn entry_writer_sql<T: EntryWriter>(_: &T) -> &'static str {
+    T::REVERSE_ENTRIES
+}
+
+/// One settlement entry to feed.
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    pub record_no: i64,
+    pub record_key: String,
+    pub amount: Decimal,
+    /// JSON object of the record's fields.
+    pub fields: String,
+}
+
+/// What settlement will pay for one partner, format and business date.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct IntakeRow {
+    pub partner: String,
+    pub format: String,
+    pub business_date: NaiveDate,
+    pub files: i64,
+    pub entries: i64,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub total: Decimal,
+}
+
+/// Rows per multi-row INSERT on SQLite (8 parameters each, well under its limit).
+const SQLITE_BATCH: usize = 500;
+
+impl Ledger {
+    /// How many of `keys` are already fed, per file.
+    pub async fn fed_record_keys(
+        &self,
+        partner: &str,
+        format: &str,
+        keys: &[String],
+    ) -> Result<BTreeMap<i64, u64>, LedgerError> {
+        let mut out = BTreeMap::new();
+        for chunk in keys.chunks(500) {
+            let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
+            let sql = format!(
+                "SELECT file_id, COUNT(*) AS n FROM entries WHERE partner = $1 AND format = $2 \
+                 AND kind = 'original' AND reversed_by IS NULL AND record_key IN ({}) GROUP BY file_id",
+                list.join(", ")
+            );
+            let rows: Vec<(i64, i64)> = on_pool!(self, pool => {
+                // Built from numbered placeholders only.
+                let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str())).bind(partner).bind(format);
+                for k in chunk {
+                    q = q.bind(k);
+                }
+                q.fetch_all(pool).await
+            })
+            .map_err(query_error("look up record keys"))?;
+            for (file, n) in rows {
+                *out.entry(file).or_insert(0) += n as u64;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Feed a file: in one transaction, mark it `fed`, insert its entries as
+    /// they arrive on `entries`, and append the event. Any failure — a guard
+    /// constraint, the entries channel closing before the stream is complete,
+    /// a lost connection — rolls everything back: never half-fed.
+    ///
+    /// When the feed supersedes a fed file, that file is marked `superseded`
+    /// and its live entries are offset by reversal entries (negated amounts)
+    /// in the same transaction, before the new entries go in.
+    ///
+    /// `entries` yields batches; the sender signals a complete stream by
+    /// sending a final empty batch. The receiver is dropped when this returns,
+    /// so a producer blocked on it stops.
+    pub async fn feed(
+        &self,
+        plan: &FeedPlan<'_>,
+        mut entries: mpsc::Receiver<Vec<NewEntry>>,
+    ) -> Result<u64, LedgerError> {
+        let d = &plan.decision;
+        let (id, identity, judgement, at, actor) =
+            (d.file_id, d.identity, d.judgement, d.at, d.actor);
+        if judgement.verdict != Verdict::Fed {
+            return Err(LedgerError::State("feed() needs a fed judgement".into()));
+        }
+        let target = EntryTarget {
+            file_id: id,
+            partner: plan.partner,
+            format: identity
+                .format
+                .as_deref()
+                .ok_or_else(|| LedgerError::State("a fed file needs a format".into()))?,
+            date: identity
+                .business_date
+                .ok_or_else(|| LedgerError::State("a fed file needs a business date".into()))?,
+        };
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(query_error("begin"))?;
+            if let Some(old) = plan.supersedes {
+                let n = sqlx::query(
+                    "UPDATE files SET verdict = 'superseded', related_file_id = $2, decided_at = $3 WHERE id = $1 AND verdict = 'fed'",
+                )
+                .bind(old)
+                .bind(id)
+                .bind(at)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error("mark superseded"))?
+                .rows_affected();
+                if n != 1 {
+                    return Err(LedgerError::State(format!("file {old} is not fed; nothing to supersede")));
+                }
+                reverse_entries!(&mut tx, old, id)?;
+                insert_event!(&mut *tx, at, old, FileState::Superseded.as_str(), actor, &judgement.reason, related_details(Some(id)))?;
+            }
+            set_verdict!(&mut *tx, id, identity, judgement, at, plan.from)?;
+            let mut fed = 0u64;
+            loop {
+                let Some(batch) = entries.recv().await else {
+                    return Err(LedgerError::State("the entry stream ended early; nothing was fed".into()));
+                };
+                if batch.is_empty() {
+                    break;
+                }
+                tx.insert_entries(&target, &batch).await?;
+                fed += batch.len() as u64;
+            }
+            insert_event!(&mut *tx, at, id, Verdict::Fed.as_str(), actor, &judgement.reason, related_details(plan.supersedes))?;
+            tx.commit().await.map_err(query_error("commit feed"))?;
+            Ok(fed)
+        })
+    }
+
+    /// What settlement will pay for a business date, per partner and format.
+    /// Amounts are summed as exact decimals in Rust (SQLite has no exact
+    /// decimal arithmetic), reversals included.
+    pub async fn intake(&self, date: NaiveDate) -> Result<Vec<IntakeRow>, LedgerError> {
+        let sql = "SELECT partner, format, file_id, CAST(amount AS TEXT) AS amount FROM entries WHERE business_date = $1";
+        let mut groups: BTreeMap<
+            (String, String),
+            (std::collections::BTreeSet<i64>, i64, Decimal),
+        > = BTreeMap::new();
+        let rows: Vec<(String, String, i64, String)> =
+            on_pool!(self, pool => sqlx::query_as(sql).bind(date).fetch_all(pool).await)
+                .map_err(query_error("read intake"))?;
+        for (partner, format, file, amount) in rows {
+            let amount = Decimal::from_str_exact(&amount).map_err(|e| {
+                LedgerError::State(format!("entry amount {amount:?} is not a decimal: {e}"))
+            })?;
+            let g = groups.entry((partner, format)).or_default();
+            g.0.insert(file);
+            g.1 += 1;
+            g.2 =
+                g.2.checked_add(amount)
+                    .ok_or_else(|| LedgerError::State("intake total overflows".into()))?;
+        }
+        Ok(groups
+            .into_iter()
+            .map(|((partner, format), (files, entries, total))| IntakeRow {
+                partner,
+                format,
+                business_date: date,
+                files: files.len() as i64,
+                entries,
+                total,
+            })
+            .collect())
+    }
+
+    /// Entries of a file (for `show` and tests).
+    pub async fn entry_count(&self, file_id: i64) -> Result<i64, LedgerError> {
+        on_pool!(self, pool => sqlx::query_scalar("SELECT COUNT(*) FROM entries WHERE file_id = $1").bind(file_id).fetch_one(pool).await)
+            .map_err(query_error("count entries"))
+    }
+}
+
+impl EntryWriter for sqlx::Transaction<'_, Sqlite> {
+    async fn insert_entries(
+        &mut self,
+        t: &EntryTarget<'_>,
+        rows: &[NewEntry],
+    ) -> Result<(), LedgerError> {
+        for chunk in rows.chunks(SQLITE_BATCH) {
+            // Anonymous `?` placeholders: binding numbered ones makes SQLite
+            // look each name up in a list, quadratic in a statement this long.
+            let mut sql = String::with_capacity(128 + chunk.len() * 32);
+            sql.push_str(
+                "INSERT INTO entries (file_id, partner, format, business_date, record_no, record_key, amount, kind, fields) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str("(?, ?, ?, ?, ?, ?, ?, 'original', ?)");
+            }
+            // Built from placeholders only.
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
+            for r in chunk {
+                // SQLite keeps amounts as exact decimal text.
+                q = q
+                    .bind(t.file_id)
+                    .bind(t.partner)
+                    .bind(t.format)
+                    .bind(t.date)
+                    .bind(r.record_no)
+                    .bind(&r.record_key)
+                    .bind(r.amount.to_string())
+                    .bind(&r.fields);
+            }
+            q.execute(&mut **self)
+                .await
+                .map_err(query_error("insert entries"))?;
+        }
+        Ok(())
+    }
+
+    // Negate the decimal text exactly (SQLite arithmetic would go through floats).
+    const REVERSE_ENTRIES: &'static str = "INSERT INTO entries (file_id, partner, format, business_date, record_no, record_key, amount, kind, fields) \
+         SELECT file_id, partner, format, business_date, record_no, record_key, \
+                CASE WHEN amount LIKE '-%' THEN substr(amount, 2) \
+                     WHEN amount = '0' THEN '0' ELSE '-' || amount END, \
+                'reversal', fields \
+         FROM entries WHERE file_id = $1 AND kind = 'original' AND reversed_by IS NULL ORDER BY id";
+}
+
+impl EntryWriter for sqlx::Transaction<'_, sqlx::Postgres> {
+    async fn insert_entries(
+        &mut self,
+        t: &EntryTarget<'_>,
+        rows: &[NewEntry],
+    ) -> Result<(), LedgerError> {
+        // One statement per batch: arrays unnested server-side.
+        let (mut nos, mut keys, mut amounts, mut fields) = (
+            Vec::with_capacity(rows.len()),
+            Vec::with_capacity(rows.len()),
+            Vec::with_capacity(rows.len()),
+            Vec::with_capacity(rows.len()),
+        );
+        for e in rows {
+            nos.push(e.record_no);
+            keys.push(e.record_key.as_str());
+            amounts.push(e.amount);
+            fields.push(e.fields.as_str());
+        }
+        sqlx::query(
+            "INSERT INTO entries (file_id, partner, format, business_date, record_no, record_key, amount, kind, fields) \
+             SELECT $1, $2, $3, $4, r.no, r.key, r.amount, 'original', r.fields \
+             FROM UNNEST($5::bigint[], $6::text[], $7::numeric[], $8::text[]) AS r(no, key, amount, fields)",
+        )
+        .bind(t.file_id)
+        .bind(t.partner)
+        .bind(t.format)
+        .bind(t.date)
+        .bind(&nos)
+        .bind(&keys)
+        .bind(&amounts)
+        .bind(&fields)
+        .execute(&mut **self)
+        .await
+        .map(|_| ())
+        .map_err(query_error("insert entries"))
+    }
+
+    const REVERSE_ENTRIES: &'static str = "INSERT INTO entries (file_id, partner, format, business_date, record_no, record_key, amount, kind, fields) \
+         SELECT file_id, partner, format, business_date, record_no, record_key, -amount, 'reversal', fields \
+         FROM entries WHERE file_id = $1 AND kind = 'original' AND reversed_by IS NULL ORDER BY id";
+}
