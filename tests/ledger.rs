@@ -342,6 +342,129 @@ async fn recovery_judges_and_answers_with_receipts(t: TestLedger) {
     t.drop_db().await;
 }
 
+/// A drill verdict that came from how a file arrived (a drill channel, an
+/// announced window, a file-name pattern, a DR endpoint) says nothing about
+/// another arrival of the same bytes by a production route: that copy is
+/// judged on its own and fed, also after the drill copy was rejected. A copy
+/// of bytes still pending, or fed, stays a duplicate.
+async fn arrival_drills_do_not_block_their_twin(t: TestLedger) {
+    let env = Env::new(
+        &t,
+        "[[partners]]\nid = \"twins\"\nformats = [\"card-settlement\"]\n\
+         drill_name_patterns = [\"(?i)drill\"]\ndrill_channels = [\"watch\"]\ndrill_endpoints = [\"dr\"]\n\
+         drill_windows = [{ start = \"2026-11-23T09:00:00+09:00\", end = \"2026-11-23T11:00:00+09:00\" }]\n",
+    );
+    let mut config = Config::load(Some(&env.config)).expect("config");
+    config.data_dir = env.data.clone();
+    config.ledger = t.url.clone();
+    let gw = Gateway::open(config.clone(), Arc::new(FixedClock(now())))
+        .await
+        .expect("gateway");
+    // 2026-11-23 10:00 KST: inside the announced window.
+    let in_window = Utc.with_ymd_and_hms(2026, 11, 23, 1, 0, 0).unwrap();
+    let gw_window = Gateway::open(config, Arc::new(FixedClock(in_window)))
+        .await
+        .expect("gateway");
+    let dir = env.path("in");
+    std::fs::create_dir_all(&dir).unwrap();
+    let day = |seq: u16| {
+        let d = NaiveDate::from_ymd_opt(2026, 11, 21).unwrap();
+        let mut f = CardFile::new(d);
+        f.file_seq = seq;
+        f.records = (0..3)
+            .map(|i| CardRecord::synthetic(u64::from(seq) * 100 + i, d))
+            .collect();
+        f
+    };
+    async fn take(
+        gw: &Gateway,
+        dir: &std::path::Path,
+        f: &CardFile,
+        name: &str,
+        channel: Channel,
+        endpoint: Option<&str>,
+    ) -> settlegate::intake::Outcome {
+        let path = dir.join(format!("{}-{name}", f.file_seq));
+        std::fs::write(&path, f.render()).unwrap();
+        let mut arrival = Arrival::new("twins", channel, name, "test");
+        arrival.endpoint = endpoint.map(String::from);
+        let bytes = Bytes::Files {
+            data: &path,
+            control: None,
+        };
+        gw.intake(&arrival, bytes).await.expect("intake")
+    }
+    // (case, the drill copy's route, reject the drill copy first?)
+    for (seq, case) in [
+        (1, "name"),
+        (2, "channel"),
+        (3, "window"),
+        (4, "endpoint"),
+        (5, "rejected"),
+    ] {
+        let f = day(seq);
+        let name = f.file_name();
+        let drill = match case {
+            "name" => {
+                take(
+                    &gw,
+                    &dir,
+                    &f,
+                    &name.replace(".dat", "_DRILL.dat"),
+                    Channel::Manual,
+                    None,
+                )
+                .await
+            }
+            "channel" | "rejected" => take(&gw, &dir, &f, &name, Channel::Watch, None).await,
+            "window" => take(&gw_window, &dir, &f, &name, Channel::Manual, None).await,
+            _ => take(&gw, &dir, &f, &name, Channel::SftpPull, Some("dr")).await,
+        };
+        assert_eq!(drill.verdict, Verdict::Drill, "{case}: {}", drill.reason);
+        if case == "rejected" {
+            gw.reject(drill.file_id, "a DR drill copy", "operator:test")
+                .await
+                .expect("reject");
+        }
+        let twin = take(&gw, &dir, &f, &name, Channel::SftpPull, Some("primary")).await;
+        assert_eq!(
+            twin.verdict,
+            Verdict::Fed,
+            "{case} ({}): {}",
+            t.backend,
+            twin.reason
+        );
+        assert_eq!(
+            gw.ledger.fed_with_checksum(&drill.checksum).await.unwrap(),
+            Some(twin.file_id)
+        );
+        // Once fed, the same bytes again are its duplicate.
+        let again = take(&gw, &dir, &f, &name, Channel::Manual, None).await;
+        assert_eq!(again.verdict, Verdict::Duplicate, "{case}");
+        assert_eq!(again.related_file_id, Some(twin.file_id), "{case}");
+    }
+    // Bytes still pending (recorded, not judged): a copy is a duplicate.
+    let f = day(6);
+    let path = dir.join("pending");
+    std::fs::write(&path, f.render()).unwrap();
+    let pending = gw
+        .record(
+            &Arrival::new("twins", Channel::Manual, &f.file_name(), "test"),
+            Bytes::Files {
+                data: &path,
+                control: None,
+            },
+        )
+        .await
+        .expect("record");
+    let copy = take(&gw, &dir, &f, &f.file_name(), Channel::Manual, None).await;
+    assert_eq!(copy.verdict, Verdict::Duplicate);
+    assert_eq!(copy.related_file_id, Some(pending));
+    gw.ledger.close().await;
+    gw_window.ledger.close().await;
+    t.drop_db().await;
+}
+
 macro_rules! both {
     ($name:ident, $body:ident) => {
         mod $name {
@@ -366,3 +489,4 @@ both!(guards, constraints_refuse_a_second_feed);
 both!(append_only, the_audit_log_and_entries_are_append_only);
 both!(races, racing_gateways_feed_once);
 both!(recovery, recovery_judges_and_answers_with_receipts);
+both!(drill_twins, arrival_drills_do_not_block_their_twin);

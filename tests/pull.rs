@@ -595,6 +595,79 @@ async fn a_dr_endpoints_files_are_drills_and_one_failing_endpoint_stops_no_other
     assert_eq!(reports.len(), 1);
 }
 
+/// A partner's DR site replays the very same file during a drill: its copy
+/// is quarantined as a drill, and the production endpoint's copy of the same
+/// bytes is then fed (the drill copy's `show` names it); a re-send with a new
+/// stamp, and the same bytes once more, are duplicates of the fed file.
+#[tokio::test]
+async fn a_dr_sites_byte_identical_copy_does_not_block_the_production_file() {
+    for ledger in TestLedger::all().await {
+        dr_twin(ledger).await;
+    }
+}
+
+async fn dr_twin(ledger: TestLedger) {
+    let sshd = Sshd::start();
+    let primary = sshd.remote_dir("primary");
+    let dr = sshd.remote_dir("dr");
+    let day = card(1, 0, 3);
+    let env = env(
+        &ledger,
+        &format!(
+            "{}{}",
+            endpoint(&sshd, "primary", &primary, ""),
+            endpoint(&sshd, "dr", &dr, "drill_site = true\n"),
+        ),
+    );
+    let (name, sum) = put(&dr, &day);
+    let (code, reports) = pull(&env, &["--endpoint", "dr"]);
+    assert_eq!(code, 0, "{reports:?}");
+    assert_eq!(verdicts(&reports[0]), vec![(name.clone(), "drill".into())]);
+    let drill_id = reports[0]["taken"][0]["file_id"].as_i64().expect("id");
+
+    // The production endpoint delivers the very same bytes.
+    assert_eq!(put(&primary, &day).1, sum);
+    let (code, reports) = pull(&env, &["--endpoint", "primary"]);
+    assert_eq!(code, 0, "{reports:?}");
+    assert_eq!(
+        verdicts(&reports[0]),
+        vec![(name.clone(), "fed".into())],
+        "{} {reports:?}",
+        ledger.backend
+    );
+    let fed_id = reports[0]["taken"][0]["file_id"].as_i64().expect("id");
+    let (_, shown) = env.json(&["show", &drill_id.to_string(), "--json"]);
+    assert_eq!(shown["verdict"], "drill");
+    assert_eq!(shown["fed_copy_file_id"], fed_id, "{shown}");
+    let text = env.run(&["show", &drill_id.to_string()]).stdout;
+    assert!(
+        text.contains(&format!("same bytes fed as file {fed_id}")),
+        "{text}"
+    );
+
+    // The same day with a new stamp (same fingerprint, other bytes), and the
+    // same bytes once more: duplicates of the fed file.
+    let mut restamped = day.clone();
+    restamped.created_at += chrono::Duration::hours(3);
+    put(&primary, &restamped);
+    let (_, reports) = pull(&env, &["--endpoint", "primary"]);
+    assert_eq!(
+        verdicts(&reports[0]),
+        vec![(name.clone(), "duplicate".into())]
+    );
+    assert_eq!(reports[0]["taken"][0]["related_file_id"], fed_id);
+    // (republished later: same path and size, a new modification time)
+    put(&primary, &day);
+    touch_later(&primary.join(&name));
+    let (_, reports) = pull(&env, &["--endpoint", "primary"]);
+    assert_eq!(
+        verdicts(&reports[0]),
+        vec![(name.clone(), "duplicate".into())]
+    );
+    assert_eq!(reports[0]["taken"][0]["related_file_id"], fed_id);
+    ledger.drop_db().await;
+}
+
 #[tokio::test]
 async fn two_hundred_files_in_one_pickup() {
     let sshd = Sshd::start();
