@@ -15,30 +15,10 @@ pub struct UnknownName {
     pub known: String,
 }
 
-/// Text ↔ value for a closed set of names (database columns, CLI values).
-macro_rules! named {
-    ($ty:ident, $what:literal, { $($variant:ident => $text:literal),+ $(,)? }) => {
-        impl $ty {
-            pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
-
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $($ty::$variant => $text),+
-                }
-            }
-
-            pub fn parse(s: &str) -> Result<$ty, UnknownName> {
-                match s {
-                    $($text => Ok($ty::$variant),)+
-                    _ => Err(UnknownName {
-                        what: $what,
-                        found: s.to_string(),
-                        known: [$($text),+].join(", "),
-                    }),
-                }
-            }
-        }
-
+/// Display, FromStr, TryFrom<String> and serde for a type with
+/// `as_str` and `parse` (its text in the database and on the command line).
+macro_rules! text_impls {
+    ($ty:ident) => {
         impl fmt::Display for $ty {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(self.as_str())
@@ -71,6 +51,34 @@ macro_rules! named {
                 $ty::parse(&s).map_err(serde::de::Error::custom)
             }
         }
+    };
+}
+
+/// Text ↔ value for a closed set of names (database columns, CLI values).
+macro_rules! named {
+    ($ty:ident, $what:literal, { $($variant:ident => $text:literal),+ $(,)? }) => {
+        impl $ty {
+            pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $text),+
+                }
+            }
+
+            pub fn parse(s: &str) -> Result<$ty, UnknownName> {
+                match s {
+                    $($text => Ok($ty::$variant),)+
+                    _ => Err(UnknownName {
+                        what: $what,
+                        found: s.to_string(),
+                        known: [$($text),+].join(", "),
+                    }),
+                }
+            }
+        }
+
+        text_impls!($ty);
     };
 }
 
@@ -202,31 +210,7 @@ impl FileState {
     }
 }
 
-impl fmt::Display for FileState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for FileState {
-    type Err = UnknownName;
-    fn from_str(s: &str) -> Result<FileState, UnknownName> {
-        FileState::parse(s)
-    }
-}
-
-impl TryFrom<String> for FileState {
-    type Error = UnknownName;
-    fn try_from(s: String) -> Result<FileState, UnknownName> {
-        FileState::parse(&s)
-    }
-}
-
-impl serde::Serialize for FileState {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
+text_impls!(FileState);
 
 /// What raised a drill signal. A signal from how a file arrived says
 /// nothing about another arrival of the same bytes by a production route;
