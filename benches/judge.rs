@@ -13,7 +13,7 @@ use chrono::NaiveDate;
 use settlegate::config::Config;
 use settlegate::format::generate::{CardFile, CardRecord};
 use settlegate::intake::{Arrival, Bytes, Gateway, SystemClock};
-use settlegate::ledger::{Ledger, execute_raw};
+use settlegate::ledger::{Backend, Ledger, execute_raw};
 use settlegate::model::Channel;
 use sqlx::Connection;
 
@@ -29,14 +29,14 @@ fn config(dir: &std::path::Path, ledger: Option<String>) -> Config {
 }
 
 async fn seed(ledger: &Ledger, n: u64) {
-    let (series, cast) = match ledger {
-        Ledger::Sqlite(_) => (
+    let (series, cast) = match ledger.backend() {
+        Backend::Sqlite => (
             format!(
                 "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {n})"
             ),
             "",
         ),
-        Ledger::Postgres(_) => (
+        Backend::Postgres => (
             format!("WITH s(i) AS (SELECT generate_series(1, {n}))"),
             "::date",
         ),

@@ -23,14 +23,16 @@ pub struct PriorFile {
 }
 
 impl PriorFile {
-    /// `file 17 (CSTL_031_20261121_0001.dat, fed 2026-11-22 02:10 via sftp-pull)`
+    /// `file 17 (CSTL_031_20261121_0001.dat, fed 2026-11-22 02:10 via sftp-pull)`.
+    /// A file still being judged is described as it was at that moment
+    /// (the reason is kept; `show` tells what became of it since).
     pub fn describe(&self, tz: FixedOffset) -> String {
         let when = self
             .decided_at
             .unwrap_or(self.received_at)
             .with_timezone(&tz);
         let what = match self.state {
-            FileState::Received => "received, not yet judged".to_string(),
+            FileState::Received => "received, still being judged at that time".to_string(),
             s => s.to_string(),
         };
         format!(

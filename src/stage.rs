@@ -116,15 +116,21 @@ impl ContentStore {
     /// [`ContentStore::begin`] with the temp file in `dir` (a channel's
     /// spool, on the store's file system so a commit is a rename).
     pub fn begin_in(&self, dir: &Path, prefix: &str, suffix: &str) -> Result<Incoming, StoreError> {
+        let err = |source| StoreError {
+            action: "create a temp file in",
+            path: dir.to_path_buf(),
+            source,
+        };
         let tmp = tempfile::Builder::new()
             .prefix(prefix)
             .suffix(suffix)
             .tempfile_in(dir)
-            .map_err(|source| StoreError {
-                action: "create a temp file in",
-                path: dir.to_path_buf(),
-                source,
-            })?;
+            .map_err(err)?;
+        // Held while this process writes it: a temp file nobody holds was
+        // left by a process that died, and may be removed.
+        tmp.as_file()
+            .try_lock()
+            .map_err(|e| err(io::Error::from(e)))?;
         Ok(Incoming {
             store: self.clone(),
             tmp,
@@ -320,6 +326,53 @@ impl ContentStore {
             checksum,
             size,
             path,
+        })
+    }
+}
+
+/// Temp files of processes that died while writing them: in `dir`, named
+/// `<prefix>…`, unlocked (a live writer holds its temp file locked) and not
+/// written for a minute (so one being created this instant is left alone).
+/// Removed; returns how many.
+pub fn remove_abandoned(dir: &Path, prefix: &str) -> io::Result<usize> {
+    const QUIET: std::time::Duration = std::time::Duration::from_secs(60);
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        if !e.file_name().to_string_lossy().starts_with(prefix) {
+            continue;
+        }
+        let Ok(meta) = e.metadata() else { continue };
+        let quiet = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= QUIET);
+        if !meta.is_file() || !quiet {
+            continue;
+        }
+        let Ok(f) = File::open(e.path()) else {
+            continue;
+        };
+        if f.try_lock().is_ok() && std::fs::remove_file(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+impl ContentStore {
+    /// Remove the store's temp files whose writer died (see [`remove_abandoned`]).
+    pub fn remove_abandoned(&self) -> Result<usize, StoreError> {
+        let dir = self.root.join("tmp");
+        remove_abandoned(&dir, "incoming-").map_err(|source| StoreError {
+            action: "clean",
+            path: dir,
+            source,
         })
     }
 }

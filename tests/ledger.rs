@@ -44,9 +44,11 @@ async fn arrive(l: &Ledger, checksum: &str) -> i64 {
         actor: "test",
         reason: None,
         remote: None,
+        claim: None,
     })
     .await
     .expect("record arrival")
+    .id()
 }
 
 fn identity(fingerprint: &str, key: &str) -> Identity {

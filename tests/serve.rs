@@ -25,6 +25,18 @@ fn files_in(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Names of the files claimed from an inbox and not finished yet
+/// (`.taking/<owner>/<n>/<name>`).
+fn claimed_files(inbox: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for owner in files_in(&inbox.join(".taking")) {
+        for n in files_in(&inbox.join(".taking").join(&owner)) {
+            out.extend(files_in(&inbox.join(".taking").join(&owner).join(n)));
+        }
+    }
+    out
+}
+
 /// Drop a file into an inbox: either written in place, or written under a
 /// temporary name and renamed in.
 fn drop_file(inbox: &Path, name: &str, bytes: &[u8], via_temp: bool) {
@@ -323,7 +335,7 @@ fn kill_9_mid_run_loses_nothing_and_feeds_nothing_twice() {
     // At this moment every file is in the inbox, or staged in the ledger with its bytes in the store.
     // A claimed file (being taken when the kill came) is still in the inbox.
     let mut in_inbox: Vec<String> = files_in(&inbox);
-    in_inbox.extend(files_in(&inbox.join(".taking")));
+    in_inbox.extend(claimed_files(&inbox));
     let files = ledger_files(&env);
     let in_ledger: HashMap<String, &serde_json::Value> = files
         .iter()
@@ -485,7 +497,7 @@ fn a_full_disk_leaves_the_file_in_place_and_others_are_served() {
         "{line}"
     );
     assert!(
-        big_inbox.join(".taking").join(big.file_name()).exists(),
+        claimed_files(&big_inbox).contains(&big.file_name()),
         "the file stays in its inbox (claimed, waiting for its retry)"
     );
     let files = ledger_files(&env);

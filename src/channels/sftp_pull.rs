@@ -836,6 +836,14 @@ pub async fn run_schedule(
                 }
             }
             Err(e) => {
+                let e = match e {
+                    PullError::Intake { path, source } => PullError::Intake {
+                        path,
+                        source: gw.explain(source).await,
+                    },
+                    PullError::Ledger(l) => PullError::Ledger(gw.ledger.diagnose(l).await),
+                    other => other,
+                };
                 tracing::error!(partner = %partner, endpoint = %endpoint, error = %e, "pickup failed");
             }
         }

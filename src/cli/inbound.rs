@@ -113,16 +113,66 @@ pub async fn ingest(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .ok_or_else(|| CliError::Usage(format!("{} is not a file", file.display())))?;
-    if !file.is_file() {
-        return Err(CliError::Io {
-            context: format!("cannot read {}", file.display()),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
-        });
+    let unreadable = |why: &str| CliError::Io {
+        context: format!("cannot read {}", file.display()),
+        source: std::io::Error::other(why.to_string()),
+    };
+    // A symbolic link is followed: the operator names the file on purpose.
+    match std::fs::metadata(file) {
+        Ok(m) if m.is_file() => {}
+        Ok(m) if m.is_dir() => return Err(unreadable("it is a directory, not a file")),
+        Ok(_) => {
+            return Err(unreadable(
+                "not a regular file (a FIFO, socket or device); copy the file first",
+            ));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(unreadable("no such file"));
+        }
+        Err(source) => {
+            return Err(CliError::Io {
+                context: format!("cannot read {}", file.display()),
+                source,
+            });
+        }
     }
     let control = choose_format(&gw.formats, p, &name)
         .ok()
         .and_then(|spec| control_file_beside(spec, file));
-    let mut arrival = Arrival::new(partner, channel, &name, &operator_actor());
+    let actor = operator_actor();
+    let (stored, control) = gw
+        .stage(Bytes::Files {
+            data: file,
+            control: control.as_deref(),
+        })
+        .await?;
+    // These bytes recorded by an interrupted run (a killed ingest, a full
+    // disk) and never judged: finish that arrival instead of recording a
+    // second one that would be its duplicate.
+    if let Some(id) = gw
+        .ledger
+        .pending_with_checksum(partner, &stored.checksum)
+        .await?
+    {
+        eprintln!(
+            "file {id} holds these bytes: recorded by an interrupted run and not judged; judging it now"
+        );
+        return match gw.judge(id, &actor).await {
+            Ok(out) => Ok(print_ingested(&out, &name, json)),
+            Err(e) => match gw.ledger.file(id).await? {
+                Some(row) if row.state != crate::model::FileState::Received => {
+                    println!(
+                        "file {id} was judged meanwhile by another process: {}: {}",
+                        row.state,
+                        row.reason.as_deref().map(shown).unwrap_or_default()
+                    );
+                    Ok(row.state.verdict().map_or(Exit::Refused, Exit::from))
+                }
+                _ => Err(e.into()),
+            },
+        };
+    }
+    let mut arrival = Arrival::new(partner, channel, &name, &actor);
     arrival.source_path = Some(
         std::fs::canonicalize(file)
             .unwrap_or(file.to_path_buf())
@@ -130,23 +180,27 @@ pub async fn ingest(
             .to_string(),
     );
     arrival.reason = reason;
-    let bytes = Bytes::Files {
-        data: file,
-        control: control.as_deref(),
+    let bytes = Bytes::Stored {
+        data: &stored,
+        control: control.as_ref(),
     };
     let out = gw.intake(&arrival, bytes).await?;
+    Ok(print_ingested(&out, &name, json))
+}
+
+fn print_ingested(out: &crate::intake::Outcome, name: &str, json: bool) -> Exit {
     if json {
-        println!("{}", outcome_json(&out));
+        println!("{}", outcome_json(out));
     } else {
         println!("{}: {}", out.verdict, out.reason);
         println!(
             "  file {}  {}  checksum {}",
             out.file_id,
-            shown(&arrival.name),
+            shown(name),
             out.checksum
         );
     }
-    Ok(out.verdict.into())
+    out.verdict.into()
 }
 
 pub async fn pull(

@@ -291,7 +291,11 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
         }
         command => runtime(Some(2))?.block_on(async {
             let gateway = Gateway::open(config, Arc::new(SystemClock)).await?;
-            let result = ledger_command(&gateway, command).await;
+            let result = match ledger_command(&gateway, command).await {
+                Err(CliError::Intake(e)) => Err(CliError::Intake(gateway.explain(e).await)),
+                Err(CliError::Ledger(e)) => Err(CliError::Ledger(gateway.ledger.diagnose(e).await)),
+                other => other,
+            };
             gateway.ledger.close().await;
             result
         }),

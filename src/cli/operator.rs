@@ -81,8 +81,13 @@ pub async fn show(gw: &Gateway, file_id: i64, json: bool) -> Result<Exit, CliErr
         .fed_with_checksum(&row.checksum)
         .await?
         .filter(|id| *id != row.id);
+    let related = match row.related_file_id {
+        Some(id) => gw.ledger.file(id).await?,
+        None => None,
+    };
     if json {
         let mut v = file_json(&row);
+        v["related_file_state"] = json!(related.as_ref().map(|f| f.state));
         v["entries"] = json!(entries);
         v["stored_at"] = json!(stored.display().to_string());
         v["fed_copy_file_id"] = json!(fed_copy);
@@ -94,6 +99,7 @@ pub async fn show(gw: &Gateway, file_id: i64, json: bool) -> Result<Exit, CliErr
             &events,
             entries,
             &stored,
+            related.as_ref(),
             fed_copy,
             gw.config.timezone,
         );

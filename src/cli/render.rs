@@ -186,6 +186,7 @@ pub fn print_file(
     events: &[EventRow],
     entries: i64,
     stored: &Path,
+    related: Option<&FileRow>,
     fed_copy: Option<i64>,
     tz: chrono::FixedOffset,
 ) {
@@ -194,7 +195,10 @@ pub fn print_file(
         println!("  reason         {reason}");
     }
     if let Some(rel) = r.related_file_id {
-        println!("  related file   {rel}");
+        match related {
+            Some(f) => println!("  related file   {rel} (now {})", f.state),
+            None => println!("  related file   {rel}"),
+        }
     }
     if let Some(fed) = fed_copy.filter(|f| *f != r.id) {
         println!("  same bytes fed as file {fed}");

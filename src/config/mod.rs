@@ -61,6 +61,9 @@ struct RawConfig {
     /// UTC offset used for "today" and drill windows written without one.
     /// Default `+09:00` (KST).
     timezone: Option<String>,
+    /// File mode of receipts, in octal. Default `"0640"` (partners' and
+    /// operators' tooling in the group reads them).
+    receipt_mode: Option<String>,
     #[serde(default)]
     partners: Vec<partner::RawPartner>,
     /// The watched-folder channel's section (its own validation).
@@ -81,6 +84,8 @@ pub struct Config {
     /// `None`: SQLite under the data dir.
     pub ledger: Option<String>,
     pub timezone: FixedOffset,
+    /// File mode of receipts.
+    pub receipt_mode: u32,
     pub partners: Vec<Partner>,
     /// The sections channels validate themselves.
     pub sections: Sections,
@@ -152,6 +157,18 @@ impl Config {
                 )
             })?,
         };
+        let receipt_mode = match raw.receipt_mode.as_deref() {
+            None => 0o640,
+            Some(m) => u32::from_str_radix(m.trim_start_matches("0o"), 8)
+                .ok()
+                .filter(|v| *v <= 0o777 && *v & 0o400 != 0)
+                .ok_or_else(|| {
+                    err(
+                        "receipt_mode",
+                        format!("{m:?} is not a file mode in octal such as \"0640\" (the owner must be able to read)"),
+                    )
+                })?,
+        };
         let mut partners: Vec<Partner> = Vec::new();
         for p in raw.partners {
             if partners.iter().any(|q| q.id == p.id()) {
@@ -168,6 +185,7 @@ impl Config {
             base,
             ledger: raw.ledger,
             timezone,
+            receipt_mode,
             partners,
             sections: Sections {
                 watch: raw.watch,
@@ -356,6 +374,8 @@ mod tests {
     fn bad_values_are_refused() {
         for (text, needle) in [
             ("timezone = \"KST\"", "timezone"),
+            ("receipt_mode = \"0999\"", "receipt_mode"),
+            ("receipt_mode = \"0040\"", "receipt_mode"),
             (
                 "[[partners]]\nid = \"a\"\nformats = []",
                 "at least one format",

@@ -113,6 +113,9 @@ pub struct Arrival {
     /// For a file pulled from a partner's server: what it was there,
     /// remembered with the arrival so it is not taken twice.
     pub remote: Option<RemoteFile>,
+    /// For a file claimed from a watched inbox: the claim's identity, so a
+    /// claim found again after a crash is finished, not recorded twice.
+    pub claim: Option<String>,
 }
 
 impl Arrival {
@@ -128,6 +131,7 @@ impl Arrival {
             actor: actor.to_string(),
             reason: None,
             remote: None,
+            claim: None,
         }
     }
 }
@@ -214,6 +218,19 @@ impl Gateway {
             ledger,
             clock,
         })
+    }
+
+    /// The error with the ledger's part said plainly: an unreachable
+    /// ledger with why, a full disk (see [`Ledger::diagnose`]).
+    pub async fn explain(&self, e: IntakeError) -> IntakeError {
+        match e {
+            IntakeError::Ledger(l) => IntakeError::Ledger(self.ledger.diagnose(l).await),
+            IntakeError::Staged { file_id, source } => IntakeError::Staged {
+                file_id,
+                source: Box::new(Box::pin(self.explain(*source)).await),
+            },
+            other => other,
+        }
     }
 
     fn partner(&self, id: &str) -> Result<&Partner, IntakeError> {

@@ -12,9 +12,10 @@ use crate::format::{FileContext, FileFacts, FormatSpec, RecordSink, VerifyError}
 use crate::identify::choose_format;
 use crate::judge::{self, ArrivalContext, Evidence, Judgement, Overlap, Verdict};
 use crate::ledger::{
-    Decision, FeedPlan, FileRow, Guard, Identity, LedgerError, NewArrival, NewEntry,
+    Decision, FeedPlan, FileRow, Guard, Identity, LedgerError, NewArrival, NewEntry, Recorded,
 };
 use crate::model::{DrillSignal, FileState};
+use crate::stage::Stored;
 
 /// Entries per batch handed from the parsing thread to the feeding task.
 const FEED_BATCH: usize = 4096;
@@ -42,20 +43,8 @@ impl Gateway {
     /// returns, the caller may let go of its copy: nothing is lost.
     pub async fn record(&self, arrival: &Arrival, bytes: Bytes<'_>) -> Result<i64, IntakeError> {
         self.partner(&arrival.partner)?;
-        let (stored, control) = match bytes {
-            Bytes::Stored { data, control } => (data.clone(), control.cloned()),
-            Bytes::Files { data, control } => {
-                let store = self.store.clone();
-                let (data, control) = (data.to_path_buf(), control.map(|p| p.to_path_buf()));
-                blocking(move || {
-                    let stored = store.put_file(&data)?;
-                    let control = control.map(|p| store.put_file(&p)).transpose()?;
-                    Ok::<_, crate::stage::StoreError>((stored, control))
-                })
-                .await?
-            }
-        };
-        let id = self
+        let (stored, control) = self.stage(bytes).await?;
+        let recorded = self
             .ledger
             .record_arrival(&NewArrival {
                 partner: &arrival.partner,
@@ -70,10 +59,36 @@ impl Gateway {
                 actor: &arrival.actor,
                 reason: arrival.reason.as_deref(),
                 remote: arrival.remote.as_ref(),
+                claim: arrival.claim.as_deref(),
             })
             .await?;
-        tracing::info!(file_id = id, partner = %arrival.partner, channel = %arrival.channel, name = %arrival.name.escape_debug(), checksum = %stored.checksum, "staged");
-        Ok(id)
+        match recorded {
+            Recorded::New(id) => {
+                tracing::info!(file_id = id, partner = %arrival.partner, channel = %arrival.channel, name = %arrival.name.escape_debug(), checksum = %stored.checksum, "staged");
+            }
+            Recorded::Already(id) => {
+                tracing::info!(file_id = id, partner = %arrival.partner, claim = arrival.claim.as_deref().unwrap_or_default(), name = %arrival.name.escape_debug(), "this claim was recorded before a restart; finishing it");
+            }
+        }
+        Ok(recorded.id())
+    }
+
+    /// Put an arrival's bytes (and its control file's) in the content store;
+    /// bytes already there are returned as they are.
+    pub async fn stage(&self, bytes: Bytes<'_>) -> Result<(Stored, Option<Stored>), IntakeError> {
+        match bytes {
+            Bytes::Stored { data, control } => Ok((data.clone(), control.cloned())),
+            Bytes::Files { data, control } => {
+                let store = self.store.clone();
+                let (data, control) = (data.to_path_buf(), control.map(|p| p.to_path_buf()));
+                blocking(move || {
+                    let stored = store.put_file(&data)?;
+                    let control = control.map(|p| store.put_file(&p)).transpose()?;
+                    Ok::<_, crate::stage::StoreError>((stored, control))
+                })
+                .await
+            }
+        }
     }
 
     /// Judge a recorded file (and feed it if it deserves it), as `actor`;
@@ -98,6 +113,51 @@ impl Gateway {
         Ok(out)
     }
 
+    /// Finish a recorded arrival, whatever became of it so far: judge it
+    /// if it is still `received` (another process may be judging it too:
+    /// the ledger lets one decide), then write its receipt when it came by a
+    /// channel. Returns the row as decided. Used to finish a claim found
+    /// again after a crash, and by recovery.
+    pub async fn finish(&self, file_id: i64, actor: &str) -> Result<FileRow, IntakeError> {
+        let row = self.decided_row(file_id).await?;
+        if row.state == FileState::Received {
+            let judged = self.judge(file_id, actor).await;
+            let row = self.decided_row(file_id).await?;
+            return match (judged, row.state) {
+                (Ok(out), _) => {
+                    if let ReceiptStatus::Failed(e) = out.receipt {
+                        return Err(IntakeError::Internal(format!(
+                            "file {file_id} is judged but its receipt could not be written: {e}"
+                        )));
+                    }
+                    Ok(row)
+                }
+                // Decided meanwhile by another process: answer from its verdict.
+                (Err(_), state) if state != FileState::Received => {
+                    self.receipt_for(&row).await?;
+                    Ok(row)
+                }
+                (Err(e), _) => Err(e),
+            };
+        }
+        self.receipt_for(&row).await?;
+        Ok(row)
+    }
+
+    async fn decided_row(&self, file_id: i64) -> Result<FileRow, IntakeError> {
+        self.ledger
+            .file(file_id)
+            .await?
+            .ok_or(IntakeError::NoSuchFile(file_id))
+    }
+
+    async fn receipt_for(&self, row: &FileRow) -> Result<(), IntakeError> {
+        if row.channel.answers_with_receipts() {
+            self.write_receipt(row.id).await?;
+        }
+        Ok(())
+    }
+
     /// Write (or write again) the receipt of a judged file from what the
     /// ledger holds: `<data-dir>/receipts/<partner>/<name>.verdict`.
     pub async fn write_receipt(&self, file_id: i64) -> Result<std::path::PathBuf, IntakeError> {
@@ -107,8 +167,9 @@ impl Gateway {
             .await?
             .ok_or(IntakeError::NoSuchFile(file_id))?;
         let dir = receipt::dir(&self.config.data_dir, &row.partner);
+        let mode = self.config.receipt_mode;
         blocking(move || {
-            receipt::write(&dir, &row).map_err(|source| IntakeError::Receipt { dir, source })
+            receipt::write(&dir, &row, mode).map_err(|source| IntakeError::Receipt { dir, source })
         })
         .await
     }

@@ -31,17 +31,65 @@ pub fn render(row: &FileRow) -> String {
     text
 }
 
-/// Write `<dir>/<name>.verdict` durably; returns its path.
-pub fn write(dir: &Path, row: &FileRow) -> std::io::Result<PathBuf> {
+/// Longest file name a file system takes (bytes).
+const NAME_MAX: usize = 255;
+
+/// The receipt's file name: `<name>.verdict`; a name too long for that
+/// (over 247 bytes) keeps its first bytes, then `~` and 16 hex digits of the
+/// SHA-256 of the whole name, so it fits in 255 bytes and stays unique.
+pub fn file_name(name: &str) -> String {
+    const SUFFIX: &str = ".verdict";
+    if name.len() + SUFFIX.len() <= NAME_MAX {
+        return format!("{name}{SUFFIX}");
+    }
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(name.as_bytes()));
+    let room = NAME_MAX - SUFFIX.len() - 1 - 16;
+    let mut end = room;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}~{}{SUFFIX}", &name[..end], &digest[..16])
+}
+
+/// Write the receipt in `dir` durably, readable as `mode` says; returns its path.
+pub fn write(dir: &Path, row: &FileRow, mode: u32) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir)?;
-    let path = dir.join(format!("{}.verdict", row.name));
+    let path = dir.join(file_name(&row.name));
     let mut tmp = tempfile::Builder::new()
         .prefix(".receipt-")
         .suffix(".tmp")
         .tempfile_in(dir)?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))?;
     tmp.write_all(render(row).as_bytes())?;
     tmp.as_file().sync_all()?;
     tmp.persist(&path).map_err(|e| e.error)?;
     std::fs::File::open(dir)?.sync_all()?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receipt_names_always_fit() {
+        assert_eq!(file_name("a.dat"), "a.dat.verdict");
+        let fits = "x".repeat(247);
+        assert_eq!(file_name(&fits), format!("{fits}.verdict"));
+        for long in ["y".repeat(248), "z".repeat(255), "정산".repeat(60)] {
+            let n = file_name(&long);
+            assert!(n.len() <= 255, "{} bytes", n.len());
+            assert!(n.ends_with(".verdict") && n.contains('~'), "{n}");
+            assert!(long.starts_with(n.split('~').next().unwrap_or("")));
+        }
+        // Two long names differing only at the end get two receipts.
+        let (a, b) = (
+            format!("{}a", "q".repeat(260)),
+            format!("{}b", "q".repeat(260)),
+        );
+        assert_ne!(file_name(&a), file_name(&b));
+    }
 }

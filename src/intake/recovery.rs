@@ -1,9 +1,12 @@
 //! Recovery: files a crash left staged and recorded but not judged
 //! (`received`) are judged at the next start or by `settlegate recover`,
 //! and a file that came by a channel gets its receipt then, so whoever
-//! handed it in learns its verdict as if it had been judged at once.
+//! handed it in learns its verdict as if it had been judged at once. Temp
+//! files of writers that died (half-written arrivals, never recorded) are
+//! removed.
 
 use super::{Gateway, IntakeError, Outcome};
+use crate::model::FileState;
 
 /// What a recovery did.
 #[derive(Debug, Default)]
@@ -12,18 +15,39 @@ pub struct Recovery {
     pub outcomes: Vec<Outcome>,
     /// Files still unjudged, with why.
     pub failures: Vec<(i64, String)>,
+    /// Half-written temp files removed from the content store.
+    pub removed_temp_files: usize,
 }
 
 impl Gateway {
     /// Judge again every file a crash left `received`, as `actor`. A file
-    /// that fails is reported and skipped; the others are still judged.
+    /// that fails is reported and skipped; the others are still judged. A
+    /// file another process decides meanwhile (it was judging it) is left
+    /// to that process.
     pub async fn recover(&self, actor: &str) -> Result<Recovery, IntakeError> {
         let mut report = Recovery::default();
+        let store = self.store.clone();
+        report.removed_temp_files = super::blocking(move || store.remove_abandoned()).await?;
+        if report.removed_temp_files > 0 {
+            tracing::warn!(
+                files = report.removed_temp_files,
+                "removed half-written temp files of a process that died (never recorded)"
+            );
+        }
         for row in self.ledger.unjudged().await? {
             tracing::info!(file_id = row.id, name = %row.name.escape_debug(), "judging a file left unjudged");
             match self.judge(row.id, actor).await {
                 Ok(o) => report.outcomes.push(o),
                 Err(e) => {
+                    let decided = self
+                        .ledger
+                        .file(row.id)
+                        .await?
+                        .is_some_and(|r| r.state != FileState::Received);
+                    if decided {
+                        tracing::info!(file_id = row.id, "judged meanwhile by another process");
+                        continue;
+                    }
                     tracing::error!(file_id = row.id, name = %row.name.escape_debug(), error = %e, "could not judge a file left unjudged");
                     report.failures.push((row.id, e.to_string()));
                 }

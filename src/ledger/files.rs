@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 
-use super::{Ledger, LedgerError, on_pool, query_error};
+use super::{Guard, Ledger, LedgerError, on_pool, query_error};
 use crate::format::VerifyError;
 use crate::judge::{Judgement, PriorFile};
 use crate::model::{Channel, DrillSignal, DrillSource, FileState, Verdict};
@@ -28,6 +28,10 @@ pub struct NewArrival<'a> {
     pub reason: Option<&'a str>,
     /// For a file pulled from a partner's server: what it was there.
     pub remote: Option<&'a RemoteFile>,
+    /// For a file claimed from a watched inbox: the claim's identity. A
+    /// second arrival with the same claim is refused by the database
+    /// (`files_claim`); recording it again returns the first row.
+    pub claim: Option<&'a str>,
 }
 
 /// A file on a partner's SFTP server as listed: the ledger remembers which
@@ -56,6 +60,23 @@ pub struct Identity {
     pub drill_signals: Vec<DrillSignal>,
     /// The first error of an invalid file.
     pub error: Option<VerifyError>,
+}
+
+/// What recording an arrival did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// A new row.
+    New(i64),
+    /// The claim was recorded before (a retry after a crash): its row.
+    Already(i64),
+}
+
+impl Recorded {
+    pub fn id(self) -> i64 {
+        match self {
+            Recorded::New(id) | Recorded::Already(id) => id,
+        }
+    }
 }
 
 /// A verdict to record: which file, what was established, who decided when.
@@ -368,19 +389,41 @@ pub(super) fn related_details(related: Option<i64>) -> Option<String> {
 
 impl Ledger {
     /// Record an arrival (verdict `received`) and its audit event, in one
-    /// transaction. Its bytes must already be in the content store.
-    pub async fn record_arrival(&self, a: &NewArrival<'_>) -> Result<i64, LedgerError> {
+    /// transaction; returns its id. Its bytes must already be in the content
+    /// store. An arrival whose claim is already recorded is not recorded
+    /// again: the first row's id is returned (`Recorded::Already`).
+    pub async fn record_arrival(&self, a: &NewArrival<'_>) -> Result<Recorded, LedgerError> {
+        match self.insert_arrival(a).await {
+            Ok(id) => Ok(Recorded::New(id)),
+            Err(LedgerError::Guard(Guard::Claim)) => {
+                let claim = a.claim.unwrap_or_default();
+                let id: Option<i64> = on_pool!(self, pool => sqlx::query_scalar("SELECT id FROM files WHERE claim = $1")
+                    .bind(claim)
+                    .fetch_optional(pool)
+                    .await)
+                .map_err(query_error("look up a claim"))?;
+                id.map(Recorded::Already).ok_or_else(|| {
+                    LedgerError::State(format!(
+                        "claim {claim} is recorded but its file is not found"
+                    ))
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn insert_arrival(&self, a: &NewArrival<'_>) -> Result<i64, LedgerError> {
         let details = serde_json::json!({
             "name": a.name, "channel": a.channel.as_str(), "endpoint": a.endpoint,
             "source_path": a.source_path, "size": a.size, "checksum": a.checksum,
-            "sidecar_checksum": a.sidecar_checksum,
+            "sidecar_checksum": a.sidecar_checksum, "claim": a.claim,
         })
         .to_string();
         on_pool!(self, pool => {
             let mut tx = pool.begin().await.map_err(query_error("begin"))?;
             let id: i64 = sqlx::query_scalar(
-                "INSERT INTO files (partner, channel, endpoint, source_path, name, received_at, size, checksum, sidecar_checksum, verdict) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'received') RETURNING id",
+                "INSERT INTO files (partner, channel, endpoint, source_path, name, received_at, size, checksum, sidecar_checksum, verdict, claim) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'received', $10) RETURNING id",
             )
             .bind(a.partner)
             .bind(a.channel.as_str())
@@ -391,6 +434,7 @@ impl Ledger {
             .bind(a.size as i64)
             .bind(a.checksum)
             .bind(a.sidecar_checksum)
+            .bind(a.claim)
             .fetch_one(&mut *tx)
             .await
             .map_err(query_error("record arrival"))?;
@@ -479,6 +523,23 @@ impl Ledger {
         let row: Option<StoredFile> = on_pool!(self, pool => sqlx::query_as(sql).bind(checksum).bind(before_id).fetch_optional(pool).await)
             .map_err(query_error("look up checksum"))?;
         row.map(FileRow::try_from).transpose()
+    }
+
+    /// The earliest arrival from `partner` with these bytes still waiting to
+    /// be judged (`received`): one an interrupted run recorded.
+    pub async fn pending_with_checksum(
+        &self,
+        partner: &str,
+        checksum: &str,
+    ) -> Result<Option<i64>, LedgerError> {
+        on_pool!(self, pool => sqlx::query_scalar(
+            "SELECT id FROM files WHERE checksum = $1 AND partner = $2 AND verdict = 'received' ORDER BY id LIMIT 1",
+        )
+        .bind(checksum)
+        .bind(partner)
+        .fetch_optional(pool)
+        .await)
+        .map_err(query_error("look up a pending arrival"))
     }
 
     /// The fed file with these bytes, if any (what became of a drill copy's

@@ -16,7 +16,7 @@
 mod feed;
 mod files;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -26,11 +26,29 @@ use sqlx::sqlite::{
 };
 
 pub use feed::{FeedPlan, IntakeRow, NewEntry};
-pub use files::{Decision, EventRow, FileFilter, FileRow, Identity, NewArrival, RemoteFile};
+pub use files::{
+    Decision, EventRow, FileFilter, FileRow, Identity, NewArrival, Recorded, RemoteFile,
+};
 
 /// A connected, migrated ledger.
 #[derive(Debug, Clone)]
-pub enum Ledger {
+pub struct Ledger {
+    pool: Pool,
+    /// The URL, password hidden, for messages.
+    url: String,
+    /// The SQLite file (to tell a full disk from other I/O errors).
+    sqlite_path: Option<PathBuf>,
+}
+
+/// Which database a ledger is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone)]
+enum Pool {
     Sqlite(SqlitePool),
     Postgres(PgPool),
 }
@@ -38,9 +56,9 @@ pub enum Ledger {
 /// Run the same body against whichever pool the ledger has.
 macro_rules! on_pool {
     ($ledger:expr, $pool:ident => $body:expr) => {
-        match $ledger {
-            Ledger::Sqlite($pool) => $body,
-            Ledger::Postgres($pool) => $body,
+        match &$ledger.pool {
+            $crate::ledger::Pool::Sqlite($pool) => $body,
+            $crate::ledger::Pool::Postgres($pool) => $body,
         }
     };
 }
@@ -57,6 +75,8 @@ pub enum Guard {
     BusinessKey,
     /// A record key is already fed (from another file, or twice in this one).
     RecordKey,
+    /// The claim of a watched file is already recorded (`files_claim`).
+    Claim,
 }
 
 impl std::fmt::Display for Guard {
@@ -70,6 +90,7 @@ impl std::fmt::Display for Guard {
                 "a fed file with the same business key exists (files_fed_business_key)"
             }
             Guard::RecordKey => "a record key is already fed (entries_fed_record_key)",
+            Guard::Claim => "this claim is already recorded (files_claim)",
         })
     }
 }
@@ -92,6 +113,15 @@ pub enum LedgerError {
     Guard(Guard),
     #[error("ledger: {0}")]
     State(String),
+    /// No connection could be had; `cause` is what connecting says.
+    #[error("the ledger {url} is unreachable: {cause}")]
+    Unreachable { url: String, cause: String },
+    #[error("the disk holding the ledger {path} is full ({free} bytes free): {source}")]
+    DiskFull {
+        path: String,
+        free: u64,
+        source: sqlx::Error,
+    },
     /// A row the ledger holds does not read as what this version writes.
     #[error("ledger: file {id}: column {column}: {message}")]
     Corrupt {
@@ -126,6 +156,8 @@ fn guard_of(e: &sqlx::Error) -> Option<Guard> {
         Some(Guard::BusinessKey)
     } else if has("entries_fed_record_key", "entries.record_key") {
         Some(Guard::RecordKey)
+    } else if has("files_claim", "files.claim") {
+        Some(Guard::Claim)
     } else {
         None
     }
@@ -171,17 +203,29 @@ impl Ledger {
                     url: shown.clone(),
                     source,
                 })?;
-            Ok(Ledger::Postgres(pool))
+            Ok(Ledger {
+                pool: Pool::Postgres(pool),
+                url: shown,
+                sqlite_path: None,
+            })
         } else if url.starts_with("sqlite:") {
-            if let Some(parent) = Path::new(
+            let path = PathBuf::from(
                 url.trim_start_matches("sqlite://")
                     .trim_start_matches("sqlite:"),
-            )
-            .parent()
+            );
+            if let Some(parent) = path.parent()
                 && !parent.as_os_str().is_empty()
             {
                 std::fs::create_dir_all(parent).map_err(|e| open_err(sqlx::Error::Io(e)))?;
             }
+            let full = |source: sqlx::Error| match disk_full(&path, &source) {
+                Some(free) => LedgerError::DiskFull {
+                    path: path.display().to_string(),
+                    free,
+                    source,
+                },
+                None => open_err(source),
+            };
             let opts = SqliteConnectOptions::from_str(&url)
                 .map_err(open_err)?
                 .create_if_missing(true)
@@ -197,7 +241,7 @@ impl Ledger {
                 .max_connections(4)
                 .connect_with(opts)
                 .await
-                .map_err(open_err)?;
+                .map_err(full)?;
             sqlx::migrate!("migrations/sqlite")
                 .run(&pool)
                 .await
@@ -205,7 +249,11 @@ impl Ledger {
                     url: shown.clone(),
                     source,
                 })?;
-            Ok(Ledger::Sqlite(pool))
+            Ok(Ledger {
+                pool: Pool::Sqlite(pool),
+                url: shown,
+                sqlite_path: Some(path),
+            })
         } else {
             Err(LedgerError::State(format!(
                 "unsupported ledger URL {shown}: use sqlite://PATH or postgres://…"
@@ -216,6 +264,103 @@ impl Ledger {
     pub async fn close(&self) {
         on_pool!(self, pool => pool.close().await)
     }
+
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Say why a query failed when its error hides it: a pool that timed
+    /// out waiting for a connection is probed with one direct connection
+    /// (the database down, refusing, unreachable); an SQLite I/O error on a
+    /// disk with no space left is a full disk.
+    pub async fn diagnose(&self, e: LedgerError) -> LedgerError {
+        let LedgerError::Query { source, .. } = &e else {
+            return e;
+        };
+        if matches!(source, sqlx::Error::PoolTimedOut) {
+            let probe = async {
+                match &self.pool {
+                    Pool::Postgres(p) => {
+                        use sqlx::Connection;
+                        sqlx::PgConnection::connect_with(&p.connect_options())
+                            .await
+                            .map(|_| ())
+                    }
+                    Pool::Sqlite(p) => {
+                        use sqlx::Connection;
+                        sqlx::SqliteConnection::connect_with(&p.connect_options())
+                            .await
+                            .map(|_| ())
+                    }
+                }
+            };
+            let cause = match tokio::time::timeout(Duration::from_secs(5), probe).await {
+                Err(_) => "no answer within 5 s (host down or unreachable?)".to_string(),
+                Ok(Err(e)) => e.to_string(),
+                Ok(Ok(())) => {
+                    "connecting works now, but no pooled connection was free for 10 s (overloaded?)"
+                        .to_string()
+                }
+            };
+            return LedgerError::Unreachable {
+                url: self.url.clone(),
+                cause,
+            };
+        }
+        if let Some(path) = &self.sqlite_path
+            && let Some(free) = disk_full(path, source)
+            && let LedgerError::Query { source, .. } = e
+        {
+            return LedgerError::DiskFull {
+                path: path.display().to_string(),
+                free,
+                source,
+            };
+        }
+        e
+    }
+}
+
+/// Bytes free on the file system holding `path`, when `e` is the kind of
+/// SQLite error a full disk causes (SQLITE_FULL, or an I/O error while
+/// growing a file) and almost nothing is free.
+fn disk_full(path: &Path, e: &sqlx::Error) -> Option<u64> {
+    let io_like = match e {
+        sqlx::Error::Io(io) => io.raw_os_error() == Some(libc::ENOSPC),
+        sqlx::Error::Database(db) => db
+            .code()
+            .and_then(|c| c.parse::<i32>().ok())
+            // SQLITE_FULL, and SQLITE_IOERR with any extended code.
+            .is_some_and(|c| c & 0xff == 13 || c & 0xff == 10),
+        _ => false,
+    };
+    if !io_like {
+        return None;
+    }
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let free = free_bytes(dir)?;
+    (free < 1 << 20).then_some(free)
+}
+
+/// Bytes an unprivileged writer can still use on the file system of `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: a NUL-terminated path and a buffer of the right type.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statvfs succeeded, so the buffer is filled in.
+    let st = unsafe { st.assume_init() };
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// A raw statement for tests that must prove the database (not the code)

@@ -112,8 +112,7 @@ impl SftpServer {
         let fingerprint = key.public_key().fingerprint(HashAlg::Sha256).to_string();
         let uploads = Arc::new(Uploads::new(gw.clone(), settings.verdict_wait));
         for p in &gw.config.partners {
-            let stale = (settings.idle_timeout * 2).max(Duration::from_secs(600));
-            let removed = uploads.prepare(&p.id, stale)?;
+            let removed = uploads.prepare(&p.id)?;
             if removed > 0 {
                 tracing::warn!(partner = %p.id, files = removed, "removed partial uploads an earlier run left in the spool (never recorded)");
             }

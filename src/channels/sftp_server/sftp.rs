@@ -662,9 +662,7 @@ mod tests {
             Arc::new(gw),
             std::time::Duration::from_secs(10),
         ));
-        uploads
-            .prepare("cardco", std::time::Duration::ZERO)
-            .expect("spool");
+        uploads.prepare("cardco").expect("spool");
         let peer = Peer {
             partner: "cardco".into(),
             user: "cardco".into(),

@@ -111,11 +111,11 @@ impl Uploads {
     }
 
     /// Create the partner's spool and receipts directories and remove
-    /// partial uploads a previous run left behind (never recorded, never
-    /// acknowledged: the client saw no successful close). Only files not
-    /// written for `stale_after` are removed: another gateway process
-    /// sharing this data dir may be receiving one right now.
-    pub fn prepare(&self, partner: &str, stale_after: Duration) -> Result<usize, UploadError> {
+    /// partial uploads a process that died left behind (never recorded,
+    /// never acknowledged: the client saw no successful close). A live
+    /// process holds its uploads locked (another gateway sharing this data
+    /// dir may be receiving one right now): those stay.
+    pub fn prepare(&self, partner: &str) -> Result<usize, UploadError> {
         let dirs = [
             self.spool_dir(partner),
             self.held_dir(partner),
@@ -127,24 +127,10 @@ impl Uploads {
                 source,
             })?;
         }
-        let mut removed = 0;
-        if let Ok(entries) = std::fs::read_dir(&dirs[0]) {
-            for e in entries.flatten() {
-                let stale = e
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .is_some_and(|age| age >= stale_after);
-                if stale
-                    && e.file_name().to_string_lossy().starts_with(".upload-")
-                    && std::fs::remove_file(e.path()).is_ok()
-                {
-                    removed += 1;
-                }
-            }
-        }
-        Ok(removed)
+        crate::stage::remove_abandoned(&dirs[0], ".upload-").map_err(|source| UploadError::Io {
+            path: dirs[0].clone(),
+            source,
+        })
     }
 
     /// A new upload in the partner's spool, written through the store's
@@ -336,6 +322,7 @@ impl Uploads {
         let file_id = match staged {
             Ok(id) => id,
             Err(e) => {
+                let e = self.gw.explain(e).await;
                 tracing::error!(partner = %peer.partner, user = %peer.user, addr = %peer.addr, name = %name.escape_debug(), error = %e, "upload could not be stored; nothing recorded");
                 return Err(e.into());
             }

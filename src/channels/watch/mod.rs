@@ -2,15 +2,24 @@
 //! default). A file is taken only when complete — not a temporary name
 //! (`.x`, `*.tmp`, `*.part`, `*.filepart`), its size and modification time
 //! unchanged for the settle time, and for formats with a control file, only
-//! once the control file is there too (both are taken together). It leaves
-//! the inbox only after its bytes are in the store and its verdict in the
-//! ledger; a receipt `<name>.verdict` goes to `<data-dir>/receipts/<partner>/`.
+//! once the control file is there too (both are taken together). It is
+//! claimed (see [`claim`]), recorded with its claim's key, judged (its
+//! receipt `<name>.verdict` goes to `<data-dir>/receipts/<partner>/`), and
+//! only then removed; whatever is killed when, a claim found again is
+//! finished from its ledger row, never recorded twice.
+//!
+//! Only regular files are taken. Anything else in an inbox (a directory, a
+//! FIFO, a symbolic link, a control file whose data file never comes) is
+//! named once in the log with why it is not taken.
 //!
 //! `notify` events wake the scanner early; a periodic rescan is the safety
 //! net (events are lost on overflow and on network file systems), and a
 //! rescan at start takes what arrived while the gateway was down.
 
-use std::collections::{BTreeMap, HashMap};
+pub mod claim;
+mod config;
+
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -18,17 +27,20 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::intake::{Arrival, Bytes, Gateway, IntakeError, Outcome, ReceiptStatus, gateway_actor};
+use crate::intake::{Arrival, Bytes, Gateway, IntakeError, gateway_actor};
 use crate::model::Channel;
-
-mod config;
+pub use claim::CLAIMED;
+use claim::{Claimed, Owner};
 pub use config::WatchSettings;
 
-/// After this long without its control file, a waiting data file is reported.
+/// After this long without its counterpart, a waiting data or control file
+/// is reported.
 const CONTROL_FILE_WARNING: Duration = Duration::from_secs(600);
 
-/// How long a failed file waits before it is tried again.
+/// How long a failed file first waits before it is tried again; the wait
+/// doubles with each failure up to [`RETRY_MAX`].
 const RETRY_AFTER: Duration = Duration::from_secs(10);
+const RETRY_MAX: Duration = Duration::from_secs(300);
 
 /// One partner's inbox.
 #[derive(Debug, Clone)]
@@ -112,28 +124,55 @@ pub enum WatchError {
     Intake(#[from] IntakeError),
 }
 
-/// The regular files of an inbox that are not temporary.
-fn list(dir: &Path) -> Result<Vec<(String, Stat)>, WatchError> {
+/// An inbox as listed: the regular files that may be taken, and entries
+/// that never will be, with why.
+#[derive(Debug, Default)]
+struct Listing {
+    files: Vec<(String, Stat)>,
+    odd: Vec<(String, &'static str)>,
+}
+
+/// List an inbox. Temporary names are passed over silently (they are being
+/// written); entries that are not regular files are named with the reason.
+fn list(dir: &Path) -> Result<Listing, WatchError> {
     let err = |source| WatchError::List {
         dir: dir.to_path_buf(),
         source,
     };
-    let mut out = Vec::new();
+    let mut out = Listing::default();
     for entry in std::fs::read_dir(dir).map_err(err)? {
         let entry = entry.map_err(err)?;
         let Ok(name) = entry.file_name().into_string() else {
-            tracing::warn!(dir = %dir.display(), name = ?entry.file_name(), "skipping a file whose name is not UTF-8");
+            out.odd.push((
+                entry.file_name().to_string_lossy().into_owned(),
+                "its name is not UTF-8",
+            ));
             continue;
         };
         if is_temporary(&name) {
             continue;
         }
         // A file that vanished or cannot be statted is seen again next scan.
-        let Ok(meta) = entry.metadata() else { continue };
-        if !meta.is_file() {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        let why = if kind.is_symlink() {
+            Some(
+                "a symbolic link (the watched folder takes regular files only; copy or move the file in)",
+            )
+        } else if kind.is_dir() {
+            Some("a directory (files in subdirectories are not taken)")
+        } else if !kind.is_file() {
+            Some("not a regular file (a FIFO, socket or device)")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            out.odd.push((name, why));
             continue;
         }
-        out.push((
+        let Ok(meta) = entry.metadata() else { continue };
+        out.files.push((
             name,
             Stat {
                 size: meta.len(),
@@ -144,21 +183,41 @@ fn list(dir: &Path) -> Result<Vec<(String, Stat)>, WatchError> {
     Ok(out)
 }
 
-/// Claimed files wait here (inside the inbox, so a rename is atomic) while
-/// they are taken: a new file dropped under the same name can never be
-/// mistaken for, or deleted with, the one in hand.
-pub const CLAIMED: &str = ".taking";
-
 /// A claimed file on its way through intake.
-#[derive(Debug, Default)]
-struct Claim {
-    sidecar: Option<String>,
-    /// Set once its arrival is recorded: a retry judges that row instead of
-    /// recording the file again.
+struct Pending {
+    claimed: Claimed,
+    /// Set once its arrival is recorded.
     file_id: Option<i64>,
-    /// Set once judged: a retry only writes the receipt and cleans up.
-    outcome: Option<Outcome>,
     retry_at: Option<Instant>,
+    failures: u32,
+}
+
+impl Pending {
+    fn new(claimed: Claimed) -> Pending {
+        Pending {
+            claimed,
+            file_id: None,
+            retry_at: None,
+            failures: 0,
+        }
+    }
+}
+
+/// Names reported once as not taken (or waiting), until they go away.
+#[derive(Debug, Default)]
+struct Reported {
+    names: HashSet<String>,
+}
+
+impl Reported {
+    /// Whether `name` is new to report; forgets names no longer present.
+    fn first(&mut self, name: &str) -> bool {
+        self.names.insert(name.to_string())
+    }
+
+    fn keep_only(&mut self, present: &HashSet<&str>) {
+        self.names.retain(|n| present.contains(n.as_str()));
+    }
 }
 
 /// Run one inbox until `shutdown` turns true. `wake` carries file-system
@@ -170,101 +229,171 @@ pub async fn run_inbox(
     mut wake: mpsc::Receiver<()>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let claimed_dir = inbox.dir.join(CLAIMED);
+    let owner = Arc::new(std::sync::Mutex::new(Owner::new(&inbox.dir)));
     let mut tracker = Tracker::default();
-    // Files a previous run claimed but did not finish come first.
-    let mut claims: BTreeMap<String, Claim> = leftover_claims(&gw, &inbox);
+    let mut pending: Vec<Pending> = Vec::new();
     let mut reported_list_error = false;
-    let mut waiting_since: HashMap<String, (Instant, bool)> = HashMap::new();
+    let mut reported = Reported::default();
+    let mut waiting_since: HashMap<String, Instant> = HashMap::new();
+    let mut last_adoption: Option<Instant> = None;
     loop {
         if *shutdown.borrow() {
             break;
         }
+        // Claims of processes that died (at start, then every rescan) come
+        // before new files.
+        if last_adoption.is_none_or(|t| t.elapsed() >= settings.rescan) {
+            last_adoption = Some(Instant::now());
+            let (g, partner) = (gw.clone(), inbox.partner.clone());
+            let adopted = with_owner(&owner, move |o| {
+                let pair = |names: &[String]| complete_pairs(&g, &partner, names);
+                o.adopt_dead(&pair)
+            })
+            .await;
+            match adopted {
+                Ok(claims) if !claims.is_empty() => {
+                    tracing::warn!(partner = %inbox.partner, files = claims.len(), "taking files a stopped process had claimed");
+                    pending.extend(claims.into_iter().map(Pending::new));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(partner = %inbox.partner, inbox = %inbox.dir.display(), error = %e, "cannot look for claims of stopped processes; retried at the next rescan")
+                }
+            }
+        }
         let dir = inbox.dir.clone();
-        let listing = match blocking(move || list(&dir)).await {
-            Ok(l) => {
+        let listing = match tokio::task::spawn_blocking(move || list(&dir)).await {
+            Ok(Ok(l)) => {
                 reported_list_error = false;
                 l
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 if !reported_list_error {
                     tracing::error!(partner = %inbox.partner, error = %e, "inbox unreadable; retrying");
                     reported_list_error = true;
                 }
                 let _ = std::fs::create_dir_all(&inbox.dir);
-                Vec::new()
+                Listing::default()
+            }
+            Err(e) => {
+                tracing::error!(partner = %inbox.partner, error = %e, "inbox listing failed");
+                Listing::default()
             }
         };
-        let now = Instant::now();
-        let ready = tracker.observe(&listing, now, settings.settle);
-        let (pairs, waiting) = complete_pairs(&gw, &inbox.partner, &ready);
-        // A data file whose control file does not come is not complete and is
-        // not taken; say so once, so an operator can chase the partner.
-        waiting_since.retain(|name, _| waiting.contains(name));
-        for name in waiting {
-            let (since, warned) = waiting_since.entry(name.clone()).or_insert((now, false));
-            if !*warned && now.duration_since(*since) >= CONTROL_FILE_WARNING {
-                *warned = true;
-                tracing::warn!(partner = %inbox.partner, file = %inbox.dir.join(&name).display(), "still waiting for this file's control file; it is not taken without it");
+        let present: HashSet<&str> = listing
+            .files
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .chain(listing.odd.iter().map(|(n, _)| n.as_str()))
+            .collect();
+        reported.keep_only(&present);
+        for (name, why) in &listing.odd {
+            if reported.first(name) {
+                tracing::warn!(partner = %inbox.partner, inbox = %inbox.dir.display(), name = %name.escape_debug(), "not taken: {why}");
             }
         }
-        for (data, sidecar) in pairs {
-            // A file of the same name still in hand: the new one waits.
-            if claims.contains_key(&data) {
-                continue;
+        let now = Instant::now();
+        let ready = tracker.observe(&listing.files, now, settings.settle);
+        let (pairs, waiting) = complete_pairs(&gw, &inbox.partner, &ready);
+        // A data file whose control file does not come (or a control file
+        // without its data file) is not complete and is not taken; say so
+        // once, so an operator can chase the partner.
+        let paired: HashSet<&str> = pairs
+            .iter()
+            .flat_map(|(d, c)| std::iter::once(d.as_str()).chain(c.as_deref()))
+            .collect();
+        let lonely: Vec<String> = match gw.config.partner(&inbox.partner) {
+            Some(p) => ready
+                .iter()
+                .filter(|n| {
+                    !paired.contains(n.as_str())
+                        && crate::identify::is_control_file(&gw.formats, p, n)
+                })
+                .cloned()
+                .collect(),
+            None => Vec::new(),
+        };
+        let incomplete: Vec<(String, &str)> = waiting
+            .into_iter()
+            .map(|n| {
+                (
+                    n,
+                    "still waiting for its control file; not taken without it",
+                )
+            })
+            .chain(lonely.into_iter().map(|n| {
+                (
+                    n,
+                    "a control file whose data file has not come; not taken alone",
+                )
+            }))
+            .collect();
+        waiting_since.retain(|name, _| incomplete.iter().any(|(n, _)| n == name));
+        for (name, why) in &incomplete {
+            let since = *waiting_since.entry(name.clone()).or_insert(now);
+            if now.duration_since(since) >= CONTROL_FILE_WARNING && reported.first(name) {
+                tracing::warn!(partner = %inbox.partner, file = %inbox.dir.join(name).display(), "{why}");
             }
-            let (from, to, d, sc) = (
-                inbox.dir.clone(),
-                claimed_dir.clone(),
-                data.clone(),
-                sidecar.clone(),
-            );
-            match blocking(move || claim(&from, &to, &d, sc.as_deref())).await {
-                Ok(()) => {
+        }
+        for (data, control) in pairs {
+            let (d, c) = (data.clone(), control.clone());
+            match with_owner(&owner, move |o| o.claim(&d, c.as_deref())).await {
+                Ok(Some(claimed)) => {
                     tracker.forget(&data);
-                    if let Some(s) = &sidecar {
+                    if let Some(s) = &control {
                         tracker.forget(s);
                     }
-                    claims.insert(
-                        data,
-                        Claim {
-                            sidecar,
-                            ..Claim::default()
-                        },
-                    );
+                    pending.push(Pending::new(claimed));
+                }
+                // Taken by another process watching this inbox.
+                Ok(None) => {
+                    tracker.forget(&data);
+                    tracing::debug!(partner = %inbox.partner, name = %data.escape_debug(), "taken by another process");
                 }
                 Err(e) => {
                     tracing::error!(partner = %inbox.partner, file = %inbox.dir.join(&data).display(), error = %e, "could not claim file; it stays in the inbox and is retried")
                 }
             }
         }
-        let names: Vec<String> = claims.keys().cloned().collect();
-        for name in names {
+        let mut i = 0;
+        while i < pending.len() {
             if *shutdown.borrow() {
                 break;
             }
-            let Some(c) = claims.get_mut(&name) else {
-                continue;
-            };
-            if c.retry_at.is_some_and(|t| t > Instant::now()) {
+            // A file of the same name claimed earlier goes first.
+            let name = pending[i].claimed.data.clone();
+            let earlier_same = pending[..i].iter().any(|p| p.claimed.data == name);
+            if earlier_same || pending[i].retry_at.is_some_and(|t| t > Instant::now()) {
+                i += 1;
                 continue;
             }
-            match take(&gw, &inbox, &claimed_dir, &name, c).await {
+            match take(&gw, &inbox, &owner, &mut pending[i]).await {
                 Ok(()) => {
-                    claims.remove(&name);
+                    pending.remove(i);
                 }
                 Err(e) => {
-                    tracing::error!(partner = %inbox.partner, file = %claimed_dir.join(&name).display(), error = %e, "could not take file; it is kept and retried");
-                    c.retry_at = Some(Instant::now() + RETRY_AFTER);
+                    let e = match e {
+                        WatchError::Intake(e) => WatchError::Intake(gw.explain(e).await),
+                        other => other,
+                    };
+                    let p = &mut pending[i];
+                    p.failures += 1;
+                    let wait =
+                        (RETRY_AFTER * 2u32.saturating_pow(p.failures.min(8) - 1)).min(RETRY_MAX);
+                    tracing::error!(partner = %inbox.partner, file = %p.claimed.data_path().display(), attempts = p.failures, retry_in_seconds = wait.as_secs(), error = %e, "could not take file; it is kept and retried");
+                    p.retry_at = Some(Instant::now() + wait);
+                    i += 1;
                 }
             }
         }
-        if claims.is_empty() {
-            // Leave the inbox empty when idle (fails harmlessly if another
-            // process sharing the inbox has a claim in it).
-            let _ = std::fs::remove_dir(&claimed_dir);
+        if pending.is_empty() {
+            let _ = with_owner(&owner, |o| {
+                o.release();
+                Ok(())
+            })
+            .await;
         }
-        let wait = if tracker.pending() || !claims.is_empty() {
+        let wait = if tracker.pending() || !pending.is_empty() {
             (settings.settle / 4)
                 .max(Duration::from_millis(50))
                 .min(settings.rescan)
@@ -283,51 +412,19 @@ pub async fn run_inbox(
     tracing::info!(partner = %inbox.partner, "inbox stopped");
 }
 
-/// Files left in the claimed directory by a run that stopped mid-way.
-fn leftover_claims(gw: &Gateway, inbox: &Inbox) -> BTreeMap<String, Claim> {
-    let dir = inbox.dir.join(CLAIMED);
-    let listing = match list(&dir) {
-        Ok(l) => l,
-        Err(_) => return BTreeMap::new(),
-    };
-    let names: Vec<String> = listing.into_iter().map(|(n, _)| n).collect();
-    let (pairs, _) = complete_pairs(gw, &inbox.partner, &names);
-    if !pairs.is_empty() {
-        tracing::warn!(partner = %inbox.partner, files = pairs.len(), "taking files an earlier run had claimed");
-    }
-    pairs
-        .into_iter()
-        .map(|(name, sidecar)| {
-            (
-                name,
-                Claim {
-                    sidecar,
-                    ..Claim::default()
-                },
-            )
-        })
-        .collect()
-}
-
-/// Move a complete file (and its control file) out of the inbox into the
-/// claimed directory; renames within one directory tree are atomic.
-fn claim(
-    inbox: &Path,
-    claimed: &Path,
-    name: &str,
-    sidecar: Option<&str>,
-) -> Result<(), WatchError> {
-    std::fs::create_dir_all(claimed).map_err(|source| WatchError::Io {
-        path: claimed.to_path_buf(),
-        source,
-    })?;
-    for n in sidecar.into_iter().chain(std::iter::once(name)) {
-        std::fs::rename(inbox.join(n), claimed.join(n)).map_err(|source| WatchError::Io {
-            path: inbox.join(n),
-            source,
-        })?;
-    }
-    Ok(())
+/// Claim work (renames, fsyncs, locks) on the blocking pool.
+async fn with_owner<T: Send + 'static>(
+    owner: &Arc<std::sync::Mutex<Owner>>,
+    f: impl FnOnce(&mut Owner) -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    let owner = owner.clone();
+    tokio::task::spawn_blocking(move || {
+        // A panic elsewhere leaves the owner as it was: still usable.
+        let mut o = owner.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut o)
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))?
 }
 
 /// Pair ready data files with their control files (see
@@ -346,97 +443,47 @@ fn complete_pairs(
     }
 }
 
-/// Take one claimed file: record and judge it unless an earlier try got
-/// that far (judging writes the receipt), then remove it — in that order, so
-/// a crash or an error at any point loses nothing and records nothing twice.
+/// Take one claimed file: record it with its claim's key (a claim recorded
+/// before a crash is found, not recorded again), finish it (judge it if
+/// still unjudged; its receipt), then remove it — in that order, so a crash
+/// or an error at any point loses nothing and records nothing twice.
 async fn take(
     gw: &Gateway,
     inbox: &Inbox,
-    claimed: &Path,
-    name: &str,
-    c: &mut Claim,
+    owner: &Arc<std::sync::Mutex<Owner>>,
+    p: &mut Pending,
 ) -> Result<(), WatchError> {
-    let path = claimed.join(name);
-    let sidecar_path = c.sidecar.as_ref().map(|s| claimed.join(s));
     let actor = gateway_actor();
-    if c.outcome.is_none() {
-        let file_id = match c.file_id {
-            Some(id) => id,
-            None => {
-                let mut arrival = Arrival::new(&inbox.partner, Channel::Watch, name, &actor);
-                arrival.source_path = Some(inbox.dir.join(name).display().to_string());
-                let bytes = Bytes::Files {
-                    data: &path,
-                    control: sidecar_path.as_deref(),
-                };
-                let id = gw.record(&arrival, bytes).await?;
-                c.file_id = Some(id);
-                id
-            }
-        };
-        c.outcome =
-            Some(
-                gw.judge(file_id, &actor)
-                    .await
-                    .map_err(|source| IntakeError::Staged {
-                        file_id,
-                        source: Box::new(source),
-                    })?,
-            );
-    }
-    let Some(out) = c.outcome.as_mut() else {
-        return Ok(());
-    };
-    // Whoever dropped the file learns what became of it before it leaves.
-    let receipt = match &out.receipt {
-        ReceiptStatus::Written(p) => p.clone(),
-        _ => {
-            let p = gw.write_receipt(out.file_id).await?;
-            out.receipt = ReceiptStatus::Written(p.clone());
-            p
+    let c = p.claimed.clone();
+    let file_id = match p.file_id {
+        Some(id) => id,
+        None => {
+            let mut arrival = Arrival::new(&inbox.partner, Channel::Watch, &c.data, &actor);
+            arrival.source_path = Some(inbox.dir.join(&c.data).display().to_string());
+            arrival.claim = Some(c.key.clone());
+            let (data, control) = (c.data_path(), c.control_path());
+            let bytes = Bytes::Files {
+                data: &data,
+                control: control.as_deref(),
+            };
+            let id = gw.record(&arrival, bytes).await?;
+            p.file_id = Some(id);
+            id
         }
     };
-    let files: Vec<PathBuf> = std::iter::once(path).chain(sidecar_path).collect();
-    let claimed = claimed.to_path_buf();
-    blocking(move || remove_claimed(&claimed, &files)).await?;
+    let row = gw.finish(file_id, &actor).await?;
+    let claimed = c.clone();
+    with_owner(owner, move |o| o.done(&claimed))
+        .await
+        .map_err(|source| WatchError::Io {
+            path: c.dir.clone(),
+            source,
+        })?;
     tracing::info!(
-        partner = %inbox.partner, file_id = out.file_id, name = %name.escape_debug(), verdict = %out.verdict,
-        reason = %out.reason, receipt = %receipt.display(), "taken from inbox"
+        partner = %inbox.partner, file_id, name = %c.data.escape_debug(), verdict = %row.state,
+        reason = %row.reason.as_deref().unwrap_or(""), "taken from inbox"
     );
     Ok(())
-}
-
-/// Remove the claimed files once recorded, judged and answered (file-system
-/// work, run off the async threads so a hung mount cannot stall the runtime).
-fn remove_claimed(claimed: &Path, files: &[PathBuf]) -> Result<(), WatchError> {
-    for p in files {
-        match std::fs::remove_file(p) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(WatchError::Io {
-                    path: p.clone(),
-                    source,
-                });
-            }
-        }
-    }
-    if let Ok(d) = std::fs::File::open(claimed) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
-/// Run blocking file-system work on tokio's blocking pool.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, WatchError> + Send + 'static,
-) -> Result<T, WatchError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| WatchError::Io {
-            path: PathBuf::new(),
-            source: std::io::Error::other(e.to_string()),
-        })?
 }
 
 #[cfg(test)]

@@ -1,0 +1,514 @@
+//! Claims: a complete file leaves its inbox by a rename into a claim
+//! directory of the process taking it, so a file dropped under the same name
+//! meanwhile is never mistaken for it, and two processes watching one inbox
+//! never take the same file.
+//!
+//! ```text
+//! <inbox>/.taking/<owner>.lock          locked (flock) while its process lives
+//! <inbox>/.taking/<owner>/<n>/<name>    claim n: the data file …
+//! <inbox>/.taking/<owner>/<n>/<name>.ctl  … and its control file, if any
+//! ```
+//!
+//! A claim's key, `<owner>/<n>`, is recorded with the arrival (unique in the
+//! ledger), so a claim found again after a crash is finished from its row,
+//! never recorded twice. Only a dead owner's claims are taken over: its lock
+//! can be taken. Blocking file-system work: run it on a blocking thread.
+
+use std::fs::{File, TryLockError};
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// The claim directory inside an inbox (a leading dot: never taken itself).
+pub const CLAIMED: &str = ".taking";
+
+/// A claimed file (and its control file) waiting in its claim directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    /// `<owner>/<n>`: recorded with the arrival.
+    pub key: String,
+    pub dir: PathBuf,
+    pub data: String,
+    pub control: Option<String>,
+}
+
+impl Claimed {
+    pub fn data_path(&self) -> PathBuf {
+        self.dir.join(&self.data)
+    }
+
+    pub fn control_path(&self) -> Option<PathBuf> {
+        self.control.as_ref().map(|c| self.dir.join(c))
+    }
+}
+
+/// An owner directory of a dead process, taken over with its lock held.
+struct Adopted {
+    dir: PathBuf,
+    lock_path: PathBuf,
+    _lock: File,
+}
+
+/// This process's claims in one inbox.
+pub struct Owner {
+    inbox: PathBuf,
+    id: String,
+    /// The lock file, locked, while this process has claims here.
+    lock: Option<File>,
+    next: u64,
+    adopted: Vec<Adopted>,
+}
+
+/// How claimed names pair up: (data, control) pairs, and data files whose
+/// control file is not among the names.
+pub type PairFn<'a> = &'a dyn Fn(&[String]) -> (Vec<(String, Option<String>)>, Vec<String>);
+
+impl Owner {
+    /// An owner for `inbox` with an id no other process has (host, pid,
+    /// start time). Nothing is created until the first claim.
+    pub fn new(inbox: &Path) -> Owner {
+        let host: String = crate::intake::gateway_actor()
+            .trim_start_matches("settlegate@")
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
+            .take(32)
+            .collect();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        Owner {
+            inbox: inbox.to_path_buf(),
+            id: format!("{host}-{}-{nanos:x}", std::process::id()),
+            lock: None,
+            next: 0,
+            adopted: Vec::new(),
+        }
+    }
+
+    fn claimed_dir(&self) -> PathBuf {
+        self.inbox.join(CLAIMED)
+    }
+
+    fn own_dir(&self) -> PathBuf {
+        self.claimed_dir().join(&self.id)
+    }
+
+    fn lock_path(&self, owner: &str) -> PathBuf {
+        self.claimed_dir().join(format!("{owner}.lock"))
+    }
+
+    /// `.taking/` as a directory (anything else of that name, say a file a
+    /// partner dropped, is moved aside and named in the log), the lock file
+    /// locked, then the owner directory: a directory without its lock is
+    /// never mistaken for a dead owner's.
+    fn ensure(&mut self) -> io::Result<()> {
+        if self.lock.is_some() {
+            return Ok(());
+        }
+        let claimed = self.claimed_dir();
+        match std::fs::symlink_metadata(&claimed) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                let aside = self.inbox.join(format!(
+                    "{CLAIMED}.not-a-directory.{}",
+                    chrono::Utc::now().format("%Y%m%dT%H%M%S%.f")
+                ));
+                std::fs::rename(&claimed, &aside)?;
+                tracing::warn!(inbox = %self.inbox.display(), moved_to = %aside.display(), "an entry named .taking (the claim directory's name) was in the inbox; moved aside");
+                std::fs::create_dir(&claimed)?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match std::fs::create_dir(&claimed) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            },
+            Err(e) => return Err(e),
+        }
+        let lock = self.own_lock()?;
+        std::fs::create_dir_all(self.own_dir())?;
+        sync_dir(&claimed)?;
+        self.lock = Some(lock);
+        Ok(())
+    }
+
+    /// The own lock file, created and locked. Another process may clear a
+    /// lock file it finds unlocked without a directory, between our create
+    /// and our lock: then the locked inode is no longer the file by that
+    /// name, and it is made again.
+    fn own_lock(&self) -> io::Result<File> {
+        use std::os::unix::fs::MetadataExt;
+        let path = self.lock_path(&self.id);
+        for _ in 0..8 {
+            let lock = File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)?;
+            lock.try_lock().map_err(|e| match e {
+                TryLockError::WouldBlock => io::Error::other("own claim lock is held elsewhere"),
+                TryLockError::Error(e) => e,
+            })?;
+            let held = lock.metadata()?;
+            match std::fs::metadata(&path) {
+                Ok(m) if m.ino() == held.ino() && m.dev() == held.dev() => return Ok(lock),
+                _ => continue,
+            }
+        }
+        Err(io::Error::other(format!(
+            "cannot hold the claim lock {}",
+            path.display()
+        )))
+    }
+
+    /// Claim `data` (and its control file) by renaming it into a new claim
+    /// directory, durably. `None`: it is gone (another process took it).
+    pub fn claim(&mut self, data: &str, control: Option<&str>) -> io::Result<Option<Claimed>> {
+        self.ensure()?;
+        self.next += 1;
+        let key = format!("{}/{}", self.id, self.next);
+        let dir = self.own_dir().join(self.next.to_string());
+        std::fs::create_dir(&dir)?;
+        // The data file first: a process that loses the race for it touches
+        // nothing else.
+        match std::fs::rename(self.inbox.join(data), dir.join(data)) {
+            Ok(()) => {}
+            Err(e) => {
+                let _ = std::fs::remove_dir(&dir);
+                return if e.kind() == io::ErrorKind::NotFound {
+                    Ok(None)
+                } else {
+                    Err(e)
+                };
+            }
+        }
+        if let Some(c) = control
+            && let Err(e) = std::fs::rename(self.inbox.join(c), dir.join(c))
+        {
+            // Give the data file back: it waits for its control file again.
+            put_back(&dir.join(data), &self.inbox.join(data))?;
+            let _ = std::fs::remove_dir(&dir);
+            return if e.kind() == io::ErrorKind::NotFound {
+                Ok(None)
+            } else {
+                Err(e)
+            };
+        }
+        // The renames survive a crash before the arrival is recorded with
+        // this claim's key: otherwise the file could be back in the inbox
+        // and claimed (and recorded) again under another key.
+        sync_dir(&dir)?;
+        sync_dir(&self.own_dir())?;
+        sync_dir(&self.inbox)?;
+        Ok(Some(Claimed {
+            key,
+            dir,
+            data: data.to_string(),
+            control: control.map(String::from),
+        }))
+    }
+
+    /// A claim is done (recorded, judged, answered): remove its files.
+    pub fn done(&mut self, c: &Claimed) -> io::Result<()> {
+        for p in std::iter::once(c.data_path()).chain(c.control_path()) {
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        match std::fs::remove_dir(&c.dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        if let Some(parent) = c.dir.parent() {
+            sync_dir(parent)?;
+        }
+        Ok(())
+    }
+
+    /// No claims left in hand: give the owner directories back (its own and
+    /// those taken over), so an idle inbox ends empty.
+    pub fn release(&mut self) {
+        for a in self.adopted.drain(..) {
+            if std::fs::remove_dir(&a.dir).is_ok() {
+                let _ = std::fs::remove_file(&a.lock_path);
+            }
+        }
+        if self.lock.is_some() && std::fs::remove_dir(self.own_dir()).is_ok() {
+            let _ = std::fs::remove_file(self.lock_path(&self.id));
+            self.lock = None;
+        }
+        // Fails harmlessly while another process has claims here.
+        let _ = std::fs::remove_dir(self.claimed_dir());
+    }
+
+    /// Claims of dead processes, taken over: every owner directory whose
+    /// lock can be taken, and files an older layout left directly in
+    /// `.taking/` (claimed again here). A data file whose control file is
+    /// missing from its claim goes back to the inbox to wait for it.
+    pub fn adopt_dead(&mut self, pair: PairFn<'_>) -> io::Result<Vec<Claimed>> {
+        let claimed = self.claimed_dir();
+        let entries = match std::fs::read_dir(&claimed) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == io::ErrorKind::NotADirectory => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut loose = Vec::new();
+        let mut owners = Vec::new();
+        for entry in entries.flatten() {
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                if name != self.id && !self.adopted.iter().any(|a| a.dir == entry.path()) {
+                    owners.push(name);
+                }
+            } else if kind.is_file() && !name.ends_with(".lock") {
+                loose.push(name);
+            } else if kind.is_file() && name.ends_with(".lock") {
+                // A lock whose directory is gone: a process stopped between
+                // the two removals. Cleared once nobody holds it.
+                let owner = name.trim_end_matches(".lock");
+                if !claimed.join(owner).exists()
+                    && let Ok(f) = File::open(entry.path())
+                    && f.try_lock().is_ok()
+                {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for owner in owners {
+            let lock_path = self.lock_path(&owner);
+            let Ok(lock) = File::options().write(true).open(&lock_path) else {
+                // No lock file: a directory being set up right now.
+                continue;
+            };
+            match lock.try_lock() {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) => continue,
+                Err(TryLockError::Error(e)) => return Err(e),
+            }
+            let dir = claimed.join(&owner);
+            let mut numbers: Vec<(u64, String)> = std::fs::read_dir(&dir)?
+                .flatten()
+                .filter_map(|e| {
+                    let n = e.file_name().into_string().ok()?;
+                    Some((n.parse::<u64>().ok()?, n))
+                })
+                .collect();
+            numbers.sort();
+            for (_, n) in numbers {
+                let cdir = dir.join(&n);
+                out.extend(self.take_over(&format!("{owner}/{n}"), &cdir, pair)?);
+            }
+            self.adopted.push(Adopted {
+                dir,
+                lock_path,
+                _lock: lock,
+            });
+        }
+        if !loose.is_empty() {
+            loose.sort();
+            let (pairs, _) = pair(&loose);
+            for (data, control) in pairs {
+                if let Some(c) = self.claim_loose(&data, control.as_deref())? {
+                    out.push(c);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// One claim directory of a dead owner, as it was left.
+    fn take_over(&self, key: &str, dir: &Path, pair: PairFn<'_>) -> io::Result<Option<Claimed>> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)?
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        let (pairs, waiting) = pair(&names);
+        if let Some((data, control)) = pairs.into_iter().next() {
+            return Ok(Some(Claimed {
+                key: key.to_string(),
+                dir: dir.to_path_buf(),
+                data,
+                control,
+            }));
+        }
+        // Nothing to take as it stands: the owner died between claiming the
+        // data file and its control file. Give the files back to the inbox.
+        for n in waiting.iter().chain(names.iter()) {
+            let from = dir.join(n);
+            if from.exists() {
+                put_back(&from, &self.inbox.join(n))?;
+            }
+        }
+        let _ = std::fs::remove_dir(dir);
+        Ok(None)
+    }
+
+    /// A file left directly in `.taking/` by an older layout: claimed anew.
+    fn claim_loose(&mut self, data: &str, control: Option<&str>) -> io::Result<Option<Claimed>> {
+        self.ensure()?;
+        self.next += 1;
+        let dir = self.own_dir().join(self.next.to_string());
+        std::fs::create_dir(&dir)?;
+        let claimed = self.claimed_dir();
+        for n in std::iter::once(data).chain(control) {
+            std::fs::rename(claimed.join(n), dir.join(n))?;
+        }
+        sync_dir(&dir)?;
+        sync_dir(&claimed)?;
+        Ok(Some(Claimed {
+            key: format!("{}/{}", self.id, self.next),
+            dir,
+            data: data.to_string(),
+            control: control.map(String::from),
+        }))
+    }
+}
+
+/// Move a claimed file back into the inbox without replacing a new file of
+/// the same name (a link fails if the name exists); if one is there, the
+/// claimed copy stays aside under a suffixed name.
+fn put_back(from: &Path, to: &Path) -> io::Result<()> {
+    let mut target = to.to_path_buf();
+    for i in 1..100 {
+        match std::fs::hard_link(from, &target) {
+            Ok(()) => return std::fs::remove_file(from),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let name = to.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+                target = to.with_file_name(format!("{name}.returned-{i}"));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::other(format!(
+        "cannot put {} back into the inbox",
+        from.display()
+    )))
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_control(names: &[String]) -> (Vec<(String, Option<String>)>, Vec<String>) {
+        (
+            names.iter().map(|n| (n.clone(), None)).collect(),
+            Vec::new(),
+        )
+    }
+
+    #[test]
+    fn a_claim_moves_the_file_and_is_not_taken_twice() {
+        let inbox = tempfile::tempdir().unwrap();
+        std::fs::write(inbox.path().join("a.dat"), b"x").unwrap();
+        let mut one = Owner::new(inbox.path());
+        let mut two = Owner::new(inbox.path());
+        let c = one.claim("a.dat", None).unwrap().expect("claimed");
+        assert!(c.data_path().exists());
+        assert!(!inbox.path().join("a.dat").exists());
+        // The other process finds it gone and touches nothing.
+        assert_eq!(two.claim("a.dat", None).unwrap(), None);
+        // The owner is alive: its claims are not taken over.
+        assert!(two.adopt_dead(&no_control).unwrap().is_empty());
+        one.done(&c).unwrap();
+        one.release();
+        two.release();
+        assert!(
+            !inbox.path().join(CLAIMED).exists(),
+            "an idle inbox ends empty"
+        );
+    }
+
+    #[test]
+    fn a_dead_owners_claims_are_taken_over_with_their_keys() {
+        let inbox = tempfile::tempdir().unwrap();
+        std::fs::write(inbox.path().join("a.dat"), b"x").unwrap();
+        std::fs::write(inbox.path().join("b.dat"), b"y").unwrap();
+        let (ka, kb) = {
+            let mut dead = Owner::new(inbox.path());
+            let a = dead.claim("a.dat", None).unwrap().unwrap();
+            let b = dead.claim("b.dat", None).unwrap().unwrap();
+            (a.key, b.key)
+            // dropped: its lock is released, as when a process dies
+        };
+        let mut next = Owner::new(inbox.path());
+        let taken = next.adopt_dead(&no_control).unwrap();
+        let keys: Vec<&str> = taken.iter().map(|c| c.key.as_str()).collect();
+        assert_eq!(keys, [ka.as_str(), kb.as_str()]);
+        // Held now: a third process leaves them alone.
+        let mut third = Owner::new(inbox.path());
+        assert!(third.adopt_dead(&no_control).unwrap().is_empty());
+        for c in &taken {
+            next.done(c).unwrap();
+        }
+        next.release();
+        assert!(!inbox.path().join(CLAIMED).exists());
+    }
+
+    #[test]
+    fn a_file_named_like_the_claim_directory_is_moved_aside() {
+        let inbox = tempfile::tempdir().unwrap();
+        std::fs::write(inbox.path().join(CLAIMED), b"junk").unwrap();
+        std::fs::write(inbox.path().join("a.dat"), b"x").unwrap();
+        let mut o = Owner::new(inbox.path());
+        assert!(o.claim("a.dat", None).unwrap().is_some());
+        let aside: Vec<String> = std::fs::read_dir(inbox.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".taking.not-a-directory"))
+            .collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+    }
+
+    #[test]
+    fn a_claim_without_its_control_file_goes_back_to_the_inbox() {
+        let inbox = tempfile::tempdir().unwrap();
+        let pair = |names: &[String]| {
+            let data: Vec<&String> = names.iter().filter(|n| n.ends_with(".csv")).collect();
+            let mut pairs = Vec::new();
+            let mut waiting = Vec::new();
+            for d in data {
+                let ctl = d.replace(".csv", ".ctl");
+                if names.contains(&ctl) {
+                    pairs.push((d.clone(), Some(ctl)));
+                } else {
+                    waiting.push(d.clone());
+                }
+            }
+            (pairs, waiting)
+        };
+        // A dead owner that claimed the data file and died before its control file.
+        let owner = "dead-1-1";
+        let dir = inbox.path().join(CLAIMED).join(owner).join("1");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("x.csv"), b"data").unwrap();
+        std::fs::write(
+            inbox.path().join(CLAIMED).join(format!("{owner}.lock")),
+            b"",
+        )
+        .unwrap();
+        // A new file of the same name meanwhile.
+        std::fs::write(inbox.path().join("x.csv"), b"newer").unwrap();
+        let mut o = Owner::new(inbox.path());
+        assert!(o.adopt_dead(&pair).unwrap().is_empty());
+        assert_eq!(std::fs::read(inbox.path().join("x.csv")).unwrap(), b"newer");
+        assert_eq!(
+            std::fs::read(inbox.path().join("x.csv.returned-1")).unwrap(),
+            b"data"
+        );
+    }
+}
