@@ -116,27 +116,39 @@ impl ContentStore {
     /// [`ContentStore::begin`] with the temp file in `dir` (a channel's
     /// spool, on the store's file system so a commit is a rename).
     pub fn begin_in(&self, dir: &Path, prefix: &str, suffix: &str) -> Result<Incoming, StoreError> {
+        use std::os::unix::fs::MetadataExt;
         let err = |source| StoreError {
             action: "create a temp file in",
             path: dir.to_path_buf(),
             source,
         };
-        let tmp = tempfile::Builder::new()
-            .prefix(prefix)
-            .suffix(suffix)
-            .tempfile_in(dir)
-            .map_err(err)?;
-        // Held while this process writes it: a temp file nobody holds was
-        // left by a process that died, and may be removed.
-        tmp.as_file()
-            .try_lock()
-            .map_err(|e| err(io::Error::from(e)))?;
-        Ok(Incoming {
-            store: self.clone(),
-            tmp,
-            hasher: Some((Sha256::new(), 0)),
-            size: 0,
-        })
+        // Held locked while this process writes it: a temp file nobody
+        // holds was left by a process that died, and may be removed
+        // ([`remove_abandoned`]). One removed between its creation and the
+        // lock is made again.
+        for _ in 0..8 {
+            let tmp = tempfile::Builder::new()
+                .prefix(prefix)
+                .suffix(suffix)
+                .tempfile_in(dir)
+                .map_err(err)?;
+            tmp.as_file()
+                .try_lock()
+                .map_err(|e| err(io::Error::from(e)))?;
+            let held = tmp.as_file().metadata().map_err(err)?;
+            match std::fs::metadata(tmp.path()) {
+                Ok(m) if m.ino() == held.ino() && m.dev() == held.dev() => {
+                    return Ok(Incoming {
+                        store: self.clone(),
+                        tmp,
+                        hasher: Some((Sha256::new(), 0)),
+                        size: 0,
+                    });
+                }
+                _ => continue,
+            }
+        }
+        Err(err(io::Error::other("temp files keep vanishing")))
     }
 
     /// Store a file from disk.
@@ -331,11 +343,10 @@ impl ContentStore {
 }
 
 /// Temp files of processes that died while writing them: in `dir`, named
-/// `<prefix>…`, unlocked (a live writer holds its temp file locked) and not
-/// written for a minute (so one being created this instant is left alone).
-/// Removed; returns how many.
+/// `<prefix>…`, and unlocked (a live writer holds its temp file locked from
+/// the moment it exists, see [`ContentStore::begin_in`]). Removed; returns
+/// how many.
 pub fn remove_abandoned(dir: &Path, prefix: &str) -> io::Result<usize> {
-    const QUIET: std::time::Duration = std::time::Duration::from_secs(60);
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
@@ -343,16 +354,9 @@ pub fn remove_abandoned(dir: &Path, prefix: &str) -> io::Result<usize> {
     };
     let mut removed = 0;
     for e in entries.flatten() {
-        if !e.file_name().to_string_lossy().starts_with(prefix) {
-            continue;
-        }
-        let Ok(meta) = e.metadata() else { continue };
-        let quiet = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age >= QUIET);
-        if !meta.is_file() || !quiet {
+        if !e.file_name().to_string_lossy().starts_with(prefix)
+            || !e.file_type().is_ok_and(|t| t.is_file())
+        {
             continue;
         }
         let Ok(f) = File::open(e.path()) else {

@@ -343,3 +343,96 @@ fn a_full_disk_fails_cleanly() {
     assert_eq!(std::fs::read_dir(mnt.join("store/tmp")).unwrap().count(), 0);
     assert_eq!(std::fs::read(&big).unwrap(), bytes);
 }
+
+/// `ingest` of something that is not a regular file says what it is; an
+/// ingest an interrupted run left recorded but unjudged is finished by
+/// ingesting the same bytes again (one arrival, fed), not refused as its
+/// duplicate; a control file beside the data file is found whatever its
+/// case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_says_what_it_cannot_read_and_finishes_what_was_left() {
+    use settlegate::intake::{Arrival, Bytes, Gateway, SystemClock};
+    let env = Env::new(&TestLedger::sqlite(), "");
+    let dir = env.path("in");
+    std::fs::create_dir_all(dir.join("a-directory")).unwrap();
+    let out = env.run(&[
+        "ingest",
+        "--partner",
+        "cardco",
+        &dir.join("a-directory").display().to_string(),
+    ]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("is a directory"), "{}", out.stderr);
+    let fifo = dir.join("pipe.dat");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .is_ok_and(|s| s.success())
+    );
+    let out = env.run(&["ingest", "--partner", "cardco", &fifo.display().to_string()]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("FIFO"), "{}", out.stderr);
+
+    // An ingest killed after recording: the row is left `received`.
+    let file = fixture("card-settlement", "valid-basic");
+    let mut config = settlegate::config::Config::load(Some(&env.config)).unwrap();
+    config.data_dir = env.data.clone();
+    let gw = Gateway::open(config, std::sync::Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let name = std::path::Path::new(&file)
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let arrival = Arrival::new(
+        "cardco",
+        settlegate::model::Channel::Manual,
+        &name,
+        "operator:test",
+    );
+    let path = std::path::PathBuf::from(&file);
+    let id = gw
+        .record(
+            &arrival,
+            Bytes::Files {
+                data: &path,
+                control: None,
+            },
+        )
+        .await
+        .unwrap();
+    gw.ledger.close().await;
+    let out = env.run(&["ingest", "--partner", "cardco", &file]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.starts_with("fed:"), "{}", out.stdout);
+    assert!(
+        out.stderr.contains(&format!("file {id} holds these bytes")),
+        "{}",
+        out.stderr
+    );
+    let (_, files) = env.json(&["files", "--json"]);
+    assert_eq!(files.as_array().map(Vec::len), Some(1), "{files}");
+    assert_eq!(files[0]["verdict"], "fed");
+
+    // A CSV whose control file is named in upper case beside it.
+    let csv = fixture("pg-settlement-csv", "valid-basic");
+    let csv_name = std::path::Path::new(&csv)
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    std::fs::copy(&csv, dir.join(&csv_name)).unwrap();
+    let ctl = std::path::Path::new(&csv).with_extension("ctl");
+    std::fs::copy(&ctl, dir.join(&csv_name).with_extension("CTL")).unwrap();
+    let (code, v) = env.json(&[
+        "ingest",
+        "--partner",
+        "pgco",
+        "--json",
+        &dir.join(&csv_name).display().to_string(),
+    ]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["verdict"], "fed", "{v}");
+}

@@ -467,6 +467,24 @@ async fn arrival_drills_do_not_block_their_twin(t: TestLedger) {
     t.drop_db().await;
 }
 
+/// A connection left inside a transaction (as a COMMIT that failed on a
+/// full disk leaves it) is closed when it goes back to the pool: it neither
+/// blocks other writers nor swallows the next transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sqlite_connection_left_in_a_transaction_is_not_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = open(&TestLedger::sqlite(), dir.path()).await;
+    execute_raw(&l, "BEGIN IMMEDIATE").await.expect("begin");
+    // Without the check the write waits out the busy timeout and fails
+    // with "database is locked".
+    let id = arrive(&l, "c-after").await;
+    assert!(
+        l.file(id).await.expect("read").is_some(),
+        "the arrival is committed"
+    );
+    l.close().await;
+}
+
 macro_rules! both {
     ($name:ident, $body:ident) => {
         mod $name {

@@ -236,9 +236,32 @@ impl Ledger {
                 .busy_timeout(Duration::from_secs(30))
                 // 32 MiB of page cache per connection: feeding millions of
                 // entries touches the record-key index all over.
-                .pragma("cache_size", "-32768");
+                .pragma("cache_size", "-32768")
+                // The WAL shrinks back after a checkpoint: space a failed
+                // feed took on a full disk is given back.
+                .pragma("journal_size_limit", "67108864");
             let pool = SqlitePoolOptions::new()
                 .max_connections(4)
+                // A connection still inside a transaction (a COMMIT that
+                // failed on a full disk leaves it open, holding the write
+                // lock) is closed instead of going back to the pool, where it
+                // would block every other writer.
+                .after_release(|conn, _| {
+                    Box::pin(async move {
+                        let mut handle = conn.lock_handle().await?;
+                        // SAFETY: the handle is locked out of sqlx's worker
+                        // thread; sqlite3_get_autocommit only reads its state.
+                        let idle = unsafe {
+                            libsqlite3_sys::sqlite3_get_autocommit(handle.as_raw_handle().as_ptr())
+                        } != 0;
+                        if !idle {
+                            tracing::warn!(
+                                "closing an SQLite connection left inside a transaction"
+                            );
+                        }
+                        Ok(idle)
+                    })
+                })
                 .connect_with(opts)
                 .await
                 .map_err(full)?;

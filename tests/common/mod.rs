@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sqlx::Connection;
 
+pub mod drops;
+pub mod pg;
 pub mod server;
 pub mod sshd;
 
@@ -91,6 +93,15 @@ impl TestLedger {
             url: Some(url.to_string()),
             pg_name: Some(name),
         })
+    }
+
+    /// A PostgreSQL ledger at `url` that the test owns (nothing to drop).
+    pub fn at(url: String) -> TestLedger {
+        TestLedger {
+            backend: "postgres",
+            url: Some(url),
+            pg_name: None,
+        }
     }
 
     /// Both backends (PostgreSQL only when reachable, or always under CI).

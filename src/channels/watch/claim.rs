@@ -105,9 +105,29 @@ impl Owner {
         if self.lock.is_some() {
             return Ok(());
         }
+        // Another process may remove `.taking` the moment it is empty (its
+        // own release): then it is made again.
+        let mut last = None;
+        for _ in 0..8 {
+            self.claimed_dir_exists()?;
+            match self.own_lock() {
+                Ok(lock) => {
+                    std::fs::create_dir_all(self.own_dir())?;
+                    sync_dir(&self.claimed_dir())?;
+                    self.lock = Some(lock);
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::other("cannot make the claim directory")))
+    }
+
+    fn claimed_dir_exists(&self) -> io::Result<()> {
         let claimed = self.claimed_dir();
         match std::fs::symlink_metadata(&claimed) {
-            Ok(m) if m.is_dir() => {}
+            Ok(m) if m.is_dir() => Ok(()),
             Ok(_) => {
                 let aside = self.inbox.join(format!(
                     "{CLAIMED}.not-a-directory.{}",
@@ -115,20 +135,14 @@ impl Owner {
                 ));
                 std::fs::rename(&claimed, &aside)?;
                 tracing::warn!(inbox = %self.inbox.display(), moved_to = %aside.display(), "an entry named .taking (the claim directory's name) was in the inbox; moved aside");
-                std::fs::create_dir(&claimed)?;
+                std::fs::create_dir(&claimed)
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => match std::fs::create_dir(&claimed) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e),
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
+                _ => Ok(()),
             },
-            Err(e) => return Err(e),
+            Err(e) => Err(e),
         }
-        let lock = self.own_lock()?;
-        std::fs::create_dir_all(self.own_dir())?;
-        sync_dir(&claimed)?;
-        self.lock = Some(lock);
-        Ok(())
     }
 
     /// The own lock file, created and locked. Another process may clear a

@@ -37,10 +37,8 @@ pub use config::WatchSettings;
 /// is reported.
 const CONTROL_FILE_WARNING: Duration = Duration::from_secs(600);
 
-/// How long a failed file first waits before it is tried again; the wait
-/// doubles with each failure up to [`RETRY_MAX`].
+/// How long a failed file waits before it is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
-const RETRY_MAX: Duration = Duration::from_secs(300);
 
 /// One partner's inbox.
 #[derive(Debug, Clone)]
@@ -190,6 +188,9 @@ struct Pending {
     file_id: Option<i64>,
     retry_at: Option<Instant>,
     failures: u32,
+    /// The last failure's message: the same failure again is not logged
+    /// again (a full disk retried every 10 s would flood the log).
+    last_error: Option<String>,
 }
 
 impl Pending {
@@ -199,6 +200,7 @@ impl Pending {
             file_id: None,
             retry_at: None,
             failures: 0,
+            last_error: None,
         }
     }
 }
@@ -369,7 +371,10 @@ pub async fn run_inbox(
             }
             match take(&gw, &inbox, &owner, &mut pending[i]).await {
                 Ok(()) => {
-                    pending.remove(i);
+                    let p = pending.remove(i);
+                    if p.failures > 0 {
+                        tracing::info!(partner = %inbox.partner, name = %p.claimed.data.escape_debug(), attempts = p.failures + 1, "taken after earlier failures");
+                    }
                 }
                 Err(e) => {
                     let e = match e {
@@ -378,10 +383,12 @@ pub async fn run_inbox(
                     };
                     let p = &mut pending[i];
                     p.failures += 1;
-                    let wait =
-                        (RETRY_AFTER * 2u32.saturating_pow(p.failures.min(8) - 1)).min(RETRY_MAX);
-                    tracing::error!(partner = %inbox.partner, file = %p.claimed.data_path().display(), attempts = p.failures, retry_in_seconds = wait.as_secs(), error = %e, "could not take file; it is kept and retried");
-                    p.retry_at = Some(Instant::now() + wait);
+                    let message = e.to_string();
+                    if p.last_error.as_deref() != Some(message.as_str()) {
+                        tracing::error!(partner = %inbox.partner, file = %p.claimed.data_path().display(), attempts = p.failures, error = %message, "could not take file; it is kept and retried every 10 s (the same error is not logged again)");
+                        p.last_error = Some(message);
+                    }
+                    p.retry_at = Some(Instant::now() + RETRY_AFTER);
                     i += 1;
                 }
             }
