@@ -18,7 +18,8 @@ use sha2::{Digest, Sha256};
 use super::codec::{self, FieldError, FieldValue, Value};
 use super::rules::RecordRef;
 use super::spec::{
-    FieldDef, FieldRef, FieldType, FormatSpec, Layout, Measure, RecordDef, Role, Terminator,
+    CsvLayout, FieldDef, FieldRef, FieldType, FixedLayout, FormatSpec, Layout, Measure, RecordDef,
+    Role, Terminator,
 };
 
 mod compiled;
@@ -237,7 +238,10 @@ pub fn verify<R: Read>(
     ctx: FileContext<'_>,
     sink: &mut dyn RecordSink,
 ) -> io::Result<FileFacts> {
-    let chunked = spec.layout == Layout::Fixed && !sink.wants_records();
+    let chunked = match spec.layout {
+        Layout::Fixed(_) => !sink.wants_records(),
+        Layout::Csv(_) => false,
+    };
     let workers = parallel::WORKERS.take(if chunked { usize::MAX } else { 0 });
     let par = Parallelism {
         workers: workers.count.max(1),
@@ -278,17 +282,19 @@ pub fn verify_with<R: Read>(
         };
         let mut state = State::new(spec);
         state.plans = &plans;
-        let result = match &spec.fixed {
-            Some(layout)
-                if spec.layout == Layout::Fixed && par.workers > 1 && !sink.wants_records() =>
-            {
+        let result = match &spec.layout {
+            Layout::Fixed(layout) if par.workers > 1 && !sink.wants_records() => {
                 parallel::verify_fixed(spec, layout, input, tx, &ctx, &mut state, par)
             }
-            _ => {
+            layout => {
                 let mut input = HashingReader { inner: input, tx };
-                let result = match spec.layout {
-                    Layout::Fixed => verify_fixed(spec, &mut input, &ctx, &mut state, sink),
-                    Layout::Csv => verify_csv(spec, &mut input, &ctx, &mut state, sink),
+                let result = match layout {
+                    Layout::Fixed(layout) => {
+                        verify_fixed(spec, layout, &mut input, &ctx, &mut state, sink)
+                    }
+                    Layout::Csv(layout) => {
+                        verify_csv(spec, layout, &mut input, &ctx, &mut state, sink)
+                    }
                 };
                 // Read what is left so the checksum always covers the whole file.
                 if !matches!(result, Err(Stop::Io(_))) {
@@ -643,8 +649,8 @@ impl<'s> State<'s> {
             record_no: 0,
             data_records: 0,
             // Indexed by record definition (fixed) or 0 (the CSV row).
-            next_seq: vec![Some(Decimal::ONE); spec.fixed.as_ref().map_or(1, |f| f.records.len())],
-            first_seq: vec![None; spec.fixed.as_ref().map_or(1, |f| f.records.len())],
+            next_seq: vec![Some(Decimal::ONE); spec.record_defs().len()],
+            first_seq: vec![None; spec.record_defs().len()],
             chunk: false,
             controls: vec![Total::ZERO; spec.controls.len()],
             fingerprint: Fingerprint::new(),
@@ -1102,14 +1108,12 @@ fn field_error(record: u64, offset: u64, f: &FieldDef, e: FieldError) -> Stop {
 
 fn verify_fixed<R: Read>(
     spec: &FormatSpec,
+    layout: &FixedLayout,
     input: &mut R,
     ctx: &FileContext<'_>,
     state: &mut State<'_>,
     sink: &mut dyn RecordSink,
 ) -> Result<(), Stop> {
-    let Some(layout) = &spec.fixed else {
-        return Ok(());
-    };
     state.read_name(ctx.name)?;
     let len = layout.record_length;
     // Room for a chunk plus one partial record (and its terminator): what
@@ -1150,7 +1154,7 @@ fn fixed_end(state: &State<'_>, size: u64) -> Result<(), Stop> {
 /// file (`eof`), otherwise up to a partial record left for the next call.
 fn fixed_records(
     spec: &FormatSpec,
-    layout: &super::spec::FixedLayout,
+    layout: &FixedLayout,
     state: &mut State<'_>,
     bytes: &[u8],
     base: u64,
@@ -1240,7 +1244,7 @@ fn read_full<R: Read>(input: &mut R, buf: &mut [u8]) -> io::Result<usize> {
 
 fn fixed_record(
     spec: &FormatSpec,
-    layout: &super::spec::FixedLayout,
+    layout: &FixedLayout,
     state: &mut State<'_>,
     record: &[u8],
     number: u64,
@@ -1345,14 +1349,12 @@ fn fixed_record(
 
 fn verify_csv<R: Read>(
     spec: &FormatSpec,
+    layout: &CsvLayout,
     input: &mut R,
     ctx: &FileContext<'_>,
     state: &mut State<'_>,
     sink: &mut dyn RecordSink,
 ) -> Result<(), Stop> {
-    let Some(layout) = &spec.csv else {
-        return Ok(());
-    };
     state.read_name(ctx.name)?;
     if spec.sidecar.is_some() && ctx.sidecar.is_none() {
         let name = spec.sidecar_name(ctx.name).unwrap_or_default();

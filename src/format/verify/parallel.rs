@@ -447,7 +447,7 @@ impl<'s> State<'s> {
 #[cfg(test)]
 mod tests {
     use super::super::super::generate::{CardFile, CardRecord};
-    use super::super::super::spec::Role;
+    use super::super::super::spec::{Layout, Role};
     use super::super::{FileContext, verify_with};
     use super::*;
 
@@ -457,14 +457,18 @@ mod tests {
         let mut spec = FormatSpec::load(&dir.join("card-settlement.toml")).unwrap();
         // A defect no loaded spec can have: a data field reaching past the
         // record, so checking any data record panics.
-        let layout = spec.fixed.as_mut().unwrap();
+        let Layout::Fixed(layout) = &mut spec.layout else {
+            panic!("card-settlement is fixed-width");
+        };
         let data = layout
             .records
             .iter_mut()
             .find(|r| r.role == Role::Data)
             .unwrap();
         data.fields.last_mut().unwrap().len += 100;
-        let layout = spec.fixed.as_ref().unwrap();
+        let Layout::Fixed(layout) = &spec.layout else {
+            panic!("card-settlement is fixed-width");
+        };
         let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 21).unwrap();
         let mut file = CardFile::new(day);
         file.records = (0..20).map(|i| CardRecord::synthetic(i, day)).collect();
