@@ -406,7 +406,8 @@ mod tests {
 
     use super::super::super::generate::{CardFile, CardRecord};
     use super::super::super::spec::FixedLayout;
-    use super::super::{Phase, Total, fixed_record};
+    use super::super::fixed::fixed_record;
+    use super::super::{Phase, Total};
     use super::*;
 
     fn spec(id: &str) -> FormatSpec {

@@ -24,8 +24,9 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use rust_decimal::Decimal;
 
-use super::super::spec::{FixedLayout, FormatSpec};
-use super::{Block, FileContext, Phase, State, Stop, fixed_end, fixed_records, read_full};
+use super::super::spec::{FixedLayout, FormatSpec, Terminator};
+use super::fixed::{fixed_end, fixed_records, read_full};
+use super::{Block, FileContext, Phase, State, Stop};
 
 /// How the fixed-width pass is spread over threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -273,8 +274,8 @@ fn take_buffer(pool: &mut Vec<Arc<Vec<u8>>>, size: usize) -> Arc<Vec<u8>> {
 fn cut_point(layout: &FixedLayout, bytes: &[u8]) -> usize {
     let len = layout.record_length;
     let cut = match layout.terminator {
-        super::Terminator::None => bytes.len() - bytes.len() % len,
-        super::Terminator::Line => memchr::memrchr(b'\n', bytes).map_or(0, |nl| nl + 1),
+        Terminator::None => bytes.len() - bytes.len() % len,
+        Terminator::Line => memchr::memrchr(b'\n', bytes).map_or(0, |nl| nl + 1),
     };
     if cut == 0 || bytes.len() - cut > len + 2 {
         bytes.len()
