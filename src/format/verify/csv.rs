@@ -3,7 +3,8 @@
 //! each cell decoded and typed as a field. A file with a sidecar is not
 //! read until its control file is there.
 
-use std::io::Read;
+use std::collections::VecDeque;
+use std::io::{self, Read};
 
 use super::super::codec;
 use super::super::spec::{CsvLayout, FormatSpec, RecordDef};
@@ -33,7 +34,7 @@ pub(super) fn verify_csv<R: Read>(
         .has_headers(false)
         .flexible(true)
         .buffer_capacity(CHUNK)
-        .from_reader(input);
+        .from_reader(LineEnds::new(input));
     let row = &layout.row;
     let mut record = csv::ByteRecord::new();
     let mut first = true;
@@ -46,7 +47,9 @@ pub(super) fn verify_csv<R: Read>(
         if !more {
             break;
         }
-        let offset = record.position().map_or(0, |p| p.byte());
+        let offset = reader
+            .get_mut()
+            .row_start(record.position().map_or(0, |p| p.byte()));
         if first {
             first = false;
             // A UTF-8 BOM is accepted before the first row.
@@ -136,10 +139,141 @@ fn check_header_row(row: &RecordDef, record: &csv::ByteRecord, offset: u64) -> R
     Ok(())
 }
 
+/// The reader under the CSV parser. It notes where runs of two or more
+/// line-end bytes (CR, LF) lie, so that a row's offset is where the row
+/// starts: the parser reports a row as starting right after the first byte
+/// of the line end before it, which is the LF of a CRLF, or a blank line.
+/// (A run of one byte is a line end the parser has passed whole.)
+struct LineEnds<R> {
+    inner: R,
+    /// File offset of the next byte read.
+    offset: u64,
+    /// Runs not yet passed, as file offsets `start..end`, in file order.
+    runs: VecDeque<(u64, u64)>,
+    /// Where a run of line ends that reached the end of the last read began.
+    open: Option<u64>,
+}
+
+impl<R: Read> LineEnds<R> {
+    fn new(inner: R) -> Self {
+        LineEnds {
+            inner,
+            offset: 0,
+            runs: VecDeque::new(),
+            open: None,
+        }
+    }
+
+    /// Where the row the parser says starts at `reported` starts: after the
+    /// run of line ends it is in, if any. Rows are asked for in file order.
+    fn row_start(&mut self, reported: u64) -> u64 {
+        while let Some(&(start, end)) = self.runs.front() {
+            if end <= reported {
+                self.runs.pop_front();
+            } else {
+                return if start <= reported { end } else { reported };
+            }
+        }
+        reported
+    }
+
+    fn close_run(&mut self, end: u64) {
+        if let Some(start) = self.open.take()
+            && end - start >= 2
+        {
+            self.runs.push_back((start, end));
+        }
+    }
+}
+
+impl<R: Read> Read for LineEnds<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let bytes = &buf[..n];
+        let mut at = 0;
+        while at < n {
+            if self.open.is_none() {
+                match memchr::memchr2(b'\r', b'\n', &bytes[at..]) {
+                    Some(i) => {
+                        at += i;
+                        self.open = Some(self.offset + at as u64);
+                    }
+                    None => break,
+                }
+            }
+            match bytes[at..].iter().position(|b| !matches!(b, b'\r' | b'\n')) {
+                Some(i) => {
+                    at += i;
+                    self.close_run(self.offset + at as u64);
+                }
+                None => at = n,
+            }
+        }
+        self.offset += n as u64;
+        if n == 0 {
+            self.close_run(self.offset);
+        }
+        Ok(n)
+    }
+}
+
 fn csv_error(e: csv::Error, rows: u64) -> Stop {
     let offset = e.position().map(|p| p.byte());
     match e.into_kind() {
         csv::ErrorKind::Io(io) => Stop::Io(io),
         other => invalid(Some(rows + 1), offset, None, format!("{other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that gives at most `step` bytes a time.
+    struct Trickle<'a> {
+        bytes: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.step.min(buf.len()).min(self.bytes.len());
+            buf[..n].copy_from_slice(&self.bytes[..n]);
+            self.bytes = &self.bytes[n..];
+            Ok(n)
+        }
+    }
+
+    /// Each row's offset as the parser reports it and as `row_start` corrects it.
+    fn row_starts(bytes: &[u8], step: usize) -> Vec<u64> {
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(LineEnds::new(Trickle { bytes, step }));
+        let mut record = csv::ByteRecord::new();
+        let mut out = Vec::new();
+        while reader.read_byte_record(&mut record).unwrap() {
+            let reported = record.position().unwrap().byte();
+            out.push(reader.get_mut().row_start(reported));
+        }
+        out
+    }
+
+    #[test]
+    fn a_row_starts_after_the_line_ends_before_it() {
+        for (bytes, starts) in [
+            (&b"a,b\nc,d\n"[..], vec![0, 4]),
+            (b"a,b\r\nc,d\r\n", vec![0, 5]),
+            (b"a,b\rc,d\r", vec![0, 4]),
+            // Blank lines are skipped.
+            (b"\r\n\na,b\r\n\r\n\nc,d", vec![3, 11]),
+            // Line breaks inside quotes are part of the row.
+            (b"\"a\r\n\r\nb\",c\r\nd,e\r\n", vec![0, 12]),
+            (b"x\n\"\n\n\",y\n\n\nz\n", vec![0, 2, 11]),
+        ] {
+            for step in [1, 2, 3, 1000] {
+                assert_eq!(row_starts(bytes, step), starts, "{bytes:?} by {step}");
+            }
+        }
     }
 }
