@@ -1,13 +1,15 @@
 //! CSV files: RFC 4180 rows read by the `csv` crate, an optional header
 //! row that must name the columns, a BOM accepted before the first row, and
-//! each cell decoded and typed as a field. A file with a sidecar is not
+//! each cell decoded and typed as a field. A quoted field may span lines:
+//! the row is one record, numbered as a data row, at the byte where it
+//! starts, and its line breaks are read as LF. A file with a sidecar is not
 //! read until its control file is there.
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
 
-use super::super::codec;
-use super::super::spec::{CsvLayout, FormatSpec, RecordDef};
+use super::super::codec::{self, Controls};
+use super::super::spec::{CsvLayout, FieldType, FormatSpec, RecordDef};
 use super::{CHUNK, FileContext, Phase, RecordSink, State, Stop, field_error, invalid};
 
 /// Check a CSV file row by row.
@@ -71,15 +73,12 @@ pub(super) fn verify_csv<R: Read>(
         }
         let number = state.record_no + 1;
         if record.len() != row.fields.len() {
-            return Err(invalid(
-                Some(number),
-                Some(offset),
-                None,
-                format!(
-                    "expected {} fields, found {}",
-                    row.fields.len(),
-                    record.len()
-                ),
+            return Err(field_count_error(
+                &record,
+                row.fields.len(),
+                layout.delimiter,
+                number,
+                offset,
             ));
         }
         state.record_no = number;
@@ -99,7 +98,9 @@ pub(super) fn verify_csv<R: Read>(
 }
 
 impl State<'_> {
-    /// Decode every field of a fixed record or CSV row into `self.values`.
+    /// Decode every field of a CSV row into `self.values`. Text fields may
+    /// hold line breaks (a quoted field spans lines), read as LF; no other
+    /// control character, and none in a field of another type.
     fn decode_fields<'a>(
         &mut self,
         def: &RecordDef,
@@ -109,7 +110,19 @@ impl State<'_> {
         self.values.clear();
         self.buf.clear();
         for (f, (raw, offset)) in def.fields.iter().zip(slices) {
-            match codec::parse_field(f, raw, self.spec.encoding, &mut self.buf, &mut self.dates) {
+            let controls = match f.ty {
+                FieldType::Text => Controls::LineBreaks,
+                _ => Controls::Refused,
+            };
+            let value = codec::parse_field(
+                f,
+                raw,
+                self.spec.encoding,
+                controls,
+                &mut self.buf,
+                &mut self.dates,
+            );
+            match value {
                 Ok(v) => self.values.push(v),
                 Err(e) => return Err(field_error(record, offset, f, e)),
             }
@@ -217,6 +230,41 @@ impl<R: Read> Read for LineEnds<R> {
     }
 }
 
+/// A row with the wrong number of fields, and the likely reason: a row
+/// ends at a line break outside quotes, and a delimiter outside quotes
+/// separates fields.
+fn field_count_error(
+    record: &csv::ByteRecord,
+    expected: usize,
+    delimiter: u8,
+    number: u64,
+    offset: u64,
+) -> Stop {
+    let found = record.len();
+    let spans_lines = record
+        .iter()
+        .position(|f| f.iter().any(|b| matches!(b, b'\r' | b'\n')));
+    let why = match spans_lines {
+        Some(i) => format!(
+            "the quoted field in column {} runs over a line break; is its closing quote missing?",
+            i + 1
+        ),
+        None if found < expected => "a line break outside quotes ends the row early; \
+             quote fields that contain line breaks"
+            .to_string(),
+        None => format!(
+            "a {:?} outside quotes separates fields; quote fields that contain it",
+            char::from(delimiter)
+        ),
+    };
+    invalid(
+        Some(number),
+        Some(offset),
+        None,
+        format!("expected {expected} fields, found {found}: {why}"),
+    )
+}
+
 fn csv_error(e: csv::Error, rows: u64) -> Stop {
     let offset = e.position().map(|p| p.byte());
     match e.into_kind() {
@@ -275,5 +323,34 @@ mod tests {
                 assert_eq!(row_starts(bytes, step), starts, "{bytes:?} by {step}");
             }
         }
+    }
+
+    #[test]
+    fn a_row_with_the_wrong_field_count_says_why() {
+        let why = |fields: Vec<&str>| match field_count_error(
+            &csv::ByteRecord::from(fields),
+            4,
+            b',',
+            2,
+            30,
+        ) {
+            Stop::Invalid(e) => e.to_string(),
+            Stop::Io(e) => panic!("{e}"),
+        };
+        assert_eq!(
+            why(vec!["a", "b"]),
+            "record 2 (byte 30): expected 4 fields, found 2: a line break outside quotes \
+             ends the row early; quote fields that contain line breaks"
+        );
+        assert_eq!(
+            why(vec!["a", "b", "c", "d", "e"]),
+            "record 2 (byte 30): expected 4 fields, found 5: a ',' outside quotes \
+             separates fields; quote fields that contain it"
+        );
+        assert_eq!(
+            why(vec!["a", "b\nc,d\ne", "f"]),
+            "record 2 (byte 30): expected 4 fields, found 3: the quoted field in column 2 \
+             runs over a line break; is its closing quote missing?"
+        );
     }
 }

@@ -5,7 +5,7 @@
 
 use rust_decimal::Decimal;
 
-use super::super::codec::{self, Value};
+use super::super::codec::{self, Controls, Value};
 use super::super::rules::RecordRef;
 use super::super::spec::{FieldDef, FieldRef, FieldType, Measure, RecordDef, ScaleRule};
 use super::{DataRecord, RecordSink, State, Stop, field_error, invalid};
@@ -36,6 +36,7 @@ impl State<'_> {
                 f,
                 text.as_bytes(),
                 self.spec.encoding,
+                Controls::Refused,
                 &mut self.name_buf,
                 &mut self.dates,
             )
