@@ -70,6 +70,17 @@ fn case_files(dir: &Path, spec: &FormatSpec) -> (PathBuf, String, Option<Vec<u8>
     (file, name, sidecar)
 }
 
+/// One case by format and name: its spec, data file, file name and sidecar bytes.
+fn fixture<'r>(
+    registry: &'r FormatRegistry,
+    format: &str,
+    case: &str,
+) -> (&'r FormatSpec, PathBuf, String, Option<Vec<u8>>) {
+    let spec = registry.get(format).unwrap();
+    let (file, name, sidecar) = case_files(&root().join("fixtures").join(format).join(case), spec);
+    (spec, file, name, sidecar)
+}
+
 fn check_case(spec: &FormatSpec, dir: &Path) -> Result<(), String> {
     let expect: Expect = toml::from_str(&std::fs::read_to_string(dir.join("expect.toml")).unwrap())
         .map_err(|e| format!("bad expect.toml: {e}"))?;
@@ -248,9 +259,7 @@ fn fingerprints_are_pinned() {
             "56aa3d7229a7e5fc0f00af44d0192b4b5a0fc6305d5b4d613ec7533466205653",
         ),
     ] {
-        let spec = registry.get(format).unwrap();
-        let dir = root().join("fixtures").join(format).join(case);
-        let (file, name, sidecar) = case_files(&dir, spec);
+        let (spec, file, name, sidecar) = fixture(&registry, format, case);
         let ctx = FileContext {
             name: &name,
             sidecar: sidecar.as_deref(),
@@ -268,9 +277,7 @@ fn fingerprints_are_pinned() {
 /// consumer: the facts and each record's number, offset and merchant name.
 fn records_of(format: &str, case: &str) -> (Vec<u8>, FileFacts, Vec<(u64, u64, String)>) {
     let registry = FormatRegistry::load_dir(&root().join("formats")).expect("formats load");
-    let spec = registry.get(format).unwrap();
-    let dir = root().join("fixtures").join(format).join(case);
-    let (file, name, sidecar) = case_files(&dir, spec);
+    let (spec, file, name, sidecar) = fixture(&registry, format, case);
     let ctx = FileContext {
         name: &name,
         sidecar: sidecar.as_deref(),
