@@ -9,7 +9,8 @@ use std::str::FromStr;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use settlegate::format::{
-    DataRecord, FileContext, FormatRegistry, FormatSpec, Parallelism, verify, verify_with,
+    DataRecord, FileContext, FileFacts, FormatRegistry, FormatSpec, Parallelism, verify,
+    verify_with,
 };
 
 #[derive(Debug, Deserialize)]
@@ -67,6 +68,17 @@ fn case_files(dir: &Path, spec: &FormatSpec) -> (PathBuf, String, Option<Vec<u8>
         .sidecar_name(&name)
         .and_then(|s| std::fs::read(dir.join(s)).ok());
     (file, name, sidecar)
+}
+
+/// One case by format and name: its spec, data file, file name and sidecar bytes.
+fn fixture<'r>(
+    registry: &'r FormatRegistry,
+    format: &str,
+    case: &str,
+) -> (&'r FormatSpec, PathBuf, String, Option<Vec<u8>>) {
+    let spec = registry.get(format).unwrap();
+    let (file, name, sidecar) = case_files(&root().join("fixtures").join(format).join(case), spec);
+    (spec, file, name, sidecar)
 }
 
 fn check_case(spec: &FormatSpec, dir: &Path) -> Result<(), String> {
@@ -247,9 +259,7 @@ fn fingerprints_are_pinned() {
             "56aa3d7229a7e5fc0f00af44d0192b4b5a0fc6305d5b4d613ec7533466205653",
         ),
     ] {
-        let spec = registry.get(format).unwrap();
-        let dir = root().join("fixtures").join(format).join(case);
-        let (file, name, sidecar) = case_files(&dir, spec);
+        let (spec, file, name, sidecar) = fixture(&registry, format, case);
         let ctx = FileContext {
             name: &name,
             sidecar: sidecar.as_deref(),
@@ -261,4 +271,90 @@ fn fingerprints_are_pinned() {
             "{format}/{case}"
         );
     }
+}
+
+/// The data of one fixture case with its sidecar, verified with a record
+/// consumer: the facts and each record's number, offset and merchant name.
+fn records_of(format: &str, case: &str) -> (Vec<u8>, FileFacts, Vec<(u64, u64, String)>) {
+    let registry = FormatRegistry::load_dir(&root().join("formats")).expect("formats load");
+    let (spec, file, name, sidecar) = fixture(&registry, format, case);
+    let ctx = FileContext {
+        name: &name,
+        sidecar: sidecar.as_deref(),
+    };
+    let bytes = std::fs::read(&file).unwrap();
+    let mut seen = Vec::new();
+    let mut sink = |r: &DataRecord<'_>| {
+        let name = r.fields().find(|(k, _)| *k == "merchant_name");
+        seen.push((r.number, r.offset, name.unwrap().1.to_string()));
+        ControlFlow::Continue(())
+    };
+    let facts = verify(spec, &bytes[..], ctx, &mut sink).unwrap();
+    (bytes, facts, seen)
+}
+
+/// Where each data row starts: its `settle_date` at the start of a line.
+fn row_starts(bytes: &[u8]) -> Vec<u64> {
+    (0..bytes.len())
+        .filter(|&i| (i == 0 || bytes[i - 1] == b'\n') && bytes[i..].starts_with(b"2026-11-21,"))
+        .map(|i| i as u64)
+        .collect()
+}
+
+/// A quoted CSV field holding a line break: a row over two lines is one
+/// record, numbered as a data row, at the byte where the row starts; the
+/// line break is read as LF, so the same data with CRLF throughout and with
+/// LF throughout has one fingerprint.
+#[test]
+fn a_row_over_several_lines_is_one_record() {
+    let (crlf_bytes, crlf, crlf_rows) = records_of("pg-settlement-csv", "valid-multiline-crlf");
+    let (lf_bytes, lf, lf_rows) = records_of("pg-settlement-csv", "valid-multiline-lf");
+    assert!(crlf.is_valid() && lf.is_valid(), "{crlf:?} {lf:?}");
+    assert_ne!(crlf.checksum, lf.checksum);
+    assert_eq!(crlf.fingerprint, lf.fingerprint);
+    for (bytes, rows) in [(&crlf_bytes, &crlf_rows), (&lf_bytes, &lf_rows)] {
+        let names: Vec<&str> = rows.iter().map(|(_, _, n)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "행복한 빵집\n강남점",
+                "Coffee Lab",
+                "Seoul Stationery\nMain Branch"
+            ]
+        );
+        let numbers: Vec<u64> = rows.iter().map(|(n, _, _)| *n).collect();
+        assert_eq!(numbers, [1, 2, 3]);
+        let offsets: Vec<u64> = rows.iter().map(|(_, o, _)| *o).collect();
+        assert_eq!(offsets, row_starts(bytes));
+    }
+    let (_, quoted, rows) = records_of("pg-settlement-csv", "valid-multiline-quotes");
+    assert!(quoted.is_valid(), "{quoted:?}");
+    let names: Vec<&str> = rows.iter().map(|(_, _, n)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "The \"Best\" Bakery\n\"Gangnam\", 1F",
+            "\"\n\"",
+            "Plain Name"
+        ]
+    );
+}
+
+/// An unquoted field holding a line break ends its row early: the error
+/// names the row (as a data row number and its first byte) and says why.
+#[test]
+fn a_line_break_outside_quotes_is_named() {
+    let (bytes, facts, _) = records_of("pg-settlement-csv", "line-break-outside-quotes");
+    let error = facts.error.expect("invalid");
+    assert_eq!(error.record, Some(2));
+    assert_eq!(error.offset, Some(row_starts(&bytes)[1]));
+    assert_eq!(error.field, None);
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "record 2 (byte {}): expected 9 fields, found 3: a line break outside quotes \
+             ends the row early; quote fields that contain line breaks",
+            row_starts(&bytes)[1]
+        )
+    );
 }

@@ -1,7 +1,7 @@
 //! Property tests: write → verify round trips, and the fingerprint's
 //! invariants (same under CRLF↔LF, BOM, record order and numbering, creation
-//! stamp and file sequence; different when an amount, a key or the business
-//! date changes).
+//! stamp and file sequence, and CRLF↔LF inside a quoted CSV field; different
+//! when an amount, a key, the business date or a field's line breaks change).
 
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -161,6 +161,8 @@ fn pg_file() -> impl Strategy<Value = PgFile> {
             Just("Shop, Inc.".to_string()),
             Just("\"Quoted\" Mart \\ Co".to_string()),
             Just("홍길동 상회".to_string()),
+            Just("Two\r\nLines".to_string()),
+            Just("서울문구\n\"본점\", 2층".to_string()),
             "[a-z]{1,12}"
         ],
         "[A-Z0-9]{12}",
@@ -395,7 +397,8 @@ proptest! {
             prop_assert_eq!(key, &r.txn_id);
             prop_assert_eq!(*amount, r.net());
             let name = fields.iter().find(|(k, _)| k == "merchant_name").unwrap().1.clone();
-            prop_assert_eq!(name, r.merchant_name.clone());
+            // A line break in a field is read as LF, however it was written.
+            prop_assert_eq!(name, r.merchant_name.replace("\r\n", "\n"));
         }
         let mut g = f.clone();
         g.bom = !f.bom;
@@ -413,6 +416,35 @@ proptest! {
         let mut h = f.clone();
         h.business_date = f.business_date.succ_opt().unwrap();
         prop_assert_ne!(facts.fingerprint, pg_facts(&h).0.fingerprint);
+    }
+
+    /// A line break inside a quoted CSV field is content: written CRLF, LF
+    /// or a lone CR, it gives one fingerprint (whatever the file's line
+    /// endings); removed, or replaced by a space, it gives another.
+    #[test]
+    fn pg_line_breaks_in_fields_are_content(
+        f in pg_file(),
+        pick in any::<prop::sample::Index>(),
+        at in any::<prop::sample::Index>(),
+    ) {
+        prop_assume!(!f.rows.is_empty());
+        let i = pick.index(f.rows.len());
+        let fingerprint_with = |line_break: &str| {
+            let mut g = f.clone();
+            let name = g.rows[i].merchant_name.replace("\r\n", " ").replace('\n', " ");
+            let chars: Vec<char> = name.chars().collect();
+            let cut = at.index(chars.len() + 1);
+            let (head, tail): (String, String) =
+                (chars[..cut].iter().collect(), chars[cut..].iter().collect());
+            g.rows[i].merchant_name = format!("{head}{line_break}{tail}");
+            pg_facts(&g).0.fingerprint
+        };
+        let lf = fingerprint_with("\n");
+        prop_assert_eq!(lf, fingerprint_with("\r\n"));
+        prop_assert_eq!(lf, fingerprint_with("\r"));
+        prop_assert_ne!(lf, fingerprint_with(""));
+        prop_assert_ne!(lf, fingerprint_with(" "));
+        prop_assert_ne!(lf, fingerprint_with("\n\n"));
     }
 
     /// Whatever the bytes, the verifier answers (valid or an error) and never panics.

@@ -270,30 +270,11 @@ pub fn print_file(
 
 pub fn print_formats(registry: &FormatRegistry) {
     for spec in registry.iter() {
-        let layout = match (&spec.fixed, &spec.csv) {
-            (Some(f), _) => format!(
-                "fixed {} bytes, {}",
-                f.record_length,
-                match f.terminator {
-                    crate::format::spec::Terminator::Line => "CRLF/LF",
-                    crate::format::spec::Terminator::None => "no terminator",
-                }
-            ),
-            (None, Some(_)) => {
-                let sidecar = spec
-                    .sidecar
-                    .as_ref()
-                    .map(|s| format!(" + {}", s.suffix))
-                    .unwrap_or_default();
-                format!("csv{sidecar}")
-            }
-            (None, None) => String::new(),
-        };
         println!(
             "{:<22} {:<6} {:<28} {}",
             spec.id,
             spec.encoding.label(),
-            layout,
+            spec.layout_summary(),
             spec.title
         );
     }

@@ -153,12 +153,34 @@ pub enum FieldError {
     Control { code: u32 },
 }
 
+/// The control characters a field's text may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Controls {
+    /// None: in a fixed-width record or a file name a CR, LF, TAB or NUL is
+    /// corruption.
+    Refused,
+    /// Line breaks, which a quoted CSV field may hold (RFC 4180 §2.6); every
+    /// other control character is refused. A line break is read as one LF,
+    /// whether written CRLF, LF or a lone CR (which the CSV reader also takes
+    /// as a row's end), so the value, and the record key and fingerprint
+    /// built from it, do not depend on the sender's line endings.
+    LineBreaks,
+}
+
+impl Controls {
+    #[inline(always)]
+    fn allows(self, c: char) -> bool {
+        matches!((self, c), (Controls::LineBreaks, '\r' | '\n'))
+    }
+}
+
 /// Decode and type one field. `raw` is the field's bytes (fixed) or cell (CSV);
 /// the trimmed text is appended to `buf`.
 pub fn parse_field(
     def: &FieldDef,
     raw: &[u8],
     encoding: Encoding,
+    controls: Controls,
     buf: &mut String,
     dates: &mut DateMemo,
 ) -> Result<FieldValue, FieldError> {
@@ -172,7 +194,7 @@ pub fn parse_field(
     };
     match ascii {
         Some(s) => buf.push_str(s),
-        None => decode_checked(raw, encoding, buf)?,
+        None => decode_text(raw, encoding, controls, buf)?,
     }
     let end = start + trimmed_len(&buf.as_bytes()[start..]);
     buf.truncate(end);
@@ -237,6 +259,19 @@ pub fn type_value(
 /// Strict decode of a field that is not plain printable ASCII, refusing
 /// control characters (a stray CR, LF or NUL inside a record is corruption).
 pub fn decode_checked(raw: &[u8], encoding: Encoding, buf: &mut String) -> Result<(), FieldError> {
+    decode_text(raw, encoding, Controls::Refused, buf)
+}
+
+/// Strict decode of a field that is not plain printable ASCII, refusing the
+/// control characters `controls` does not allow; line breaks it allows are
+/// appended as LF.
+#[inline(always)]
+pub fn decode_text(
+    raw: &[u8],
+    encoding: Encoding,
+    controls: Controls,
+    buf: &mut String,
+) -> Result<(), FieldError> {
     let start = buf.len();
     if let Err(e) = encoding.decode_into(raw, buf) {
         buf.truncate(start);
@@ -248,11 +283,31 @@ pub fn decode_checked(raw: &[u8], encoding: Encoding, buf: &mut String) -> Resul
             },
         });
     }
-    if let Some(c) = buf[start..].chars().find(|c| c.is_control()) {
+    if let Some(c) = buf[start..]
+        .chars()
+        .find(|&c| c.is_control() && !controls.allows(c))
+    {
         buf.truncate(start);
         return Err(FieldError::Control { code: c as u32 });
     }
+    if controls == Controls::LineBreaks && buf[start..].contains('\r') {
+        line_breaks_as_lf(buf, start);
+    }
     Ok(())
+}
+
+/// Rewrite `buf[start..]`'s line breaks as LF: CRLF and a lone CR alike.
+fn line_breaks_as_lf(buf: &mut String, start: usize) {
+    let text = buf.split_off(start);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\r' {
+            chars.next_if_eq(&'\n');
+            buf.push('\n');
+        } else {
+            buf.push(c);
+        }
+    }
 }
 
 /// Length of `b` (text in UTF-8) without its right padding: spaces and U+3000 (ideographic space).
@@ -601,7 +656,14 @@ mod tests {
     }
 
     fn parse(def: &FieldDef, raw: &[u8], buf: &mut String) -> Result<FieldValue, FieldError> {
-        parse_field(def, raw, Encoding::Cp949, buf, &mut DateMemo::default())
+        parse_field(
+            def,
+            raw,
+            Encoding::Cp949,
+            Controls::Refused,
+            buf,
+            &mut DateMemo::default(),
+        )
     }
 
     fn cp949(s: &str) -> Vec<u8> {
@@ -774,6 +836,56 @@ mod tests {
         let mut buf = String::new();
         let e = parse(&field(FieldType::Text), b"ab\0", &mut buf).unwrap_err();
         assert_eq!(e, FieldError::Control { code: 0 });
+        for raw in [&b"ab\ncd"[..], b"ab\r\ncd", b"ab\rcd"] {
+            let e = parse(&field(FieldType::Text), raw, &mut buf).unwrap_err();
+            assert!(
+                matches!(e, FieldError::Control { code: 0x0a | 0x0d }),
+                "{raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn csv_text_may_hold_line_breaks_read_as_lf() {
+        let text = field(FieldType::Text);
+        let cell = |raw: &[u8], buf: &mut String| {
+            let mut memo = DateMemo::default();
+            parse_field(
+                &text,
+                raw,
+                Encoding::Utf8,
+                Controls::LineBreaks,
+                buf,
+                &mut memo,
+            )
+            .map(|v| buf[v.text].to_string())
+        };
+        let mut buf = String::new();
+        for raw in [
+            &b"Kim\nLee"[..],
+            b"Kim\r\nLee",
+            b"Kim\rLee",
+            b"Kim\r\nLee  ",
+        ] {
+            assert_eq!(cell(raw, &mut buf).as_deref(), Ok("Kim\nLee"), "{raw:?}");
+        }
+        // Each break is one LF: an LF after a CRLF, or a CR after an LF, is another.
+        assert_eq!(
+            cell(b"a\r\n\nb\n\rc", &mut buf).as_deref(),
+            Ok("a\n\nb\n\nc")
+        );
+        assert_eq!(
+            cell("서울\r\n문구".as_bytes(), &mut buf).as_deref(),
+            Ok("서울\n문구")
+        );
+        // Other control characters are still refused.
+        for (raw, code) in [(&b"a\tb"[..], 9), (b"a\0b", 0), (b"a\x1bb", 0x1b)] {
+            assert_eq!(
+                cell(raw, &mut buf),
+                Err(FieldError::Control { code }),
+                "{raw:?}"
+            );
+        }
     }
 
     #[test]

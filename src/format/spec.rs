@@ -35,13 +35,32 @@ pub enum SpecError {
     Directory { path: PathBuf, message: String },
 }
 
-/// How records are laid out in the file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// How records are laid out in the file: exactly one of the two, with its
+/// details, so a spec cannot be both or neither.
+#[derive(Debug, Clone)]
 pub enum Layout {
     /// Fixed-width records sliced by byte offsets.
-    Fixed,
+    Fixed(FixedLayout),
     /// Delimited rows parsed with RFC 4180 quoting.
+    Csv(CsvLayout),
+}
+
+impl Layout {
+    /// Every record definition, in the order records are indexed by (a
+    /// fixed layout's `records`; the CSV row alone).
+    pub fn record_defs(&self) -> &[RecordDef] {
+        match self {
+            Layout::Fixed(f) => &f.records,
+            Layout::Csv(c) => std::slice::from_ref(&c.row),
+        }
+    }
+}
+
+/// The `layout` key of a spec file, before its details are built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum LayoutKind {
+    Fixed,
     Csv,
 }
 
@@ -108,7 +127,7 @@ struct RawSpec {
     id: String,
     #[serde(default)]
     title: String,
-    layout: Layout,
+    layout: LayoutKind,
     encoding: String,
     record_length: Option<usize>,
     terminator: Option<Terminator>,
@@ -235,12 +254,9 @@ pub struct FormatSpec {
     pub title: String,
     /// Where the spec was loaded from, for messages.
     pub source: PathBuf,
+    /// Fixed-width or CSV, with the record definitions.
     pub layout: Layout,
     pub encoding: Encoding,
-    /// Fixed-width layout details; `Some` exactly when `layout` is `Fixed`.
-    pub fixed: Option<FixedLayout>,
-    /// CSV layout details; `Some` exactly when `layout` is `Csv`.
-    pub csv: Option<CsvLayout>,
     /// The file-name rule; captures may supply key fields.
     pub file_name: Option<FileNameRule>,
     /// Where the business date comes from.
@@ -427,34 +443,49 @@ impl FormatSpec {
         FormatSpec::from_toml(&text, path)
     }
 
+    /// The header record (fixed layouts; a CSV header row is column names only).
     pub fn header(&self) -> Option<&RecordDef> {
-        self.fixed
-            .as_ref()
-            .and_then(|f| f.records.iter().find(|r| r.role == Role::Header))
+        self.fixed_record(Role::Header)
     }
 
+    /// The trailer record (fixed layouts).
     pub fn trailer(&self) -> Option<&RecordDef> {
-        self.fixed
-            .as_ref()
-            .and_then(|f| f.records.iter().find(|r| r.role == Role::Trailer))
+        self.fixed_record(Role::Trailer)
     }
 
-    /// Every record definition, in the order records are indexed by (a
-    /// fixed layout's `records`; the CSV row alone).
-    pub fn record_defs(&self) -> Vec<&RecordDef> {
-        match (&self.fixed, &self.csv) {
-            (Some(f), _) => f.records.iter().collect(),
-            (None, Some(c)) => vec![&c.row],
-            (None, None) => Vec::new(),
+    fn fixed_record(&self, role: Role) -> Option<&RecordDef> {
+        match &self.layout {
+            Layout::Fixed(f) => f.records.iter().find(|r| r.role == role),
+            Layout::Csv(_) => None,
         }
     }
 
+    /// Every record definition, in the order records are indexed by (see
+    /// [`Layout::record_defs`]).
+    pub fn record_defs(&self) -> &[RecordDef] {
+        self.layout.record_defs()
+    }
+
     /// The data record definitions (the CSV row for CSV layouts).
-    pub fn data_records(&self) -> Vec<&RecordDef> {
-        match (&self.fixed, &self.csv) {
-            (Some(f), _) => f.records.iter().filter(|r| r.role == Role::Data).collect(),
-            (None, Some(c)) => vec![&c.row],
-            (None, None) => Vec::new(),
+    pub fn data_records(&self) -> impl Iterator<Item = &RecordDef> {
+        self.record_defs().iter().filter(|r| r.role == Role::Data)
+    }
+
+    /// The layout in a few words, for listings: `fixed 200 bytes, CRLF/LF`,
+    /// `fixed 120 bytes, no terminator`, `csv + .ctl`.
+    pub fn layout_summary(&self) -> String {
+        match &self.layout {
+            Layout::Fixed(f) => {
+                let terminator = match f.terminator {
+                    Terminator::Line => "CRLF/LF",
+                    Terminator::None => "no terminator",
+                };
+                format!("fixed {} bytes, {terminator}", f.record_length)
+            }
+            Layout::Csv(_) => match &self.sidecar {
+                Some(s) => format!("csv + {}", s.suffix),
+                None => "csv".to_string(),
+            },
         }
     }
 
@@ -576,14 +607,14 @@ impl Builder {
             .map(|f| self.build_file_name(f))
             .transpose()?;
 
-        let (fixed, csv) = match raw.layout {
-            Layout::Fixed => {
+        let layout = match raw.layout {
+            LayoutKind::Fixed => {
                 if raw.csv.is_some() {
                     return Err(self.err("csv", "a fixed layout has no [csv] section"));
                 }
-                (Some(self.build_fixed(&raw)?), None)
+                Layout::Fixed(self.build_fixed(&raw)?)
             }
-            Layout::Csv => {
+            LayoutKind::Csv => {
                 if !raw.records.is_empty() || raw.record_length.is_some() {
                     return Err(self.err(
                         "records",
@@ -594,7 +625,7 @@ impl Builder {
                     .csv
                     .as_ref()
                     .ok_or_else(|| self.err("csv", "a csv layout needs a [csv] section"))?;
-                (None, Some(self.build_csv(csv, file_name.as_ref())?))
+                Layout::Csv(self.build_csv(csv, file_name.as_ref())?)
             }
         };
 
@@ -602,10 +633,8 @@ impl Builder {
             id: raw.id.clone(),
             title: raw.title.clone(),
             source: self.path.clone(),
-            layout: raw.layout,
+            layout,
             encoding,
-            fixed,
-            csv,
             file_name,
             business_date: FieldRef::Header(0),
             controls: Vec::new(),
@@ -1050,7 +1079,7 @@ impl Builder {
                 (false, None, true) => Measure::Checksum,
                 _ => return Err(self.err(&ctx, "give exactly one of count, sum or checksum")),
             };
-            if spec.data_records().is_empty() {
+            if spec.data_records().next().is_none() {
                 return Err(self.err(&ctx, "no data record"));
             }
             // Each data record type meets the control through its own
@@ -1062,10 +1091,10 @@ impl Builder {
                     continue;
                 }
                 let rctx = match spec.layout {
-                    Layout::Fixed => {
+                    Layout::Fixed(_) => {
                         format!("{ctx}, record {}", String::from_utf8_lossy(&def.code))
                     }
-                    Layout::Csv => ctx.clone(),
+                    Layout::Csv(_) => ctx.clone(),
                 };
                 let field = match &c.sum {
                     Some(name) => {
@@ -1091,7 +1120,7 @@ impl Builder {
                 on.push(Some(ControlOn { field, when }));
             }
             let trailer_field = match spec.layout {
-                Layout::Fixed => {
+                Layout::Fixed(_) => {
                     if matches!(measure, Measure::Checksum) {
                         return Err(
                             self.err(&ctx, "a checksum control needs a sidecar (csv layouts)")
@@ -1106,7 +1135,7 @@ impl Builder {
                     }
                     Some(i)
                 }
-                Layout::Csv => {
+                Layout::Csv(_) => {
                     if spec.sidecar.is_none() {
                         return Err(self.err(
                             &ctx,
@@ -1183,7 +1212,19 @@ mod tests {
             ]
         );
         let card = reg.get("card-settlement").unwrap();
-        assert_eq!(card.fixed.as_ref().unwrap().record_length, 200);
+        let Layout::Fixed(layout) = &card.layout else {
+            panic!("card-settlement is fixed-width");
+        };
+        assert_eq!(layout.record_length, 200);
+        assert_eq!(card.layout_summary(), "fixed 200 bytes, CRLF/LF");
+        assert_eq!(
+            reg.get("bank-transfer-result").unwrap().layout_summary(),
+            "fixed 120 bytes, no terminator"
+        );
+        assert_eq!(
+            reg.get("pg-settlement-csv").unwrap().layout_summary(),
+            "csv + .ctl"
+        );
         assert_eq!(card.business_date, FieldRef::Header(4));
         assert_eq!(card.controls.len(), 4);
     }

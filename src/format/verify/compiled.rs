@@ -22,7 +22,7 @@ use rust_decimal::prelude::ToPrimitive;
 
 use super::super::codec::{self, Canon};
 use super::super::rules::{Comparison, Condition, Operand};
-use super::super::spec::{FieldType, FormatSpec, Measure, RecordDef, Role};
+use super::super::spec::{FieldType, FormatSpec, Layout, Measure, RecordDef, Role};
 use super::State;
 
 /// How one field is read.
@@ -109,15 +109,15 @@ pub(super) struct Scratch {
 /// A plan for each record definition of a fixed-width spec (`None` where
 /// the general path must do: not a data record, or not covered).
 pub(super) fn compile(spec: &FormatSpec) -> Vec<Option<RecordPlan>> {
-    let Some(layout) = &spec.fixed else {
-        return Vec::new();
-    };
-    layout
-        .records
-        .iter()
-        .enumerate()
-        .map(|(i, def)| RecordPlan::compile(spec, i, def))
-        .collect()
+    match &spec.layout {
+        Layout::Fixed(layout) => layout
+            .records
+            .iter()
+            .enumerate()
+            .map(|(i, def)| RecordPlan::compile(spec, i, def))
+            .collect(),
+        Layout::Csv(_) => Vec::new(),
+    }
 }
 
 /// Rule literals up to this size keep whole-number arithmetic as exact, and
@@ -405,12 +405,21 @@ mod tests {
     use chrono::NaiveDate;
 
     use super::super::super::generate::{CardFile, CardRecord};
-    use super::super::{Phase, Total, fixed_record};
+    use super::super::super::spec::FixedLayout;
+    use super::super::fixed::fixed_record;
+    use super::super::{Phase, Total};
     use super::*;
 
     fn spec(id: &str) -> FormatSpec {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("formats");
         FormatSpec::load(&dir.join(format!("{id}.toml"))).unwrap()
+    }
+
+    fn fixed(spec: &FormatSpec) -> &FixedLayout {
+        match &spec.layout {
+            Layout::Fixed(layout) => layout,
+            Layout::Csv(_) => panic!("{} is not fixed-width", spec.id),
+        }
     }
 
     /// What a data record changes in the pass's state.
@@ -456,7 +465,7 @@ mod tests {
         for id in ["card-settlement", "bank-transfer-result"] {
             let spec = spec(id);
             let plans = compile(&spec);
-            let layout = spec.fixed.as_ref().unwrap();
+            let layout = fixed(&spec);
             for (def, plan) in layout.records.iter().zip(&plans) {
                 assert_eq!(
                     plan.is_some(),
@@ -473,7 +482,7 @@ mod tests {
     fn card_plans() -> (FormatSpec, Vec<Option<RecordPlan>>, usize) {
         let spec = spec("card-settlement");
         let plans = compile(&spec);
-        let layout = spec.fixed.as_ref().unwrap();
+        let layout = fixed(&spec);
         let data = layout.records.iter().position(|r| r.role == Role::Data);
         (spec, plans, data.unwrap())
     }
@@ -481,7 +490,7 @@ mod tests {
     #[test]
     fn a_record_taken_by_the_plan_has_the_general_paths_effect() {
         let (spec, plans, data) = card_plans();
-        let layout = spec.fixed.as_ref().unwrap();
+        let layout = fixed(&spec);
         let plan = plans[data].as_ref().unwrap();
         let mut planned = in_body(&spec, &plans);
         let mut general = in_body(&spec, &[]);
@@ -498,7 +507,7 @@ mod tests {
     #[test]
     fn a_record_the_plan_does_not_take_is_left_to_the_general_path() {
         let (spec, plans, data) = card_plans();
-        let layout = spec.fixed.as_ref().unwrap();
+        let layout = fixed(&spec);
         let plan = plans[data].as_ref().unwrap();
         let good = card_record(0);
         let edits: [(&str, Edit); 9] = [

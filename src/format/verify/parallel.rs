@@ -24,8 +24,9 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use rust_decimal::Decimal;
 
-use super::super::spec::{FixedLayout, FormatSpec};
-use super::{Block, FileContext, Phase, State, Stop, fixed_end, fixed_records, read_full};
+use super::super::spec::{FixedLayout, FormatSpec, Terminator};
+use super::fixed::{fixed_end, fixed_records, read_full};
+use super::{Block, FileContext, Phase, State, Stop};
 
 /// How the fixed-width pass is spread over threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -273,8 +274,8 @@ fn take_buffer(pool: &mut Vec<Arc<Vec<u8>>>, size: usize) -> Arc<Vec<u8>> {
 fn cut_point(layout: &FixedLayout, bytes: &[u8]) -> usize {
     let len = layout.record_length;
     let cut = match layout.terminator {
-        super::Terminator::None => bytes.len() - bytes.len() % len,
-        super::Terminator::Line => memchr::memrchr(b'\n', bytes).map_or(0, |nl| nl + 1),
+        Terminator::None => bytes.len() - bytes.len() % len,
+        Terminator::Line => memchr::memrchr(b'\n', bytes).map_or(0, |nl| nl + 1),
     };
     if cut == 0 || bytes.len() - cut > len + 2 {
         bytes.len()
@@ -447,7 +448,7 @@ impl<'s> State<'s> {
 #[cfg(test)]
 mod tests {
     use super::super::super::generate::{CardFile, CardRecord};
-    use super::super::super::spec::Role;
+    use super::super::super::spec::{Layout, Role};
     use super::super::{FileContext, verify_with};
     use super::*;
 
@@ -457,14 +458,18 @@ mod tests {
         let mut spec = FormatSpec::load(&dir.join("card-settlement.toml")).unwrap();
         // A defect no loaded spec can have: a data field reaching past the
         // record, so checking any data record panics.
-        let layout = spec.fixed.as_mut().unwrap();
+        let Layout::Fixed(layout) = &mut spec.layout else {
+            panic!("card-settlement is fixed-width");
+        };
         let data = layout
             .records
             .iter_mut()
             .find(|r| r.role == Role::Data)
             .unwrap();
         data.fields.last_mut().unwrap().len += 100;
-        let layout = spec.fixed.as_ref().unwrap();
+        let Layout::Fixed(layout) = &spec.layout else {
+            panic!("card-settlement is fixed-width");
+        };
         let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 21).unwrap();
         let mut file = CardFile::new(day);
         file.records = (0..20).map(|i| CardRecord::synthetic(i, day)).collect();
