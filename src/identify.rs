@@ -21,70 +21,138 @@ pub enum Unidentified {
     SeveralFormats { name: String, partner: String },
 }
 
-/// The partner's format for this file name: its only format, or the one whose
-/// file-name pattern matches.
+/// The formats a partner exchanges in one direction: those it sends
+/// (`formats`) or those settlegate sends it (`outbound_formats`).
+#[derive(Debug, Clone, Copy)]
+pub struct Formats<'r, 'p> {
+    pub registry: &'r FormatRegistry,
+    pub partner: &'p str,
+    pub ids: &'p [String],
+}
+
+impl<'r, 'p> Formats<'r, 'p> {
+    /// What the partner sends settlegate.
+    pub fn inbound(registry: &'r FormatRegistry, partner: &'p Partner) -> Formats<'r, 'p> {
+        Formats {
+            registry,
+            partner: &partner.id,
+            ids: &partner.formats,
+        }
+    }
+
+    /// What settlegate sends the partner.
+    pub fn outbound(registry: &'r FormatRegistry, partner: &'p Partner) -> Formats<'r, 'p> {
+        Formats {
+            registry,
+            partner: &partner.id,
+            ids: &partner.outbound_formats,
+        }
+    }
+
+    fn specs(&self) -> impl Iterator<Item = &'r FormatSpec> + '_ {
+        self.ids.iter().filter_map(|f| self.registry.get(f))
+    }
+
+    /// The format for this file name: the only one, or the one whose
+    /// file-name pattern matches.
+    pub fn choose(&self, name: &str) -> Result<&'r FormatSpec, Unidentified> {
+        let specs: Vec<&FormatSpec> = self.specs().collect();
+        if let [only] = specs.as_slice() {
+            return Ok(only);
+        }
+        let matching: Vec<&&FormatSpec> = specs
+            .iter()
+            .filter(|s| {
+                s.file_name
+                    .as_ref()
+                    .is_some_and(|n| n.pattern.is_match(name))
+            })
+            .collect();
+        match matching.as_slice() {
+            [one] => Ok(one),
+            [] => Err(Unidentified::NoFormat {
+                name: name.to_string(),
+                partner: self.partner.to_string(),
+                formats: self.ids.join(", "),
+            }),
+            _ => Err(Unidentified::SeveralFormats {
+                name: name.to_string(),
+                partner: self.partner.to_string(),
+            }),
+        }
+    }
+
+    /// A control file (sidecar) of one of these formats, by suffix, ignoring
+    /// case: never taken alone.
+    pub fn is_control_file(&self, name: &str) -> bool {
+        let lower = name.to_ascii_lowercase();
+        self.specs()
+            .filter_map(|s| s.sidecar.as_ref())
+            .any(|c| lower.ends_with(&c.suffix.to_ascii_lowercase()))
+    }
+
+    /// The control file a data file needs, when its format has one.
+    pub fn control_file_name(&self, data: &str) -> Option<String> {
+        self.choose(data)
+            .ok()
+            .and_then(|spec| spec.sidecar_name(data))
+    }
+
+    /// Whether `control` is the control file of `data` (partners differ in
+    /// the case of suffixes: `X.CSV` + `X.CTL`).
+    pub fn controls(&self, data: &str, control: &str) -> bool {
+        self.control_file_name(data)
+            .is_some_and(|w| w.eq_ignore_ascii_case(control))
+    }
+
+    /// Pair ready data files with their control files. Control files are
+    /// never taken alone; a data file whose format needs one waits until it
+    /// is ready.
+    pub fn pair(&self, ready: &[String]) -> Pairing {
+        let mut out = Pairing::default();
+        for name in ready {
+            if self.is_control_file(name) {
+                continue;
+            }
+            match self.control_file_name(name) {
+                Some(w) => match ready.iter().find(|r| r.eq_ignore_ascii_case(&w)) {
+                    Some(s) => out.pairs.push((name.clone(), Some(s.clone()))),
+                    // Not arrived or not settled yet: wait.
+                    None => out.waiting.push(name.clone()),
+                },
+                None => out.pairs.push((name.clone(), None)),
+            }
+        }
+        out
+    }
+}
+
+/// The partner's inbound format for this file name.
 pub fn choose_format<'r>(
     formats: &'r FormatRegistry,
     partner: &Partner,
     name: &str,
 ) -> Result<&'r FormatSpec, Unidentified> {
-    let specs: Vec<&FormatSpec> = partner
-        .formats
-        .iter()
-        .filter_map(|f| formats.get(f))
-        .collect();
-    if let [only] = specs.as_slice() {
-        return Ok(only);
-    }
-    let matching: Vec<&&FormatSpec> = specs
-        .iter()
-        .filter(|s| {
-            s.file_name
-                .as_ref()
-                .is_some_and(|n| n.pattern.is_match(name))
-        })
-        .collect();
-    match matching.as_slice() {
-        [one] => Ok(one),
-        [] => Err(Unidentified::NoFormat {
-            name: name.to_string(),
-            partner: partner.id.clone(),
-            formats: partner.formats.join(", "),
-        }),
-        _ => Err(Unidentified::SeveralFormats {
-            name: name.to_string(),
-            partner: partner.id.clone(),
-        }),
-    }
+    Formats::inbound(formats, partner).choose(name)
 }
 
-/// A control file (sidecar) of one of the partner's formats, by suffix,
-/// ignoring case: never taken alone.
+/// A control file of one of the partner's inbound formats.
 pub fn is_control_file(formats: &FormatRegistry, partner: &Partner, name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    partner
-        .formats
-        .iter()
-        .filter_map(|f| formats.get(f))
-        .filter_map(|s| s.sidecar.as_ref())
-        .any(|c| lower.ends_with(&c.suffix.to_ascii_lowercase()))
+    Formats::inbound(formats, partner).is_control_file(name)
 }
 
-/// The control file a data file needs, when its format has one.
+/// The control file an inbound data file needs, when its format has one.
 pub fn control_file_name(
     formats: &FormatRegistry,
     partner: &Partner,
     data: &str,
 ) -> Option<String> {
-    choose_format(formats, partner, data)
-        .ok()
-        .and_then(|spec| spec.sidecar_name(data))
+    Formats::inbound(formats, partner).control_file_name(data)
 }
 
-/// Whether `control` is the control file of `data` (partners differ in the
-/// case of suffixes: `X.CSV` + `X.CTL`).
+/// Whether `control` is the control file of the inbound `data`.
 pub fn controls(formats: &FormatRegistry, partner: &Partner, data: &str, control: &str) -> bool {
-    control_file_name(formats, partner, data).is_some_and(|w| w.eq_ignore_ascii_case(control))
+    Formats::inbound(formats, partner).controls(data, control)
 }
 
 /// Data files paired with their control files, and the data files still
@@ -97,24 +165,9 @@ pub struct Pairing {
     pub waiting: Vec<String>,
 }
 
-/// Pair ready data files with their control files. Control files are never
-/// taken alone; a data file whose format needs one waits until it is ready.
+/// Pair ready inbound data files with their control files.
 pub fn pair(formats: &FormatRegistry, partner: &Partner, ready: &[String]) -> Pairing {
-    let mut out = Pairing::default();
-    for name in ready {
-        if is_control_file(formats, partner, name) {
-            continue;
-        }
-        match control_file_name(formats, partner, name) {
-            Some(w) => match ready.iter().find(|r| r.eq_ignore_ascii_case(&w)) {
-                Some(s) => out.pairs.push((name.clone(), Some(s.clone()))),
-                // Not arrived or not settled yet: wait.
-                None => out.waiting.push(name.clone()),
-            },
-            None => out.pairs.push((name.clone(), None)),
-        }
-    }
-    out
+    Formats::inbound(formats, partner).pair(ready)
 }
 
 /// The control file beside a data file on disk, when its format has one and

@@ -395,8 +395,6 @@ mod tests {
 
     fn partner() -> Partner {
         Partner {
-            id: "cardco".into(),
-            formats: vec!["card-settlement".into()],
             drill_name_patterns: vec![regex::Regex::new("(?i)drill").unwrap()],
             drill_channels: vec![Channel::SftpPush],
             drill_endpoints: vec!["dr".into()],
@@ -408,8 +406,7 @@ mod tests {
                 days_before: 7,
                 days_after: 1,
             }),
-            inbox: None,
-            endpoints: Vec::new(),
+            ..Partner::for_tests("cardco", &["card-settlement"])
         }
     }
 

@@ -28,5 +28,6 @@ pub mod intake;
 pub mod judge;
 pub mod ledger;
 pub mod model;
+pub mod outbound;
 pub mod serve;
 pub mod stage;

@@ -277,6 +277,70 @@ pub fn drill_by_arrival_only(signals: &[DrillSignal]) -> bool {
     !signals.is_empty() && signals.iter().all(|s| s.source.is_arrival())
 }
 
+/// Where an outbound delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeliveryState {
+    /// Recorded, waiting to go out (or to be collected).
+    Queued,
+    /// An upload is in progress (or was, when a process died).
+    Sending,
+    /// In place on the partner's server under its final name.
+    Delivered,
+    /// Read whole by the partner from `/outbox`.
+    Collected,
+    /// The last attempt failed (the error says why); tried again.
+    Failed,
+    /// Failed its outbound format: never sent.
+    Invalid,
+    /// The same bytes are already a live delivery to this partner: never sent.
+    Duplicate,
+}
+
+named!(DeliveryState, "delivery state", {
+    Queued => "queued",
+    Sending => "sending",
+    Delivered => "delivered",
+    Collected => "collected",
+    Failed => "failed",
+    Invalid => "invalid",
+    Duplicate => "duplicate",
+});
+
+/// How an outbound file came to be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeliverySource {
+    /// Dropped into the partner's outbox by the settlement system.
+    Outbox,
+    /// `settlegate send` by an operator.
+    Send,
+    /// `settlegate resend`: the same bytes again, on purpose.
+    Resend,
+}
+
+named!(DeliverySource, "delivery source", {
+    Outbox => "outbox",
+    Send => "send",
+    Resend => "resend",
+});
+
+/// How far an upload attempt got: what a delivery found `sending` after a
+/// crash is resolved from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UploadProgress {
+    /// The final name was checked to be free (or may be replaced).
+    Checked,
+    /// The bytes are on the partner's side under the temporary name.
+    Uploaded,
+    /// Renamed to the final name.
+    Renamed,
+}
+
+named!(UploadProgress, "upload progress", {
+    Checked => "checked",
+    Uploaded => "uploaded",
+    Renamed => "renamed",
+});
+
 /// The exit codes of every command: one table, so a script tells outcomes
 /// apart the same way whichever command it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 
 use crate::channels::ChannelSettings;
-use crate::channels::watch::{Inbox, run_inbox};
+use crate::channels::watch::{Direction, Inbox, run_inbox};
 use crate::config::Config;
 use crate::intake::{Gateway, GatewayOpenError, IntakeError, SystemClock, gateway_actor, receipt};
 use crate::ledger::redact_url;
@@ -27,6 +27,8 @@ pub enum ServeError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Config(String),
     #[error("cannot watch the inboxes: {0}")]
     Notify(#[from] notify::Error),
     #[error(transparent)]
@@ -60,28 +62,59 @@ pub async fn serve(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut senders = Vec::new();
+    let mut folders_seen: Vec<(PathBuf, String)> = Vec::new();
     let mut tasks = tokio::task::JoinSet::new();
     for p in &cfg.partners {
-        let inbox = Inbox {
-            partner: p.id.clone(),
-            dir: cfg.inbox_dir(&p.id),
-            receipts: receipt::dir(&cfg.data_dir, &p.id),
-        };
-        for dir in [&inbox.dir, &inbox.receipts] {
-            std::fs::create_dir_all(dir).map_err(|source| ServeError::Dir {
-                path: dir.clone(),
-                source,
-            })?;
+        let folders = [
+            Inbox {
+                partner: p.id.clone(),
+                dir: cfg.inbox_dir(&p.id),
+                receipts: receipt::dir(&cfg.data_dir, &p.id),
+                direction: Direction::Inbound,
+            },
+            Inbox {
+                partner: p.id.clone(),
+                dir: cfg.outbox_dir(&p.id),
+                receipts: crate::outbound::receipt::dir(&cfg.data_dir, &p.id),
+                direction: Direction::Outbound,
+            },
+        ];
+        for folder in folders {
+            for dir in [&folder.dir, &folder.receipts] {
+                std::fs::create_dir_all(dir).map_err(|source| ServeError::Dir {
+                    path: dir.clone(),
+                    source,
+                })?;
+            }
+            match folder.direction {
+                Direction::Inbound => {
+                    tracing::info!(partner = %p.id, inbox = %folder.dir.display(), receipts = %folder.receipts.display(), "channel watch")
+                }
+                Direction::Outbound => {
+                    tracing::info!(partner = %p.id, outbox = %folder.dir.display(), receipts = %folder.receipts.display(), "outbox")
+                }
+            }
+            let (tx, rx) = mpsc::channel(1);
+            // Events carry absolute paths: route by the canonical directory.
+            let canonical =
+                std::fs::canonicalize(&folder.dir).map_err(|source| ServeError::Dir {
+                    path: folder.dir.clone(),
+                    source,
+                })?;
+            // One folder, one way in or out: two partners (or an inbox and
+            // an outbox) sharing a directory would take each other's files.
+            if let Some((_, other)) = folders_seen.iter().find(|(d, _)| *d == canonical) {
+                return Err(ServeError::Config(format!(
+                    "{} and {} are the same directory ({}); give each partner its own inbox and outbox",
+                    other,
+                    folder.scope(),
+                    canonical.display()
+                )));
+            }
+            folders_seen.push((canonical.clone(), folder.scope()));
+            senders.push((canonical, tx));
+            tasks.spawn(run_inbox(gw.clone(), folder, settings, rx, stop_rx.clone()));
         }
-        tracing::info!(partner = %p.id, inbox = %inbox.dir.display(), receipts = %inbox.receipts.display(), "channel watch");
-        let (tx, rx) = mpsc::channel(1);
-        // Events carry absolute paths: route by the canonical directory.
-        let canonical = std::fs::canonicalize(&inbox.dir).map_err(|source| ServeError::Dir {
-            path: inbox.dir.clone(),
-            source,
-        })?;
-        senders.push((canonical, tx));
-        tasks.spawn(run_inbox(gw.clone(), inbox, settings, rx, stop_rx.clone()));
     }
 
     // File-system events only wake the scanner of the inbox they concern.
@@ -102,6 +135,18 @@ pub async fn serve(
     }
     for p in &cfg.partners {
         for ep in &p.endpoints {
+            if let Some(up) = &ep.upload {
+                tracing::info!(partner = %p.id, endpoint = %ep.name, host = %ep.host, port = ep.port, upload_dir = %up.dir, schedule = up.schedule.as_ref().map(|s| s.text.as_str()).unwrap_or("as soon as recorded"), "delivery to sftp endpoint");
+                tasks.spawn(crate::outbound::worker::run_endpoint(
+                    gw.clone(),
+                    p.id.clone(),
+                    ep.name.clone(),
+                    stop_rx.clone(),
+                ));
+            }
+            if !ep.pickup {
+                continue;
+            }
             match &ep.schedule {
                 Some(s) => {
                     tracing::info!(partner = %p.id, endpoint = %ep.name, host = %ep.host, port = ep.port, schedule = %s.text, drill_site = ep.drill_site, "channel sftp-pull");

@@ -219,8 +219,10 @@ fn a_slowly_written_file_is_taken_once_complete() {
             std::thread::sleep(Duration::from_millis(500));
         }
     }
+    // Taken: claimed, recorded, judged and answered (the inbox ends empty).
+    let inbox = env.data.join("inbox/cardco");
     wait_for("the file to be taken", Duration::from_secs(30), || {
-        !path.exists()
+        files_in(&inbox).is_empty()
     });
     assert_eq!(server.stop(), 0);
     let files = ledger_files(&env);

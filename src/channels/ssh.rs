@@ -307,6 +307,8 @@ pub struct SftpConnection {
     pub sftp: Arc<RawSftpSession>,
     /// Largest read the server accepts (its `limits@openssh.com`, else 32 KiB).
     pub read_len: u32,
+    /// Largest write the server accepts (its `limits@openssh.com`, else 32 KiB).
+    pub write_len: u32,
     /// The server offers `posix-rename@openssh.com` (rename over an existing name).
     pub posix_rename: bool,
     /// How long one request may wait for its answer.
@@ -419,15 +421,18 @@ impl SftpConnection {
             .await
             .map_err(|e| sftp_err(format!("init: {e}")))?;
         let posix_rename = version.extensions.contains_key("posix-rename@openssh.com");
-        let mut read_len = 32 * 1024;
+        let (mut read_len, mut write_len) = (32 * 1024, 32 * 1024);
         if version.extensions.contains_key("limits@openssh.com") {
             let limits = sftp
                 .limits()
                 .await
                 .map_err(|e| sftp_err(format!("limits: {e}")))?;
+            // Stay within what russh-sftp accepts as one packet, too.
             if limits.max_read_len > 0 {
-                // Stay within what russh-sftp accepts as one packet, too.
                 read_len = limits.max_read_len.min(255 * 1024) as u32;
+            }
+            if limits.max_write_len > 0 {
+                write_len = limits.max_write_len.min(255 * 1024) as u32;
             }
             sftp.set_limits(limits.into());
         }
@@ -437,6 +442,7 @@ impl SftpConnection {
             handle,
             sftp: Arc::new(sftp),
             read_len,
+            write_len,
             posix_rename,
         })
     }

@@ -109,33 +109,7 @@ pub async fn ingest(
             gw.config.partner_ids().join(", ")
         ))
     })?;
-    let name = file
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| CliError::Usage(format!("{} is not a file", file.display())))?;
-    let unreadable = |why: &str| CliError::Io {
-        context: format!("cannot read {}", file.display()),
-        source: std::io::Error::other(why.to_string()),
-    };
-    // A symbolic link is followed: the operator names the file on purpose.
-    match std::fs::metadata(file) {
-        Ok(m) if m.is_file() => {}
-        Ok(m) if m.is_dir() => return Err(unreadable("it is a directory, not a file")),
-        Ok(_) => {
-            return Err(unreadable(
-                "not a regular file (a FIFO, socket or device); copy the file first",
-            ));
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(unreadable("no such file"));
-        }
-        Err(source) => {
-            return Err(CliError::Io {
-                context: format!("cannot read {}", file.display()),
-                source,
-            });
-        }
-    }
+    let name = regular_file(file)?;
     let control = choose_format(&gw.formats, p, &name)
         .ok()
         .and_then(|spec| control_file_beside(spec, file));
@@ -203,6 +177,31 @@ fn print_ingested(out: &crate::intake::Outcome, name: &str, json: bool) -> Exit 
     out.verdict.into()
 }
 
+/// The file name of `file` when it is a regular file (a symbolic link is
+/// followed: the operator names the file on purpose); else why not.
+pub fn regular_file(file: &Path) -> Result<String, CliError> {
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| CliError::Usage(format!("{} is not a file", file.display())))?;
+    let unreadable = |why: &str| CliError::Io {
+        context: format!("cannot read {}", file.display()),
+        source: std::io::Error::other(why.to_string()),
+    };
+    match std::fs::metadata(file) {
+        Ok(m) if m.is_file() => Ok(name),
+        Ok(m) if m.is_dir() => Err(unreadable("it is a directory, not a file")),
+        Ok(_) => Err(unreadable(
+            "not a regular file (a FIFO, socket or device); copy the file first",
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(unreadable("no such file")),
+        Err(source) => Err(CliError::Io {
+            context: format!("cannot read {}", file.display()),
+            source,
+        }),
+    }
+}
+
 pub async fn pull(
     gw: &Gateway,
     partner: &str,
@@ -220,8 +219,23 @@ pub async fn pull(
                 "partner {partner} has no SFTP endpoints configured"
             )));
         }
-        None => p.endpoints.iter().map(|e| e.name.clone()).collect(),
+        None => p
+            .endpoints
+            .iter()
+            .filter(|e| e.pickup)
+            .map(|e| e.name.clone())
+            .collect(),
     };
+    if let Some(ep) = names
+        .iter()
+        .find_map(|n| p.endpoint(n))
+        .filter(|e| !e.pickup)
+    {
+        return Err(CliError::Usage(format!(
+            "endpoint {} of partner {partner} only receives deliveries (no remote_dir)",
+            ep.name
+        )));
+    }
     let mut code = Exit::Ok;
     let mut reports = Vec::new();
     // One endpoint failing never stops the others.

@@ -4,10 +4,12 @@
 //!
 //! - [`inbound`]: verify, formats, ingest, pull, recover.
 //! - [`operator`]: files, show, intake, supersede, release, reject.
+//! - [`outbound`]: send, resend, deliveries.
 //! - [`render`]: the JSON and text forms of what commands print.
 
 mod inbound;
 mod operator;
+mod outbound;
 mod render;
 
 use std::io::IsTerminal;
@@ -22,7 +24,7 @@ use crate::channels::ChannelSettings;
 use crate::config::{Config, ConfigError};
 use crate::intake::{Gateway, GatewayOpenError, IntakeError, SystemClock};
 use crate::ledger::LedgerError;
-use crate::model::{Channel, Exit};
+use crate::model::{Channel, DeliveryState, Exit};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -157,6 +159,46 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Send a file to a partner now: stage, verify against the partner's
+    /// outbound formats, record the delivery, and upload it (waits for the
+    /// upload). The same bytes sent twice are refused as a duplicate.
+    Send {
+        #[arg(long)]
+        partner: String,
+        /// The file. For formats with a control file, it is read from beside FILE.
+        file: PathBuf,
+        /// The endpoint to upload to (default: the partner's first endpoint
+        /// with an upload_dir, or /outbox when the partner collects).
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Why it is sent by hand (kept in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a delivered file again, on purpose: a new delivery of the same
+    /// bytes naming the first, audited with who and why.
+    Resend {
+        delivery_id: i64,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List outbound deliveries.
+    Deliveries {
+        #[arg(long)]
+        partner: Option<String>,
+        /// queued, sending, delivered, collected, failed, invalid, duplicate.
+        #[arg(long)]
+        state: Option<DeliveryState>,
+        /// The day a delivery was recorded, YYYY-MM-DD (in `timezone`).
+        #[arg(long)]
+        date: Option<NaiveDate>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -210,9 +252,8 @@ impl CliError {
             CliError::Open(GatewayOpenError::Config(_)) => Exit::Usage,
             CliError::Intake(IntakeError::UnknownPartner(_)) => Exit::Usage,
             CliError::Intake(IntakeError::Refused(_)) => Exit::Refused,
-            CliError::Serve(crate::serve::ServeError::Open(GatewayOpenError::Config(_))) => {
-                Exit::Usage
-            }
+            CliError::Serve(crate::serve::ServeError::Open(GatewayOpenError::Config(_)))
+            | CliError::Serve(crate::serve::ServeError::Config(_)) => Exit::Usage,
             CliError::Io { .. }
             | CliError::Open(_)
             | CliError::Intake(_)
@@ -321,6 +362,38 @@ async fn ledger_command(gw: &Gateway, command: Command) -> Result<Exit, CliError
             inbound::pull(gw, &partner, endpoint, json).await
         }
         Command::Recover { json } => inbound::recover(gw, json).await,
+        Command::Send {
+            partner,
+            file,
+            endpoint,
+            reason,
+            json,
+        } => {
+            init_logging(LogFormat::Text, "warn");
+            outbound::send(
+                gw,
+                &partner,
+                &file,
+                endpoint.as_deref(),
+                reason.as_deref(),
+                json,
+            )
+            .await
+        }
+        Command::Resend {
+            delivery_id,
+            reason,
+            json,
+        } => {
+            init_logging(LogFormat::Text, "warn");
+            outbound::resend(gw, delivery_id, &reason, json).await
+        }
+        Command::Deliveries {
+            partner,
+            state,
+            date,
+            json,
+        } => outbound::deliveries(gw, partner, state, date, json).await,
         Command::Files {
             partner,
             date,

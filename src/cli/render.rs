@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::channels::sftp_pull::{PullError, PullReport};
 use crate::format::{FileFacts, FormatRegistry};
 use crate::intake::Outcome;
-use crate::ledger::{EventRow, FileRow};
+use crate::ledger::{DeliveryRow, EventRow, FileRow};
 
 /// A name from outside, safe to print on one line: control characters
 /// (and only they) escaped.
@@ -331,4 +331,70 @@ pub fn print_facts(name: &str, facts: &FileFacts) {
     if !facts.drill_signals.is_empty() {
         println!("  drill signals  {}", facts.drill_signals.join(" "));
     }
+}
+
+/// The JSON shape of a delivery (`deliveries --json`, `send --json`).
+pub fn delivery_json(d: &DeliveryRow) -> serde_json::Value {
+    json!({
+        "id": d.id,
+        "partner": d.partner,
+        "endpoint": d.endpoint,
+        "name": d.name,
+        "source": d.source,
+        "checksum": d.checksum,
+        "size": d.size,
+        "format": d.format,
+        "fingerprint": d.fingerprint,
+        "state": d.state,
+        "attempts": d.attempts,
+        "error": d.error,
+        "remote_path": d.remote_path,
+        "related_delivery_id": d.related_delivery_id,
+        "reason": d.reason,
+        "created_at": d.created_at.to_rfc3339(),
+        "delivered_at": d.delivered_at.map(|t| t.to_rfc3339()),
+        "collected_by": d.collected_by,
+        "collected_from": d.collected_from,
+        "acknowledged": d.acknowledged_at.is_some(),
+        "acknowledged_at": d.acknowledged_at.map(|t| t.to_rfc3339()),
+        "ack_file_id": d.ack_file_id,
+    })
+}
+
+/// A delivery as text, after `send` or `resend`.
+pub fn print_delivery(d: &DeliveryRow, related: Option<&DeliveryRow>, tz: chrono::FixedOffset) {
+    let state = match (&d.state, &d.endpoint) {
+        (crate::model::DeliveryState::Queued, None) => {
+            "queued for collection from /outbox".to_string()
+        }
+        (s, _) => s.to_string(),
+    };
+    println!("delivery {}: {} ({state})", d.id, shown(&d.name));
+    match (d.state, related) {
+        (crate::model::DeliveryState::Duplicate, Some(r)) => println!(
+            "  refused: the same bytes are delivery {} ({}, {} {}); only `settlegate resend {}` sends them again",
+            r.id,
+            shown(&r.name),
+            r.state,
+            r.created_at.with_timezone(&tz).format("%Y-%m-%d %H:%M"),
+            r.id
+        ),
+        (_, Some(r)) => println!("  resend of delivery {}", r.id),
+        _ => {}
+    }
+    println!("  partner        {}", d.partner);
+    println!(
+        "  endpoint       {}",
+        d.endpoint
+            .as_deref()
+            .unwrap_or("(the partner collects it from /outbox)")
+    );
+    println!("  checksum       {}", d.checksum);
+    if let Some(p) = &d.remote_path {
+        println!("  remote path    {}", shown(p));
+    }
+    if let Some(e) = &d.error {
+        println!("  error          {}", shown(e));
+    }
+    println!("  attempts       {}", d.attempts);
 }

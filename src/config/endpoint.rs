@@ -31,8 +31,25 @@ pub(super) struct RawEndpoint {
     /// none recorded. Default false; a changed key is refused regardless.
     #[serde(default)]
     trust_on_first_use: bool,
-    /// Remote directory to list. Default `.` (the login directory).
+    /// Remote directory to pick files up from. Default `.` (the login
+    /// directory), unless the endpoint only receives deliveries (`upload_dir`
+    /// without `remote_dir`).
     remote_dir: Option<String>,
+    /// Remote directory settlegate delivers outbound files into (absent: no
+    /// deliveries to this endpoint).
+    upload_dir: Option<String>,
+    /// Temporary name of an upload in progress: `<prefix><name><suffix>`.
+    /// Defaults `.` and `.part` (partners watching for other patterns set
+    /// their own).
+    upload_temp_prefix: Option<String>,
+    upload_temp_suffix: Option<String>,
+    /// Replace a file of the same final name on the partner's side. Default
+    /// false: such a delivery fails, naming the file, and nothing is replaced.
+    #[serde(default)]
+    overwrite: bool,
+    /// Cron schedule (with seconds, in `timezone`) on which queued
+    /// deliveries go out together. Absent: each goes as soon as it is recorded.
+    upload_schedule: Option<String>,
     /// File-name glob, e.g. `CSTL_*.dat`. Default `*`.
     glob: Option<String>,
     /// Completion rule: a file is complete when `<name><done_suffix>` exists …
@@ -71,10 +88,15 @@ impl RawEndpoint {
     }
 }
 
-/// A partner's SFTP server that settlegate pulls from.
+/// A partner's SFTP server that settlegate picks files up from, delivers
+/// files to, or both.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     pub name: String,
+    /// Files are picked up from `remote_dir` (`pull`, `schedule`).
+    pub pickup: bool,
+    /// Deliveries go to this endpoint.
+    pub upload: Option<Upload>,
     pub host: String,
     pub port: u16,
     pub user: String,
@@ -91,6 +113,25 @@ pub struct Endpoint {
     pub connect_timeout: Duration,
     pub io_timeout: Duration,
     pub retry: RetryPolicy,
+}
+
+/// Where and how outbound files are delivered to an endpoint.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub dir: String,
+    pub temp_prefix: String,
+    pub temp_suffix: String,
+    /// An empty `<name><suffix>` marker written after the file is in place.
+    pub done_suffix: Option<String>,
+    pub overwrite: bool,
+    pub schedule: Option<Schedule>,
+}
+
+impl Upload {
+    /// The temporary name a file is uploaded under before its rename.
+    pub fn temp_name(&self, name: &str) -> String {
+        format!("{}{name}{}", self.temp_prefix, self.temp_suffix)
+    }
 }
 
 /// How to log in. Secrets are read from the environment when connecting,
@@ -213,6 +254,54 @@ pub(super) fn build(e: RawEndpoint, base: &Path) -> Result<Endpoint, String> {
     if e.trust_on_first_use && !matches!(host_key, HostKeyPin::KnownHosts(_)) {
         return Err("trust_on_first_use needs a known_hosts file to record the key in".into());
     }
+    let pickup = e.remote_dir.is_some() || e.upload_dir.is_none();
+    let done_suffix = e.done_suffix.clone();
+    let upload = match e.upload_dir {
+        None => {
+            if e.upload_temp_prefix.is_some()
+                || e.upload_temp_suffix.is_some()
+                || e.overwrite
+                || e.upload_schedule.is_some()
+            {
+                return Err(
+                    "upload_temp_prefix, upload_temp_suffix, overwrite and upload_schedule need upload_dir".into(),
+                );
+            }
+            None
+        }
+        Some(dir) => {
+            let temp_prefix = e.upload_temp_prefix.unwrap_or_else(|| ".".into());
+            let temp_suffix = e.upload_temp_suffix.unwrap_or_else(|| ".part".into());
+            if temp_prefix.is_empty() && temp_suffix.is_empty() {
+                return Err(
+                    "upload_temp_prefix and upload_temp_suffix are both empty: an upload in progress would carry its final name".into(),
+                );
+            }
+            if [&temp_prefix, &temp_suffix].iter().any(|p| p.contains('/')) {
+                return Err(
+                    "upload_temp_prefix and upload_temp_suffix must not contain '/'".into(),
+                );
+            }
+            Some(Upload {
+                dir,
+                temp_prefix,
+                temp_suffix,
+                done_suffix: done_suffix.clone(),
+                overwrite: e.overwrite,
+                schedule: e
+                    .upload_schedule
+                    .as_deref()
+                    .map(Schedule::parse)
+                    .transpose()?,
+            })
+        }
+    };
+    if !pickup && (e.schedule.is_some() || e.glob.is_some() || e.after_pickup.is_some()) {
+        return Err(
+            "schedule, glob and after_pickup are about pickup: set remote_dir too, or remove them"
+                .into(),
+        );
+    }
     let remote_dir = e.remote_dir.unwrap_or_else(|| ".".into());
     let glob_text = e.glob.unwrap_or_else(|| "*".into());
     let glob = glob::Pattern::new(&glob_text).map_err(|x| format!("glob {glob_text:?}: {x}"))?;
@@ -257,6 +346,8 @@ pub(super) fn build(e: RawEndpoint, base: &Path) -> Result<Endpoint, String> {
     };
     Ok(Endpoint {
         name: e.name,
+        pickup,
+        upload,
         host: e.host,
         port: e.port.unwrap_or(22),
         user: e.user,

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use crate::format::{FormatRegistry, SpecError};
 
 pub use endpoint::{
-    AfterPickup, Completion, Endpoint, EndpointAuth, HostKeyPin, RetryPolicy, Schedule,
+    AfterPickup, Completion, Endpoint, EndpointAuth, HostKeyPin, RetryPolicy, Schedule, Upload,
 };
 pub use partner::{DateWindow, DrillWindow, Partner};
 
@@ -198,7 +198,7 @@ impl Config {
     pub fn load_formats(&self) -> Result<FormatRegistry, ConfigError> {
         let registry = FormatRegistry::load_dir(&self.formats_dir)?;
         for p in &self.partners {
-            for f in &p.formats {
+            for f in p.formats.iter().chain(&p.outbound_formats) {
                 if registry.get(f).is_none() {
                     return Err(self.invalid(
                         format!("partner {}", p.id),
@@ -221,6 +221,14 @@ impl Config {
     /// The partner ids, for messages.
     pub fn partner_ids(&self) -> Vec<&str> {
         self.partners.iter().map(|p| p.id.as_str()).collect()
+    }
+
+    /// A partner's outbox: what the settlement system drops there is
+    /// delivered to the partner.
+    pub fn outbox_dir(&self, partner: &str) -> PathBuf {
+        self.partner(partner)
+            .and_then(|p| p.outbox.clone())
+            .unwrap_or_else(|| self.data_dir.join("outbox").join(partner))
     }
 
     /// A partner's watched inbox.

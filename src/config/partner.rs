@@ -35,9 +35,23 @@ pub(super) struct RawPartner {
     business_date_window: Option<RawDateWindow>,
     /// The partner's watched inbox. Default `<data_dir>/inbox/<id>`.
     inbox: Option<PathBuf>,
-    /// SFTP servers of the partner that settlegate pulls from.
+    /// SFTP servers of the partner that settlegate picks files up from or
+    /// delivers files to.
     #[serde(default)]
     endpoints: Vec<RawEndpoint>,
+    /// Formats of the files settlegate sends this partner; a file that fails
+    /// its format (or whose name matches none) is never sent. Absent: files
+    /// are sent as they are.
+    #[serde(default)]
+    outbound_formats: Vec<String>,
+    /// The partner collects its deliveries from `/outbox` on settlegate's
+    /// SFTP server, also when it has an upload endpoint. Default false (a
+    /// partner without an upload endpoint always collects).
+    #[serde(default)]
+    collect: bool,
+    /// Where the settlement system drops files for this partner. Default
+    /// `<data_dir>/outbox/<id>`.
+    outbox: Option<PathBuf>,
 }
 
 impl RawPartner {
@@ -77,6 +91,11 @@ pub struct Partner {
     /// Explicit inbox directory (default under the data dir).
     pub inbox: Option<PathBuf>,
     pub endpoints: Vec<Endpoint>,
+    pub outbound_formats: Vec<String>,
+    /// Collects from `/outbox` (set, or no endpoint with an upload_dir).
+    pub collect: bool,
+    /// Explicit outbox directory (default under the data dir).
+    pub outbox: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +123,19 @@ impl Partner {
             business_date_window: None,
             inbox: None,
             endpoints: Vec::new(),
+            outbound_formats: Vec::new(),
+            collect: false,
+            outbox: None,
+        }
+    }
+
+    /// The endpoint deliveries go to: `name` when given, else the partner's
+    /// first endpoint with an `upload_dir`. `None`: the partner collects.
+    pub fn upload_endpoint(&self, name: Option<&str>) -> Option<&Endpoint> {
+        match name {
+            Some(n) => self.endpoint(n).filter(|e| e.upload.is_some()),
+            None if self.collect => None,
+            None => self.endpoints.iter().find(|e| e.upload.is_some()),
         }
     }
 
@@ -180,6 +212,9 @@ pub(super) fn build(p: RawPartner, base: &Path) -> Result<Partner, (String, Stri
             days_after: w.days_after,
         }),
         inbox: p.inbox.map(|i| base.join(i)),
+        collect: p.collect || !endpoints.iter().any(|e| e.upload.is_some()),
         endpoints,
+        outbound_formats: p.outbound_formats,
+        outbox: p.outbox.map(|o| base.join(o)),
     })
 }

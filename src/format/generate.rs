@@ -328,6 +328,47 @@ impl BankFile {
     }
 }
 
+impl BankFile {
+    /// The transfer request these results answer (what settlegate sends
+    /// the bank): the same business key, `TRQ_…`.
+    pub fn request_file_name(&self) -> String {
+        self.file_name().replacen("TRR_", "TRQ_", 1)
+    }
+
+    /// The bank-transfer-request file of these transfers.
+    pub fn render_request(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity((self.records.len() + 2) * 120);
+        let start = out.len();
+        out.push(b'S');
+        digits(&mut out, u128::from(self.bank_code), 3);
+        text(&mut out, &self.company_code, 8);
+        date(&mut out, self.business_date);
+        digits(&mut out, u128::from(self.file_seq), 2);
+        text(&mut out, &self.created_time, 6);
+        out.resize(start + 120, b' ');
+        let mut total = 0u128;
+        for (i, r) in self.records.iter().enumerate() {
+            let start = out.len();
+            out.push(b'D');
+            digits(&mut out, i as u128 + 1, 6);
+            digits(&mut out, u128::from(r.payee_bank), 3);
+            text(&mut out, &r.account_no, 14);
+            digits(&mut out, u128::from(r.amount), 13);
+            text(&mut out, &r.payee_name, 20);
+            text(&mut out, &r.transfer_id, 20);
+            text(&mut out, &r.memo, 16);
+            out.resize(start + 120, b' ');
+            total += u128::from(r.amount);
+        }
+        let start = out.len();
+        out.push(b'E');
+        digits(&mut out, self.records.len() as u128, 6);
+        digits(&mut out, total, 15);
+        out.resize(start + 120, b' ');
+        out
+    }
+}
+
 /// A pg-settlement-csv file and its control file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PgFile {

@@ -140,6 +140,10 @@ struct RawSpec {
     sidecar: Option<RawSidecar>,
     #[serde(default)]
     controls: Vec<RawControl>,
+    /// A file of this format acknowledges the delivery (of the named
+    /// outbound format) with the same business key: e.g. a bank's transfer
+    /// results acknowledge our transfer request.
+    acknowledges: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -265,6 +269,9 @@ pub struct FormatSpec {
     pub controls: Vec<Control>,
     /// The sidecar control file, for layouts that have one.
     pub sidecar: Option<Sidecar>,
+    /// The outbound format whose deliveries a file of this format
+    /// acknowledges, matched by business key.
+    pub acknowledges: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -547,6 +554,17 @@ impl FormatRegistry {
                 message: "no format specs (*.toml) found".into(),
             });
         }
+        for spec in registry.specs.values() {
+            if let Some(other) = &spec.acknowledges
+                && !registry.specs.contains_key(other)
+            {
+                return Err(SpecError::Invalid {
+                    path: spec.source.clone(),
+                    context: "acknowledges".into(),
+                    message: format!("no format {other:?} in {}", dir.display()),
+                });
+            }
+        }
         Ok(registry)
     }
 
@@ -641,6 +659,7 @@ impl Builder {
             sidecar: raw.sidecar.as_ref().map(|s| Sidecar {
                 suffix: s.suffix.clone(),
             }),
+            acknowledges: raw.acknowledges.clone(),
         };
         if let Some(s) = &spec.sidecar
             && (s.suffix.is_empty() || s.suffix.contains('/'))
@@ -1206,6 +1225,7 @@ mod tests {
         assert_eq!(
             reg.ids(),
             vec![
+                "bank-transfer-request",
                 "bank-transfer-result",
                 "card-settlement",
                 "pg-settlement-csv"

@@ -69,9 +69,9 @@ pub enum IntakeError {
         source: std::io::Error,
     },
     #[error(
-        "file {file_id}: stored bytes do not match the recorded checksum {checksum}; the content store is damaged"
+        "{what}: stored bytes do not match the recorded checksum {checksum}; the content store is damaged"
     )]
-    Corrupt { file_id: i64, checksum: String },
+    Corrupt { what: String, checksum: String },
     #[error("file {0} is not in the ledger")]
     NoSuchFile(i64),
     #[error("cannot write a receipt in {dir}: {source}")]
@@ -251,6 +251,25 @@ where
         .await
         .map_err(|e| IntakeError::Internal(e.to_string()))?
         .map_err(IntakeError::from)
+}
+
+/// This process, as an owner of claims and attempts: host, pid and start
+/// time, so no two processes (nor two runs of one pid) share it.
+pub fn process_owner() -> &'static str {
+    static OWNER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    OWNER.get_or_init(|| {
+        let host: String = gateway_actor()
+            .trim_start_matches("settlegate@")
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
+            .take(32)
+            .collect();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        format!("{host}-{}-{nanos:x}", std::process::id())
+    })
 }
 
 /// Who the gateway is in the audit log.

@@ -101,6 +101,7 @@ impl Gateway {
             .feed(&spec, &row, sidecar, &plan)
             .await
             .map_err(refusal)?;
+        self.acknowledge(&spec, &row, &facts, actor).await;
         Ok(outcome(&row, judgement, Some(facts), n))
     }
 
@@ -134,6 +135,7 @@ impl Gateway {
             .feed(&spec, &row, sidecar, &plan)
             .await
             .map_err(refusal)?;
+        self.acknowledge(&spec, &row, &facts, actor).await;
         Ok(outcome(&row, judgement, Some(facts), n))
     }
 

@@ -215,6 +215,7 @@ impl Gateway {
             match self.feed(&spec, row, sidecar.clone(), &plan).await {
                 Ok(n) => {
                     tracing::info!(file_id = row.id, entries = n, "fed");
+                    self.acknowledge(&spec, row, &facts, actor).await;
                     return Ok(outcome(row, judgement, Some(facts), n));
                 }
                 Err(IntakeError::Ledger(LedgerError::Guard(Guard::RecordKey))) => {
@@ -238,6 +239,48 @@ impl Gateway {
             "file {}: the ledger kept refusing the feed; left as received",
             row.id
         )))
+    }
+
+    /// A fed file of a format that acknowledges deliveries (a bank's
+    /// transfer results) marks the delivery of the same business key
+    /// acknowledged. The file is fed either way; a failure is logged.
+    pub(super) async fn acknowledge(
+        &self,
+        spec: &FormatSpec,
+        row: &FileRow,
+        facts: &FileFacts,
+        actor: &str,
+    ) {
+        let Some(outbound) = &spec.acknowledges else {
+            return;
+        };
+        let key = facts.business_key_text();
+        match self
+            .ledger
+            .acknowledge(
+                &row.partner,
+                outbound,
+                &key,
+                row.id,
+                self.clock.now(),
+                actor,
+            )
+            .await
+        {
+            Ok(Some(delivery)) => {
+                tracing::info!(
+                    file_id = row.id,
+                    delivery_id = delivery,
+                    "acknowledges delivery"
+                )
+            }
+            Ok(None) => {
+                tracing::info!(file_id = row.id, format = %outbound, business_key = %key, "acknowledges no delivered file")
+            }
+            Err(e) => {
+                tracing::error!(file_id = row.id, error = %e, "cannot record the acknowledgement")
+            }
+        }
     }
 
     /// The control file's bytes, when the arrival had one.
@@ -356,13 +399,34 @@ impl Gateway {
         sidecar: Option<Vec<u8>>,
         sink: Option<Box<dyn RecordSink + Send>>,
     ) -> Result<FileFacts, IntakeError> {
-        let blob = self.store.open_blob(&row.checksum)?;
-        let (spec, name, id, checksum) =
-            (spec.clone(), row.name.clone(), row.id, row.checksum.clone());
+        self.verify_blob(spec, &row.checksum, &row.name, sidecar, sink)
+            .await
+            .map_err(|e| match e {
+                IntakeError::Corrupt { checksum, .. } => IntakeError::Corrupt {
+                    what: format!("file {}", row.id),
+                    checksum,
+                },
+                other => other,
+            })
+    }
+
+    /// Verify a blob of the store as the file `name`, on a blocking thread,
+    /// optionally streaming its records to `sink`; its bytes must still be
+    /// those of `checksum`.
+    pub async fn verify_blob(
+        &self,
+        spec: &FormatSpec,
+        checksum: &str,
+        name: &str,
+        sidecar: Option<Vec<u8>>,
+        sink: Option<Box<dyn RecordSink + Send>>,
+    ) -> Result<FileFacts, IntakeError> {
+        let blob = self.store.open_blob(checksum)?;
+        let (spec, owned_name, sum) = (spec.clone(), name.to_string(), checksum.to_string());
         let facts = tokio::task::spawn_blocking(move || {
             let mut sink = sink;
             let ctx = FileContext {
-                name: &name,
+                name: &owned_name,
                 sidecar: sidecar.as_deref(),
             };
             let reader = std::io::BufReader::with_capacity(1 << 20, blob);
@@ -374,13 +438,13 @@ impl Gateway {
         .await
         .map_err(|e| IntakeError::Internal(e.to_string()))?
         .map_err(|source| IntakeError::Read {
-            path: self.store.path_of(&checksum).display().to_string(),
+            path: self.store.path_of(&sum).display().to_string(),
             source,
         })?;
-        if facts.checksum_hex() != checksum {
+        if facts.checksum_hex() != sum {
             return Err(IntakeError::Corrupt {
-                file_id: id,
-                checksum,
+                what: name.to_string(),
+                checksum: sum,
             });
         }
         Ok(facts)

@@ -34,40 +34,49 @@ pub fn render(row: &FileRow) -> String {
 /// Longest file name a file system takes (bytes).
 const NAME_MAX: usize = 255;
 
-/// The receipt's file name: `<name>.verdict`; a name too long for that
-/// (over 247 bytes) keeps its first bytes, then `~` and 16 hex digits of the
-/// SHA-256 of the whole name, so it fits in 255 bytes and stays unique.
+/// The receipt's file name: `<name>.verdict` (see [`fitting_name`]).
 pub fn file_name(name: &str) -> String {
-    const SUFFIX: &str = ".verdict";
-    if name.len() + SUFFIX.len() <= NAME_MAX {
-        return format!("{name}{SUFFIX}");
+    fitting_name(name, ".verdict")
+}
+
+/// `<name><suffix>`; a name too long for that keeps its first bytes, then
+/// `~` and 16 hex digits of the SHA-256 of the whole name, so it fits in 255
+/// bytes and stays unique.
+pub fn fitting_name(name: &str, suffix: &str) -> String {
+    if name.len() + suffix.len() <= NAME_MAX {
+        return format!("{name}{suffix}");
     }
     use sha2::Digest;
     let digest = hex::encode(sha2::Sha256::digest(name.as_bytes()));
-    let room = NAME_MAX - SUFFIX.len() - 1 - 16;
-    let mut end = room;
+    let mut end = NAME_MAX.saturating_sub(suffix.len() + 1 + 16);
     while !name.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}~{}{SUFFIX}", &name[..end], &digest[..16])
+    format!("{}~{}{suffix}", &name[..end], &digest[..16])
 }
 
 /// Write the receipt in `dir` durably, readable as `mode` says; returns its path.
 pub fn write(dir: &Path, row: &FileRow, mode: u32) -> std::io::Result<PathBuf> {
+    write_text(&dir.join(file_name(&row.name)), &render(row), mode)
+}
+
+/// Write a small text file durably (temp → fsync → rename → fsync of the
+/// directory) with the file mode `mode`.
+pub fn write_text(path: &Path, text: &str, mode: u32) -> std::io::Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let path = dir.join(file_name(&row.name));
     let mut tmp = tempfile::Builder::new()
         .prefix(".receipt-")
         .suffix(".tmp")
         .tempfile_in(dir)?;
     tmp.as_file()
         .set_permissions(std::fs::Permissions::from_mode(mode))?;
-    tmp.write_all(render(row).as_bytes())?;
+    tmp.write_all(text.as_bytes())?;
     tmp.as_file().sync_all()?;
-    tmp.persist(&path).map_err(|e| e.error)?;
+    tmp.persist(path).map_err(|e| e.error)?;
     std::fs::File::open(dir)?.sync_all()?;
-    Ok(path)
+    Ok(path.to_path_buf())
 }
 
 #[cfg(test)]

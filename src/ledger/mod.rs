@@ -12,7 +12,9 @@
 //!
 //! - [`files`]: arrivals, verdicts and the look-ups the judge needs.
 //! - [`feed`]: settlement entries, fed and reversed in one transaction.
+//! - [`deliveries`]: outbound files, delivered at most once per partner.
 
+mod deliveries;
 mod feed;
 mod files;
 
@@ -25,6 +27,9 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use deliveries::{
+    AttemptEnd, DeliveryFilter, DeliveryRow, NewDelivery, Recorded as DeliveryRecorded,
+};
 pub use feed::{FeedPlan, IntakeRow, NewEntry};
 pub use files::{
     Decision, EventRow, FileFilter, FileRow, Identity, NewArrival, Recorded, RemoteFile,
@@ -77,6 +82,12 @@ pub enum Guard {
     RecordKey,
     /// The claim of a watched file is already recorded (`files_claim`).
     Claim,
+    /// A live delivery of the same bytes to the partner exists.
+    DeliveryChecksum,
+    /// The outbox claim is already recorded as a delivery.
+    DeliveryClaim,
+    /// A resend of this delivery is already waiting to go out.
+    PendingResend,
 }
 
 impl std::fmt::Display for Guard {
@@ -91,6 +102,13 @@ impl std::fmt::Display for Guard {
             }
             Guard::RecordKey => "a record key is already fed (entries_fed_record_key)",
             Guard::Claim => "this claim is already recorded (files_claim)",
+            Guard::DeliveryChecksum => {
+                "a live delivery of the same bytes to this partner exists (deliveries_live_checksum)"
+            }
+            Guard::DeliveryClaim => "this outbox claim is already recorded (deliveries_claim)",
+            Guard::PendingResend => {
+                "a resend of this delivery is already waiting to go out (deliveries_pending_resend)"
+            }
         })
     }
 }
@@ -158,6 +176,15 @@ fn guard_of(e: &sqlx::Error) -> Option<Guard> {
         Some(Guard::RecordKey)
     } else if has("files_claim", "files.claim") {
         Some(Guard::Claim)
+    } else if has("deliveries_live_checksum", "deliveries.checksum") {
+        Some(Guard::DeliveryChecksum)
+    } else if has("deliveries_claim", "deliveries.claim") {
+        Some(Guard::DeliveryClaim)
+    } else if has(
+        "deliveries_pending_resend",
+        "deliveries.related_delivery_id",
+    ) {
+        Some(Guard::PendingResend)
     } else {
         None
     }

@@ -93,3 +93,18 @@ pub fn ledger_files(env: &Env) -> Vec<serde_json::Value> {
     assert_eq!(code, 0);
     v.as_array().cloned().unwrap_or_default()
 }
+
+/// A bank transfer-result file for 2026-01-01 + `k` days with `n` transfers
+/// (a large payout file).
+pub fn big_bank(k: u64, n: u64) -> BankFile {
+    let mut f = bank(k);
+    let r = f.records[0].clone();
+    f.records = (0..n)
+        .map(|i| BankRecord {
+            account_no: format!("{:014}", k * 1_000_000 + i),
+            transfer_id: format!("T{k:09}{i:010}"),
+            ..r.clone()
+        })
+        .collect();
+    f
+}

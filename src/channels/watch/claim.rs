@@ -9,7 +9,8 @@
 //! <inbox>/.taking/<owner>/<n>/<name>.ctl  … and its control file, if any
 //! ```
 //!
-//! A claim's key, `<owner>/<n>`, is recorded with the arrival (unique in the
+//! A claim's key, `<scope>/<owner>/<n>` (the scope names the folder: its
+//! partner and direction), is recorded with the arrival (unique in the
 //! ledger), so a claim found again after a crash is finished from its row,
 //! never recorded twice. Only a dead owner's claims are taken over: its lock
 //! can be taken. Blocking file-system work: run it on a blocking thread.
@@ -24,7 +25,7 @@ pub const CLAIMED: &str = ".taking";
 /// A claimed file (and its control file) waiting in its claim directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claimed {
-    /// `<owner>/<n>`: recorded with the arrival.
+    /// `<scope>/<owner>/<n>`: recorded with the arrival.
     pub key: String,
     pub dir: PathBuf,
     pub data: String,
@@ -51,6 +52,9 @@ struct Adopted {
 /// This process's claims in one inbox.
 pub struct Owner {
     inbox: PathBuf,
+    /// What the folder is (partner and direction): claim keys are unique
+    /// across every folder, not only within one.
+    scope: String,
     id: String,
     /// The lock file, locked, while this process has claims here.
     lock: Option<File>,
@@ -63,22 +67,18 @@ pub struct Owner {
 pub type PairFn<'a> = &'a dyn Fn(&[String]) -> (Vec<(String, Option<String>)>, Vec<String>);
 
 impl Owner {
-    /// An owner for `inbox` with an id no other process has (host, pid,
-    /// start time). Nothing is created until the first claim.
-    pub fn new(inbox: &Path) -> Owner {
-        let host: String = crate::intake::gateway_actor()
-            .trim_start_matches("settlegate@")
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
-            .take(32)
-            .collect();
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
+    /// This process's owner for `inbox` (its id is the process's: host,
+    /// pid, start time). Nothing is created until the first claim.
+    pub fn new(inbox: &Path, scope: &str) -> Owner {
+        Owner::with_id(inbox, scope, crate::intake::process_owner())
+    }
+
+    /// An owner with a given id (tests stand for several processes in one).
+    pub fn with_id(inbox: &Path, scope: &str, id: &str) -> Owner {
         Owner {
             inbox: inbox.to_path_buf(),
-            id: format!("{host}-{}-{nanos:x}", std::process::id()),
+            scope: scope.to_string(),
+            id: id.to_string(),
             lock: None,
             next: 0,
             adopted: Vec::new(),
@@ -150,7 +150,6 @@ impl Owner {
     /// and our lock: then the locked inode is no longer the file by that
     /// name, and it is made again.
     fn own_lock(&self) -> io::Result<File> {
-        use std::os::unix::fs::MetadataExt;
         let path = self.lock_path(&self.id);
         for _ in 0..8 {
             let lock = File::options()
@@ -162,10 +161,8 @@ impl Owner {
                 TryLockError::WouldBlock => io::Error::other("own claim lock is held elsewhere"),
                 TryLockError::Error(e) => e,
             })?;
-            let held = lock.metadata()?;
-            match std::fs::metadata(&path) {
-                Ok(m) if m.ino() == held.ino() && m.dev() == held.dev() => return Ok(lock),
-                _ => continue,
+            if same_file(&lock, &path) {
+                return Ok(lock);
             }
         }
         Err(io::Error::other(format!(
@@ -179,7 +176,7 @@ impl Owner {
     pub fn claim(&mut self, data: &str, control: Option<&str>) -> io::Result<Option<Claimed>> {
         self.ensure()?;
         self.next += 1;
-        let key = format!("{}/{}", self.id, self.next);
+        let key = format!("{}/{}/{}", self.scope, self.id, self.next);
         let dir = self.own_dir().join(self.next.to_string());
         std::fs::create_dir(&dir)?;
         // The data file first: a process that loses the race for it touches
@@ -308,6 +305,12 @@ impl Owner {
                 Err(TryLockError::WouldBlock) => continue,
                 Err(TryLockError::Error(e)) => return Err(e),
             }
+            // The lock taken must be the one the name stands for now: a
+            // live owner that went idle and came back has a new lock file
+            // under the same name, and the old one proves nothing.
+            if !same_file(&lock, &lock_path) {
+                continue;
+            }
             let dir = claimed.join(&owner);
             let mut numbers: Vec<(u64, String)> = std::fs::read_dir(&dir)?
                 .flatten()
@@ -319,7 +322,7 @@ impl Owner {
             numbers.sort();
             for (_, n) in numbers {
                 let cdir = dir.join(&n);
-                out.extend(self.take_over(&format!("{owner}/{n}"), &cdir, pair)?);
+                out.extend(self.take_over(&format!("{}/{owner}/{n}", self.scope), &cdir, pair)?);
             }
             self.adopted.push(Adopted {
                 dir,
@@ -380,7 +383,7 @@ impl Owner {
         sync_dir(&dir)?;
         sync_dir(&claimed)?;
         Ok(Some(Claimed {
-            key: format!("{}/{}", self.id, self.next),
+            key: format!("{}/{}/{}", self.scope, self.id, self.next),
             dir,
             data: data.to_string(),
             control: control.map(String::from),
@@ -409,6 +412,15 @@ fn put_back(from: &Path, to: &Path) -> io::Result<()> {
     )))
 }
 
+/// Whether `path` names the very file `f` is open on.
+fn same_file(f: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (f.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+        _ => false,
+    }
+}
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -428,8 +440,8 @@ mod tests {
     fn a_claim_moves_the_file_and_is_not_taken_twice() {
         let inbox = tempfile::tempdir().unwrap();
         std::fs::write(inbox.path().join("a.dat"), b"x").unwrap();
-        let mut one = Owner::new(inbox.path());
-        let mut two = Owner::new(inbox.path());
+        let mut one = Owner::with_id(inbox.path(), "in:t", "one-1-1");
+        let mut two = Owner::with_id(inbox.path(), "in:t", "two-2-2");
         let c = one.claim("a.dat", None).unwrap().expect("claimed");
         assert!(c.data_path().exists());
         assert!(!inbox.path().join("a.dat").exists());
@@ -452,18 +464,18 @@ mod tests {
         std::fs::write(inbox.path().join("a.dat"), b"x").unwrap();
         std::fs::write(inbox.path().join("b.dat"), b"y").unwrap();
         let (ka, kb) = {
-            let mut dead = Owner::new(inbox.path());
+            let mut dead = Owner::with_id(inbox.path(), "in:t", "dead-3-3");
             let a = dead.claim("a.dat", None).unwrap().unwrap();
             let b = dead.claim("b.dat", None).unwrap().unwrap();
             (a.key, b.key)
             // dropped: its lock is released, as when a process dies
         };
-        let mut next = Owner::new(inbox.path());
+        let mut next = Owner::with_id(inbox.path(), "in:t", "next-4-4");
         let taken = next.adopt_dead(&no_control).unwrap();
         let keys: Vec<&str> = taken.iter().map(|c| c.key.as_str()).collect();
         assert_eq!(keys, [ka.as_str(), kb.as_str()]);
         // Held now: a third process leaves them alone.
-        let mut third = Owner::new(inbox.path());
+        let mut third = Owner::with_id(inbox.path(), "in:t", "third-5-5");
         assert!(third.adopt_dead(&no_control).unwrap().is_empty());
         for c in &taken {
             next.done(c).unwrap();
@@ -477,7 +489,7 @@ mod tests {
         let inbox = tempfile::tempdir().unwrap();
         std::fs::write(inbox.path().join(CLAIMED), b"junk").unwrap();
         std::fs::write(inbox.path().join("a.dat"), b"x").unwrap();
-        let mut o = Owner::new(inbox.path());
+        let mut o = Owner::new(inbox.path(), "in:t");
         assert!(o.claim("a.dat", None).unwrap().is_some());
         let aside: Vec<String> = std::fs::read_dir(inbox.path())
             .unwrap()
@@ -517,7 +529,7 @@ mod tests {
         .unwrap();
         // A new file of the same name meanwhile.
         std::fs::write(inbox.path().join("x.csv"), b"newer").unwrap();
-        let mut o = Owner::new(inbox.path());
+        let mut o = Owner::new(inbox.path(), "in:t");
         assert!(o.adopt_dead(&pair).unwrap().is_empty());
         assert_eq!(std::fs::read(inbox.path().join("x.csv")).unwrap(), b"newer");
         assert_eq!(

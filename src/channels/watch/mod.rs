@@ -40,12 +40,34 @@ const CONTROL_FILE_WARNING: Duration = Duration::from_secs(600);
 /// How long a failed file waits before it is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
 
-/// One partner's inbox.
+/// One watched folder: a partner's inbox (files from the partner) or its
+/// outbox (files for the partner, dropped by the settlement system).
 #[derive(Debug, Clone)]
 pub struct Inbox {
     pub partner: String,
     pub dir: PathBuf,
+    /// Where whoever drops a file learns what became of it.
     pub receipts: PathBuf,
+    pub direction: Direction,
+}
+
+impl Inbox {
+    /// The folder's name in claim keys: its direction and partner.
+    pub fn scope(&self) -> String {
+        match self.direction {
+            Direction::Inbound => format!("in:{}", self.partner),
+            Direction::Outbound => format!("out:{}", self.partner),
+        }
+    }
+}
+
+/// Which way the files of a watched folder go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// An inbox: each file is an arrival, judged and fed at most once.
+    Inbound,
+    /// An outbox: each file becomes a delivery to the partner.
+    Outbound,
 }
 
 /// Names that are still being written under a temporary name.
@@ -120,6 +142,14 @@ pub enum WatchError {
     },
     #[error(transparent)]
     Intake(#[from] IntakeError),
+    #[error(transparent)]
+    Outbound(Box<crate::outbound::OutboundError>),
+}
+
+impl From<crate::outbound::OutboundError> for WatchError {
+    fn from(e: crate::outbound::OutboundError) -> WatchError {
+        WatchError::Outbound(Box::new(e))
+    }
 }
 
 /// An inbox as listed: the regular files that may be taken, and entries
@@ -231,7 +261,10 @@ pub async fn run_inbox(
     mut wake: mpsc::Receiver<()>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let owner = Arc::new(std::sync::Mutex::new(Owner::new(&inbox.dir)));
+    let owner = Arc::new(std::sync::Mutex::new(Owner::new(
+        &inbox.dir,
+        &inbox.scope(),
+    )));
     let mut tracker = Tracker::default();
     let mut pending: Vec<Pending> = Vec::new();
     let mut reported_list_error = false;
@@ -246,9 +279,9 @@ pub async fn run_inbox(
         // before new files.
         if last_adoption.is_none_or(|t| t.elapsed() >= settings.rescan) {
             last_adoption = Some(Instant::now());
-            let (g, partner) = (gw.clone(), inbox.partner.clone());
+            let (g, partner, direction) = (gw.clone(), inbox.partner.clone(), inbox.direction);
             let adopted = with_owner(&owner, move |o| {
-                let pair = |names: &[String]| complete_pairs(&g, &partner, names);
+                let pair = |names: &[String]| complete_pairs(&g, &partner, direction, names);
                 o.adopt_dead(&pair)
             })
             .await;
@@ -296,7 +329,7 @@ pub async fn run_inbox(
         }
         let now = Instant::now();
         let ready = tracker.observe(&listing.files, now, settings.settle);
-        let (pairs, waiting) = complete_pairs(&gw, &inbox.partner, &ready);
+        let (pairs, waiting) = complete_pairs(&gw, &inbox.partner, inbox.direction, &ready);
         // A data file whose control file does not come (or a control file
         // without its data file) is not complete and is not taken; say so
         // once, so an operator can chase the partner.
@@ -305,14 +338,14 @@ pub async fn run_inbox(
             .flat_map(|(d, c)| std::iter::once(d.as_str()).chain(c.as_deref()))
             .collect();
         let lonely: Vec<String> = match gw.config.partner(&inbox.partner) {
-            Some(p) => ready
-                .iter()
-                .filter(|n| {
-                    !paired.contains(n.as_str())
-                        && crate::identify::is_control_file(&gw.formats, p, n)
-                })
-                .cloned()
-                .collect(),
+            Some(p) => {
+                let formats = formats_of(&gw, p, inbox.direction);
+                ready
+                    .iter()
+                    .filter(|n| !paired.contains(n.as_str()) && formats.is_control_file(n))
+                    .cloned()
+                    .collect()
+            }
             None => Vec::new(),
         };
         let incomplete: Vec<(String, &str)> = waiting
@@ -434,16 +467,29 @@ async fn with_owner<T: Send + 'static>(
     .map_err(|e| std::io::Error::other(e.to_string()))?
 }
 
+/// The formats of a folder's files: what the partner sends, or what it is sent.
+fn formats_of<'a>(
+    gw: &'a Gateway,
+    p: &'a crate::config::Partner,
+    direction: Direction,
+) -> crate::identify::Formats<'a, 'a> {
+    match direction {
+        Direction::Inbound => crate::identify::Formats::inbound(&gw.formats, p),
+        Direction::Outbound => crate::identify::Formats::outbound(&gw.formats, p),
+    }
+}
+
 /// Pair ready data files with their control files (see
-/// [`crate::identify::pair`]).
+/// [`crate::identify::Formats::pair`]).
 fn complete_pairs(
     gw: &Gateway,
     partner: &str,
+    direction: Direction,
     ready: &[String],
 ) -> (Vec<(String, Option<String>)>, Vec<String>) {
     match gw.config.partner(partner) {
         Some(p) => {
-            let pairing = crate::identify::pair(&gw.formats, p, ready);
+            let pairing = formats_of(gw, p, direction).pair(ready);
             (pairing.pairs, pairing.waiting)
         }
         None => (Vec::new(), Vec::new()),
@@ -462,23 +508,53 @@ async fn take(
 ) -> Result<(), WatchError> {
     let actor = gateway_actor();
     let c = p.claimed.clone();
-    let file_id = match p.file_id {
-        Some(id) => id,
-        None => {
-            let mut arrival = Arrival::new(&inbox.partner, Channel::Watch, &c.data, &actor);
-            arrival.source_path = Some(inbox.dir.join(&c.data).display().to_string());
-            arrival.claim = Some(c.key.clone());
-            let (data, control) = (c.data_path(), c.control_path());
-            let bytes = Bytes::Files {
-                data: &data,
-                control: control.as_deref(),
+    let (data, control) = (c.data_path(), c.control_path());
+    let bytes = Bytes::Files {
+        data: &data,
+        control: control.as_deref(),
+    };
+    let source_path = inbox.dir.join(&c.data).display().to_string();
+    // What became of it, for the log line.
+    let (id, what, why) = match inbox.direction {
+        Direction::Inbound => {
+            let file_id = match p.file_id {
+                Some(id) => id,
+                None => {
+                    let mut arrival = Arrival::new(&inbox.partner, Channel::Watch, &c.data, &actor);
+                    arrival.source_path = Some(source_path);
+                    arrival.claim = Some(c.key.clone());
+                    let id = gw.record(&arrival, bytes).await?;
+                    p.file_id = Some(id);
+                    id
+                }
             };
-            let id = gw.record(&arrival, bytes).await?;
-            p.file_id = Some(id);
-            id
+            let row = gw.finish(file_id, &actor).await?;
+            (
+                file_id,
+                row.state.to_string(),
+                row.reason.unwrap_or_default(),
+            )
+        }
+        Direction::Outbound => {
+            let out = gw
+                .submit(&crate::outbound::Submission {
+                    partner: &inbox.partner,
+                    endpoint: None,
+                    name: &c.data,
+                    bytes,
+                    control_name: c.control.as_deref(),
+                    source: crate::model::DeliverySource::Outbox,
+                    source_path: Some(&source_path),
+                    reason: None,
+                    claim: Some(&c.key),
+                    actor: &actor,
+                })
+                .await?;
+            gw.delivery_receipt(out.delivery.id).await;
+            let d = out.delivery;
+            (d.id, d.state.to_string(), d.error.unwrap_or_default())
         }
     };
-    let row = gw.finish(file_id, &actor).await?;
     let claimed = c.clone();
     with_owner(owner, move |o| o.done(&claimed))
         .await
@@ -486,10 +562,16 @@ async fn take(
             path: c.dir.clone(),
             source,
         })?;
-    tracing::info!(
-        partner = %inbox.partner, file_id, name = %c.data.escape_debug(), verdict = %row.state,
-        reason = %row.reason.as_deref().unwrap_or(""), "taken from inbox"
-    );
+    match inbox.direction {
+        Direction::Inbound => tracing::info!(
+            partner = %inbox.partner, file_id = id, name = %c.data.escape_debug(), verdict = %what,
+            reason = %why, "taken from inbox"
+        ),
+        Direction::Outbound => tracing::info!(
+            partner = %inbox.partner, delivery_id = id, name = %c.data.escape_debug(), state = %what,
+            error = %why, "taken from outbox"
+        ),
+    }
     Ok(())
 }
 

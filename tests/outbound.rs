@@ -1,0 +1,524 @@
+//! Outbound delivery against a real OpenSSH `sshd`: send and check the
+//! partner's bytes, the same bytes refused, resend, a final name already
+//! there, a rename the server refuses, a link cut mid-upload, a crash
+//! between the upload and its record, an outbox drop while `serve` runs —
+//! on SQLite and PostgreSQL.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::drops::{bank, big_bank, drop_file, files_in};
+use common::server::Server;
+use common::sshd::Sshd;
+use common::{Env, TestLedger, sha};
+
+/// A partner `payco` we send bank transfer files to, verified before sending,
+/// through an endpoint on `port` with `extra` settings.
+fn env(ledger: &TestLedger, sshd: &Sshd, port: u16, upload: &Path, extra: &str) -> Env {
+    Env::new(
+        ledger,
+        &format!(
+            "[[partners]]\nid = \"payco\"\nformats = [\"bank-transfer-result\"]\noutbound_formats = [\"bank-transfer-request\"]\n\
+             [[partners.endpoints]]\nname = \"bank\"\nhost = \"127.0.0.1\"\nport = {port}\nuser = {:?}\n\
+             key_file = {:?}\nhost_key = {:?}\nupload_dir = {:?}\nretries = 3\nretry_initial_seconds = 0.2\n\
+             retry_max_seconds = 1\nio_timeout_seconds = 5\n{extra}\n",
+            sshd.user,
+            sshd.client_key.display().to_string(),
+            sshd.fingerprint(),
+            upload.display().to_string(),
+        ),
+    )
+}
+
+/// A payout file (a bank transfer request) for day `k`, written under `dir`.
+fn payout(dir: &Path, k: u64) -> (PathBuf, Vec<u8>) {
+    let f = bank(k);
+    let bytes = f.render_request();
+    let path = dir.join(f.request_file_name());
+    std::fs::write(&path, &bytes).expect("write");
+    (path, bytes)
+}
+
+fn send(env: &Env, file: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
+    let path = file.display().to_string();
+    let mut args = vec!["send", "--partner", "payco", "--json", path.as_str()];
+    args.extend_from_slice(extra);
+    env.json(&args)
+}
+
+fn deliveries(env: &Env) -> Vec<serde_json::Value> {
+    let (code, v) = env.json(&["deliveries", "--json"]);
+    assert_eq!(code, 0);
+    v.as_array().cloned().unwrap_or_default()
+}
+
+/// A file's identity on the partner's side: an upload writes a new file and
+/// renames it over the name, so a second upload changes it.
+fn identity(path: &Path) -> (u64, std::time::SystemTime) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).expect("remote file");
+    (m.ino(), m.modified().expect("mtime"))
+}
+
+async fn send_refuse_resend(ledger: TestLedger) {
+    let sshd = Sshd::start();
+    let upload = sshd.remote_dir("in");
+    let env = env(&ledger, &sshd, sshd.port, &upload, "");
+    let local = env.path("out");
+    std::fs::create_dir_all(&local).unwrap();
+    let (file, bytes) = payout(&local, 1);
+    let name = file.file_name().unwrap().to_string_lossy().into_owned();
+
+    let (code, d) = send(&env, &file, &["--reason", "first payout run"]);
+    assert_eq!(code, 0, "{d}");
+    assert_eq!(d["state"], "delivered", "{d}");
+    assert_eq!(d["endpoint"], "bank");
+    assert_eq!(d["checksum"].as_str(), Some(sha(&bytes).as_str()));
+    assert_eq!(std::fs::read(upload.join(&name)).unwrap(), bytes);
+    assert_eq!(
+        files_in(&upload),
+        vec![name.clone()],
+        "no temporary name left"
+    );
+    assert_eq!(
+        d["remote_path"].as_str(),
+        Some(upload.join(&name).display().to_string().as_str())
+    );
+    let first = identity(&upload.join(&name));
+
+    // The same bytes again: refused as a duplicate naming the first, never uploaded.
+    let (code, dup) = send(&env, &file, &[]);
+    assert_eq!(code, 10, "{dup}");
+    assert_eq!(dup["state"], "duplicate");
+    assert_eq!(dup["related_delivery_id"], d["id"]);
+    assert!(
+        dup["error"].as_str().unwrap_or("").contains("resend"),
+        "{dup}"
+    );
+    assert_eq!(identity(&upload.join(&name)), first, "not uploaded again");
+
+    // The bank took the file; an operator sends it again on purpose.
+    std::fs::remove_file(upload.join(&name)).unwrap();
+    let id = d["id"].to_string();
+    let out = env.run(&["resend", &id, "--reason", "the bank lost it", "--json"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let again: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(again["state"], "delivered");
+    assert_eq!(again["related_delivery_id"], d["id"]);
+    assert_eq!(again["source"], "resend");
+    assert_eq!(std::fs::read(upload.join(&name)).unwrap(), bytes);
+    // A resend is audited with who and why.
+    assert!(
+        deliveries(&env)
+            .iter()
+            .any(|x| x["reason"] == "the bank lost it")
+    );
+    // Resending a refused duplicate is not allowed (nothing changes).
+    let out = env.run(&["resend", &dup["id"].to_string(), "--reason", "x"]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert_eq!(deliveries(&env).len(), 3);
+
+    // A final name already on the partner's side is never replaced.
+    let (file2, _) = payout(&local, 2);
+    let name2 = file2.file_name().unwrap().to_string_lossy().into_owned();
+    std::fs::write(upload.join(&name2), b"the bank's own file").unwrap();
+    let (code, d2) = send(&env, &file2, &[]);
+    assert_eq!(code, 4, "{d2}");
+    assert_eq!(d2["state"], "failed");
+    assert!(
+        d2["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("already exists"),
+        "{d2}"
+    );
+    assert_eq!(
+        std::fs::read(upload.join(&name2)).unwrap(),
+        b"the bank's own file"
+    );
+
+    // A file that fails its outbound format is never sent.
+    let bad = local.join(bank(3).request_file_name());
+    let mut b = bank(3).render_request();
+    b.truncate(b.len() - 1);
+    std::fs::write(&bad, &b).unwrap();
+    let (code, inv) = send(&env, &bad, &[]);
+    assert_eq!(code, 14, "{inv}");
+    assert_eq!(inv["state"], "invalid");
+    assert!(
+        inv["error"].as_str().unwrap_or("").contains("record"),
+        "{inv}"
+    );
+    assert!(!upload.join(bank(3).request_file_name()).exists());
+
+    // The bank's transfer results for the first request acknowledge it.
+    let results = local.join(bank(1).file_name());
+    std::fs::write(&results, bank(1).render()).unwrap();
+    let (code, fed) = env.json(&[
+        "ingest",
+        "--partner",
+        "payco",
+        "--json",
+        &results.display().to_string(),
+    ]);
+    assert_eq!(code, 0, "{fed}");
+    let acked: Vec<serde_json::Value> = deliveries(&env)
+        .into_iter()
+        .filter(|x| x["acknowledged"] == true)
+        .collect();
+    assert_eq!(acked.len(), 1, "{acked:?}");
+    assert_eq!(
+        acked[0]["id"], again["id"],
+        "the latest delivery of that key"
+    );
+    assert_eq!(acked[0]["ack_file_id"], fed["file_id"]);
+    ledger.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_refuse_and_resend_sqlite() {
+    send_refuse_resend(TestLedger::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_refuse_and_resend_postgres() {
+    if let Some(t) = TestLedger::postgres().await {
+        send_refuse_resend(t).await;
+    }
+}
+
+/// The server refuses the rename (the final name is a directory it cannot
+/// replace): retried with back-off, then failed with the error visible; no
+/// temporary file is left on the partner's side.
+#[test]
+fn a_refused_rename_fails_visibly_and_leaves_no_temporary_file() {
+    let sshd = Sshd::start();
+    let upload = sshd.remote_dir("in");
+    let env = env(
+        &TestLedger::sqlite(),
+        &sshd,
+        sshd.port,
+        &upload,
+        "overwrite = true\n",
+    );
+    let local = env.path("out");
+    std::fs::create_dir_all(&local).unwrap();
+    let (file, _) = payout(&local, 1);
+    let name = file.file_name().unwrap().to_string_lossy().into_owned();
+    std::fs::create_dir_all(upload.join(&name).join("inside")).unwrap();
+    let (code, d) = send(&env, &file, &[]);
+    assert_eq!(code, 4, "{d}");
+    assert_eq!(d["state"], "failed");
+    assert!(d["error"].as_str().unwrap_or("").contains("rename"), "{d}");
+    assert!(
+        d["attempts"].as_i64() == Some(1),
+        "one attempt, retried inside it: {d}"
+    );
+    assert_eq!(files_in(&upload), vec![name], "no temporary name left");
+}
+
+/// A TCP proxy in front of sshd that cuts its first connection once
+/// `cut_after` bytes went from the client to the server.
+struct CuttingProxy {
+    port: u16,
+    cut: Arc<AtomicBool>,
+}
+
+impl CuttingProxy {
+    fn start(target: u16, cut_after: usize) -> CuttingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let flag = cut.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let first = connections.fetch_add(1, Ordering::SeqCst) == 0;
+                let limit = if first { cut_after } else { usize::MAX };
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let flag = flag.clone();
+                std::thread::spawn(move || pump(c2, s2, limit, Some(flag)));
+                std::thread::spawn(move || pump(server, client, usize::MAX, None));
+            }
+        });
+        CuttingProxy { port, cut }
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, limit: usize, cut: Option<Arc<AtomicBool>>) {
+    let mut buf = vec![0u8; 64 << 10];
+    let mut sent = 0usize;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if sent + n > limit {
+            if let Some(c) = &cut {
+                c.store(true, Ordering::SeqCst);
+            }
+            break;
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        sent += n;
+    }
+    let _ = from.shutdown(Shutdown::Both);
+    let _ = to.shutdown(Shutdown::Both);
+}
+
+/// The link is cut mid-upload: the attempt is retried on a new connection,
+/// and the partner ends with one whole file under its final name, no
+/// temporary file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_cut_mid_upload_is_retried_to_one_whole_file() {
+    for ledger in TestLedger::all().await {
+        let sshd = Sshd::start();
+        let upload = sshd.remote_dir("in");
+        let proxy = CuttingProxy::start(sshd.port, 2 << 20);
+        let env = env(&ledger, &sshd, proxy.port, &upload, "");
+        let local = env.path("out");
+        std::fs::create_dir_all(&local).unwrap();
+        // A large payout: 40 000 transfers, about 5 MB.
+        let f = big_bank(1, 40_000);
+        let bytes = f.render_request();
+        let file = local.join(f.request_file_name());
+        std::fs::write(&file, &bytes).unwrap();
+        let (code, d) = send(&env, &file, &[]);
+        assert_eq!(code, 0, "{} {d}", ledger.backend);
+        assert_eq!(d["state"], "delivered");
+        assert!(proxy.cut.load(Ordering::SeqCst), "the link was cut");
+        assert_eq!(
+            std::fs::read(upload.join(f.request_file_name())).unwrap(),
+            bytes
+        );
+        assert_eq!(
+            files_in(&upload),
+            vec![f.request_file_name()],
+            "no temporary name left"
+        );
+        ledger.drop_db().await;
+    }
+}
+
+/// Put a delivery in the state a crash leaves it in: recorded `sending`
+/// by a process that stopped saying it is alive, `progress` as far as it got.
+fn crashed_mid_attempt(env: &Env, id: i64, progress: &str, remote_path: &Path) {
+    let sql = format!(
+        "UPDATE deliveries SET state = 'sending', progress = '{progress}', remote_path = '{}', \
+         attempts = attempts + 1, attempt_owner = 'dead-1-1', heartbeat_at = '2000-01-01T00:00:00+00:00' WHERE id = {id}",
+        remote_path.display()
+    );
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let ledger = settlegate::ledger::Ledger::open(env.ledger.as_deref(), &env.data)
+            .await
+            .expect("ledger");
+        let n = settlegate::ledger::execute_raw(&ledger, &sql)
+            .await
+            .expect("prepare the crash");
+        assert_eq!(n, 1);
+        ledger.close().await;
+    });
+}
+
+/// A crash between the upload and its record: at the next start the
+/// delivery is resolved by what the partner's side holds — the file in
+/// place is delivered without a second upload; a temporary file is removed
+/// and the file uploaded again, once.
+#[test]
+fn a_crash_between_upload_and_record_is_resolved_without_a_second_copy() {
+    let sshd = Sshd::start();
+    let upload = sshd.remote_dir("in");
+    let env = env(&TestLedger::sqlite(), &sshd, sshd.port, &upload, "");
+    let local = env.path("out");
+    std::fs::create_dir_all(&local).unwrap();
+    // Two deliveries recorded but not sent yet (queued for an endpoint
+    // nobody serves: send them with the endpoint unreachable).
+    let unreachable = env.path("unreachable.toml");
+    let text = std::fs::read_to_string(&env.config)
+        .unwrap()
+        .replace(&format!("port = {}", sshd.port), "port = 1");
+    std::fs::write(&unreachable, text).unwrap();
+    let mut ids = Vec::new();
+    let mut names = Vec::new();
+    for k in [1, 2] {
+        let (file, bytes) = payout(&local, k);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_settlegate"))
+            .args(["--config"])
+            .arg(&unreachable)
+            .arg("--data-dir")
+            .arg(&env.data)
+            .args(["send", "--partner", "payco", "--json"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(4),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(d["state"], "queued", "unreachable: back in the queue: {d}");
+        ids.push(d["id"].as_i64().unwrap());
+        names.push((
+            file.file_name().unwrap().to_string_lossy().into_owned(),
+            bytes,
+        ));
+    }
+    // The first was renamed into place when the process died; the second
+    // was uploaded under its temporary name.
+    let (n1, b1) = &names[0];
+    let (n2, b2) = &names[1];
+    std::fs::write(upload.join(n1), b1).unwrap();
+    let in_place = identity(&upload.join(n1));
+    crashed_mid_attempt(
+        &env,
+        ids[0],
+        "uploaded",
+        &upload.join(format!(".{n1}.part")),
+    );
+    std::fs::write(upload.join(format!(".{n2}.part")), &b2[..100]).unwrap();
+    crashed_mid_attempt(
+        &env,
+        ids[1],
+        "uploaded",
+        &upload.join(format!(".{n2}.part")),
+    );
+
+    let mut server = Server::start(&env);
+    server.wait_until("both deliveries resolved", Duration::from_secs(60), || {
+        let d = deliveries(&env);
+        d.iter().filter(|x| x["state"] == "delivered").count() == 2
+    });
+    assert_eq!(server.stop(), 0);
+    assert_eq!(std::fs::read(upload.join(n1)).unwrap(), *b1);
+    assert_eq!(std::fs::read(upload.join(n2)).unwrap(), *b2);
+    let mut left = files_in(&upload);
+    left.sort();
+    let mut want = vec![n1.clone(), n2.clone()];
+    want.sort();
+    assert_eq!(left, want, "no temporary name left");
+    assert_eq!(
+        identity(&upload.join(n1)),
+        in_place,
+        "the file in place was not uploaded again"
+    );
+}
+
+/// `serve` killed while it uploads a large outbox drop, at a random
+/// moment, then restarted: the partner ends with one whole copy under its
+/// final name and no temporary file.
+#[test]
+fn kill_9_during_an_upload_leaves_one_copy() {
+    let sshd = Sshd::start();
+    let upload = sshd.remote_dir("in");
+    let env = env(&TestLedger::sqlite(), &sshd, sshd.port, &upload, "");
+    let f = big_bank(5, 80_000);
+    let bytes = f.render_request();
+    let outbox = env.data.join("outbox/payco");
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_millis())
+        .unwrap_or(0);
+    eprintln!("kill after {} ms", 100 + seed % 900);
+    let mut server = Server::start(&env);
+    drop_file(&outbox, &f.request_file_name(), &bytes, true);
+    server.wait_log("delivery recorded");
+    std::thread::sleep(Duration::from_millis(u64::from(100 + seed % 900)));
+    server.kill9();
+    let mut server = Server::start(&env);
+    server.wait_until("the delivery to be made", Duration::from_secs(120), || {
+        deliveries(&env).iter().any(|d| d["state"] == "delivered")
+    });
+    assert_eq!(server.stop(), 0);
+    assert_eq!(
+        std::fs::read(upload.join(f.request_file_name())).unwrap(),
+        bytes
+    );
+    assert_eq!(
+        files_in(&upload),
+        vec![f.request_file_name()],
+        "one copy, no temporary name"
+    );
+    assert_eq!(deliveries(&env).len(), 1);
+    assert!(files_in(&outbox).is_empty());
+}
+
+/// A file dropped into a partner's outbox while `serve` runs: recorded
+/// (the outbox ends empty), verified, delivered, and its receipt tells the
+/// settlement system; an invalid one is never sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbox_drop_is_delivered() {
+    for ledger in TestLedger::all().await {
+        let sshd = Sshd::start();
+        let upload = sshd.remote_dir("in");
+        let env = env(
+            &ledger,
+            &sshd,
+            sshd.port,
+            &upload,
+            "done_suffix = \".done\"\n",
+        );
+        let mut server = Server::start(&env);
+        let outbox = env.data.join("outbox/payco");
+        let good = bank(7);
+        drop_file(
+            &outbox,
+            &good.request_file_name(),
+            &good.render_request(),
+            true,
+        );
+        let mut bad = bank(8).render_request();
+        bad.truncate(bad.len() - 1);
+        drop_file(&outbox, &bank(8).request_file_name(), &bad, false);
+        server.wait_until("the good file delivered", Duration::from_secs(60), || {
+            upload
+                .join(format!("{}.done", good.request_file_name()))
+                .exists()
+        });
+        server.wait_until("the outbox to empty", Duration::from_secs(60), || {
+            files_in(&outbox).is_empty()
+        });
+        assert_eq!(server.stop(), 0);
+        assert_eq!(
+            std::fs::read(upload.join(good.request_file_name())).unwrap(),
+            good.render_request()
+        );
+        assert!(
+            !upload.join(bank(8).request_file_name()).exists(),
+            "the invalid file is never sent"
+        );
+        let receipt = std::fs::read_to_string(
+            env.data
+                .join("outbox-receipts/payco")
+                .join(format!("{}.delivery", good.request_file_name())),
+        )
+        .unwrap();
+        assert!(receipt.contains("state=delivered"), "{receipt}");
+        let receipt = std::fs::read_to_string(
+            env.data
+                .join("outbox-receipts/payco")
+                .join(format!("{}.delivery", bank(8).request_file_name())),
+        )
+        .unwrap();
+        assert!(
+            receipt.contains("state=invalid") && receipt.contains("error="),
+            "{receipt}"
+        );
+        let d = deliveries(&env);
+        assert_eq!(d.len(), 2, "{d:?}");
+        ledger.drop_db().await;
+    }
+}
