@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::disk::SmallDisk;
 use common::drops::{bank, big_bank, drop_file, files_in};
 use common::server::Server;
 use common::sshd::Sshd;
@@ -221,6 +222,88 @@ fn a_refused_rename_fails_visibly_and_leaves_no_temporary_file() {
         "one attempt, retried inside it: {d}"
     );
     assert_eq!(files_in(&upload), vec![name], "no temporary name left");
+}
+
+/// The partner's disk is full: the upload fails with the error visible and
+/// its temporary file removed, nothing half-written under the final name;
+/// once there is space, `serve` delivers it whole at its start.
+#[test]
+fn a_full_remote_disk_fails_visibly_and_is_delivered_later() {
+    let sshd = Sshd::start();
+    let upload = sshd.remote_dir("in");
+    let Some(disk) = SmallDisk::mount(&upload, "1m") else {
+        eprintln!("skipped: a tmpfs cannot be mounted here (not root)");
+        return;
+    };
+    let env = env(&TestLedger::sqlite(), &sshd, sshd.port, &upload, "");
+    let local = env.path("out");
+    std::fs::create_dir_all(&local).unwrap();
+    // About 5 MB on a 1 MiB disk.
+    let f = big_bank(2, 40_000);
+    let bytes = f.render_request();
+    let file = local.join(f.request_file_name());
+    std::fs::write(&file, &bytes).unwrap();
+    let (code, d) = send(&env, &file, &[]);
+    assert_eq!(code, 4, "{d}");
+    assert_eq!(d["state"], "failed", "{d}");
+    assert!(!d["error"].as_str().unwrap_or("").is_empty(), "{d}");
+    assert_eq!(
+        files_in(&upload),
+        Vec::<String>::new(),
+        "nothing left on the full disk"
+    );
+
+    drop(disk);
+    let mut server = Server::start(&env);
+    server.wait_until("the delivery to be made", Duration::from_secs(120), || {
+        deliveries(&env).iter().any(|d| d["state"] == "delivered")
+    });
+    assert_eq!(server.stop(), 0);
+    assert_eq!(
+        std::fs::read(upload.join(f.request_file_name())).unwrap(),
+        bytes
+    );
+    assert_eq!(files_in(&upload), vec![f.request_file_name()]);
+    assert_eq!(deliveries(&env).len(), 1);
+}
+
+/// The endpoint's host key is not the pinned one: nothing is sent, the
+/// delivery waits with the reason visible (exit 4); with the right pin,
+/// `serve` delivers it.
+#[test]
+fn a_host_key_that_is_not_the_pinned_one_sends_nothing() {
+    let sshd = Sshd::start();
+    let upload = sshd.remote_dir("in");
+    let env = env(&TestLedger::sqlite(), &sshd, sshd.port, &upload, "");
+    let config = std::fs::read_to_string(&env.config).unwrap();
+    let wrong = format!("SHA256:{}", "A".repeat(43));
+    std::fs::write(&env.config, config.replace(&sshd.fingerprint(), &wrong)).unwrap();
+    let local = env.path("out");
+    std::fs::create_dir_all(&local).unwrap();
+    let (file, bytes) = payout(&local, 4);
+    let (code, d) = send(&env, &file, &[]);
+    assert_eq!(code, 4, "{d}");
+    assert_ne!(d["state"], "delivered", "{d}");
+    assert!(
+        d["error"]
+            .as_str()
+            .unwrap_or("")
+            .to_lowercase()
+            .contains("host key"),
+        "{d}"
+    );
+    assert!(files_in(&upload).is_empty(), "nothing sent");
+
+    std::fs::write(&env.config, &config).unwrap();
+    let mut server = Server::start(&env);
+    server.wait_until("the delivery to be made", Duration::from_secs(120), || {
+        deliveries(&env).iter().any(|d| d["state"] == "delivered")
+    });
+    assert_eq!(server.stop(), 0);
+    assert_eq!(
+        std::fs::read(upload.join(file.file_name().unwrap())).unwrap(),
+        bytes
+    );
 }
 
 /// A TCP proxy in front of an SSH server that cuts its first connection
