@@ -46,6 +46,22 @@ fn payout(dir: &Path, k: u64) -> (PathBuf, Vec<u8>) {
     (path, bytes)
 }
 
+/// A large payout of `n` transfers for day `k` (40 000 make about 5 MB),
+/// written under `dir`: (path, bytes).
+fn big_payout(dir: &Path, k: u64, n: u64) -> (PathBuf, Vec<u8>) {
+    let f = big_bank(k, n);
+    let bytes = f.render_request();
+    let path = dir.join(f.request_file_name());
+    std::fs::write(&path, &bytes).expect("write");
+    (path, bytes)
+}
+
+fn name_of(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 fn send(env: &Env, file: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
     let path = file.display().to_string();
     let mut args = vec!["send", "--partner", "payco", "--json", path.as_str()];
@@ -239,10 +255,7 @@ fn a_full_remote_disk_fails_visibly_and_is_delivered_later() {
     let local = env.path("out");
     std::fs::create_dir_all(&local).unwrap();
     // About 5 MB on a 1 MiB disk.
-    let f = big_bank(2, 40_000);
-    let bytes = f.render_request();
-    let file = local.join(f.request_file_name());
-    std::fs::write(&file, &bytes).unwrap();
+    let (file, bytes) = big_payout(&local, 2, 40_000);
     let (code, d) = send(&env, &file, &[]);
     assert_eq!(code, 4, "{d}");
     assert_eq!(d["state"], "failed", "{d}");
@@ -260,10 +273,10 @@ fn a_full_remote_disk_fails_visibly_and_is_delivered_later() {
     });
     assert_eq!(server.stop(), 0);
     assert_eq!(
-        std::fs::read(upload.join(f.request_file_name())).unwrap(),
+        std::fs::read(upload.join(name_of(&file))).unwrap(),
         bytes
     );
-    assert_eq!(files_in(&upload), vec![f.request_file_name()]);
+    assert_eq!(files_in(&upload), vec![name_of(&file)]);
     assert_eq!(deliveries(&env).len(), 1);
 }
 
@@ -386,22 +399,15 @@ async fn a_link_cut_mid_upload_is_retried_to_one_whole_file() {
         let env = env(&ledger, &sshd, proxy.port, &upload, "");
         let local = env.path("out");
         std::fs::create_dir_all(&local).unwrap();
-        // A large payout: 40 000 transfers, about 5 MB.
-        let f = big_bank(1, 40_000);
-        let bytes = f.render_request();
-        let file = local.join(f.request_file_name());
-        std::fs::write(&file, &bytes).unwrap();
+        let (file, bytes) = big_payout(&local, 1, 40_000);
         let (code, d) = send(&env, &file, &[]);
         assert_eq!(code, 0, "{} {d}", ledger.backend);
         assert_eq!(d["state"], "delivered");
         assert!(proxy.cut.load(Ordering::SeqCst), "the link was cut");
-        assert_eq!(
-            std::fs::read(upload.join(f.request_file_name())).unwrap(),
-            bytes
-        );
+        assert_eq!(std::fs::read(upload.join(name_of(&file))).unwrap(), bytes);
         assert_eq!(
             files_in(&upload),
-            vec![f.request_file_name()],
+            vec![name_of(&file)],
             "no temporary name left"
         );
         ledger.drop_db().await;
@@ -651,11 +657,9 @@ async fn a_collecting_partner_reads_its_deliveries_from_the_outbox() {
         let local = env.path("out");
         std::fs::create_dir_all(&local).unwrap();
         // About 5 MB: a download cut after 1 MiB is cut mid-file.
-        let f = big_bank(3, 40_000);
-        let bytes = f.render_request();
-        let name = f.request_file_name();
-        std::fs::write(local.join(&name), &bytes).unwrap();
-        let (code, d) = send(&env, &local.join(&name), &[]);
+        let (file, bytes) = big_payout(&local, 3, 40_000);
+        let name = name_of(&file);
+        let (code, d) = send(&env, &file, &[]);
         assert_eq!(code, 0, "queued for collection: {d}");
         assert_eq!(d["state"], "queued");
         assert!(d["endpoint"].is_null(), "{d}");
@@ -691,10 +695,7 @@ async fn a_collecting_partner_reads_its_deliveries_from_the_outbox() {
         // Listed, and read-only.
         let out = sftp(
             port,
-            &format!(
-                "ls -l /outbox\n-put {} /outbox/x.dat\n",
-                local.join(&name).display()
-            ),
+            &format!("ls -l /outbox\n-put {} /outbox/x.dat\n", file.display()),
         );
         let listing = String::from_utf8_lossy(&out.stdout);
         assert!(
