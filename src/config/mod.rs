@@ -8,6 +8,7 @@
 //! (`crate::channels::ChannelSettings`), so the configuration knows no
 //! channel's types.
 
+pub mod day;
 pub mod endpoint;
 pub mod partner;
 
@@ -19,6 +20,7 @@ use serde::Deserialize;
 
 use crate::format::{FormatRegistry, SpecError};
 
+pub use day::{Calendar, ExpectDays, Expectation, Metrics, Operators};
 pub use endpoint::{
     AfterPickup, Completion, Endpoint, EndpointAuth, HostKeyPin, RetryPolicy, Schedule, Upload,
 };
@@ -70,6 +72,14 @@ struct RawConfig {
     watch: Option<toml::Table>,
     /// The SFTP server's section (absent: off; its own validation).
     sftp_server: Option<toml::Table>,
+    /// Business days (default: Monday to Friday, no holidays).
+    #[serde(default)]
+    calendar: day::RawCalendar,
+    /// Operators' rules (four-eyes). Default: none.
+    #[serde(default)]
+    operators: day::RawOperators,
+    /// `GET /metrics` and `/healthz` from `serve`. Absent: off.
+    metrics: Option<day::RawMetrics>,
 }
 
 /// The validated configuration.
@@ -87,6 +97,10 @@ pub struct Config {
     /// File mode of receipts.
     pub receipt_mode: u32,
     pub partners: Vec<Partner>,
+    pub calendar: Calendar,
+    pub operators: Operators,
+    /// `None`: `serve` answers no HTTP.
+    pub metrics: Option<Metrics>,
     /// The sections channels validate themselves.
     pub sections: Sections,
 }
@@ -174,8 +188,15 @@ impl Config {
             if partners.iter().any(|q| q.id == p.id()) {
                 return Err(err(&format!("partner {}", p.id()), "defined twice".into()));
             }
-            partners.push(partner::build(p, &base).map_err(|(c, m)| err(&c, m))?);
+            partners.push(partner::build(p, &base, timezone).map_err(|(c, m)| err(&c, m))?);
         }
+        let calendar = day::build_calendar(raw.calendar, &base).map_err(|m| err("calendar", m))?;
+        let operators = day::build_operators(raw.operators).map_err(|m| err("operators", m))?;
+        let metrics = raw
+            .metrics
+            .map(day::build_metrics)
+            .transpose()
+            .map_err(|m| err("metrics", m))?;
         Ok(Config {
             source: path.map(Path::to_path_buf),
             data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("data")),
@@ -187,6 +208,9 @@ impl Config {
             timezone,
             receipt_mode,
             partners,
+            calendar,
+            operators,
+            metrics,
             sections: Sections {
                 watch: raw.watch,
                 sftp_server: raw.sftp_server,
