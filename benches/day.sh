@@ -5,7 +5,8 @@
 # files in quarantine), on SQLite and on PostgreSQL.
 # Usage: benches/day.sh [FILES]           (default 1000000)
 # Needs: sqlite3, psql, curl, PostgreSQL at $PGURL (default postgres://postgres@127.0.0.1:5432/postgres).
-# BACKENDS="sqlite postgres" (default) selects which halves run; RUNS (default 20) timed runs each.
+# BACKENDS="sqlite postgres" (default) selects which halves run; RUNS (default 20) timed runs each;
+# PROFILE (default release) the cargo profile measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 files=${1:-1000000}
@@ -14,8 +15,10 @@ dir=${BENCH_DIR:-target/bench/day}
 pgurl=${PGURL:-postgres://postgres@127.0.0.1:5432/postgres}
 rm -rf "$dir"
 mkdir -p "$dir"
-cargo build --release --quiet --bins
-bin=target/release/settlegate
+# PROFILE=dev measures the test build (dependencies optimised, opt-level 2).
+profile=${PROFILE:-release}
+cargo build --profile "$profile" --quiet --bins
+bin=${CARGO_TARGET_DIR:-target}/$([ "$profile" = dev ] && echo debug || echo "$profile")/settlegate
 cfg="$dir/settlegate.toml"
 # The sample configuration with expectations and the metrics listener.
 sed -e "s|^formats_dir = .*|formats_dir = \"$PWD/formats\"|" \

@@ -1,8 +1,6 @@
 -- The settlement day and monitoring read the ledger every few seconds:
 -- each of their questions is answered from an index, not a table scan.
 
--- Metrics: files and bytes per partner, channel and verdict (index-only).
-CREATE INDEX files_metrics ON files (partner, channel, verdict, size);
 -- Quarantine per partner: the few files waiting for an operator.
 CREATE INDEX files_quarantine ON files (partner)
     WHERE verdict IN ('drill', 'conflict', 'overlap', 'invalid');

@@ -73,10 +73,50 @@ impl Ledger {
             .collect()
     }
 
-    /// Files and bytes per partner, channel and state (one index-only scan).
+    /// Files and bytes per partner, channel and state: the deltas arrivals
+    /// and verdicts appended (migration 0009) are folded into
+    /// `file_counts` first, in one transaction that deletes exactly what it
+    /// adds, so several processes scraping at once count each change once.
     pub async fn file_counts(&self) -> Result<Vec<FileCount>, LedgerError> {
-        let sql = "SELECT partner, channel, verdict, COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) \
-                   FROM files GROUP BY partner, channel, verdict ORDER BY partner, channel, verdict";
+        match &self.pool {
+            super::Pool::Postgres(pool) => {
+                sqlx::query(
+                    "WITH d AS (DELETE FROM file_count_deltas RETURNING partner, channel, verdict, files, bytes) \
+                     INSERT INTO file_counts (partner, channel, verdict, files, bytes) \
+                     SELECT partner, channel, verdict, SUM(files), SUM(bytes) FROM d GROUP BY partner, channel, verdict \
+                     ON CONFLICT (partner, channel, verdict) DO UPDATE \
+                     SET files = file_counts.files + EXCLUDED.files, bytes = file_counts.bytes + EXCLUDED.bytes",
+                )
+                .execute(pool)
+                .await
+                .map_err(query_error("fold file counts"))?;
+            }
+            super::Pool::Sqlite(pool) => {
+                // One writer at a time: the write lock is taken by the first
+                // statement and held to the commit, so both statements see
+                // the same deltas.
+                let mut tx = pool.begin().await.map_err(query_error("begin"))?;
+                sqlx::query(
+                    "INSERT INTO file_counts (partner, channel, verdict, files, bytes) \
+                     SELECT partner, channel, verdict, SUM(files), SUM(bytes) FROM file_count_deltas \
+                     WHERE id <= (SELECT MAX(id) FROM file_count_deltas) GROUP BY partner, channel, verdict \
+                     ON CONFLICT (partner, channel, verdict) DO UPDATE \
+                     SET files = file_counts.files + excluded.files, bytes = file_counts.bytes + excluded.bytes",
+                )
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error("fold file counts"))?;
+                sqlx::query("DELETE FROM file_count_deltas WHERE id <= (SELECT MAX(id) FROM file_count_deltas)")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_error("fold file counts"))?;
+                tx.commit()
+                    .await
+                    .map_err(query_error("commit file counts"))?;
+            }
+        }
+        let sql = "SELECT partner, channel, verdict, files, bytes FROM file_counts \
+                   WHERE files <> 0 ORDER BY partner, channel, verdict";
         let rows: Vec<(String, String, String, i64, i64)> =
             on_pool!(self, pool => sqlx::query_as(sql).fetch_all(pool).await)
                 .map_err(query_error("count files"))?;
