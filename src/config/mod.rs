@@ -403,6 +403,22 @@ mod tests {
     }
 
     #[test]
+    fn expectations_and_day_defaults() {
+        let c = load(
+            "timezone = \"+09:00\"\n[[partners]]\nid = \"a\"\nformats = [\"f\"]\n[[partners.expect]]\nformat = \"f\"\nby = \"09:30\"\n",
+        )
+        .unwrap();
+        let e = &c.partners[0].expect[0];
+        assert_eq!((e.days, e.count, e.lag_days), (ExpectDays::Business, 1, 1));
+        assert_eq!(e.by, chrono::NaiveTime::from_hms_opt(9, 30, 0).unwrap());
+        assert_eq!(e.timezone.local_minus_utc(), 9 * 3600);
+        assert_eq!(c.calendar, Calendar::default());
+        assert_eq!(c.operators.request_ttl_hours, 24);
+        assert!(c.operators.four_eyes.is_empty());
+        assert!(c.metrics.is_none());
+    }
+
+    #[test]
     fn bad_values_are_refused() {
         for (text, needle) in [
             ("timezone = \"KST\"", "timezone"),
@@ -431,6 +447,29 @@ mod tests {
             (
                 "[[partners]]\nid = \"a\"\nformats = [\"f\"]\n[[partners]]\nid = \"a\"\nformats = [\"f\"]",
                 "defined twice",
+            ),
+            (
+                "[operators]\nfour_eyes = [\"delete\"]",
+                "unknown action \"delete\"",
+            ),
+            ("[operators]\nrequest_ttl_hours = 0", "request_ttl_hours"),
+            ("[metrics]\nlisten = \"localhost\"", "listen \"localhost\""),
+            (
+                "[calendar]\nholidays = [\"2026-02-30\"]",
+                "holidays: \"2026-02-30\"",
+            ),
+            ("[calendar]\nweekends = [\"caturday\"]", "caturday"),
+            (
+                "[[partners]]\nid = \"a\"\nformats = [\"f\"]\n[[partners.expect]]\nformat = \"g\"\nby = \"09:00\"",
+                "not one of the partner's formats",
+            ),
+            (
+                "[[partners]]\nid = \"a\"\nformats = [\"f\"]\n[[partners.expect]]\nformat = \"f\"\nby = \"9am\"",
+                "by \"9am\"",
+            ),
+            (
+                "[[partners]]\nid = \"a\"\nformats = [\"f\"]\n[[partners.expect]]\nformat = \"f\"\nby = \"09:00\"\ndays = \"weekly\"",
+                "days \"weekly\"",
             ),
         ] {
             let e = load(text).unwrap_err().to_string();

@@ -26,6 +26,9 @@ pub struct DeliveryCount {
     pub deliveries: i64,
 }
 
+/// id, partner, format, name, verdict, reason.
+type StoredDayFile = (i64, String, Option<String>, String, String, Option<String>);
+
 fn corrupt(column: &'static str, e: impl ToString) -> LedgerError {
     LedgerError::Corrupt {
         id: 0,
@@ -47,14 +50,13 @@ impl Ledger {
                    UNION ALL SELECT id, partner, format, name, verdict, reason FROM files \
                    WHERE business_date IS NULL AND received_at >= $2 AND received_at < $3 \
                    AND verdict IN ('drill', 'conflict', 'overlap', 'invalid') ORDER BY id";
-        let rows: Vec<(i64, String, Option<String>, String, String, Option<String>)> =
-            on_pool!(self, pool => sqlx::query_as(sql)
+        let rows: Vec<StoredDayFile> = on_pool!(self, pool => sqlx::query_as(sql)
             .bind(date)
             .bind(from)
             .bind(to)
             .fetch_all(pool)
             .await)
-            .map_err(query_error("read the day's files"))?;
+        .map_err(query_error("read the day's files"))?;
         rows.into_iter()
             .map(|(id, partner, format, name, verdict, reason)| {
                 Ok(DayFile {
