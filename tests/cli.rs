@@ -101,7 +101,7 @@ fn verify_json_and_exit_codes() {
 
     let out = env.run(&["formats"]);
     assert_eq!(out.code, 0);
-    assert_eq!(out.stdout.lines().count(), 3, "{}", out.stdout);
+    assert_eq!(out.stdout.lines().count(), 4, "{}", out.stdout);
 
     // One thread or several: the same answer, error for error.
     for case in ["valid-cancels", "bad-digit", "seq-gap"] {

@@ -688,7 +688,11 @@ fn reload_adds_and_removes_accounts_without_cutting_sessions() {
 #[test]
 fn reload_adds_a_partner_with_its_inbox() {
     let env = Env::new(&TestLedger::sqlite(), "");
-    let server = Server::start(&env);
+    let mut server = Server::start(&env);
+    assert!(
+        env.data.join("serve.pid").exists(),
+        "serve writes its pid file"
+    );
     let text = std::fs::read_to_string(&env.config).expect("config");
     std::fs::write(
         &env.config,
@@ -849,4 +853,54 @@ async fn two_nodes_migrate_at_once() {
     let (code, v) = env.json(&["migrate", "--check", "--json"]);
     assert_eq!(code, 0, "{v:#}");
     t.drop_db().await;
+}
+
+/// The systemd unit carries the hardening the README promises, and
+/// `systemd-analyze verify` accepts it (where systemd is installed), with
+/// the binary path pointed at the one built here.
+#[test]
+fn the_systemd_unit_verifies() {
+    let unit = std::fs::read_to_string(root().join("packaging/settlegate.service")).expect("unit");
+    for line in [
+        "User=settlegate",
+        "ProtectSystem=strict",
+        "ReadWritePaths=/var/lib/settlegate",
+        "NoNewPrivileges=yes",
+        "PrivateTmp=yes",
+        "Restart=on-failure",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "ExecStartPre=/usr/bin/settlegate check",
+        "ExecStart=/usr/bin/settlegate serve --log-format text",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "the unit lacks {line}");
+    }
+    let analyze = Path::new("/usr/bin/systemd-analyze");
+    if !analyze.exists() {
+        eprintln!(
+            "systemd-analyze is not installed: the unit's directives were checked, not verified"
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let local = tmp.path().join("settlegate.service");
+    let kill = ["/bin/kill", "/usr/bin/kill"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("kill");
+    std::fs::write(
+        &local,
+        unit.replace("/usr/bin/settlegate", env!("CARGO_BIN_EXE_settlegate"))
+            .replace("/bin/kill", kill),
+    )
+    .expect("unit copy");
+    let out = Command::new(analyze)
+        .arg("verify")
+        .arg(&local)
+        .output()
+        .expect("systemd-analyze");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -269,7 +269,11 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
 /// `settlegate reload`: signal the running `serve` (its pid file in the data
 /// dir) to re-read its configuration.
 pub fn reload(data_dir: &Path) -> Result<Exit, CliError> {
-    let pid = crate::serve::running_pid(data_dir).map_err(CliError::Usage)?;
+    // No serve to signal is a failure (1), not a usage error.
+    let pid = crate::serve::running_pid(data_dir).map_err(|m| CliError::Io {
+        context: "reload".into(),
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, m),
+    })?;
     crate::serve::signal_reload(pid).map_err(|source| CliError::Io {
         context: format!("cannot signal serve (pid {pid})"),
         source,
