@@ -711,6 +711,11 @@ fn reload_adds_a_partner_with_its_inbox() {
         Duration::from_secs(60),
         || receipt(&env, "newcard", &f.file_name()).contains("verdict=fed"),
     );
+    assert_eq!(server.stop(), 0);
+    assert!(!env.data.join("serve.pid").exists(), "removed at exit");
+    let r = env.run(&["reload"]);
+    assert_eq!(r.code, 1, "no serve to reload: {r:?}");
+    assert!(r.stderr.contains("no running serve"), "{r:?}");
 }
 
 /// Apply this version's migrations up to `upto` only: a ledger an older
