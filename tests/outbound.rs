@@ -272,10 +272,7 @@ fn a_full_remote_disk_fails_visibly_and_is_delivered_later() {
         deliveries(&env).iter().any(|d| d["state"] == "delivered")
     });
     assert_eq!(server.stop(), 0);
-    assert_eq!(
-        std::fs::read(upload.join(name_of(&file))).unwrap(),
-        bytes
-    );
+    assert_eq!(std::fs::read(upload.join(name_of(&file))).unwrap(), bytes);
     assert_eq!(files_in(&upload), vec![name_of(&file)]);
     assert_eq!(deliveries(&env).len(), 1);
 }

@@ -194,7 +194,13 @@ impl SftpSession {
 
     /// The partner's deliveries in `/outbox`, one per name.
     async fn outbox(&self) -> Result<Vec<crate::ledger::DeliveryRow>, StatusReply> {
-        match self.uploads.gw().ledger.collectable(&self.peer.partner).await {
+        match self
+            .uploads
+            .gw()
+            .ledger
+            .collectable(&self.peer.partner)
+            .await
+        {
             Ok(rows) => Ok(outbox::by_name(rows)),
             Err(e) => {
                 tracing::error!(partner = %self.peer.partner, error = %e, "cannot list the outbox");
