@@ -20,6 +20,7 @@
 //! - [`serve`], [`cli`], [`config`]: the process around them.
 
 pub mod channels;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod day;

@@ -416,6 +416,11 @@ pub enum Exit {
     NotReady = 5,
     /// Recorded as a request awaiting a second operator's approval.
     Pending = 6,
+    /// The ledger is behind this version (`migrate` brings it up; `serve`
+    /// does at start).
+    LedgerBehind = 7,
+    /// The ledger was written by a newer version: this one refuses to run on it.
+    LedgerAhead = 8,
     Duplicate = 10,
     Drill = 11,
     Conflict = 12,
@@ -481,6 +486,8 @@ mod tests {
             (Exit::Endpoint, 4),
             (Exit::NotReady, 5),
             (Exit::Pending, 6),
+            (Exit::LedgerBehind, 7),
+            (Exit::LedgerAhead, 8),
             (Exit::Duplicate, 10),
             (Exit::Drill, 11),
             (Exit::Conflict, 12),

@@ -88,6 +88,14 @@ impl Telemetry {
         }
     }
 
+    /// Forget the tasks that ended (a stopped generation's, before a reload
+    /// starts the next).
+    pub fn forget_stopped(&self) {
+        if let Ok(mut t) = self.tasks.lock() {
+            t.retain(|_, running| *running);
+        }
+    }
+
     /// Every task by name, and whether it runs.
     pub fn tasks(&self) -> BTreeMap<String, bool> {
         self.tasks.lock().map(|t| t.clone()).unwrap_or_default()

@@ -22,11 +22,23 @@ pub struct ChannelSettings {
 }
 
 impl ChannelSettings {
-    /// Validate the sections the channels own.
+    /// Validate the sections the channels own; every section is checked
+    /// whatever another's problems.
     pub fn from_config(config: &Config) -> Result<ChannelSettings, ConfigError> {
-        Ok(ChannelSettings {
-            watch: WatchSettings::from_config(config)?,
-            sftp_server: sftp_server::config::from_config(config)?,
-        })
+        match (
+            WatchSettings::from_config(config),
+            sftp_server::config::from_config(config),
+        ) {
+            (Ok(watch), Ok(sftp_server)) => Ok(ChannelSettings { watch, sftp_server }),
+            (watch, sftp) => {
+                let problems = [watch.err(), sftp.err()]
+                    .into_iter()
+                    .flatten()
+                    .flat_map(ConfigError::into_problems)
+                    .collect();
+                Err(ConfigError::from_problems(problems)
+                    .unwrap_or_else(|| config.invalid("channels", "invalid")))
+            }
+        }
     }
 }

@@ -7,11 +7,13 @@
 //! - [`outbound`]: send, resend, deliveries.
 //! - [`day`]: report, requests, approve, deny, redeliver (and the four-eyes
 //!   gate of every override).
+//! - [`ops`]: check, hash-password, host-key, keygen, reload, migrate.
 //! - [`render`]: the JSON and text forms of what commands print.
 
 mod day;
 mod inbound;
 mod operator;
+mod ops;
 mod outbound;
 mod render;
 
@@ -232,6 +234,48 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check the configuration and every format spec, reporting every
+    /// problem (exit 2); with --connect, also log in to each partner endpoint
+    /// and check its host key and directories, taking nothing (exit 4 when
+    /// one fails).
+    Check {
+        /// Connect to each pickup and upload endpoint.
+        #[arg(long)]
+        connect: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the argon2 PHC string of a password for an SFTP account's
+    /// password_hash (read from the terminal, or the first line of stdin).
+    HashPassword,
+    /// Print the SFTP server's host key fingerprint and the known_hosts line
+    /// partners add (the key is generated when there is none yet).
+    HostKey {
+        /// The name partners connect to (default: the listening address).
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// Write a new ed25519 key pair (PATH and PATH.pub) for a pickup
+    /// endpoint's key_file; prints the public line to send to the partner.
+    Keygen {
+        path: PathBuf,
+        /// The key's comment (default: settlegate).
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Make the running serve re-read its configuration and formats (SIGHUP
+    /// through the pid file in the data dir). A configuration that fails
+    /// check is refused here and by serve.
+    Reload,
+    /// Bring the ledger's schema up to this version; with --check, only say
+    /// whether it is current (0), behind (7) or ahead (8: a newer version
+    /// wrote it, and this one refuses to run on it).
+    Migrate {
+        #[arg(long)]
+        check: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// List outbound deliveries.
     Deliveries {
         #[arg(long)]
@@ -310,6 +354,11 @@ impl CliError {
             CliError::Open(GatewayOpenError::Config(_)) => Exit::Usage,
             CliError::Intake(IntakeError::UnknownPartner(_)) => Exit::Usage,
             CliError::Intake(IntakeError::Refused(_)) => Exit::Refused,
+            CliError::Ledger(LedgerError::Ahead(_))
+            | CliError::Open(GatewayOpenError::Ledger(LedgerError::Ahead(_)))
+            | CliError::Serve(crate::serve::ServeError::Open(GatewayOpenError::Ledger(
+                LedgerError::Ahead(_),
+            ))) => Exit::LedgerAhead,
             CliError::Serve(crate::serve::ServeError::Open(GatewayOpenError::Config(_)))
             | CliError::Serve(crate::serve::ServeError::Config(_)) => Exit::Usage,
             CliError::Io { .. }
@@ -370,11 +419,47 @@ fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, CliError> 
 }
 
 pub fn run(cli: Cli) -> Result<Exit, CliError> {
+    let overrides = crate::check::Overrides {
+        data_dir: cli.data_dir.clone(),
+        ledger: cli.ledger.clone(),
+    };
+    match &cli.command {
+        Command::Check { connect, json } => {
+            return ops::check(cli.config.as_deref(), &overrides, *connect, *json);
+        }
+        Command::HashPassword => return ops::hash_password(),
+        Command::Keygen { path, comment } => return ops::keygen(path, comment.as_deref()),
+        Command::Reload => {
+            let checked =
+                crate::check::check_config(cli.config.as_deref(), &overrides).map_err(|p| {
+                    CliError::Config(
+                        ConfigError::from_problems(p)
+                            .unwrap_or_else(|| ConfigError::Several(Vec::new())),
+                    )
+                })?;
+            return ops::reload(&checked.config.data_dir);
+        }
+        Command::Migrate { check, json } => {
+            let (config, _) = load(&cli)?;
+            return runtime(Some(2))?.block_on(ops::migrate(
+                config.ledger.as_deref(),
+                &config.data_dir,
+                *check,
+                *json,
+            ));
+        }
+        _ => {}
+    }
     if let Some(name) = &cli.operator {
         crate::intake::set_operator_name(name);
     }
     let (config, channels) = load(&cli)?;
     match cli.command {
+        Command::HostKey { host } => ops::host_key(
+            channels.sftp_server.as_ref(),
+            &config.data_dir,
+            host.as_deref(),
+        ),
         Command::Formats => inbound::formats(&config),
         Command::Verify {
             format,
@@ -384,9 +469,14 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
         } => inbound::verify(&config, &format, &file, json, threads),
         Command::Serve { log_format } => {
             init_logging(log_format, "info");
-            runtime(None)?.block_on(crate::serve::serve(
+            let source = crate::serve::ReloadSource {
+                path: config.source.clone(),
+                overrides,
+            };
+            runtime(None)?.block_on(crate::serve::serve_reloading(
                 config,
                 channels,
+                source,
                 crate::serve::shutdown_signal(),
             ))?;
             Ok(Exit::Ok)
@@ -498,8 +588,14 @@ async fn ledger_command(gw: &Gateway, command: Command) -> Result<Exit, CliError
             reason,
             json,
         } => day::deny(gw, request_id, &reason, json).await,
-        Command::Verify { .. } | Command::Formats | Command::Serve { .. } => {
-            Err(CliError::Usage("not a ledger command".into()))
-        }
+        Command::Verify { .. }
+        | Command::Formats
+        | Command::Serve { .. }
+        | Command::Check { .. }
+        | Command::HashPassword
+        | Command::HostKey { .. }
+        | Command::Keygen { .. }
+        | Command::Reload
+        | Command::Migrate { .. } => Err(CliError::Usage("not a ledger command".into())),
     }
 }

@@ -26,6 +26,12 @@ pub use endpoint::{
 };
 pub use partner::{DateWindow, DrillWindow, Partner};
 
+/// The default `timezone`: KST.
+const DEFAULT_TIMEZONE: FixedOffset = match FixedOffset::east_opt(9 * 3600) {
+    Some(tz) => tz,
+    None => panic!("+09:00 is a valid offset"),
+};
+
 /// The default config file, looked up in the working directory.
 pub const DEFAULT_CONFIG: &str = "settlegate.toml";
 
@@ -46,6 +52,72 @@ pub enum ConfigError {
     },
     #[error(transparent)]
     Spec(#[from] SpecError),
+    /// Every problem found, one per line.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<ConfigError>),
+}
+
+impl ConfigError {
+    /// One error from the problems found (`None`: none).
+    pub fn from_problems(mut problems: Vec<ConfigError>) -> Option<ConfigError> {
+        match problems.len() {
+            0 => None,
+            1 => problems.pop(),
+            _ => Some(ConfigError::Several(problems)),
+        }
+    }
+
+    /// The problems this error holds, one each.
+    pub fn into_problems(self) -> Vec<ConfigError> {
+        match self {
+            ConfigError::Several(v) => v.into_iter().flat_map(ConfigError::into_problems).collect(),
+            other => vec![other],
+        }
+    }
+
+    /// The file a problem is in.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            ConfigError::Read { path, .. }
+            | ConfigError::Parse { path, .. }
+            | ConfigError::Invalid { path, .. } => Some(path),
+            ConfigError::Spec(e) => Some(e.path()),
+            ConfigError::Several(_) => None,
+        }
+    }
+
+    /// Where in the file: a key or a section (`None`: the whole file).
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { context, .. } => Some(context),
+            ConfigError::Spec(e) => e.context(),
+            _ => None,
+        }
+    }
+
+    /// The partner a problem is about, when it is about one (contexts name
+    /// a partner as `partner ID`).
+    pub fn partner(&self) -> Option<&str> {
+        let key = self.key()?;
+        let at = key.find("partner ")?;
+        let rest = &key[at + "partner ".len()..];
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+            .unwrap_or(rest.len());
+        Some(&rest[..end]).filter(|p| !p.is_empty())
+    }
+
+    /// What is wrong, without the file and key.
+    pub fn message(&self) -> String {
+        match self {
+            ConfigError::Read { source, .. } => format!("cannot read: {source}"),
+            ConfigError::Parse { message, .. } | ConfigError::Invalid { message, .. } => {
+                message.clone()
+            }
+            ConfigError::Spec(e) => e.message(),
+            ConfigError::Several(_) => self.to_string(),
+        }
+    }
 }
 
 /// The file as written. Field docs give the defaults.
@@ -101,6 +173,9 @@ pub struct Config {
     pub operators: Operators,
     /// `None`: `serve` answers no HTTP.
     pub metrics: Option<Metrics>,
+    /// Every partner id the file declares, also one left out for a problem
+    /// (so a section naming it is not told the partner is unknown).
+    pub declared_partners: Vec<String>,
     /// The sections channels validate themselves.
     pub sections: Sections,
 }
@@ -121,7 +196,11 @@ impl Config {
             None => Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.exists()),
         };
         let Some(path) = path else {
-            return Config::build(RawConfig::default(), None);
+            let (config, problems) = Config::build(RawConfig::default(), None);
+            return match ConfigError::from_problems(problems) {
+                None => Ok(config),
+                Some(e) => Err(e),
+            };
         };
         let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
             path: path.clone(),
@@ -131,11 +210,41 @@ impl Config {
     }
 
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let (config, problems) = Config::from_toml_checked(text, path)?;
+        match ConfigError::from_problems(problems) {
+            None => Ok(config),
+            Some(e) => Err(e),
+        }
+    }
+
+    /// Every problem of the file at once, with the configuration built from
+    /// what is valid (a partner with a problem left out). `Err`: the file
+    /// cannot be read or is not TOML (nothing more can be said).
+    pub fn load_checked(path: Option<&Path>) -> Result<(Config, Vec<ConfigError>), ConfigError> {
+        let path = match path {
+            Some(p) => Some(p.to_path_buf()),
+            None => Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.exists()),
+        };
+        let Some(path) = path else {
+            return Ok(Config::build(RawConfig::default(), None));
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        Config::from_toml_checked(&text, &path)
+    }
+
+    /// [`Config::load_checked`] of a text.
+    pub fn from_toml_checked(
+        text: &str,
+        path: &Path,
+    ) -> Result<(Config, Vec<ConfigError>), ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        Config::build(raw, Some(path))
+        Ok(Config::build(raw, Some(path)))
     }
 
     /// An error about this configuration: where (a section, a partner) and what.
@@ -150,54 +259,80 @@ impl Config {
         }
     }
 
-    fn build(raw: RawConfig, path: Option<&Path>) -> Result<Config, ConfigError> {
+    /// Validate every part; a part with a problem is noted and left at its
+    /// default (a partner: left out), so every problem is found in one pass.
+    fn build(raw: RawConfig, path: Option<&Path>) -> (Config, Vec<ConfigError>) {
         let shown = path.map_or_else(|| PathBuf::from("(defaults)"), Path::to_path_buf);
-        let err = |context: &str, message: String| ConfigError::Invalid {
-            path: shown.clone(),
-            context: context.to_string(),
-            message,
+        let mut problems = Vec::new();
+        let mut err = |context: &str, message: String| {
+            problems.push(ConfigError::Invalid {
+                path: shown.clone(),
+                context: context.to_string(),
+                message,
+            })
         };
         let base = path
             .and_then(Path::parent)
             .map(Path::to_path_buf)
             .unwrap_or_default();
+        let kst = DEFAULT_TIMEZONE;
         let timezone = match &raw.timezone {
-            None => FixedOffset::east_opt(9 * 3600)
-                .ok_or_else(|| err("timezone", "bad default".into()))?,
-            Some(t) => t.parse::<FixedOffset>().map_err(|e| {
+            None => kst,
+            Some(t) => t.parse::<FixedOffset>().unwrap_or_else(|e| {
                 err(
                     "timezone",
                     format!("{t:?} is not a UTC offset such as +09:00 ({e})"),
-                )
-            })?,
+                );
+                kst
+            }),
         };
         let receipt_mode = match raw.receipt_mode.as_deref() {
             None => 0o640,
             Some(m) => u32::from_str_radix(m.trim_start_matches("0o"), 8)
                 .ok()
                 .filter(|v| *v <= 0o777 && *v & 0o400 != 0)
-                .ok_or_else(|| {
+                .unwrap_or_else(|| {
                     err(
                         "receipt_mode",
                         format!("{m:?} is not a file mode in octal such as \"0640\" (the owner must be able to read)"),
-                    )
-                })?,
+                    );
+                    0o640
+                }),
         };
         let mut partners: Vec<Partner> = Vec::new();
+        let mut seen: Vec<String> = Vec::new();
         for p in raw.partners {
-            if partners.iter().any(|q| q.id == p.id()) {
-                return Err(err(&format!("partner {}", p.id()), "defined twice".into()));
+            if seen.iter().any(|q| q == p.id()) {
+                err(&format!("partner {}", p.id()), "defined twice".into());
+                continue;
             }
-            partners.push(partner::build(p, &base, timezone).map_err(|(c, m)| err(&c, m))?);
+            seen.push(p.id().to_string());
+            match partner::build(p, &base, timezone) {
+                Ok(p) => partners.push(p),
+                Err(found) => {
+                    for (c, m) in found {
+                        err(&c, m);
+                    }
+                }
+            }
         }
-        let calendar = day::build_calendar(raw.calendar, &base).map_err(|m| err("calendar", m))?;
-        let operators = day::build_operators(raw.operators).map_err(|m| err("operators", m))?;
+        let calendar = day::build_calendar(raw.calendar, &base).unwrap_or_else(|m| {
+            err("calendar", m);
+            Calendar::default()
+        });
+        let operators = day::build_operators(raw.operators).unwrap_or_else(|m| {
+            err("operators", m);
+            Operators::default()
+        });
         let metrics = raw
             .metrics
             .map(day::build_metrics)
             .transpose()
-            .map_err(|m| err("metrics", m))?;
-        Ok(Config {
+            .unwrap_or_else(|m| {
+                err("metrics", m);
+                None
+            });
+        let config = Config {
             source: path.map(Path::to_path_buf),
             data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("data")),
             formats_dir: raw
@@ -211,23 +346,41 @@ impl Config {
             calendar,
             operators,
             metrics,
+            declared_partners: seen,
             sections: Sections {
                 watch: raw.watch,
                 sftp_server: raw.sftp_server,
             },
-        })
+        };
+        (config, problems)
     }
 
     /// Load the format specs and check every partner's formats exist.
     pub fn load_formats(&self) -> Result<FormatRegistry, ConfigError> {
-        let registry = FormatRegistry::load_dir(&self.formats_dir)?;
+        let (registry, problems) = self.load_formats_checked();
+        match ConfigError::from_problems(problems) {
+            None => Ok(registry),
+            Some(e) => Err(e),
+        }
+    }
+
+    /// Every format spec that loads, and every problem: specs that do not,
+    /// and partners naming a format that is not there.
+    pub fn load_formats_checked(&self) -> (FormatRegistry, Vec<ConfigError>) {
+        let (registry, spec_problems) = FormatRegistry::load_dir_checked(&self.formats_dir);
+        let unloaded = if spec_problems.is_empty() {
+            ""
+        } else {
+            "; a spec that failed to load may be the one meant"
+        };
+        let mut problems: Vec<ConfigError> = Vec::new();
         for p in &self.partners {
             for f in p.formats.iter().chain(&p.outbound_formats) {
                 if registry.get(f).is_none() {
-                    return Err(self.invalid(
+                    problems.push(self.invalid(
                         format!("partner {}", p.id),
                         format!(
-                            "unknown format {f:?} (loaded from {}: {})",
+                            "unknown format {f:?} (loaded from {}: {}{unloaded})",
                             self.formats_dir.display(),
                             registry.ids().join(", ")
                         ),
@@ -235,7 +388,9 @@ impl Config {
                 }
             }
         }
-        Ok(registry)
+        let mut all: Vec<ConfigError> = spec_problems.into_iter().map(ConfigError::Spec).collect();
+        all.append(&mut problems);
+        (registry, all)
     }
 
     pub fn partner(&self, id: &str) -> Option<&Partner> {

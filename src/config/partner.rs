@@ -150,76 +150,97 @@ impl Partner {
     }
 }
 
-/// Validate one partner. Errors are (context, message).
+/// Validate one partner. Errors are (context, message), every one found.
 pub(super) fn build(
     p: RawPartner,
     base: &Path,
     timezone: chrono::FixedOffset,
-) -> Result<Partner, (String, String)> {
+) -> Result<Partner, Vec<(String, String)>> {
     let ctx = format!("partner {}", p.id);
-    let err = |m: String| (ctx.clone(), m);
+    let mut problems: Vec<(String, String)> = Vec::new();
+    let mut err = |m: String| problems.push((ctx.clone(), m));
     if !is_plain_name(&p.id) {
-        return Err(err("id must be ASCII letters, digits, '-' or '_'".into()));
+        err("id must be ASCII letters, digits, '-' or '_'".into());
     }
     if p.formats.is_empty() {
-        return Err(err("formats must name at least one format".into()));
+        err("formats must name at least one format".into());
     }
     let drill_name_patterns = p
         .drill_name_patterns
         .iter()
-        .map(|r| Regex::new(r).map_err(|e| err(format!("drill_name_patterns {r:?}: {e}"))))
-        .collect::<Result<_, _>>()?;
+        .filter_map(|r| {
+            Regex::new(r)
+                .map_err(|e| err(format!("drill_name_patterns {r:?}: {e}")))
+                .ok()
+        })
+        .collect();
     let drill_channels = p
         .drill_channels
         .iter()
-        .map(|c| Channel::parse(c).map_err(|e| err(format!("drill_channels: {e}"))))
-        .collect::<Result<_, _>>()?;
+        .filter_map(|c| {
+            Channel::parse(c)
+                .map_err(|e| err(format!("drill_channels: {e}")))
+                .ok()
+        })
+        .collect();
     let drill_windows = p
         .drill_windows
         .iter()
-        .map(|w| {
+        .filter_map(|w| {
             let parse = |s: &str| {
                 DateTime::parse_from_rfc3339(s).map_err(|e| {
-                    err(format!(
-                        "drill window {s:?}: {e} (RFC 3339, e.g. 2026-11-28T22:00:00+09:00)"
-                    ))
+                    format!("drill window {s:?}: {e} (RFC 3339, e.g. 2026-11-28T22:00:00+09:00)")
                 })
             };
-            let (start, end) = (parse(&w.start)?, parse(&w.end)?);
-            if end <= start {
-                return Err(err(format!(
+            let window = match (parse(&w.start), parse(&w.end)) {
+                (Ok(start), Ok(end)) if end > start => Ok(DrillWindow { start, end }),
+                (Ok(_), Ok(_)) => Err(format!(
                     "drill window ends ({}) before it starts ({})",
                     w.end, w.start
-                )));
-            }
-            Ok(DrillWindow { start, end })
+                )),
+                (Err(m), _) | (_, Err(m)) => Err(m),
+            };
+            window.map_err(&mut err).ok()
         })
-        .collect::<Result<_, _>>()?;
+        .collect();
     let mut drill_endpoints = p.drill_endpoints;
     let mut endpoints: Vec<Endpoint> = Vec::new();
+    let mut names: Vec<String> = Vec::new();
     for e in p.endpoints {
         let ectx = format!("partner {} endpoint {}", p.id, e.name());
-        if endpoints.iter().any(|q| q.name == e.name()) {
-            return Err((ectx, "defined twice".into()));
+        if names.iter().any(|n| n == e.name()) {
+            problems.push((ectx, "defined twice".into()));
+            continue;
         }
-        let endpoint = endpoint::build(e, base).map_err(|m| (ectx, m))?;
-        // A DR site's files are drills by the same rule as a listed drill
-        // endpoint, so a file judged after a restart is judged alike.
-        if endpoint.drill_site && !drill_endpoints.contains(&endpoint.name) {
-            drill_endpoints.push(endpoint.name.clone());
+        names.push(e.name().to_string());
+        match endpoint::build(e, base) {
+            Ok(endpoint) => {
+                // A DR site's files are drills by the same rule as a listed
+                // drill endpoint, so a file judged after a restart is judged alike.
+                if endpoint.drill_site && !drill_endpoints.contains(&endpoint.name) {
+                    drill_endpoints.push(endpoint.name.clone());
+                }
+                endpoints.push(endpoint);
+            }
+            Err(m) => problems.push((ectx, m)),
         }
-        endpoints.push(endpoint);
     }
     let mut expect: Vec<super::day::Expectation> = Vec::new();
     for e in p.expect {
-        let e = super::day::build_expect(e, &p.formats, timezone).map_err(&err)?;
-        if expect.iter().any(|x| x.format == e.format) {
-            return Err(err(format!(
-                "expect {}: defined twice (use count for several files)",
-                e.format
-            )));
+        match super::day::build_expect(e, &p.formats, timezone) {
+            Err(m) => problems.push((ctx.clone(), m)),
+            Ok(e) if expect.iter().any(|x| x.format == e.format) => problems.push((
+                ctx.clone(),
+                format!(
+                    "expect {}: defined twice (use count for several files)",
+                    e.format
+                ),
+            )),
+            Ok(e) => expect.push(e),
         }
-        expect.push(e);
+    }
+    if !problems.is_empty() {
+        return Err(problems);
     }
     Ok(Partner {
         id: p.id,

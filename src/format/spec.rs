@@ -35,6 +35,36 @@ pub enum SpecError {
     Directory { path: PathBuf, message: String },
 }
 
+impl SpecError {
+    /// The spec file (or the directory) the problem is in.
+    pub fn path(&self) -> &Path {
+        match self {
+            SpecError::Read { path, .. }
+            | SpecError::Parse { path, .. }
+            | SpecError::Invalid { path, .. }
+            | SpecError::Directory { path, .. } => path,
+        }
+    }
+
+    /// The key in the spec, when one is named.
+    pub fn context(&self) -> Option<&str> {
+        match self {
+            SpecError::Invalid { context, .. } => Some(context),
+            _ => None,
+        }
+    }
+
+    /// What is wrong, without the file and key.
+    pub fn message(&self) -> String {
+        match self {
+            SpecError::Read { source, .. } => format!("cannot read: {source}"),
+            SpecError::Parse { message, .. }
+            | SpecError::Invalid { message, .. }
+            | SpecError::Directory { message, .. } => message.clone(),
+        }
+    }
+}
+
 /// How records are laid out in the file: exactly one of the two, with its
 /// details, so a spec cannot be both or neither.
 #[derive(Debug, Clone)]
@@ -516,27 +546,56 @@ pub struct FormatRegistry {
 impl FormatRegistry {
     /// Load every `*.toml` in `dir`. Two specs with one id are an error.
     pub fn load_dir(dir: &Path) -> Result<FormatRegistry, SpecError> {
-        let entries = std::fs::read_dir(dir).map_err(|e| SpecError::Directory {
-            path: dir.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let (registry, mut problems) = FormatRegistry::load_dir_checked(dir);
+        if problems.is_empty() {
+            Ok(registry)
+        } else {
+            Err(problems.swap_remove(0))
+        }
+    }
+
+    /// Every spec in `dir` that loads, and every problem found (a spec that
+    /// fails is left out; the others are still checked).
+    pub fn load_dir_checked(dir: &Path) -> (FormatRegistry, Vec<SpecError>) {
+        let mut problems = Vec::new();
+        let mut registry = FormatRegistry::default();
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) => {
+                problems.push(SpecError::Directory {
+                    path: dir.to_path_buf(),
+                    message: e.to_string(),
+                });
+                return (registry, problems);
+            }
+        };
         let mut paths = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(|e| SpecError::Directory {
-                path: dir.to_path_buf(),
-                message: e.to_string(),
-            })?;
-            let path = entry.path();
-            if path.extension().is_some_and(|e| e == "toml") {
-                paths.push(path);
+            match entry {
+                Ok(entry) => {
+                    let path = entry.path();
+                    if path.extension().is_some_and(|e| e == "toml") {
+                        paths.push(path);
+                    }
+                }
+                Err(e) => problems.push(SpecError::Directory {
+                    path: dir.to_path_buf(),
+                    message: e.to_string(),
+                }),
             }
         }
         paths.sort();
-        let mut registry = FormatRegistry::default();
+        let found = paths.len();
         for path in paths {
-            let spec = FormatSpec::load(&path)?;
+            let spec = match FormatSpec::load(&path) {
+                Ok(s) => s,
+                Err(e) => {
+                    problems.push(e);
+                    continue;
+                }
+            };
             if let Some(other) = registry.specs.get(&spec.id) {
-                return Err(SpecError::Invalid {
+                problems.push(SpecError::Invalid {
                     path: path.clone(),
                     context: "id".into(),
                     message: format!(
@@ -545,11 +604,12 @@ impl FormatRegistry {
                         other.source.display()
                     ),
                 });
+                continue;
             }
             registry.specs.insert(spec.id.clone(), spec);
         }
-        if registry.specs.is_empty() {
-            return Err(SpecError::Directory {
+        if found == 0 && problems.is_empty() {
+            problems.push(SpecError::Directory {
                 path: dir.to_path_buf(),
                 message: "no format specs (*.toml) found".into(),
             });
@@ -558,14 +618,14 @@ impl FormatRegistry {
             if let Some(other) = &spec.acknowledges
                 && !registry.specs.contains_key(other)
             {
-                return Err(SpecError::Invalid {
+                problems.push(SpecError::Invalid {
                     path: spec.source.clone(),
                     context: "acknowledges".into(),
                     message: format!("no format {other:?} in {}", dir.display()),
                 });
             }
         }
-        Ok(registry)
+        (registry, problems)
     }
 
     pub fn get(&self, id: &str) -> Option<&FormatSpec> {

@@ -27,7 +27,10 @@ const LEDGER_PROBE: Duration = Duration::from_secs(3);
 /// Business dates `settlegate_expected_files_late` looks back over.
 const LATE_LOOKBACK_DAYS: u64 = 7;
 
-pub fn router(gw: Arc<Gateway>) -> Router {
+/// The gateway of the moment: a reload replaces it.
+pub type Current = tokio::sync::watch::Receiver<Arc<Gateway>>;
+
+pub fn router(gw: Current) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -36,7 +39,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
 
 /// Serve `router` on `listener` until `stop` says so.
 pub async fn run(
-    gw: Arc<Gateway>,
+    gw: Current,
     listener: tokio::net::TcpListener,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -50,7 +53,8 @@ pub async fn run(
     }
 }
 
-async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+async fn metrics(State(current): State<Current>) -> Response {
+    let gw = current.borrow().clone();
     match encode(&gw).await {
         Ok(text) => (
             StatusCode::OK,
@@ -197,7 +201,8 @@ pub async fn encode(gw: &Gateway) -> Result<String, IntakeError> {
     Ok(text)
 }
 
-async fn healthz(State(gw): State<Arc<Gateway>>) -> Response {
+async fn healthz(State(current): State<Current>) -> Response {
+    let gw = current.borrow().clone();
     let mut failing: Vec<String> = Vec::new();
     let ledger = match tokio::time::timeout(LEDGER_PROBE, gw.ledger.ping()).await {
         Ok(Ok(())) => "ok".to_string(),

@@ -230,6 +230,19 @@ impl Gateway {
         })
     }
 
+    /// The same store, ledger and clock under a new configuration and
+    /// formats (a reload; the data dir and the ledger stay).
+    pub fn reconfigured(&self, config: Config, formats: FormatRegistry) -> Gateway {
+        Gateway {
+            config,
+            formats,
+            store: self.store.clone(),
+            ledger: self.ledger.clone(),
+            clock: self.clock.clone(),
+            telemetry: self.telemetry.clone(),
+        }
+    }
+
     /// The error with the ledger's part said plainly: an unreachable
     /// ledger with why, a full disk (see [`Ledger::diagnose`]).
     pub async fn explain(&self, e: IntakeError) -> IntakeError {

@@ -665,6 +665,29 @@ impl Ledger {
         typed(rows)
     }
 
+    /// Append an audit event about the gateway itself (a reload): no file,
+    /// no delivery. `details` is a JSON object's text.
+    pub async fn gateway_event(
+        &self,
+        at: DateTime<Utc>,
+        kind: &str,
+        actor: &str,
+        reason: Option<&str>,
+        details: &str,
+    ) -> Result<(), LedgerError> {
+        let sql =
+            "INSERT INTO events (at, kind, actor, reason, details) VALUES ($1, $2, $3, $4, $5)";
+        on_pool!(self, pool => sqlx::query(sql).bind(at).bind(kind).bind(actor).bind(reason).bind(details).execute(pool).await.map(|_| ()))
+            .map_err(query_error("append a gateway event"))
+    }
+
+    /// The gateway's own audit events of one kind, oldest first.
+    pub async fn gateway_events(&self, kind: &str) -> Result<Vec<EventRow>, LedgerError> {
+        let sql = "SELECT id, at, file_id, kind, actor, reason, details FROM events WHERE file_id IS NULL AND delivery_id IS NULL AND kind = $1 ORDER BY id";
+        on_pool!(self, pool => sqlx::query_as(sql).bind(kind).fetch_all(pool).await)
+            .map_err(query_error("read gateway events"))
+    }
+
     pub async fn events(&self, file_id: i64) -> Result<Vec<EventRow>, LedgerError> {
         let sql = "SELECT id, at, file_id, kind, actor, reason, details FROM events WHERE file_id = $1 ORDER BY id";
         on_pool!(self, pool => sqlx::query_as(sql).bind(file_id).fetch_all(pool).await)

@@ -128,6 +128,9 @@ pub enum LedgerError {
         url: String,
         source: sqlx::migrate::MigrateError,
     },
+    /// The ledger holds migrations this version does not know.
+    #[error("{0}; refusing to run on it (upgrade settlegate)")]
+    Ahead(String),
     #[error("ledger: {context}: {source}")]
     Query {
         context: &'static str,
@@ -196,6 +199,92 @@ fn guard_of(e: &sqlx::Error) -> Option<Guard> {
     }
 }
 
+/// The migrations this version carries.
+fn known_versions(backend: Backend) -> Vec<i64> {
+    let migrator = match backend {
+        Backend::Sqlite => sqlx::migrate!("migrations/sqlite"),
+        Backend::Postgres => sqlx::migrate!("migrations/postgres"),
+    };
+    migrator.iter().map(|m| m.version).collect()
+}
+
+/// Where a ledger's schema stands against this version's migrations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationStatus {
+    /// The ledger, password hidden.
+    pub url: String,
+    /// The migrations this version carries.
+    pub known: Vec<i64>,
+    /// The migrations the ledger records as applied.
+    pub applied: Vec<i64>,
+    /// Known, not applied yet: the ledger is behind.
+    pub pending: Vec<i64>,
+    /// Applied, not known: a newer version wrote the ledger.
+    pub unknown: Vec<i64>,
+}
+
+impl MigrationStatus {
+    fn of(url: String, known: Vec<i64>, applied: Vec<i64>) -> MigrationStatus {
+        let pending = known
+            .iter()
+            .filter(|v| !applied.contains(v))
+            .copied()
+            .collect();
+        let unknown = applied
+            .iter()
+            .filter(|v| !known.contains(v))
+            .copied()
+            .collect();
+        MigrationStatus {
+            url,
+            known,
+            applied,
+            pending,
+            unknown,
+        }
+    }
+
+    /// `ahead`, `behind` or `current`.
+    pub fn state(&self) -> &'static str {
+        if !self.unknown.is_empty() {
+            "ahead"
+        } else if !self.pending.is_empty() {
+            "behind"
+        } else {
+            "current"
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        let list = |v: &[i64]| {
+            v.iter()
+                .map(|n| format!("{n:04}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match self.state() {
+            "ahead" => format!(
+                "the ledger {} is ahead: a newer settlegate applied migration(s) {} that this version ({}) does not know",
+                self.url,
+                list(&self.unknown),
+                env!("CARGO_PKG_VERSION")
+            ),
+            "behind" => format!(
+                "the ledger {} is behind: migration(s) {} not applied yet (settlegate migrate, or serve at start, applies them)",
+                self.url,
+                list(&self.pending)
+            ),
+            _ => format!(
+                "the ledger {} is current (migrations up to {})",
+                self.url,
+                self.known
+                    .last()
+                    .map_or_else(|| "none".to_string(), |v| format!("{v:04}"))
+            ),
+        }
+    }
+}
+
 /// Hide a password in a ledger URL before it reaches a message or a log.
 pub fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
@@ -210,8 +299,90 @@ pub fn redact_url(url: &str) -> String {
 impl Ledger {
     /// Open the ledger: `url` when given (`sqlite://PATH`, `postgres://…`),
     /// otherwise SQLite at `<data_dir>/ledger.db`, created on first use.
-    /// Migrations run on open (PostgreSQL serialises them with an advisory lock).
+    /// Migrations run on open, under a lock: PostgreSQL's advisory lock
+    /// (sqlx's migrator takes it), SQLite's write lock on its one file. A
+    /// ledger a newer version migrated is refused before anything is written.
     pub async fn open(url: Option<&str>, data_dir: &Path) -> Result<Ledger, LedgerError> {
+        let ledger = Ledger::connect(url, data_dir).await?;
+        let status = ledger.status().await?;
+        if !status.unknown.is_empty() {
+            ledger.close().await;
+            return Err(LedgerError::Ahead(status.describe()));
+        }
+        let migrated = match &ledger.pool {
+            Pool::Postgres(pool) => sqlx::migrate!("migrations/postgres").run(pool).await,
+            Pool::Sqlite(pool) => sqlx::migrate!("migrations/sqlite").run(pool).await,
+        };
+        if let Err(source) = migrated {
+            ledger.close().await;
+            return Err(LedgerError::Migrate {
+                url: ledger.url.clone(),
+                source,
+            });
+        }
+        Ok(ledger)
+    }
+
+    /// Where the ledger's schema stands, without changing it (an SQLite
+    /// file that does not exist is not created).
+    pub async fn migration_status(
+        url: Option<&str>,
+        data_dir: &Path,
+    ) -> Result<MigrationStatus, LedgerError> {
+        let url_text = match url {
+            Some(u) => u.to_string(),
+            None => format!("sqlite://{}", data_dir.join("ledger.db").display()),
+        };
+        if url_text.starts_with("sqlite:") {
+            let path = PathBuf::from(
+                url_text
+                    .trim_start_matches("sqlite://")
+                    .trim_start_matches("sqlite:"),
+            );
+            if !path.exists() {
+                return Ok(MigrationStatus::of(
+                    redact_url(&url_text),
+                    known_versions(Backend::Sqlite),
+                    Vec::new(),
+                ));
+            }
+        }
+        let ledger = Ledger::connect(url, data_dir).await?;
+        let status = ledger.status().await;
+        ledger.close().await;
+        status
+    }
+
+    async fn status(&self) -> Result<MigrationStatus, LedgerError> {
+        let table = match self.backend() {
+            Backend::Sqlite => {
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'"
+            }
+            Backend::Postgres => {
+                "SELECT count(*) FROM pg_catalog.pg_tables WHERE tablename = '_sqlx_migrations' AND schemaname = current_schema()"
+            }
+        };
+        let exists: i64 = on_pool!(self, pool => sqlx::query_scalar(table).fetch_one(pool).await)
+            .map_err(query_error("read the migrations table"))?;
+        let applied: Vec<i64> = if exists > 0 {
+            on_pool!(self, pool => sqlx::query_scalar(
+                "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version"
+            )
+            .fetch_all(pool)
+            .await)
+            .map_err(query_error("read the applied migrations"))?
+        } else {
+            Vec::new()
+        };
+        Ok(MigrationStatus::of(
+            self.url.clone(),
+            known_versions(self.backend()),
+            applied,
+        ))
+    }
+
+    /// Connect without migrating.
+    async fn connect(url: Option<&str>, data_dir: &Path) -> Result<Ledger, LedgerError> {
         let url = match url {
             Some(u) => u.to_string(),
             None => format!("sqlite://{}", data_dir.join("ledger.db").display()),
@@ -229,13 +400,6 @@ impl Ledger {
                 .connect_with(opts)
                 .await
                 .map_err(open_err)?;
-            sqlx::migrate!("migrations/postgres")
-                .run(&pool)
-                .await
-                .map_err(|source| LedgerError::Migrate {
-                    url: shown.clone(),
-                    source,
-                })?;
             Ok(Ledger {
                 pool: Pool::Postgres(pool),
                 url: shown,
@@ -298,13 +462,6 @@ impl Ledger {
                 .connect_with(opts)
                 .await
                 .map_err(full)?;
-            sqlx::migrate!("migrations/sqlite")
-                .run(&pool)
-                .await
-                .map_err(|source| LedgerError::Migrate {
-                    url: shown.clone(),
-                    source,
-                })?;
             Ok(Ledger {
                 pool: Pool::Sqlite(pool),
                 url: shown,

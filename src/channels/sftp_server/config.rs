@@ -133,27 +133,54 @@ pub type Invalid = (String, String);
 pub fn from_config(config: &Config) -> Result<Option<SftpServerConfig>, ConfigError> {
     let raw: Option<RawSftpServer> = section(config.sections.sftp_server.as_ref())
         .map_err(|m| config.invalid("sftp_server", m))?;
-    raw.map(|r| r.validate(&config.partner_ids(), &config.base))
+    let partners: Vec<&str> = config
+        .declared_partners
+        .iter()
+        .map(String::as_str)
+        .collect();
+    raw.map(|r| r.validate_all(&partners, &config.base))
         .transpose()
-        .map_err(|(context, message)| config.invalid(context, message))
+        .map_err(|found| {
+            ConfigError::from_problems(
+                found
+                    .into_iter()
+                    .map(|(context, message)| config.invalid(context, message))
+                    .collect(),
+            )
+            .unwrap_or_else(|| config.invalid("sftp_server", "invalid"))
+        })
 }
 
 impl RawSftpServer {
     /// Validate against the configured partner ids; relative paths are
-    /// relative to `base` (the config file's directory).
+    /// relative to `base` (the config file's directory). The first problem.
     pub fn validate(self, partners: &[&str], base: &Path) -> Result<SftpServerConfig, Invalid> {
+        self.validate_all(partners, base)
+            .map_err(|mut found| found.swap_remove(0))
+    }
+
+    /// [`RawSftpServer::validate`] with every problem: each account is
+    /// checked whatever another's problems.
+    pub fn validate_all(
+        self,
+        partners: &[&str],
+        base: &Path,
+    ) -> Result<SftpServerConfig, Vec<Invalid>> {
         let bad = |ctx: &str, msg: String| (format!("sftp_server{ctx}"), msg);
         let listen_text = self.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
         let listen: SocketAddr = listen_text.parse().map_err(|e| {
-            bad(
+            vec![bad(
                 ".listen",
                 format!("{listen_text:?} is not an address such as 127.0.0.1:2222 ({e})"),
-            )
+            )]
         })?;
         let positive = |v: Option<u64>, default: u64, name: &str| {
             let v = v.unwrap_or(default);
             if v == 0 {
-                Err(bad(&format!(".{name}"), "must be greater than 0".into()))
+                Err(vec![bad(
+                    &format!(".{name}"),
+                    "must be greater than 0".into(),
+                )])
             } else {
                 Ok(v)
             }
@@ -189,10 +216,12 @@ impl RawSftpServer {
             "failed_login_block_seconds",
         )?;
         let mut accounts: Vec<Account> = Vec::new();
+        let mut problems: Vec<Invalid> = Vec::new();
         for a in self.accounts {
             let ctx = format!(".accounts (partner {})", a.partner);
+            let mut account_problems: Vec<Invalid> = Vec::new();
             if !partners.contains(&a.partner.as_str()) {
-                return Err(bad(&ctx, format!("unknown partner {:?}", a.partner)));
+                account_problems.push(bad(&ctx, format!("unknown partner {:?}", a.partner)));
             }
             let user = a.user.unwrap_or_else(|| a.partner.clone());
             if user.is_empty()
@@ -200,47 +229,57 @@ impl RawSftpServer {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
             {
-                return Err(bad(
+                account_problems.push(bad(
                     &ctx,
                     format!("user {user:?}: ASCII letters, digits, '-', '_' or '.'"),
                 ));
             }
             if accounts.iter().any(|b| b.user == user) {
-                return Err(bad(&ctx, format!("user {user:?} is defined twice")));
+                account_problems.push(bad(&ctx, format!("user {user:?} is defined twice")));
             }
             if accounts.iter().any(|b| b.partner == a.partner) {
-                return Err(bad(&ctx, "the partner has two accounts".into()));
+                account_problems.push(bad(&ctx, "the partner has two accounts".into()));
             }
             let mut keys = Vec::new();
             for (i, line) in a.authorized_keys.iter().enumerate() {
-                let key = PublicKey::from_openssh(line.trim()).map_err(|e| {
-                    bad(
+                match PublicKey::from_openssh(line.trim()) {
+                    Ok(key) => keys.push(key),
+                    Err(e) => account_problems.push(bad(
                         &ctx,
                         format!(
                             "authorized_keys[{i}] is not an OpenSSH public key line \
                              such as \"ssh-ed25519 AAAA… comment\" (options are not supported): {e}"
                         ),
-                    )
-                })?;
-                keys.push(key);
+                    )),
+                }
             }
+            let can_log_in = !a.authorized_keys.is_empty() || a.password_hash.is_some();
             let password_hash = match a.password_hash {
                 None => None,
-                Some(h) => {
-                    let parsed = argon2::PasswordHash::new(&h).map_err(|e| {
-                        bad(&ctx, format!("password_hash is not a PHC string ({e})"))
-                    })?;
-                    if !parsed.algorithm.as_str().starts_with("argon2") {
-                        return Err(bad(
+                Some(h) => match argon2::PasswordHash::new(&h) {
+                    Err(e) => {
+                        account_problems.push(bad(
+                            &ctx,
+                            format!("password_hash is not a PHC string ({e})"),
+                        ));
+                        None
+                    }
+                    Ok(parsed) if !parsed.algorithm.as_str().starts_with("argon2") => {
+                        account_problems.push(bad(
                             &ctx,
                             format!("password_hash must be argon2 (found {})", parsed.algorithm),
                         ));
+                        None
                     }
-                    Some(Secret(h))
-                }
+                    Ok(_) => Some(Secret(h)),
+                },
             };
-            if keys.is_empty() && password_hash.is_none() {
-                return Err(bad(&ctx, "needs authorized_keys or a password_hash".into()));
+            if !can_log_in {
+                account_problems.push(bad(&ctx, "needs authorized_keys or a password_hash".into()));
+            }
+            if !account_problems.is_empty() {
+                problems.append(&mut account_problems);
+                continue;
             }
             accounts.push(Account {
                 partner: a.partner,
@@ -248,6 +287,9 @@ impl RawSftpServer {
                 keys,
                 password_hash,
             });
+        }
+        if !problems.is_empty() {
+            return Err(problems);
         }
         Ok(SftpServerConfig {
             listen,

@@ -23,7 +23,7 @@ pub mod upload;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use russh::keys::ssh_key::{self, HashAlg, LineEnding, PrivateKey};
@@ -53,17 +53,72 @@ pub enum SftpServerError {
 
 /// What every connection of one server shares.
 pub struct Shared {
-    pub settings: SftpServerConfig,
+    /// Accounts and limits, read at each login; a reload swaps them (a
+    /// session already logged in keeps going; a removed account cannot log
+    /// in again).
+    settings: RwLock<Arc<SftpServerConfig>>,
     pub uploads: Arc<Uploads>,
     pub failed_logins: Mutex<FailedLogins>,
     pub sessions: Sessions,
+    /// The SSH settings new connections get (the methods offered follow the
+    /// accounts); rebuilt on reload.
+    ssh: RwLock<Arc<russh::server::Config>>,
+    host_key: PrivateKey,
+}
+
+impl Shared {
+    /// The current settings.
+    pub fn settings(&self) -> Arc<SftpServerConfig> {
+        self.settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn ssh(&self) -> Arc<russh::server::Config> {
+        self.ssh.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Reloads a running server's accounts and gateway.
+#[derive(Clone)]
+pub struct SftpServerHandle(Arc<Shared>);
+
+impl SftpServerHandle {
+    /// New logins use `settings` and new uploads `gw`; sessions and uploads
+    /// in progress go on. Returns what changed that needs a restart (the
+    /// listening address, the host key), said so they can be logged.
+    pub fn reload(
+        &self,
+        settings: SftpServerConfig,
+        gw: Arc<Gateway>,
+    ) -> Result<Vec<String>, SftpServerError> {
+        let old = self.0.settings();
+        let mut restart = Vec::new();
+        if settings.listen != old.listen {
+            restart.push(format!(
+                "sftp_server.listen {} (still listening on {})",
+                settings.listen, old.listen
+            ));
+        }
+        if settings.host_key != old.host_key {
+            restart.push("sftp_server.host_key (the old key is still served)".to_string());
+        }
+        for p in &gw.config.partners {
+            self.0.uploads.prepare(&p.id)?;
+        }
+        let ssh = ssh_config(&settings, self.0.host_key.clone());
+        self.0.uploads.set_gw(gw);
+        *self.0.ssh.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ssh);
+        *self.0.settings.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(settings);
+        Ok(restart)
+    }
 }
 
 /// A bound, not yet running, SFTP server.
 pub struct SftpServer {
     listener: TcpListener,
     shared: Arc<Shared>,
-    ssh: Arc<russh::server::Config>,
     pub fingerprint: String,
 }
 
@@ -105,6 +160,42 @@ pub fn load_or_create_host_key(path: &Path) -> Result<PrivateKey, SftpServerErro
     Ok(key)
 }
 
+/// The SSH side of the server: the methods offered follow the accounts
+/// (password only when an account has a hash).
+fn ssh_config(settings: &SftpServerConfig, key: PrivateKey) -> russh::server::Config {
+    let mut methods = MethodSet::empty();
+    methods.push(MethodKind::PublicKey);
+    if settings.accounts.iter().any(|a| a.password_hash.is_some()) {
+        methods.push(MethodKind::Password);
+    }
+    let idle = settings.idle_timeout;
+    russh::server::Config {
+        server_id: SshId::Standard(
+            format!("SSH-2.0-settlegate_{}", env!("CARGO_PKG_VERSION")).into(),
+        ),
+        methods,
+        // Rejections take a constant time; OpenSSH's first "none" probe is answered at once.
+        auth_rejection_time: Duration::from_secs(1),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        max_auth_attempts: 6,
+        keys: vec![key],
+        // Dead peers: three unanswered keepalives 15 s apart. Idle but
+        // live sessions are closed by the SFTP idle watchdog (the
+        // keepalive answers would keep russh's own timer from firing).
+        // A backstop only: the SFTP idle watchdog (which logs the
+        // partner) closes idle sessions first.
+        inactivity_timeout: Some(idle + Duration::from_secs(30)),
+        keepalive_interval: Some(Duration::from_secs(15).min(idle)),
+        keepalive_max: 3,
+        // Throughput: a large receive window; packets up to 64 KiB.
+        window_size: 64 * 1024 * 1024,
+        maximum_packet_size: 65535,
+        channel_buffer_size: 256,
+        nodelay: true,
+        ..Default::default()
+    }
+}
+
 impl SftpServer {
     /// Prepare the spool, load the host key and bind the listening socket.
     pub async fn bind(
@@ -120,37 +211,7 @@ impl SftpServer {
                 tracing::warn!(partner = %p.id, files = removed, "removed partial uploads an earlier run left in the spool (never recorded)");
             }
         }
-        let mut methods = MethodSet::empty();
-        methods.push(MethodKind::PublicKey);
-        if settings.accounts.iter().any(|a| a.password_hash.is_some()) {
-            methods.push(MethodKind::Password);
-        }
-        let idle = settings.idle_timeout;
-        let ssh = russh::server::Config {
-            server_id: SshId::Standard(
-                format!("SSH-2.0-settlegate_{}", env!("CARGO_PKG_VERSION")).into(),
-            ),
-            methods,
-            // Rejections take a constant time; OpenSSH's first "none" probe is answered at once.
-            auth_rejection_time: Duration::from_secs(1),
-            auth_rejection_time_initial: Some(Duration::ZERO),
-            max_auth_attempts: 6,
-            keys: vec![key],
-            // Dead peers: three unanswered keepalives 15 s apart. Idle but
-            // live sessions are closed by the SFTP idle watchdog (the
-            // keepalive answers would keep russh's own timer from firing).
-            // A backstop only: the SFTP idle watchdog (which logs the
-            // partner) closes idle sessions first.
-            inactivity_timeout: Some(idle + Duration::from_secs(30)),
-            keepalive_interval: Some(Duration::from_secs(15).min(idle)),
-            keepalive_max: 3,
-            // Throughput: a large receive window; packets up to 64 KiB.
-            window_size: 64 * 1024 * 1024,
-            maximum_packet_size: 65535,
-            channel_buffer_size: 256,
-            nodelay: true,
-            ..Default::default()
-        };
+        let ssh = ssh_config(&settings, key.clone());
         let listener =
             TcpListener::bind(settings.listen)
                 .await
@@ -160,16 +221,22 @@ impl SftpServer {
                 })?;
         let shared = Arc::new(Shared {
             failed_logins: Mutex::new(FailedLogins::new(settings.login_limit)),
-            settings,
+            settings: RwLock::new(Arc::new(settings)),
             uploads,
             sessions: Sessions::default(),
+            ssh: RwLock::new(Arc::new(ssh)),
+            host_key: key,
         });
         Ok(SftpServer {
             listener,
             shared,
-            ssh: Arc::new(ssh),
             fingerprint,
         })
+    }
+
+    /// A handle to reload the running server with.
+    pub fn handle(&self) -> SftpServerHandle {
+        SftpServerHandle(self.shared.clone())
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
@@ -199,7 +266,7 @@ impl SftpServer {
                             continue;
                         }
                         let _ = socket.set_nodelay(true);
-                        conns.spawn(connection(self.shared.clone(), self.ssh.clone(), socket, addr, stop.clone()));
+                        conns.spawn(connection(self.shared.clone(), self.shared.ssh(), socket, addr, stop.clone()));
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "sftp accept failed");
@@ -232,7 +299,7 @@ async fn connection(
     addr: SocketAddr,
     mut stop: watch::Receiver<bool>,
 ) {
-    let idle = shared.settings.idle_timeout;
+    let idle = shared.settings().idle_timeout;
     let conn = Connection::new(shared.clone(), addr);
     let activity = conn.activity.clone();
     let session =

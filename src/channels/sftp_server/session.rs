@@ -118,7 +118,7 @@ impl Connection {
     fn failed(&self, user: &str, method: &str, why: &str) {
         let partner = self
             .shared
-            .settings
+            .settings()
             .account(user)
             .map(|a| a.partner.clone())
             .unwrap_or_default();
@@ -130,7 +130,7 @@ impl Connection {
             .unwrap_or(false);
         tracing::warn!(partner = %partner, user, addr = %self.addr, method, "refused: login failed ({why})");
         if blocked {
-            tracing::warn!(addr = %self.addr, user, partner = %partner, block_seconds = self.shared.settings.login_limit.block.as_secs(), "refused: too many failed logins; address blocked");
+            tracing::warn!(addr = %self.addr, user, partner = %partner, block_seconds = self.shared.settings().login_limit.block.as_secs(), "refused: too many failed logins; address blocked");
         }
     }
 
@@ -144,7 +144,7 @@ impl Connection {
 
     /// Accept `account` unless its partner is at its session cap.
     fn admit(&mut self, account: &Account, method: &str) -> Auth {
-        let max = self.shared.settings.max_sessions_per_partner;
+        let max = self.shared.settings().max_sessions_per_partner;
         match self.shared.sessions.try_take(&account.partner, max) {
             Some(slot) => {
                 tracing::info!(partner = %account.partner, user = %account.user, addr = %self.addr, method, "sftp login");
@@ -171,7 +171,7 @@ impl russh::server::Handler for Connection {
         methods.push(MethodKind::PublicKey);
         if self
             .shared
-            .settings
+            .settings()
             .accounts
             .iter()
             .any(|a| a.password_hash.is_some())
@@ -193,7 +193,7 @@ impl russh::server::Handler for Connection {
             tracing::warn!(user, addr = %self.addr, "refused: address blocked after failed logins");
             return Ok(Self::reject_all());
         }
-        let known = self.shared.settings.account(user).is_some_and(|a| {
+        let known = self.shared.settings().account(user).is_some_and(|a| {
             a.keys
                 .iter()
                 .any(|k| k.key_data() == offer.public_key.key_data())
@@ -218,7 +218,7 @@ impl russh::server::Handler for Connection {
         }
         let account = self
             .shared
-            .settings
+            .settings()
             .account(user)
             .filter(|a| {
                 a.keys
@@ -240,7 +240,7 @@ impl russh::server::Handler for Connection {
             tracing::warn!(user, addr = %self.addr, "refused: address blocked after failed logins");
             return Ok(Self::reject_all());
         }
-        let account = self.shared.settings.account(user).cloned();
+        let account = self.shared.settings().account(user).cloned();
         let Some(hash) = account.as_ref().and_then(|a| a.password_hash.clone()) else {
             self.failed(user, "password", "no password login for this user");
             return Ok(Self::reject_all());
@@ -314,7 +314,7 @@ impl russh::server::Handler for Connection {
         let sftp = SftpSession::new(
             self.shared.uploads.clone(),
             peer,
-            self.shared.settings.max_file_bytes,
+            self.shared.settings().max_file_bytes,
             self.activity.clone(),
         );
         session.channel_success(channel_id)?;

@@ -194,7 +194,13 @@ impl SftpSession {
 
     /// The partner's deliveries in `/outbox`, one per name.
     async fn outbox(&self) -> Result<Vec<crate::ledger::DeliveryRow>, StatusReply> {
-        match self.uploads.gw.ledger.collectable(&self.peer.partner).await {
+        match self
+            .uploads
+            .gw()
+            .ledger
+            .collectable(&self.peer.partner)
+            .await
+        {
             Ok(rows) => Ok(outbox::by_name(rows)),
             Err(e) => {
                 tracing::error!(partner = %self.peer.partner, error = %e, "cannot list the outbox");
@@ -480,7 +486,7 @@ impl russh_sftp::server::Handler for SftpSession {
             (Location::ReceiptFile(name), false) => Open::Receipt(self.open_receipt(name)?.0),
             (Location::OutboxFile(name), false) => {
                 let delivery = self.outbox_entry(name).await?;
-                let file = self.uploads.gw.store.open_blob(&delivery.checksum).map_err(|e| {
+                let file = self.uploads.gw().store.open_blob(&delivery.checksum).map_err(|e| {
                     tracing::error!(partner = %self.peer.partner, delivery_id = delivery.id, error = %e, "cannot open a delivery's stored bytes");
                     refuse(StatusCode::Failure, "the delivery cannot be read right now")
                 })?;
@@ -631,7 +637,7 @@ impl russh_sftp::server::Handler for SftpSession {
                 let address = self.peer.addr.to_string();
                 match self
                     .uploads
-                    .gw
+                    .gw()
                     .collected(d.id, &self.peer.user, &address)
                     .await
                 {

@@ -68,7 +68,9 @@ pub enum UploadError {
 
 /// Shared by every session of one server.
 pub struct Uploads {
-    pub gw: Arc<Gateway>,
+    /// The gateway new uploads go to; a reload swaps it (same store and
+    /// ledger, new partners and formats).
+    gw: std::sync::RwLock<Arc<Gateway>>,
     spool: PathBuf,
     data_dir: PathBuf,
     /// Serialises pairing decisions (hold or take) per partner.
@@ -88,7 +90,7 @@ impl Uploads {
     pub fn new(gw: Arc<Gateway>, verdict_wait: Duration) -> Uploads {
         let data = gw.config.data_dir.clone();
         Uploads {
-            gw,
+            gw: std::sync::RwLock::new(gw),
             spool: data.join("sftp").join("spool"),
             data_dir: data.clone(),
             pairing: Mutex::new(HashMap::new()),
@@ -96,6 +98,16 @@ impl Uploads {
             stopping: AtomicBool::new(false),
             verdict_wait,
         }
+    }
+
+    /// The current gateway.
+    pub fn gw(&self) -> Arc<Gateway> {
+        self.gw.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Send new uploads to `gw` (a reload).
+    pub fn set_gw(&self, gw: Arc<Gateway>) {
+        *self.gw.write().unwrap_or_else(|e| e.into_inner()) = gw;
     }
 
     pub fn spool_dir(&self, partner: &str) -> PathBuf {
@@ -136,7 +148,7 @@ impl Uploads {
     /// A new upload in the partner's spool, written through the store's
     /// hashing writer (removed when dropped uncommitted).
     pub fn new_upload(&self, partner: &str) -> Result<Incoming, StoreError> {
-        self.gw
+        self.gw()
             .store
             .begin_in(&self.spool_dir(partner), ".upload-", "")
     }
@@ -188,7 +200,7 @@ impl Uploads {
         if self.stopping.load(Ordering::SeqCst) {
             return Err(UploadError::ShuttingDown);
         }
-        let gw = &self.gw;
+        let gw = &self.gw();
         let Some(partner) = gw.config.partner(&peer.partner) else {
             return Err(IntakeError::UnknownPartner(peer.partner.clone()).into());
         };
@@ -249,7 +261,7 @@ impl Uploads {
     /// Put a piece in the content store: an upload by rename (it was hashed
     /// on the way in), a held file by copy.
     async fn store(&self, piece: Piece) -> Result<Stored, IntakeError> {
-        let store = self.gw.store.clone();
+        let store = self.gw().store.clone();
         blocking(move || match piece {
             Piece::Upload(upload) => upload.commit(),
             Piece::Held(path) => store.put_file(&path),
@@ -316,13 +328,13 @@ impl Uploads {
                 data: &data,
                 control: control.as_ref(),
             };
-            self.gw.record(&arrival, bytes).await
+            self.gw().record(&arrival, bytes).await
         }
         .await;
         let file_id = match staged {
             Ok(id) => id,
             Err(e) => {
-                let e = self.gw.explain(e).await;
+                let e = self.gw().explain(e).await;
                 tracing::error!(partner = %peer.partner, user = %peer.user, addr = %peer.addr, name = %name.escape_debug(), error = %e, "upload could not be stored; nothing recorded");
                 return Err(e.into());
             }
@@ -343,7 +355,7 @@ impl Uploads {
         );
         let judging = tokio::spawn(async move {
             let _inflight = guard;
-            match me.gw.judge(file_id, &actor).await {
+            match me.gw().judge(file_id, &actor).await {
                 Ok(out) => {
                     tracing::info!(
                         partner = %peer.partner, user = %peer.user, addr = %peer.addr, file_id,
