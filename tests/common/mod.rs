@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use sqlx::Connection;
 
 pub mod drops;
+pub mod interop;
 pub mod pg;
 pub mod server;
 pub mod sshd;
