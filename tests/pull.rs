@@ -953,8 +953,7 @@ async fn odd_remote_entries_are_skipped_and_the_rest_taken() {
     let remote = sshd.remote_dir("outbox");
     let (a, _) = put(&remote, &card(1, 0, 2));
     let (b, _) = put(&remote, &card(2, 10, 2));
-    std::os::unix::fs::symlink(remote.join(&a), remote.join("CSTL_031_20261121_0009.dat"))
-        .unwrap();
+    std::os::unix::fs::symlink(remote.join(&a), remote.join("CSTL_031_20261121_0009.dat")).unwrap();
     let fifo = remote.join("CSTL_031_20261121_0008.dat");
     assert!(
         std::process::Command::new("mkfifo")
@@ -1004,7 +1003,10 @@ async fn odd_remote_entries_are_skipped_and_the_rest_taken() {
     assert!(skipped[0].1.contains("control character"), "{skipped:?}");
     assert!(skipped[2].1.contains("not a regular file"), "{skipped:?}");
     assert!(skipped[3].1.contains("symbolic link"), "{skipped:?}");
-    assert_eq!(names_in(&remote.join("archive")), vec![a.clone(), b.clone()]);
+    assert_eq!(
+        names_in(&remote.join("archive")),
+        vec![a.clone(), b.clone()]
+    );
     // Nothing of the odd entries was recorded; they stay where they are.
     let (_, files) = env.json(&["files", "--json"]);
     assert_eq!(files.as_array().unwrap().len(), 2, "{files}");
@@ -1012,8 +1014,14 @@ async fn odd_remote_entries_are_skipped_and_the_rest_taken() {
     // Printed as text and logged, the names are escaped: no raw control character.
     let out = env.run(&["pull", "--partner", "cardpull"]);
     assert_eq!(out.code, 0, "{out:?}");
-    assert!(out.stdout.contains("CSTL_031_20261121_0007\\n.dat"), "{out:?}");
-    assert!(out.stdout.contains("CSTL_031_20261121_0006\\u{1b}[2J.dat"), "{out:?}");
+    assert!(
+        out.stdout.contains("CSTL_031_20261121_0007\\n.dat"),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout.contains("CSTL_031_20261121_0006\\u{1b}[2J.dat"),
+        "{out:?}"
+    );
     for text in [&out.stdout, &out.stderr] {
         assert!(!text.contains('\u{1b}'), "{out:?}");
         assert!(!text.contains("0007\n"), "{out:?}");
@@ -1066,7 +1074,10 @@ async fn a_server_refusing_posix_rename_and_misreporting_a_size() {
         names_in(&remote.join("archive")),
         vec![ok1.file_name(), ok2.file_name()]
     );
-    assert_eq!(names_in(&remote), vec![liar.file_name(), "archive".to_string()]);
+    assert_eq!(
+        names_in(&remote),
+        vec![liar.file_name(), "archive".to_string()]
+    );
     // A second pickup takes nothing again.
     let (_, reports) = pull(&env, &[]);
     let again: Vec<_> = reports[0]["taken"]
@@ -1090,8 +1101,7 @@ async fn a_listing_without_attributes_is_completed_by_stat() {
     let remote = server.root().join("out");
     std::fs::create_dir_all(&remote).unwrap();
     let (a, _) = put(&remote, &card(1, 0, 2));
-    std::os::unix::fs::symlink(remote.join(&a), remote.join("CSTL_031_20261121_0009.dat"))
-        .unwrap();
+    std::os::unix::fs::symlink(remote.join(&a), remote.join("CSTL_031_20261121_0009.dat")).unwrap();
     let env = env(&TestLedger::sqlite(), &paramiko_endpoint(&server));
     let out = env.run(&["pull", "--partner", "cardpull", "--json"]);
     assert_eq!(out.code, 0, "{out:?}");

@@ -38,7 +38,8 @@ impl ParamikoServer {
         keygen(&d.join("host_key"));
         keygen(&d.join("client_key"));
         std::fs::create_dir_all(d.join("root")).expect("root");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/paramiko_sftp_server.py");
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/paramiko_sftp_server.py");
         let port_file = d.join("port");
         let mut child = Command::new("python3")
             .arg(script)

@@ -9,6 +9,7 @@
 //! - [`session`]: the SSH handler (authentication, only the `sftp` subsystem).
 //! - [`sftp`]: the SFTP request handler of one session.
 //! - [`upload`]: spool, control-file pairing, intake and receipt.
+//! - [`wire`]: the SFTP request loop (framing, malformed packets).
 
 pub mod config;
 pub mod jail;
@@ -16,6 +17,7 @@ pub mod limits;
 pub mod session;
 pub mod sftp;
 pub mod upload;
+pub mod wire;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -23,7 +25,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use russh::keys::ssh_key::{self, HashAlg, LineEnding, PrivateKey};
+use std::borrow::Cow;
+
+use russh::keys::ssh_key::{self, Algorithm, EcdsaCurve, HashAlg, LineEnding, PrivateKey};
 use russh::{MethodKind, MethodSet, SshId};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -31,7 +35,7 @@ use tokio::sync::watch;
 pub use config::{RawSftpServer, SftpServerConfig};
 
 use crate::intake::Gateway;
-use limits::{FailedLogins, Sessions};
+use limits::{FailedLogins, PreAuth, PreAuthFull, Sessions};
 use session::Connection;
 use upload::Uploads;
 
@@ -54,6 +58,8 @@ pub struct Shared {
     pub uploads: Arc<Uploads>,
     pub failed_logins: Mutex<FailedLogins>,
     pub sessions: Sessions,
+    /// Connections not yet logged in.
+    pub pre_auth: PreAuth,
 }
 
 /// A bound, not yet running, SFTP server.
@@ -146,6 +152,34 @@ impl SftpServer {
             maximum_packet_size: 65535,
             channel_buffer_size: 256,
             nodelay: true,
+            preferred: russh::Preferred {
+                // RSA keys sign with SHA-2 only: `server-sig-algs` lists these.
+                key: Cow::Borrowed(&[
+                    Algorithm::Ed25519,
+                    Algorithm::Ecdsa {
+                        curve: EcdsaCurve::NistP256,
+                    },
+                    Algorithm::Ecdsa {
+                        curve: EcdsaCurve::NistP384,
+                    },
+                    Algorithm::Ecdsa {
+                        curve: EcdsaCurve::NistP521,
+                    },
+                    Algorithm::Rsa {
+                        hash: Some(HashAlg::Sha512),
+                    },
+                    Algorithm::Rsa {
+                        hash: Some(HashAlg::Sha256),
+                    },
+                ]),
+                // Compression only after login (zlib@openssh.com): no
+                // decompressor fed by a peer that has not logged in.
+                compression: Cow::Borrowed(&[
+                    russh::compression::NONE,
+                    russh::compression::ZLIB_LEGACY,
+                ]),
+                ..russh::Preferred::DEFAULT
+            },
             ..Default::default()
         };
         let listener =
@@ -160,6 +194,7 @@ impl SftpServer {
             settings,
             uploads,
             sessions: Sessions::default(),
+            pre_auth: PreAuth::default(),
         });
         Ok(SftpServer {
             listener,
@@ -195,8 +230,21 @@ impl SftpServer {
                             drop(socket);
                             continue;
                         }
+                        let limit = self.shared.settings.pre_auth;
+                        let slot = match self.shared.pre_auth.try_take(addr.ip(), limit.per_address, limit.total) {
+                            Ok(slot) => slot,
+                            Err(full) => {
+                                let (what, max) = match full {
+                                    PreAuthFull::Address => ("from this address", limit.per_address),
+                                    PreAuthFull::Total => ("in total", limit.total),
+                                };
+                                tracing::warn!(addr = %addr, max, "refused: too many connections not yet logged in {what}");
+                                drop(socket);
+                                continue;
+                            }
+                        };
                         let _ = socket.set_nodelay(true);
-                        conns.spawn(connection(self.shared.clone(), self.ssh.clone(), socket, addr, stop.clone()));
+                        conns.spawn(connection(self.shared.clone(), self.ssh.clone(), socket, addr, slot, stop.clone()));
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "sftp accept failed");
@@ -227,26 +275,30 @@ async fn connection(
     ssh: Arc<russh::server::Config>,
     socket: tokio::net::TcpStream,
     addr: SocketAddr,
+    pre_auth: limits::PreAuthSlot,
     mut stop: watch::Receiver<bool>,
 ) {
     let idle = shared.settings.idle_timeout;
-    let conn = Connection::new(shared.clone(), addr);
+    let grace = shared.settings.pre_auth.grace;
+    let started = Instant::now();
+    let conn = Connection::new(shared.clone(), addr, pre_auth);
     let activity = conn.activity.clone();
-    let session =
-        match tokio::time::timeout(idle, russh::server::run_stream(ssh, socket, conn)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                tracing::debug!(addr = %addr, error = %e, "ssh connection setup failed");
-                return;
-            }
-            Err(_) => {
-                tracing::warn!(addr = %addr, "refused: no SSH handshake within the idle timeout");
-                return;
-            }
-        };
+    let session = match tokio::time::timeout(grace, russh::server::run_stream(ssh, socket, conn))
+        .await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(addr = %addr, error = %e, "ssh connection setup failed");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(addr = %addr, grace_seconds = grace.as_secs(), "refused: no SSH handshake within the login grace time");
+            return;
+        }
+    };
     let handle = session.handle();
     let mut session = session;
-    let tick = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+    let tick = (idle.min(grace) / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
     // On shutdown a request in progress (a close being taken) is let finish
     // first, for up to a minute, so its client gets its answer.
     let mut stop_by: Option<Instant> = None;
@@ -270,6 +322,10 @@ async fn connection(
                         closing = true;
                         let _ = handle.disconnect(russh::Disconnect::ByApplication, "server shutting down".into(), "en".into()).await;
                     }
+                } else if !activity.is_authenticated() && started.elapsed() >= grace {
+                    tracing::warn!(addr = %addr, grace_seconds = grace.as_secs(), "refused: not logged in within the login grace time; disconnecting");
+                    closing = true;
+                    let _ = handle.disconnect(russh::Disconnect::ByApplication, "login grace time over".into(), "en".into()).await;
                 } else if activity.idle_for() >= idle {
                     tracing::warn!(addr = %addr, partner = %activity.partner(), idle_seconds = idle.as_secs(), "refused: session idle too long; disconnecting");
                     closing = true;
