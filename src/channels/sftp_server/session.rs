@@ -428,6 +428,8 @@ impl russh::server::Handler for Connection {
             if let Err(e) = wire::serve(channel.into_stream(), &mut sftp, max, malformed).await {
                 tracing::warn!(partner = %partner, addr = %addr, error = %e, "sftp session ended");
             }
+            drop(sftp);
+            super::allocator::give_back();
         });
         Ok(())
     }
