@@ -16,54 +16,15 @@ RUNS=${2:-3}
 DELAY=${3:-10}
 bytes=$(numfmt --from=iec-i "${SIZE%B}")
 
-cargo build --release --quiet --bin settlegate
-bin=$PWD/target/release/settlegate
-work=$(mktemp -d)
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"; }
-pids=()
-trap cleanup EXIT
-
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-proxy=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-ssh-keygen -q -t ed25519 -N '' -f "$work/host_key"
-ssh-keygen -q -t ed25519 -N '' -f "$work/client_key"
-cp "$work/client_key.pub" "$work/authorized_keys"
-cat > "$work/sshd_config" <<CFG
-Port $port
-ListenAddress 127.0.0.1
-HostKey $work/host_key
-PidFile $work/sshd.pid
-AuthorizedKeysFile $work/authorized_keys
-StrictModes no
-UsePAM no
-PasswordAuthentication no
-PermitRootLogin prohibit-password
-Subsystem sftp internal-sftp
-LogLevel ERROR
-CFG
-[ "$(id -u)" = 0 ] && mkdir -p /run/sshd
-/usr/sbin/sshd -D -e -f "$work/sshd_config" 2>"$work/sshd.log" & pids+=($!)
-python3 benches/delay_proxy.py "$proxy" "$port" "$DELAY" & pids+=($!)
-sleep 1
-fp=$(ssh-keygen -lf "$work/host_key.pub" | awk '{print $2}')
+. benches/lib.sh
 mkdir -p "$work/remote"
 name=CSTL_031_20261121_0001.dat
 echo "generating $SIZE ..."
 head -c "$bytes" /dev/urandom > "$work/remote/$name"
 
 config() { # port
+  endpoint_config "$1" primary
   cat <<CFG
-formats_dir = "$PWD/formats"
-[[partners]]
-id = "bench"
-formats = ["card-settlement"]
-[[partners.endpoints]]
-name = "primary"
-host = "127.0.0.1"
-port = $1
-user = "$(id -un)"
-key_file = "$work/client_key"
-host_key = "$fp"
 remote_dir = "$work/remote"
 stable_seconds = 0
 after_pickup = "leave"

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::disk::SmallDisk;
 use common::drops::{bank, big_bank, drop_file, files_in};
 use common::server::Server;
 use common::sshd::Sshd;
@@ -43,6 +44,22 @@ fn payout(dir: &Path, k: u64) -> (PathBuf, Vec<u8>) {
     let path = dir.join(f.request_file_name());
     std::fs::write(&path, &bytes).expect("write");
     (path, bytes)
+}
+
+/// A large payout of `n` transfers for day `k` (40 000 make about 5 MB),
+/// written under `dir`: (path, bytes).
+fn big_payout(dir: &Path, k: u64, n: u64) -> (PathBuf, Vec<u8>) {
+    let f = big_bank(k, n);
+    let bytes = f.render_request();
+    let path = dir.join(f.request_file_name());
+    std::fs::write(&path, &bytes).expect("write");
+    (path, bytes)
+}
+
+fn name_of(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn send(env: &Env, file: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
@@ -223,8 +240,84 @@ fn a_refused_rename_fails_visibly_and_leaves_no_temporary_file() {
     assert_eq!(files_in(&upload), vec![name], "no temporary name left");
 }
 
-/// A TCP proxy in front of sshd that cuts its first connection once
-/// `cut_after` bytes went from the client to the server.
+/// The partner's disk is full: the upload fails with the error visible and
+/// its temporary file removed, nothing half-written under the final name;
+/// once there is space, `serve` delivers it whole at its start.
+#[test]
+fn a_full_remote_disk_fails_visibly_and_is_delivered_later() {
+    let sshd = Sshd::start();
+    let upload = sshd.remote_dir("in");
+    let Some(disk) = SmallDisk::mount(&upload, "1m") else {
+        eprintln!("skipped: a tmpfs cannot be mounted here (not root)");
+        return;
+    };
+    let env = env(&TestLedger::sqlite(), &sshd, sshd.port, &upload, "");
+    let local = env.path("out");
+    std::fs::create_dir_all(&local).unwrap();
+    // About 5 MB on a 1 MiB disk.
+    let (file, bytes) = big_payout(&local, 2, 40_000);
+    let (code, d) = send(&env, &file, &[]);
+    assert_eq!(code, 4, "{d}");
+    assert_eq!(d["state"], "failed", "{d}");
+    assert!(!d["error"].as_str().unwrap_or("").is_empty(), "{d}");
+    assert_eq!(
+        files_in(&upload),
+        Vec::<String>::new(),
+        "nothing left on the full disk"
+    );
+
+    drop(disk);
+    let mut server = Server::start(&env);
+    server.wait_until("the delivery to be made", Duration::from_secs(120), || {
+        deliveries(&env).iter().any(|d| d["state"] == "delivered")
+    });
+    assert_eq!(server.stop(), 0);
+    assert_eq!(std::fs::read(upload.join(name_of(&file))).unwrap(), bytes);
+    assert_eq!(files_in(&upload), vec![name_of(&file)]);
+    assert_eq!(deliveries(&env).len(), 1);
+}
+
+/// The endpoint's host key is not the pinned one: nothing is sent, the
+/// delivery waits with the reason visible (exit 4); with the right pin,
+/// `serve` delivers it.
+#[test]
+fn a_host_key_that_is_not_the_pinned_one_sends_nothing() {
+    let sshd = Sshd::start();
+    let upload = sshd.remote_dir("in");
+    let env = env(&TestLedger::sqlite(), &sshd, sshd.port, &upload, "");
+    let config = std::fs::read_to_string(&env.config).unwrap();
+    let wrong = format!("SHA256:{}", "A".repeat(43));
+    std::fs::write(&env.config, config.replace(&sshd.fingerprint(), &wrong)).unwrap();
+    let local = env.path("out");
+    std::fs::create_dir_all(&local).unwrap();
+    let (file, bytes) = payout(&local, 4);
+    let (code, d) = send(&env, &file, &[]);
+    assert_eq!(code, 4, "{d}");
+    assert_ne!(d["state"], "delivered", "{d}");
+    assert!(
+        d["error"]
+            .as_str()
+            .unwrap_or("")
+            .to_lowercase()
+            .contains("host key"),
+        "{d}"
+    );
+    assert!(files_in(&upload).is_empty(), "nothing sent");
+
+    std::fs::write(&env.config, &config).unwrap();
+    let mut server = Server::start(&env);
+    server.wait_until("the delivery to be made", Duration::from_secs(120), || {
+        deliveries(&env).iter().any(|d| d["state"] == "delivered")
+    });
+    assert_eq!(server.stop(), 0);
+    assert_eq!(
+        std::fs::read(upload.join(file.file_name().unwrap())).unwrap(),
+        bytes
+    );
+}
+
+/// A TCP proxy in front of an SSH server that cuts its first connection
+/// once `cut_after` bytes went one way (from the client by default).
 struct CuttingProxy {
     port: u16,
     cut: Arc<AtomicBool>,
@@ -232,6 +325,15 @@ struct CuttingProxy {
 
 impl CuttingProxy {
     fn start(target: u16, cut_after: usize) -> CuttingProxy {
+        CuttingProxy::start_cutting(target, cut_after, false)
+    }
+
+    /// Cut once `cut_after` bytes went from the server to the client.
+    fn start_downstream(target: u16, cut_after: usize) -> CuttingProxy {
+        CuttingProxy::start_cutting(target, cut_after, true)
+    }
+
+    fn start_cutting(target: u16, cut_after: usize, downstream: bool) -> CuttingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let cut = Arc::new(AtomicBool::new(false));
@@ -244,10 +346,15 @@ impl CuttingProxy {
                 };
                 let first = connections.fetch_add(1, Ordering::SeqCst) == 0;
                 let limit = if first { cut_after } else { usize::MAX };
+                let (up, down) = if downstream {
+                    (usize::MAX, limit)
+                } else {
+                    (limit, usize::MAX)
+                };
                 let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                let flag = flag.clone();
-                std::thread::spawn(move || pump(c2, s2, limit, Some(flag)));
-                std::thread::spawn(move || pump(server, client, usize::MAX, None));
+                let (f1, f2) = (flag.clone(), flag.clone());
+                std::thread::spawn(move || pump(c2, s2, up, Some(f1)));
+                std::thread::spawn(move || pump(server, client, down, Some(f2)));
             }
         });
         CuttingProxy { port, cut }
@@ -289,22 +396,15 @@ async fn a_link_cut_mid_upload_is_retried_to_one_whole_file() {
         let env = env(&ledger, &sshd, proxy.port, &upload, "");
         let local = env.path("out");
         std::fs::create_dir_all(&local).unwrap();
-        // A large payout: 40 000 transfers, about 5 MB.
-        let f = big_bank(1, 40_000);
-        let bytes = f.render_request();
-        let file = local.join(f.request_file_name());
-        std::fs::write(&file, &bytes).unwrap();
+        let (file, bytes) = big_payout(&local, 1, 40_000);
         let (code, d) = send(&env, &file, &[]);
         assert_eq!(code, 0, "{} {d}", ledger.backend);
         assert_eq!(d["state"], "delivered");
         assert!(proxy.cut.load(Ordering::SeqCst), "the link was cut");
-        assert_eq!(
-            std::fs::read(upload.join(f.request_file_name())).unwrap(),
-            bytes
-        );
+        assert_eq!(std::fs::read(upload.join(name_of(&file))).unwrap(), bytes);
         assert_eq!(
             files_in(&upload),
-            vec![f.request_file_name()],
+            vec![name_of(&file)],
             "no temporary name left"
         );
         ledger.drop_db().await;
@@ -519,6 +619,169 @@ async fn an_outbox_drop_is_delivered() {
         );
         let d = deliveries(&env);
         assert_eq!(d.len(), 2, "{d:?}");
+        ledger.drop_db().await;
+    }
+}
+
+/// A partner that collects: `send` queues the delivery in `/outbox` on
+/// settlegate's SFTP server; OpenSSH `sftp` lists it; a download cut
+/// mid-file leaves it waiting; a whole `get` marks it `collected` with the
+/// account and address, the bytes equal to what was sent; `/outbox` is
+/// read-only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collecting_partner_reads_its_deliveries_from_the_outbox() {
+    for ledger in TestLedger::all().await {
+        let work = tempfile::tempdir().unwrap();
+        let key = work.path().join("payco_key");
+        common::sshd::keygen(&key);
+        let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let env = Env::new(
+            &ledger,
+            &format!(
+                "[sftp_server]\nlisten = \"127.0.0.1:{port}\"\n\
+                 [[sftp_server.accounts]]\npartner = \"payco\"\nauthorized_keys = [{:?}]\n\
+                 [[partners]]\nid = \"payco\"\nformats = [\"bank-transfer-result\"]\n\
+                 outbound_formats = [\"bank-transfer-request\"]\n",
+                public.trim()
+            ),
+        );
+        let server = Server::start(&env);
+        let local = env.path("out");
+        std::fs::create_dir_all(&local).unwrap();
+        // About 5 MB: a download cut after 1 MiB is cut mid-file.
+        let (file, bytes) = big_payout(&local, 3, 40_000);
+        let name = name_of(&file);
+        let (code, d) = send(&env, &file, &[]);
+        assert_eq!(code, 0, "queued for collection: {d}");
+        assert_eq!(d["state"], "queued");
+        assert!(d["endpoint"].is_null(), "{d}");
+        let id = d["id"].as_i64().unwrap();
+
+        let sftp = |port: u16, batch: &str| {
+            let file = work.path().join("batch");
+            std::fs::write(&file, batch).unwrap();
+            std::process::Command::new("sftp")
+                .arg("-b")
+                .arg(&file)
+                .args(["-P", &port.to_string(), "-i"])
+                .arg(&key)
+                .args([
+                    "-o",
+                    "StrictHostKeyChecking=no",
+                    "-o",
+                    "UserKnownHostsFile=/dev/null",
+                    "-o",
+                    "IdentitiesOnly=yes",
+                    "-o",
+                    "BatchMode=yes",
+                    "-o",
+                    "LogLevel=ERROR",
+                    "payco@127.0.0.1",
+                ])
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap()
+        };
+        let got = work.path().join("got");
+
+        // Listed, and read-only.
+        let out = sftp(
+            port,
+            &format!("ls -l /outbox\n-put {} /outbox/x.dat\n", file.display()),
+        );
+        let listing = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(listing.contains(&name), "{listing}");
+        assert!(
+            listing.contains(&bytes.len().to_string()),
+            "listed at its size: {listing}"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("ermission denied"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        // A download cut mid-file: not collected.
+        let proxy = CuttingProxy::start_downstream(port, 1 << 20);
+        let out = sftp(
+            proxy.port,
+            &format!("get /outbox/{name} {}\n", got.display()),
+        );
+        assert!(!out.status.success(), "the download was cut");
+        assert!(proxy.cut.load(Ordering::SeqCst));
+        server.wait_until(
+            "the cut session to be over",
+            Duration::from_secs(60),
+            || server.log_text().contains("it stays waiting in /outbox"),
+        );
+        let d = deliveries(&env);
+        assert_eq!(d[0]["state"], "queued", "{} {d:?}", ledger.backend);
+
+        // A resumed download that reads only the tail, then closes: not
+        // collected either.
+        let half = work.path().join("half");
+        std::fs::write(&half, &bytes[..bytes.len() / 2]).unwrap();
+        let out = sftp(port, &format!("reget /outbox/{name} {}\n", half.display()));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            sha(&std::fs::read(&half).unwrap()),
+            sha(&bytes),
+            "reget completed the copy"
+        );
+        server.wait_until(
+            "the tail read to be closed",
+            Duration::from_secs(60),
+            || server.log_text().contains("a delivery was read in part"),
+        );
+        let d = deliveries(&env);
+        assert_eq!(d[0]["state"], "queued", "{} {d:?}", ledger.backend);
+
+        // A whole download: collected, with who and from where.
+        let out = sftp(port, &format!("get /outbox/{name} {}\n", got.display()));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(sha(&std::fs::read(&got).unwrap()), sha(&bytes));
+        let d = deliveries(&env);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0]["id"].as_i64(), Some(id));
+        assert_eq!(d[0]["state"], "collected", "{} {d:?}", ledger.backend);
+        assert_eq!(d[0]["collected_by"], "payco");
+        assert!(
+            d[0]["collected_from"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("127.0.0.1:"),
+            "{d:?}"
+        );
+        assert!(d[0]["delivered_at"].is_string(), "{d:?}");
+        // Still listed (the partner may read it again); collected once.
+        let out = sftp(
+            port,
+            &format!("ls /outbox\nget /outbox/{name} {}\n", got.display()),
+        );
+        assert!(out.status.success());
+        assert!(String::from_utf8_lossy(&out.stdout).contains(&name));
+        let mut server = server;
+        assert_eq!(server.stop(), 0);
+        let log = server.log_text();
+        assert_eq!(log.matches("delivery collected").count(), 1, "{log}");
         ledger.drop_db().await;
     }
 }

@@ -18,6 +18,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use chrono::NaiveDate;
+use common::disk::SmallDisk;
 use common::drops::{bank, drop_file, files_in, ledger_files, pg};
 use common::server::{Server, wait_for};
 use common::{Env, TestLedger, sha};
@@ -405,39 +406,6 @@ async fn two_serves_on_one_data_dir_sqlite() {
 async fn two_serves_on_one_data_dir_postgres() {
     if let Some(t) = TestLedger::postgres().await {
         two_serves(t).await;
-    }
-}
-
-/// A small tmpfs for the data directory (store, spool, receipts and the
-/// SQLite ledger); `None` where mounting is not allowed (not root).
-struct SmallDisk(PathBuf);
-
-impl SmallDisk {
-    fn mount(dir: &Path, size: &str) -> Option<SmallDisk> {
-        std::fs::create_dir_all(dir).expect("mkdir");
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then(|| SmallDisk(dir.to_path_buf()))
-    }
-
-    /// Fill it up: write until the disk says no more.
-    fn fill(&self) -> PathBuf {
-        use std::io::Write;
-        let path = self.0.join("filler");
-        let mut f = std::fs::File::create(&path).expect("filler");
-        let chunk = vec![0u8; 64 << 10];
-        while f.write_all(&chunk).is_ok() {}
-        let _ = f.sync_all();
-        path
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
 

@@ -1480,7 +1480,7 @@ fn refusals_are_logged_with_partner_address_and_what() {
         "refused: mkdir",
         "refused: symlink",
         "refused: setstat",
-        "refused: a path outside /inbox and /receipts",
+        "refused: a path outside /inbox, /receipts and /outbox",
         "refused: rename",
         "refused: port forwarding",
     ] {

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sqlx::Connection;
 
+pub mod disk;
 pub mod drops;
 pub mod interop;
 pub mod pg;

@@ -4,7 +4,7 @@
 //! This is a pure function of two strings. It never touches the file system,
 //! so no client path can reach a real directory, follow a symlink, or name
 //! another partner's files: the caller maps a [`Location`] to real paths
-//! itself, and only for the names this function has checked.
+//! (or deliveries) itself, and only for the names this function has checked.
 //!
 //! ```text
 //! /                 Root         (list)
@@ -12,6 +12,8 @@
 //! /inbox/<name>     InboxFile    (upload)
 //! /receipts         ReceiptsDir  (list)
 //! /receipts/<name>  ReceiptFile  (read)
+//! /outbox           OutboxDir    (list)
+//! /outbox/<name>    OutboxFile   (read: collect a delivery)
 //! ```
 //!
 //! `..` never climbs above `/` (as in a chroot: `/..` is `/`); `.` and empty
@@ -30,6 +32,8 @@ pub enum Location {
     InboxFile(String),
     ReceiptsDir,
     ReceiptFile(String),
+    OutboxDir,
+    OutboxFile(String),
 }
 
 impl Location {
@@ -41,13 +45,15 @@ impl Location {
             Location::InboxFile(n) => format!("/inbox/{n}"),
             Location::ReceiptsDir => "/receipts".into(),
             Location::ReceiptFile(n) => format!("/receipts/{n}"),
+            Location::OutboxDir => "/outbox".into(),
+            Location::OutboxFile(n) => format!("/outbox/{n}"),
         }
     }
 
     pub fn is_dir(&self) -> bool {
         matches!(
             self,
-            Location::Root | Location::InboxDir | Location::ReceiptsDir
+            Location::Root | Location::InboxDir | Location::ReceiptsDir | Location::OutboxDir
         )
     }
 }
@@ -110,8 +116,10 @@ pub fn resolve(cwd: &str, path: &str) -> Result<Location, JailError> {
         [] => Ok(Location::Root),
         ["inbox"] => Ok(Location::InboxDir),
         ["receipts"] => Ok(Location::ReceiptsDir),
+        ["outbox"] => Ok(Location::OutboxDir),
         ["inbox", name] => Ok(Location::InboxFile(check_inbox_name(name)?)),
         ["receipts", name] => Ok(Location::ReceiptFile(check_name(name)?)),
+        ["outbox", name] => Ok(Location::OutboxFile(check_name(name)?)),
         _ => Err(not_found()),
     }
 }
@@ -147,6 +155,7 @@ mod tests {
     fn file(dir: &str, n: &str) -> Location {
         match dir {
             "inbox" => InboxFile(n.into()),
+            "outbox" => OutboxFile(n.into()),
             _ => ReceiptFile(n.into()),
         }
     }
@@ -171,6 +180,19 @@ mod tests {
             ("/", "//inbox//", Ok(InboxDir)),
             ("/", "./inbox/.", Ok(InboxDir)),
             ("/", "receipts", Ok(ReceiptsDir)),
+            ("/", "/outbox/", Ok(OutboxDir)),
+            ("/outbox", "P.dat", Ok(file("outbox", "P.dat"))),
+            ("/outbox", "../inbox/a", Ok(file("inbox", "a"))),
+            (
+                "/",
+                "/outbox/../../payco/outbox/x",
+                Err(JailError::NotFound("/payco/outbox/x".into())),
+            ),
+            (
+                "/",
+                "/outbox/.part",
+                Err(JailError::BadName(".part".into())),
+            ),
             ("/inbox", ".", Ok(InboxDir)),
             ("/inbox", "..", Ok(Root)),
             ("/inbox", "a.dat", Ok(file("inbox", "a.dat"))),
@@ -275,8 +297,10 @@ mod tests {
             Root,
             InboxDir,
             ReceiptsDir,
+            OutboxDir,
             InboxFile("a.dat".into()),
             ReceiptFile("a.dat.verdict".into()),
+            OutboxFile("P.dat".into()),
         ] {
             assert_eq!(resolve("/", &l.path()), Ok(l.clone()));
             assert_eq!(resolve("/inbox", &l.path()), Ok(l));

@@ -1,7 +1,8 @@
 //! The SFTP server channel: partners that push log in to settlegate's own
 //! SFTP server (russh + russh-sftp) and upload into `/inbox`; each complete
 //! upload goes through the one intake path with channel `sftp-push`, and its
-//! verdict appears as `/receipts/<name>.verdict`.
+//! verdict appears as `/receipts/<name>.verdict`. Partners that collect read
+//! their deliveries from `/outbox`.
 //!
 //! - [`jail`]: the pure path jail (client path → virtual location).
 //! - [`config`]: `[sftp_server]` and its accounts, validated.
@@ -9,11 +10,13 @@
 //! - [`session`]: the SSH handler (authentication, only the `sftp` subsystem).
 //! - [`sftp`]: the SFTP request handler of one session.
 //! - [`upload`]: spool, control-file pairing, intake and receipt.
+//! - [`outbox`]: deliveries a partner collects, and when a read is whole.
 //! - [`wire`]: the SFTP request loop (framing, malformed packets).
 
 pub mod config;
 pub mod jail;
 pub mod limits;
+pub mod outbox;
 pub mod session;
 pub mod sftp;
 pub mod upload;

@@ -14,6 +14,7 @@ use russh_sftp::protocol::{
 use russh_sftp::server::StatusReply;
 
 use super::jail::{self, JailError, Location};
+use super::outbox::{self, Collecting};
 use super::session::Activity;
 use super::upload::{Completion, Peer, Uploads};
 use crate::channels::watch::is_temporary;
@@ -43,6 +44,7 @@ const HOME: &str = "/";
 enum Open {
     Upload(Box<Upload>),
     Receipt(std::fs::File),
+    Delivery(Box<Collecting>),
     Dir { entries: Vec<File>, next: usize },
 }
 
@@ -122,6 +124,19 @@ fn file_attrs(meta: &std::fs::Metadata) -> FileAttributes {
     a
 }
 
+fn delivery_attrs(d: &crate::ledger::DeliveryRow) -> FileAttributes {
+    let at = u32::try_from(d.created_at.timestamp()).ok();
+    let mut a = FileAttributes {
+        size: u64::try_from(d.size).ok(),
+        permissions: Some(0o444),
+        mtime: at,
+        atime: at,
+        ..FileAttributes::default()
+    };
+    a.set_regular(true);
+    a
+}
+
 impl SftpSession {
     pub fn new(
         uploads: Arc<Uploads>,
@@ -145,7 +160,7 @@ impl SftpSession {
     fn resolve(&self, path: &str) -> Result<Location, StatusReply> {
         jail::resolve(HOME, path).map_err(|e| {
             let what = match e {
-                JailError::NotFound(_) => "a path outside /inbox and /receipts",
+                JailError::NotFound(_) => "a path outside /inbox, /receipts and /outbox",
                 JailError::BadName(_) => "a file name not allowed",
                 _ => "a malformed path",
             };
@@ -259,8 +274,36 @@ impl SftpSession {
         })
     }
 
-    fn stat_location(&self, loc: &Location) -> Result<FileAttributes, StatusReply> {
+    /// The partner's deliveries in `/outbox`, one per name.
+    async fn outbox(&self) -> Result<Vec<crate::ledger::DeliveryRow>, StatusReply> {
+        match self.uploads.gw.ledger.collectable(&self.peer.partner).await {
+            Ok(rows) => Ok(outbox::by_name(rows)),
+            Err(e) => {
+                tracing::error!(partner = %self.peer.partner, error = %e, "cannot list the outbox");
+                Err(refuse(
+                    StatusCode::Failure,
+                    "the outbox cannot be read right now",
+                ))
+            }
+        }
+    }
+
+    async fn outbox_entry(&self, name: &str) -> Result<crate::ledger::DeliveryRow, StatusReply> {
+        self.outbox()
+            .await?
+            .into_iter()
+            .find(|d| d.name == name)
+            .ok_or_else(|| {
+                refuse(
+                    StatusCode::NoSuchFile,
+                    format!("no such file: /outbox/{name}"),
+                )
+            })
+    }
+
+    async fn stat_location(&self, loc: &Location) -> Result<FileAttributes, StatusReply> {
         match loc {
+            Location::OutboxFile(name) => Ok(delivery_attrs(&self.outbox_entry(name).await?)),
             l if l.is_dir() => Ok(dir_attrs()),
             Location::InboxFile(name) => self.inbox_entry(name).ok_or_else(|| {
                 refuse(
@@ -273,12 +316,23 @@ impl SftpSession {
         }
     }
 
-    fn listing(&self, loc: &Location) -> Vec<File> {
-        match loc {
+    async fn listing(&self, loc: &Location) -> Result<Vec<File>, StatusReply> {
+        Ok(match loc {
             Location::Root => vec![
                 File::new("inbox", dir_attrs()),
                 File::new("receipts", dir_attrs()),
+                File::new("outbox", dir_attrs()),
             ],
+            Location::OutboxDir => {
+                let mut v: Vec<File> = self
+                    .outbox()
+                    .await?
+                    .iter()
+                    .map(|d| File::new(d.name.clone(), delivery_attrs(d)))
+                    .collect();
+                v.sort_by(|a, b| a.filename.cmp(&b.filename));
+                v
+            }
             Location::InboxDir => {
                 let mut v: Vec<File> = self
                     .uploads
@@ -316,7 +370,7 @@ impl SftpSession {
                 v
             }
             _ => Vec::new(),
-        }
+        })
     }
 
     /// Open `/inbox/<name>` for writing. With truncation (what `put` sends)
@@ -434,6 +488,13 @@ impl SftpSession {
 impl Drop for SftpSession {
     fn drop(&mut self) {
         for open in self.handles.values() {
+            if let Open::Delivery(c) = open {
+                tracing::info!(
+                    partner = %self.peer.partner, user = %self.peer.user, addr = %self.peer.addr,
+                    delivery_id = c.delivery.id, name = %c.delivery.name.escape_debug(),
+                    "session ended while a delivery was read; it stays waiting in /outbox"
+                );
+            }
             if let Open::Upload(u) = open
                 && u.writer.is_some()
             {
@@ -496,7 +557,7 @@ impl russh_sftp::server::Handler for SftpSession {
         let loc = self.resolve(&path)?;
         Ok(Attrs {
             id,
-            attrs: self.stat_location(&loc)?,
+            attrs: self.stat_location(&loc).await?,
         })
     }
 
@@ -520,6 +581,7 @@ impl russh_sftp::server::Handler for SftpSession {
                 .metadata()
                 .map(|m| file_attrs(&m))
                 .map_err(|e| refuse(StatusCode::Failure, e.to_string()))?,
+            Some(Open::Delivery(c)) => delivery_attrs(&c.delivery),
             Some(Open::Dir { .. }) => dir_attrs(),
             None => return Err(refuse(StatusCode::Failure, "no such handle")),
         };
@@ -530,13 +592,13 @@ impl russh_sftp::server::Handler for SftpSession {
         let _busy = self.activity.busy();
         let loc = self.resolve(&path)?;
         if !loc.is_dir() {
-            self.stat_location(&loc)?;
+            self.stat_location(&loc).await?;
             return Err(refuse(
                 StatusCode::Failure,
                 format!("{} is not a directory", loc.path()),
             ));
         }
-        let entries = self.listing(&loc);
+        let entries = self.listing(&loc).await?;
         let handle = self.add_handle(Open::Dir { entries, next: 0 })?;
         Ok(Handle { id, handle })
     }
@@ -574,6 +636,18 @@ impl russh_sftp::server::Handler for SftpSession {
                 Open::Upload(Box::new(self.open_upload(name, pflags)?))
             }
             (Location::ReceiptFile(name), false) => Open::Receipt(self.open_receipt(name)?.0),
+            (Location::OutboxFile(name), false) => {
+                let delivery = self.outbox_entry(name).await?;
+                let file = self.uploads.gw.store.open_blob(&delivery.checksum).map_err(|e| {
+                    tracing::error!(partner = %self.peer.partner, delivery_id = delivery.id, error = %e, "cannot open a delivery's stored bytes");
+                    refuse(StatusCode::Failure, "the delivery cannot be read right now")
+                })?;
+                Open::Delivery(Box::new(Collecting {
+                    delivery,
+                    file,
+                    read: Default::default(),
+                }))
+            }
             (Location::InboxFile(_), false) => {
                 return Err(self.refused(
                     "reading back an upload",
@@ -590,10 +664,10 @@ impl russh_sftp::server::Handler for SftpSession {
             }
             (_, true) => {
                 return Err(self.refused(
-                    "writing outside /inbox",
+                    "a write outside /inbox",
                     &filename,
                     StatusCode::PermissionDenied,
-                    "uploads go to /inbox; /receipts is read-only",
+                    "uploads go to /inbox; /receipts and /outbox are read-only",
                 ));
             }
             (_, false) => return Err(refuse(StatusCode::NoSuchFile, "no such file")),
@@ -665,17 +739,24 @@ impl russh_sftp::server::Handler for SftpSession {
         len: u32,
     ) -> Result<Data, Self::Error> {
         let _busy = self.activity.busy();
-        let Some(Open::Receipt(f)) = self.handles.get(&handle) else {
-            return Err(refuse(StatusCode::Failure, "not a handle open for reading"));
+        let len = len.min(MAX_READ) as usize;
+        let buf = match self.handles.get_mut(&handle) {
+            Some(Open::Receipt(f)) => {
+                let mut buf = vec![0u8; len];
+                let n = f
+                    .read_at(&mut buf, offset)
+                    .map_err(|e| refuse(StatusCode::Failure, e.to_string()))?;
+                buf.truncate(n);
+                buf
+            }
+            Some(Open::Delivery(c)) => c
+                .read_at(offset, len)
+                .map_err(|e| refuse(StatusCode::Failure, e.to_string()))?,
+            _ => return Err(refuse(StatusCode::Failure, "not a handle open for reading")),
         };
-        let mut buf = vec![0u8; len.min(MAX_READ) as usize];
-        let n = f
-            .read_at(&mut buf, offset)
-            .map_err(|e| refuse(StatusCode::Failure, e.to_string()))?;
-        if n == 0 {
+        if buf.is_empty() {
             return Err(StatusCode::Eof.into());
         }
-        buf.truncate(n);
         Ok(Data { id, data: buf })
     }
 
@@ -715,6 +796,33 @@ impl russh_sftp::server::Handler for SftpSession {
                     transfer_ms = u.opened.elapsed().as_millis() as u64, "upload received; taking it"
                 );
                 self.finish(id, u.name, writer).await
+            }
+            Open::Delivery(c) => {
+                let d = &c.delivery;
+                if !c.complete() {
+                    tracing::info!(
+                        partner = %self.peer.partner, user = %self.peer.user, addr = %self.peer.addr,
+                        delivery_id = d.id, name = %d.name.escape_debug(),
+                        "a delivery was read in part; it stays waiting in /outbox"
+                    );
+                    return Ok(status(id, "Ok"));
+                }
+                let address = self.peer.addr.to_string();
+                match self
+                    .uploads
+                    .gw
+                    .collected(d.id, &self.peer.user, &address)
+                    .await
+                {
+                    Ok(_) => Ok(status(id, "Ok")),
+                    Err(e) => {
+                        tracing::error!(partner = %self.peer.partner, delivery_id = d.id, error = %e, "cannot record a collected delivery");
+                        Err(refuse(
+                            StatusCode::Failure,
+                            "read, but the collection could not be recorded; read it again",
+                        ))
+                    }
+                }
             }
             Open::Receipt(_) | Open::Dir { .. } => Ok(status(id, "Ok")),
         }
