@@ -1673,7 +1673,7 @@ print("after", sorted(s.listdir("/")))
     assert!(receipt(&env, "cardco", "HOLE.dat").is_empty());
     assert!(out.stdout.contains("malformed answered:"), "{out:?}");
     assert!(
-        out.stdout.contains("after ['inbox', 'receipts']"),
+        out.stdout.contains("after ['inbox', 'outbox', 'receipts']"),
         "{out:?}"
     );
     for f in [&a, &b] {
