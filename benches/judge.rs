@@ -80,7 +80,7 @@ async fn measure(name: &str, ledger_url: Option<String>, n: u64) {
         let t = Instant::now();
         let c = gw
             .ledger
-            .earlier_same_checksum("not-there", i64::MAX)
+            .earlier_same_checksum("not-there", i64::MAX, false)
             .await
             .expect("lookup");
         let m = gw

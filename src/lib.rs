@@ -22,7 +22,9 @@
 pub mod channels;
 pub mod cli;
 pub mod config;
+pub mod day;
 pub mod format;
+pub mod http;
 pub mod identify;
 pub mod intake;
 pub mod judge;
@@ -31,3 +33,4 @@ pub mod model;
 pub mod outbound;
 pub mod serve;
 pub mod stage;
+pub mod telemetry;

@@ -93,6 +93,9 @@ pub enum Channel {
     SftpPull,
     /// A partner's upload to settlegate's SFTP server.
     SftpPush,
+    /// `settlegate redeliver`: a stored file's bytes taken through the
+    /// pipeline again (after a format or configuration fix).
+    Redelivery,
 }
 
 named!(Channel, "channel", {
@@ -100,13 +103,14 @@ named!(Channel, "channel", {
     Watch => "watch",
     SftpPull => "sftp-pull",
     SftpPush => "sftp-push",
+    Redelivery => "redelivery",
 });
 
 impl Channel {
     /// Whoever hands a file in by this channel learns its verdict from a
     /// receipt file; a manual ingest answers the operator on the terminal.
     pub fn answers_with_receipts(self) -> bool {
-        self != Channel::Manual
+        !matches!(self, Channel::Manual | Channel::Redelivery)
     }
 }
 
@@ -341,6 +345,57 @@ named!(UploadProgress, "upload progress", {
     Renamed => "renamed",
 });
 
+/// An operator action that may need a second operator's approval
+/// (`[operators] four_eyes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OverrideAction {
+    /// Feed a quarantined drill file after all.
+    Release,
+    /// Replace a fed file by a conflicting one.
+    Supersede,
+    /// Close a quarantined file for good.
+    Reject,
+    /// Take a stored file through the pipeline again.
+    Redeliver,
+    /// Send a delivered file again.
+    Resend,
+}
+
+named!(OverrideAction, "action", {
+    Release => "release",
+    Supersede => "supersede",
+    Reject => "reject",
+    Redeliver => "redeliver",
+    Resend => "resend",
+});
+
+impl OverrideAction {
+    /// Whether the action names a delivery (else a file).
+    pub fn on_delivery(self) -> bool {
+        self == OverrideAction::Resend
+    }
+}
+
+/// Where a four-eyes request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RequestState {
+    /// Waiting for a second operator.
+    Pending,
+    /// Approved by a second operator and carried out.
+    Approved,
+    /// Approved, but the action was refused (the file moved on meanwhile).
+    Failed,
+    /// Denied by a second operator.
+    Denied,
+}
+
+named!(RequestState, "request state", {
+    Pending => "pending",
+    Approved => "approved",
+    Failed => "failed",
+    Denied => "denied",
+});
+
 /// The exit codes of every command: one table, so a script tells outcomes
 /// apart the same way whichever command it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -411,7 +466,7 @@ mod tests {
         let e = Channel::parse("fax").unwrap_err().to_string();
         assert_eq!(
             e,
-            "unknown channel \"fax\" (known: manual, watch, sftp-pull, sftp-push)"
+            "unknown channel \"fax\" (known: manual, watch, sftp-pull, sftp-push, redelivery)"
         );
         assert!(FileState::parse("lost").is_err());
     }

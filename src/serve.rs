@@ -33,6 +33,11 @@ pub enum ServeError {
     Notify(#[from] notify::Error),
     #[error(transparent)]
     SftpServer(#[from] crate::channels::sftp_server::SftpServerError),
+    #[error("metrics: cannot listen on {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Run until `shutdown` completes.
@@ -113,7 +118,14 @@ pub async fn serve(
             }
             folders_seen.push((canonical.clone(), folder.scope()));
             senders.push((canonical, tx));
-            tasks.spawn(run_inbox(gw.clone(), folder, settings, rx, stop_rx.clone()));
+            let name = match folder.direction {
+                Direction::Inbound => format!("watch {}", p.id),
+                Direction::Outbound => format!("outbox {}", p.id),
+            };
+            tasks.spawn(gw.telemetry.track(
+                name,
+                run_inbox(gw.clone(), folder, settings, rx, stop_rx.clone()),
+            ));
         }
     }
 
@@ -137,11 +149,14 @@ pub async fn serve(
         for ep in &p.endpoints {
             if let Some(up) = &ep.upload {
                 tracing::info!(partner = %p.id, endpoint = %ep.name, host = %ep.host, port = ep.port, upload_dir = %up.dir, schedule = up.schedule.as_ref().map(|s| s.text.as_str()).unwrap_or("as soon as recorded"), "delivery to sftp endpoint");
-                tasks.spawn(crate::outbound::worker::run_endpoint(
-                    gw.clone(),
-                    p.id.clone(),
-                    ep.name.clone(),
-                    stop_rx.clone(),
+                tasks.spawn(gw.telemetry.track(
+                    format!("delivery {}/{}", p.id, ep.name),
+                    crate::outbound::worker::run_endpoint(
+                        gw.clone(),
+                        p.id.clone(),
+                        ep.name.clone(),
+                        stop_rx.clone(),
+                    ),
                 ));
             }
             if !ep.pickup {
@@ -150,11 +165,14 @@ pub async fn serve(
             match &ep.schedule {
                 Some(s) => {
                     tracing::info!(partner = %p.id, endpoint = %ep.name, host = %ep.host, port = ep.port, schedule = %s.text, drill_site = ep.drill_site, "channel sftp-pull");
-                    tasks.spawn(crate::channels::sftp_pull::run_schedule(
-                        gw.clone(),
-                        p.id.clone(),
-                        ep.name.clone(),
-                        stop_rx.clone(),
+                    tasks.spawn(gw.telemetry.track(
+                        format!("sftp-pull {}/{}", p.id, ep.name),
+                        crate::channels::sftp_pull::run_schedule(
+                            gw.clone(),
+                            p.id.clone(),
+                            ep.name.clone(),
+                            stop_rx.clone(),
+                        ),
                     ));
                 }
                 None => {
@@ -170,7 +188,26 @@ pub async fn serve(
             host_key = %server.fingerprint,
             "channel sftp-push (sftp server)"
         );
-        tasks.spawn(server.run(stop_rx.clone()));
+        tasks.spawn(
+            gw.telemetry
+                .track("sftp-server".into(), server.run(stop_rx.clone())),
+        );
+    }
+    if let Some(m) = &cfg.metrics {
+        let listener = tokio::net::TcpListener::bind(m.listen)
+            .await
+            .map_err(|source| ServeError::Metrics {
+                addr: m.listen,
+                source,
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| ServeError::Metrics {
+                addr: m.listen,
+                source,
+            })?;
+        tracing::info!(listen = %addr, "metrics and health (GET /metrics, /healthz)");
+        tasks.spawn(crate::http::run(gw.clone(), listener, stop_rx.clone()));
     }
     tracing::info!("settlegate serving");
 

@@ -45,6 +45,7 @@ async fn arrive(l: &Ledger, checksum: &str) -> i64 {
         reason: None,
         remote: None,
         claim: None,
+        redelivery_of: None,
     })
     .await
     .expect("record arrival")

@@ -316,6 +316,70 @@ fn a_host_key_that_is_not_the_pinned_one_sends_nothing() {
     );
 }
 
+/// With four-eyes on `resend`, an operator's resend is a request (exit 6)
+/// and nothing is sent; the same operator cannot approve it; a second
+/// operator's approval sends the bytes again, once.
+#[test]
+fn a_resend_under_four_eyes_waits_for_a_second_operator() {
+    let sshd = Sshd::start();
+    let upload = sshd.remote_dir("in");
+    let env = env(
+        &TestLedger::sqlite(),
+        &sshd,
+        sshd.port,
+        &upload,
+        "[operators]\nfour_eyes = [\"resend\"]\n",
+    );
+    let local = env.path("out");
+    std::fs::create_dir_all(&local).unwrap();
+    let (file, bytes) = payout(&local, 6);
+    let name = name_of(&file);
+    let (code, d) = send(&env, &file, &[]);
+    assert_eq!(code, 0, "{d}");
+    std::fs::remove_file(upload.join(&name)).unwrap();
+
+    let id = d["id"].to_string();
+    let out = env.run(&[
+        "--operator",
+        "alice",
+        "resend",
+        &id,
+        "--reason",
+        "the bank lost it",
+    ]);
+    assert_eq!(out.code, 6, "{out:?}");
+    assert!(!upload.join(&name).exists(), "nothing sent yet");
+    assert_eq!(deliveries(&env).len(), 1);
+    let (_, list) = env.json(&["requests", "--json"]);
+    let list = list.as_array().cloned().unwrap_or_default();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["action"], "resend");
+    assert_eq!(list[0]["delivery_id"], d["id"]);
+    let request = list[0]["id"].to_string();
+
+    let out = env.run(&["--operator", "alice", "approve", &request]);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(
+        !upload.join(&name).exists(),
+        "the requester's own approval sends nothing"
+    );
+
+    let out = env.run(&["--operator", "bob", "approve", &request]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(std::fs::read(upload.join(&name)).unwrap(), bytes);
+    let all = deliveries(&env);
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert!(
+        all.iter().any(|x| x["source"] == "resend"
+            && x["related_delivery_id"] == d["id"]
+            && x["state"] == "delivered"),
+        "{all:?}"
+    );
+    let out = env.run(&["--operator", "carol", "approve", &request]);
+    assert_ne!(out.code, 0, "a request is carried out once: {out:?}");
+    assert_eq!(deliveries(&env).len(), 2);
+}
+
 /// A TCP proxy in front of an SSH server that cuts its first connection
 /// once `cut_after` bytes went one way (from the client by default).
 struct CuttingProxy {

@@ -938,6 +938,10 @@ pub async fn run_schedule(
                 return;
             }
         };
+        match &result {
+            Ok(_) => gw.telemetry.endpoint_succeeded(&partner, &endpoint),
+            Err(_) => gw.telemetry.endpoint_failed(&partner, &endpoint),
+        }
         match result {
             Ok(r) => {
                 if !r.taken.is_empty() || !r.waiting.is_empty() {

@@ -5,8 +5,11 @@
 //! - [`inbound`]: verify, formats, ingest, pull, recover.
 //! - [`operator`]: files, show, intake, supersede, release, reject.
 //! - [`outbound`]: send, resend, deliveries.
+//! - [`day`]: report, requests, approve, deny, redeliver (and the four-eyes
+//!   gate of every override).
 //! - [`render`]: the JSON and text forms of what commands print.
 
+mod day;
 mod inbound;
 mod operator;
 mod outbound;
@@ -24,7 +27,7 @@ use crate::channels::ChannelSettings;
 use crate::config::{Config, ConfigError};
 use crate::intake::{Gateway, GatewayOpenError, IntakeError, SystemClock};
 use crate::ledger::LedgerError;
-use crate::model::{Channel, DeliveryState, Exit};
+use crate::model::{Channel, DeliveryState, Exit, OverrideAction};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -42,6 +45,9 @@ pub struct Cli {
     /// Ledger URL: sqlite://PATH or postgres://… (default: SQLite at <data-dir>/ledger.db).
     #[arg(long, global = true, env = "SETTLEGATE_LEDGER")]
     pub ledger: Option<String>,
+    /// Who is acting, in the audit log and for four-eyes (default: the OS user).
+    #[arg(long, global = true, env = "SETTLEGATE_OPERATOR", value_parser = operator_name)]
+    pub operator: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -186,6 +192,46 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Whether a settlement day is ready: per partner and format, the files
+    /// expected, received, fed, waiting in quarantine, refused and missing,
+    /// the deadline and the totals fed. Exit 0 ready, 5 not ready.
+    Report {
+        /// Business date, YYYY-MM-DD.
+        #[arg(long)]
+        date: NaiveDate,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take a stored file's bytes through the whole pipeline again as a new
+    /// arrival (channel `redelivery`), e.g. after a format fix.
+    Redeliver {
+        file_id: i64,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the requests waiting for a second operator.
+    Requests {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve another operator's request and carry it out.
+    Approve {
+        request_id: i64,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deny a request (nothing is carried out).
+    Deny {
+        request_id: i64,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// List outbound deliveries.
     Deliveries {
         #[arg(long)]
@@ -199,6 +245,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// An operator name: printable, no spaces, at most 64 characters.
+fn operator_name(s: &str) -> Result<String, String> {
+    if !s.is_empty()
+        && s.chars().count() <= 64
+        && s.chars().all(|c| !c.is_control() && !c.is_whitespace())
+    {
+        Ok(s.to_string())
+    } else {
+        Err("an operator name is 1 to 64 printable characters without spaces".into())
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -312,6 +370,9 @@ fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, CliError> 
 }
 
 pub fn run(cli: Cli) -> Result<Exit, CliError> {
+    if let Some(name) = &cli.operator {
+        crate::intake::set_operator_name(name);
+    }
     let (config, channels) = load(&cli)?;
     match cli.command {
         Command::Formats => inbound::formats(&config),
@@ -386,7 +447,10 @@ async fn ledger_command(gw: &Gateway, command: Command) -> Result<Exit, CliError
             json,
         } => {
             init_logging(LogFormat::Text, "warn");
-            outbound::resend(gw, delivery_id, &reason, json).await
+            match day::gate(gw, OverrideAction::Resend, delivery_id, &reason, json).await? {
+                Some(exit) => Ok(exit),
+                None => outbound::resend(gw, delivery_id, &reason, json).await,
+            }
         }
         Command::Deliveries {
             partner,
@@ -414,6 +478,26 @@ async fn ledger_command(gw: &Gateway, command: Command) -> Result<Exit, CliError
             ..
         } => operator::release(gw, file_id, &reason, json).await,
         Command::Reject { file_id, reason } => operator::reject(gw, file_id, &reason).await,
+        Command::Report { date, json } => day::report(gw, date, json).await,
+        Command::Redeliver {
+            file_id,
+            reason,
+            json,
+        } => day::redeliver(gw, file_id, &reason, json).await,
+        Command::Requests { json } => day::requests(gw, json).await,
+        Command::Approve {
+            request_id,
+            reason,
+            json,
+        } => {
+            init_logging(LogFormat::Text, "warn");
+            day::approve(gw, request_id, reason.as_deref(), json).await
+        }
+        Command::Deny {
+            request_id,
+            reason,
+            json,
+        } => day::deny(gw, request_id, &reason, json).await,
         Command::Verify { .. } | Command::Formats | Command::Serve { .. } => {
             Err(CliError::Usage("not a ledger command".into()))
         }

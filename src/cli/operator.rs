@@ -1,14 +1,16 @@
 //! Commands an operator reads the ledger with and acts on quarantined files
-//! with: files, show, intake, supersede, release, reject.
+//! with: files, show, intake, supersede, release, reject (each override
+//! through the four-eyes gate).
 
 use chrono::NaiveDate;
 use serde_json::json;
 
 use super::CliError;
+use super::day::gate;
 use super::render::{file_json, print_file, print_operator_outcome, shown};
 use crate::intake::{Gateway, operator_actor};
 use crate::ledger::FileFilter;
-use crate::model::{Exit, FileState};
+use crate::model::{Exit, FileState, OverrideAction};
 
 pub async fn files(
     gw: &Gateway,
@@ -134,6 +136,9 @@ pub async fn supersede(
     reason: &str,
     json: bool,
 ) -> Result<Exit, CliError> {
+    if let Some(exit) = gate(gw, OverrideAction::Supersede, file_id, reason, json).await? {
+        return Ok(exit);
+    }
     let out = gw.supersede(file_id, reason, &operator_actor()).await?;
     print_operator_outcome(&out, json);
     Ok(Exit::Ok)
@@ -145,12 +150,18 @@ pub async fn release(
     reason: &str,
     json: bool,
 ) -> Result<Exit, CliError> {
+    if let Some(exit) = gate(gw, OverrideAction::Release, file_id, reason, json).await? {
+        return Ok(exit);
+    }
     let out = gw.release(file_id, reason, &operator_actor()).await?;
     print_operator_outcome(&out, json);
     Ok(Exit::Ok)
 }
 
 pub async fn reject(gw: &Gateway, file_id: i64, reason: &str) -> Result<Exit, CliError> {
+    if let Some(exit) = gate(gw, OverrideAction::Reject, file_id, reason, false).await? {
+        return Ok(exit);
+    }
     gw.reject(file_id, reason, &operator_actor()).await?;
     println!("rejected: file {file_id}: {reason}");
     Ok(Exit::Ok)

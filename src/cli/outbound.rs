@@ -91,7 +91,11 @@ pub async fn resend(gw: &Gateway, id: i64, reason: &str, json: bool) -> Result<E
 /// ended: 0 delivered or queued for collection, 10 duplicate, 14 invalid,
 /// 4 the endpoint could not be reached or the upload failed (`serve` tries
 /// again).
-async fn finish_sending(gw: &Gateway, d: DeliveryRow, json: bool) -> Result<Exit, CliError> {
+pub(super) async fn finish_sending(
+    gw: &Gateway,
+    d: DeliveryRow,
+    json: bool,
+) -> Result<Exit, CliError> {
     let d = match (d.state, &d.endpoint) {
         (DeliveryState::Queued, Some(_)) => {
             let mut conn = None;

@@ -8,6 +8,7 @@
 //! (`crate::channels::ChannelSettings`), so the configuration knows no
 //! channel's types.
 
+pub mod day;
 pub mod endpoint;
 pub mod partner;
 
@@ -19,6 +20,7 @@ use serde::Deserialize;
 
 use crate::format::{FormatRegistry, SpecError};
 
+pub use day::{Calendar, ExpectDays, Expectation, Metrics, Operators};
 pub use endpoint::{
     AfterPickup, Completion, Endpoint, EndpointAuth, HostKeyPin, RetryPolicy, Schedule, Upload,
 };
@@ -70,6 +72,14 @@ struct RawConfig {
     watch: Option<toml::Table>,
     /// The SFTP server's section (absent: off; its own validation).
     sftp_server: Option<toml::Table>,
+    /// Business days (default: Monday to Friday, no holidays).
+    #[serde(default)]
+    calendar: day::RawCalendar,
+    /// Operators' rules (four-eyes). Default: none.
+    #[serde(default)]
+    operators: day::RawOperators,
+    /// `GET /metrics` and `/healthz` from `serve`. Absent: off.
+    metrics: Option<day::RawMetrics>,
 }
 
 /// The validated configuration.
@@ -87,6 +97,10 @@ pub struct Config {
     /// File mode of receipts.
     pub receipt_mode: u32,
     pub partners: Vec<Partner>,
+    pub calendar: Calendar,
+    pub operators: Operators,
+    /// `None`: `serve` answers no HTTP.
+    pub metrics: Option<Metrics>,
     /// The sections channels validate themselves.
     pub sections: Sections,
 }
@@ -174,8 +188,15 @@ impl Config {
             if partners.iter().any(|q| q.id == p.id()) {
                 return Err(err(&format!("partner {}", p.id()), "defined twice".into()));
             }
-            partners.push(partner::build(p, &base).map_err(|(c, m)| err(&c, m))?);
+            partners.push(partner::build(p, &base, timezone).map_err(|(c, m)| err(&c, m))?);
         }
+        let calendar = day::build_calendar(raw.calendar, &base).map_err(|m| err("calendar", m))?;
+        let operators = day::build_operators(raw.operators).map_err(|m| err("operators", m))?;
+        let metrics = raw
+            .metrics
+            .map(day::build_metrics)
+            .transpose()
+            .map_err(|m| err("metrics", m))?;
         Ok(Config {
             source: path.map(Path::to_path_buf),
             data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("data")),
@@ -187,6 +208,9 @@ impl Config {
             timezone,
             receipt_mode,
             partners,
+            calendar,
+            operators,
+            metrics,
             sections: Sections {
                 watch: raw.watch,
                 sftp_server: raw.sftp_server,
@@ -379,6 +403,22 @@ mod tests {
     }
 
     #[test]
+    fn expectations_and_day_defaults() {
+        let c = load(
+            "timezone = \"+09:00\"\n[[partners]]\nid = \"a\"\nformats = [\"f\"]\n[[partners.expect]]\nformat = \"f\"\nby = \"09:30\"\n",
+        )
+        .unwrap();
+        let e = &c.partners[0].expect[0];
+        assert_eq!((e.days, e.count, e.lag_days), (ExpectDays::Business, 1, 1));
+        assert_eq!(e.by, chrono::NaiveTime::from_hms_opt(9, 30, 0).unwrap());
+        assert_eq!(e.timezone.local_minus_utc(), 9 * 3600);
+        assert_eq!(c.calendar, Calendar::default());
+        assert_eq!(c.operators.request_ttl_hours, 24);
+        assert!(c.operators.four_eyes.is_empty());
+        assert!(c.metrics.is_none());
+    }
+
+    #[test]
     fn bad_values_are_refused() {
         for (text, needle) in [
             ("timezone = \"KST\"", "timezone"),
@@ -407,6 +447,29 @@ mod tests {
             (
                 "[[partners]]\nid = \"a\"\nformats = [\"f\"]\n[[partners]]\nid = \"a\"\nformats = [\"f\"]",
                 "defined twice",
+            ),
+            (
+                "[operators]\nfour_eyes = [\"delete\"]",
+                "unknown action \"delete\"",
+            ),
+            ("[operators]\nrequest_ttl_hours = 0", "request_ttl_hours"),
+            ("[metrics]\nlisten = \"localhost\"", "listen \"localhost\""),
+            (
+                "[calendar]\nholidays = [\"2026-02-30\"]",
+                "holidays: \"2026-02-30\"",
+            ),
+            ("[calendar]\nweekends = [\"caturday\"]", "caturday"),
+            (
+                "[[partners]]\nid = \"a\"\nformats = [\"f\"]\n[[partners.expect]]\nformat = \"g\"\nby = \"09:00\"",
+                "not one of the partner's formats",
+            ),
+            (
+                "[[partners]]\nid = \"a\"\nformats = [\"f\"]\n[[partners.expect]]\nformat = \"f\"\nby = \"9am\"",
+                "by \"9am\"",
+            ),
+            (
+                "[[partners]]\nid = \"a\"\nformats = [\"f\"]\n[[partners.expect]]\nformat = \"f\"\nby = \"09:00\"\ndays = \"weekly\"",
+                "days \"weekly\"",
             ),
         ] {
             let e = load(text).unwrap_err().to_string();

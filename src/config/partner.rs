@@ -52,6 +52,9 @@ pub(super) struct RawPartner {
     /// Where the settlement system drops files for this partner. Default
     /// `<data_dir>/outbox/<id>`.
     outbox: Option<PathBuf>,
+    /// Files expected from this partner per business date, with deadlines.
+    #[serde(default)]
+    expect: Vec<super::day::RawExpect>,
 }
 
 impl RawPartner {
@@ -96,6 +99,8 @@ pub struct Partner {
     pub collect: bool,
     /// Explicit outbox directory (default under the data dir).
     pub outbox: Option<PathBuf>,
+    /// Files expected per business date (`[[partners.expect]]`).
+    pub expect: Vec<super::day::Expectation>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +131,7 @@ impl Partner {
             outbound_formats: Vec::new(),
             collect: false,
             outbox: None,
+            expect: Vec::new(),
         }
     }
 
@@ -145,7 +151,11 @@ impl Partner {
 }
 
 /// Validate one partner. Errors are (context, message).
-pub(super) fn build(p: RawPartner, base: &Path) -> Result<Partner, (String, String)> {
+pub(super) fn build(
+    p: RawPartner,
+    base: &Path,
+    timezone: chrono::FixedOffset,
+) -> Result<Partner, (String, String)> {
     let ctx = format!("partner {}", p.id);
     let err = |m: String| (ctx.clone(), m);
     if !is_plain_name(&p.id) {
@@ -200,6 +210,17 @@ pub(super) fn build(p: RawPartner, base: &Path) -> Result<Partner, (String, Stri
         }
         endpoints.push(endpoint);
     }
+    let mut expect: Vec<super::day::Expectation> = Vec::new();
+    for e in p.expect {
+        let e = super::day::build_expect(e, &p.formats, timezone).map_err(&err)?;
+        if expect.iter().any(|x| x.format == e.format) {
+            return Err(err(format!(
+                "expect {}: defined twice (use count for several files)",
+                e.format
+            )));
+        }
+        expect.push(e);
+    }
     Ok(Partner {
         id: p.id,
         formats: p.formats,
@@ -216,5 +237,6 @@ pub(super) fn build(p: RawPartner, base: &Path) -> Result<Partner, (String, Stri
         endpoints,
         outbound_formats: p.outbound_formats,
         outbox: p.outbox.map(|o| base.join(o)),
+        expect,
     })
 }

@@ -6,7 +6,8 @@
 //! arrival with its receipt). [`Gateway::intake`] does both.
 //!
 //! - [`pipeline`]: the two verbs, verification and the feed.
-//! - [`operator`]: supersede, release, reject.
+//! - [`operator`]: supersede, release, reject, redeliver.
+//! - [`four_eyes`]: overrides that wait for a second operator.
 //! - [`recovery`]: files a crash left recorded but unjudged.
 //! - [`receipt`]: `<name>.verdict` files, written in one place.
 //!
@@ -14,6 +15,8 @@
 //! who feeds. If a guard constraint fires because another process fed the
 //! same data a moment earlier, the file is looked up and judged again.
 
+mod day;
+mod four_eyes;
 mod operator;
 mod pipeline;
 pub mod receipt;
@@ -31,6 +34,7 @@ use crate::ledger::{Ledger, LedgerError, RemoteFile};
 use crate::model::Channel;
 use crate::stage::{ContentStore, StoreError, Stored};
 
+pub use four_eyes::Carried;
 pub use recovery::Recovery;
 
 /// The source of "now": the wall clock in production, fixed in tests.
@@ -116,6 +120,8 @@ pub struct Arrival {
     /// For a file claimed from a watched inbox: the claim's identity, so a
     /// claim found again after a crash is finished, not recorded twice.
     pub claim: Option<String>,
+    /// For a redelivery: the stored file whose bytes these are.
+    pub redelivery_of: Option<i64>,
 }
 
 impl Arrival {
@@ -132,6 +138,7 @@ impl Arrival {
             reason: None,
             remote: None,
             claim: None,
+            redelivery_of: None,
         }
     }
 }
@@ -185,6 +192,8 @@ pub struct Gateway {
     pub store: ContentStore,
     pub ledger: Ledger,
     pub clock: Arc<dyn Clock>,
+    /// This process's own metrics and tasks (`/metrics`, `/healthz`).
+    pub telemetry: crate::telemetry::Telemetry,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -217,6 +226,7 @@ impl Gateway {
             store,
             ledger,
             clock,
+            telemetry: crate::telemetry::Telemetry::default(),
         })
     }
 
@@ -285,10 +295,24 @@ pub fn gateway_actor() -> String {
     format!("settlegate@{host}")
 }
 
-/// Who an operator is in the audit log (manual commands): the login name
+/// The operator named on the command line (`--operator`, or
+/// `SETTLEGATE_OPERATOR`), set once at start.
+static OPERATOR_NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Name the operator running this process (the command line's
+/// `--operator`); the first name set holds.
+pub fn set_operator_name(name: &str) {
+    let _ = OPERATOR_NAME.set(name.to_string());
+}
+
+/// Who an operator is in the audit log (manual commands): the name given
+/// with `--operator` (or `SETTLEGATE_OPERATOR`), else the login name
 /// (`SUDO_USER` first, so `sudo settlegate …` names the person), else the
 /// name /etc/passwd gives the process's uid.
 pub fn operator_actor() -> String {
+    if let Some(name) = OPERATOR_NAME.get() {
+        return format!("operator:{name}");
+    }
     let user = ["SUDO_USER", "USER", "LOGNAME"]
         .iter()
         .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))

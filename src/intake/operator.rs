@@ -4,12 +4,12 @@
 //! audited with the operator and the reason.
 
 use super::pipeline::{identity, outcome};
-use super::{Gateway, IntakeError, Outcome};
+use super::{Arrival, Bytes, Gateway, IntakeError, Outcome};
 use crate::format::{FileFacts, FormatSpec};
 use crate::identify::choose_format;
 use crate::judge::{Judgement, Verdict};
 use crate::ledger::{FeedPlan, FileRow, LedgerError};
-use crate::model::FileState;
+use crate::model::{Channel, FileState};
 
 /// Operator actions on quarantined files. Each goes through the same
 /// verification and ledger constraints as an arrival, and is audited with
@@ -137,6 +137,77 @@ impl Gateway {
             .map_err(refusal)?;
         self.acknowledge(&spec, &row, &facts, actor).await;
         Ok(outcome(&row, judgement, Some(facts), n))
+    }
+
+    /// Take a stored file's bytes through the whole pipeline again as a new
+    /// arrival (channel `redelivery`, naming the file): after a format or
+    /// configuration fix an invalid file can be fed; bytes already fed are
+    /// still a duplicate. When the redelivery is fed, the original, if it
+    /// waits in quarantine, is closed (`rejected`) naming it.
+    pub async fn redeliver(
+        &self,
+        id: i64,
+        reason: &str,
+        actor: &str,
+    ) -> Result<Outcome, IntakeError> {
+        let row = self
+            .ledger
+            .file(id)
+            .await?
+            .ok_or_else(|| IntakeError::Refused(format!("no file {id} in the ledger")))?;
+        if row.state == FileState::Received {
+            return Err(IntakeError::Refused(format!(
+                "file {id} is not judged yet; settlegate recover judges it"
+            )));
+        }
+        let data = crate::stage::Stored {
+            checksum: row.checksum.clone(),
+            size: u64::try_from(row.size).unwrap_or_default(),
+            path: self.store.path_of(&row.checksum),
+        };
+        let control = row.sidecar_checksum.as_ref().map(|c| crate::stage::Stored {
+            checksum: c.clone(),
+            size: 0,
+            path: self.store.path_of(c),
+        });
+        for s in std::iter::once(&data).chain(control.as_ref()) {
+            if !s.path.is_file() {
+                return Err(IntakeError::Refused(format!(
+                    "file {id}: its bytes ({}) are not in the content store",
+                    s.checksum
+                )));
+            }
+        }
+        let mut arrival = Arrival::new(&row.partner, Channel::Redelivery, &row.name, actor);
+        arrival.reason = Some(reason.to_string());
+        arrival.source_path = row.source_path.clone();
+        arrival.redelivery_of = Some(id);
+        let out = self
+            .intake(
+                &arrival,
+                Bytes::Stored {
+                    data: &data,
+                    control: control.as_ref(),
+                },
+            )
+            .await?;
+        if out.verdict == Verdict::Fed
+            && let Some(v) = row.state.verdict()
+            && v.is_quarantine()
+        {
+            let why = format!(
+                "redelivered as file {}, which was fed: {reason}",
+                out.file_id
+            );
+            if let Err(e) = self
+                .ledger
+                .reject(id, row.state, &why, self.clock.now(), actor)
+                .await
+            {
+                tracing::warn!(file_id = id, error = %e, "redelivery fed, but the original could not be closed");
+            }
+        }
+        Ok(out)
     }
 
     /// Close a quarantined file for good: it will never be fed.

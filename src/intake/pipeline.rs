@@ -29,13 +29,19 @@ impl Gateway {
         arrival: &Arrival,
         bytes: Bytes<'_>,
     ) -> Result<Outcome, IntakeError> {
+        let started = std::time::Instant::now();
         let id = self.record(arrival, bytes).await?;
-        self.judge(id, &arrival.actor)
+        let out = self
+            .judge(id, &arrival.actor)
             .await
             .map_err(|source| IntakeError::Staged {
                 file_id: id,
                 source: Box::new(source),
-            })
+            })?;
+        self.telemetry
+            .intake_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(out)
     }
 
     /// Stage the bytes (and the control file's) in the content store and
@@ -60,6 +66,7 @@ impl Gateway {
                 reason: arrival.reason.as_deref(),
                 remote: arrival.remote.as_ref(),
                 claim: arrival.claim.as_deref(),
+                redelivery_of: arrival.redelivery_of,
             })
             .await?;
         match recorded {
@@ -366,7 +373,11 @@ impl Gateway {
         if facts.is_valid() {
             same_checksum = self
                 .ledger
-                .earlier_same_checksum(&row.checksum, row.id)
+                .earlier_same_checksum(
+                    &row.checksum,
+                    row.id,
+                    row.channel == crate::model::Channel::Redelivery,
+                )
                 .await?
                 .map(|r| r.prior());
             if let Some(fp) = facts.fingerprint_hex() {

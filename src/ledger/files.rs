@@ -32,6 +32,8 @@ pub struct NewArrival<'a> {
     /// second arrival with the same claim is refused by the database
     /// (`files_claim`); recording it again returns the first row.
     pub claim: Option<&'a str>,
+    /// For a redelivery: the stored file whose bytes these are.
+    pub redelivery_of: Option<i64>,
 }
 
 /// A file on a partner's SFTP server as listed: the ledger remembers which
@@ -416,14 +418,14 @@ impl Ledger {
         let details = serde_json::json!({
             "name": a.name, "channel": a.channel.as_str(), "endpoint": a.endpoint,
             "source_path": a.source_path, "size": a.size, "checksum": a.checksum,
-            "sidecar_checksum": a.sidecar_checksum, "claim": a.claim,
+            "sidecar_checksum": a.sidecar_checksum, "claim": a.claim, "redelivery_of": a.redelivery_of,
         })
         .to_string();
         on_pool!(self, pool => {
             let mut tx = pool.begin().await.map_err(query_error("begin"))?;
             let id: i64 = sqlx::query_scalar(
-                "INSERT INTO files (partner, channel, endpoint, source_path, name, received_at, size, checksum, sidecar_checksum, verdict, claim) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'received', $10) RETURNING id",
+                "INSERT INTO files (partner, channel, endpoint, source_path, name, received_at, size, checksum, sidecar_checksum, verdict, claim, redelivery_of) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'received', $10, $11) RETURNING id",
             )
             .bind(a.partner)
             .bind(a.channel.as_str())
@@ -435,6 +437,7 @@ impl Ledger {
             .bind(a.checksum)
             .bind(a.sidecar_checksum)
             .bind(a.claim)
+            .bind(a.redelivery_of)
             .fetch_one(&mut *tx)
             .await
             .map_err(query_error("record arrival"))?;
@@ -509,18 +512,22 @@ impl Ledger {
 
     /// The earliest arrival before `before_id` with these bytes that a copy
     /// is a duplicate of: fed, judged on its content, or still pending —
-    /// not one quarantined as a drill only for how it arrived.
+    /// not one quarantined as a drill only for how it arrived. With
+    /// `past_invalid`, copies judged invalid or closed by an operator do not
+    /// count either: a redelivery judges the bytes anew after a fix.
     pub async fn earlier_same_checksum(
         &self,
         checksum: &str,
         before_id: i64,
+        past_invalid: bool,
     ) -> Result<Option<FileRow>, LedgerError> {
         let sql = concat!(
             "SELECT ",
             file_columns!(),
-            " FROM files WHERE checksum = $1 AND id < $2 AND NOT drill_by_arrival ORDER BY id LIMIT 1"
+            " FROM files WHERE checksum = $1 AND id < $2 AND NOT drill_by_arrival \
+             AND NOT ($3 AND verdict IN ('invalid', 'rejected')) ORDER BY id LIMIT 1"
         );
-        let row: Option<StoredFile> = on_pool!(self, pool => sqlx::query_as(sql).bind(checksum).bind(before_id).fetch_optional(pool).await)
+        let row: Option<StoredFile> = on_pool!(self, pool => sqlx::query_as(sql).bind(checksum).bind(before_id).bind(past_invalid).fetch_optional(pool).await)
             .map_err(query_error("look up checksum"))?;
         row.map(FileRow::try_from).transpose()
     }

@@ -13,10 +13,14 @@
 //! - [`files`]: arrivals, verdicts and the look-ups the judge needs.
 //! - [`feed`]: settlement entries, fed and reversed in one transaction.
 //! - [`deliveries`]: outbound files, delivered at most once per partner.
+//! - [`day`]: a business date's files and the figures `/metrics` shows.
+//! - [`requests`]: four-eyes requests and their one decision.
 
+mod day;
 mod deliveries;
 mod feed;
 mod files;
+mod requests;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -27,6 +31,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use day::{DeliveryCount, FileCount};
 pub use deliveries::{
     AttemptEnd, DeliveryFilter, DeliveryRow, NewDelivery, Recorded as DeliveryRecorded,
 };
@@ -34,6 +39,7 @@ pub use feed::{FeedPlan, IntakeRow, NewEntry};
 pub use files::{
     Decision, EventRow, FileFilter, FileRow, Identity, NewArrival, Recorded, RemoteFile,
 };
+pub use requests::{Decided, NewRequest, RequestRow};
 
 /// A connected, migrated ledger.
 #[derive(Debug, Clone)]
