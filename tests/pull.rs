@@ -943,3 +943,175 @@ fn serve_pulls_on_schedule() {
     assert!(log.contains("sftp-pull"), "{log}");
     assert_eq!(names_in(&remote.join("archive")), vec![a]);
 }
+
+/// A symbolic link, a FIFO and names with a newline and an ESC among the
+/// files: each is reported as skipped (and not taken), every regular file
+/// is taken and archived, and `pull --json` lists every file it took.
+#[tokio::test]
+async fn odd_remote_entries_are_skipped_and_the_rest_taken() {
+    let sshd = Sshd::start();
+    let remote = sshd.remote_dir("outbox");
+    let (a, _) = put(&remote, &card(1, 0, 2));
+    let (b, _) = put(&remote, &card(2, 10, 2));
+    std::os::unix::fs::symlink(remote.join(&a), remote.join("CSTL_031_20261121_0009.dat")).unwrap();
+    let fifo = remote.join("CSTL_031_20261121_0008.dat");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let newline = "CSTL_031_20261121_0007\n.dat";
+    let esc = "CSTL_031_20261121_0006\u{1b}[2J.dat";
+    std::fs::write(remote.join(newline), card(7, 20, 1).render()).unwrap();
+    std::fs::write(remote.join(esc), card(6, 30, 1).render()).unwrap();
+    let env = env(
+        &TestLedger::sqlite(),
+        &endpoint(&sshd, "primary", &remote, "glob = \"CSTL_*\"\n"),
+    );
+    let (code, reports) = pull(&env, &[]);
+    assert_eq!(code, 0, "{reports:?}");
+    let r = &reports[0];
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(
+        verdicts(r),
+        vec![(a.clone(), "fed".into()), (b.clone(), "fed".into())]
+    );
+    let mut skipped: Vec<(String, String)> = r["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    skipped.sort();
+    let names: Vec<&str> = skipped.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            esc,
+            newline,
+            "CSTL_031_20261121_0008.dat",
+            "CSTL_031_20261121_0009.dat"
+        ]
+    );
+    assert!(skipped[0].1.contains("control character"), "{skipped:?}");
+    assert!(skipped[2].1.contains("not a regular file"), "{skipped:?}");
+    assert!(skipped[3].1.contains("symbolic link"), "{skipped:?}");
+    assert_eq!(
+        names_in(&remote.join("archive")),
+        vec![a.clone(), b.clone()]
+    );
+    // Nothing of the odd entries was recorded; they stay where they are.
+    let (_, files) = env.json(&["files", "--json"]);
+    assert_eq!(files.as_array().unwrap().len(), 2, "{files}");
+    assert!(remote.join(newline).exists() && remote.join(esc).exists());
+    // Printed as text and logged, the names are escaped: no raw control character.
+    let out = env.run(&["pull", "--partner", "cardpull"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("CSTL_031_20261121_0007\\n.dat"),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout.contains("CSTL_031_20261121_0006\\u{1b}[2J.dat"),
+        "{out:?}"
+    );
+    for text in [&out.stdout, &out.stderr] {
+        assert!(!text.contains('\u{1b}'), "{out:?}");
+        assert!(!text.contains("0007\n"), "{out:?}");
+    }
+}
+
+fn paramiko_endpoint(server: &common::interop::ParamikoServer) -> String {
+    format!(
+        "[[partners.endpoints]]\nname = \"primary\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"cardpull\"\nkey_file = {:?}\nhost_key = {:?}\nremote_dir = \"/out\"\nstable_seconds = 0\nretry_initial_seconds = 0.2\n",
+        server.port,
+        server.client_key.display().to_string(),
+        server.fingerprint()
+    )
+}
+
+/// A paramiko server that advertises posix-rename@openssh.com but answers
+/// "unsupported", and lists one file a byte larger than it is: the archive
+/// falls back to plain rename, the mislisted file is reported and left
+/// alone, the others are taken once.
+#[tokio::test]
+async fn a_server_refusing_posix_rename_and_misreporting_a_size() {
+    let (ok1, ok2) = (card(1, 0, 2), card(3, 20, 2));
+    let liar = card(2, 10, 2);
+    let server = common::interop::ParamikoServer::start(&[
+        "--advertise-posix-rename",
+        "--lie-size",
+        &liar.file_name(),
+    ]);
+    let remote = server.root().join("out");
+    std::fs::create_dir_all(&remote).unwrap();
+    for f in [&ok1, &liar, &ok2] {
+        put(&remote, f);
+    }
+    let env = env(&TestLedger::sqlite(), &paramiko_endpoint(&server));
+    let (code, reports) = pull(&env, &[]);
+    assert_eq!(code, 0, "{reports:?}");
+    let r = &reports[0];
+    assert_eq!(r["ok"], true, "{r}");
+    let taken = r["taken"].as_array().unwrap();
+    let by_name = |n: &str| taken.iter().find(|t| t["name"] == n).cloned();
+    assert_eq!(by_name(&ok1.file_name()).unwrap()["verdict"], "fed", "{r}");
+    assert_eq!(by_name(&ok2.file_name()).unwrap()["verdict"], "fed", "{r}");
+    let bad = by_name(&liar.file_name()).unwrap();
+    assert!(bad["error"].as_str().unwrap().contains("size"), "{bad}");
+    assert!(
+        taken.iter().all(|t| t["after_pickup_error"].is_null()),
+        "{r}"
+    );
+    assert_eq!(
+        names_in(&remote.join("archive")),
+        vec![ok1.file_name(), ok2.file_name()]
+    );
+    assert_eq!(
+        names_in(&remote),
+        vec![liar.file_name(), "archive".to_string()]
+    );
+    // A second pickup takes nothing again.
+    let (_, reports) = pull(&env, &[]);
+    let again: Vec<_> = reports[0]["taken"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["verdict"].is_string())
+        .cloned()
+        .collect();
+    assert!(again.is_empty(), "{reports:?}");
+    let (_, files) = env.json(&["files", "--json"]);
+    assert_eq!(files.as_array().unwrap().len(), 2, "{files}");
+}
+
+/// A server that lists names without attributes: each entry is asked for
+/// with a stat, regular files are taken and a symbolic link is reported
+/// (and logged).
+#[tokio::test]
+async fn a_listing_without_attributes_is_completed_by_stat() {
+    let server = common::interop::ParamikoServer::start(&["--bare-listing"]);
+    let remote = server.root().join("out");
+    std::fs::create_dir_all(&remote).unwrap();
+    let (a, _) = put(&remote, &card(1, 0, 2));
+    std::os::unix::fs::symlink(remote.join(&a), remote.join("CSTL_031_20261121_0009.dat")).unwrap();
+    let env = env(&TestLedger::sqlite(), &paramiko_endpoint(&server));
+    let out = env.run(&["pull", "--partner", "cardpull", "--json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let reports: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let r = &reports[0];
+    assert_eq!(verdicts(r), vec![(a.clone(), "fed".into())], "{r}");
+    assert_eq!(r["skipped"][0]["name"], "CSTL_031_20261121_0009.dat", "{r}");
+    assert!(
+        out.stderr.contains("remote entry not taken")
+            && out.stderr.contains("CSTL_031_20261121_0009.dat"),
+        "{out:?}"
+    );
+}

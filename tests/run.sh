@@ -12,10 +12,22 @@ need=()
 command -v sftp >/dev/null || need+=(openssh-client)
 command -v curl >/dev/null || need+=(curl)
 command -v psql >/dev/null || need+=(postgresql-client)
+# Clients and servers other than OpenSSH for the SFTP interoperability tests.
+command -v lftp >/dev/null || need+=(lftp)
+command -v python3 >/dev/null || need+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${need[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# paramiko and asyncssh (PyPI) drive and serve SFTP in tests/sftp_server.rs
+# and tests/pull.rs.
+if ! python3 -c 'import paramiko, asyncssh' 2>/dev/null; then
+  echo "tests/run.sh: installing paramiko and asyncssh"
+  python3 -m pip install -q paramiko asyncssh 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages paramiko asyncssh
 fi
 
 # The ledger tests run against real PostgreSQL at 127.0.0.1:5432 (user

@@ -78,7 +78,9 @@ impl PullError {
         match self {
             PullError::Ssh(e) => e.is_transient(),
             PullError::Sftp { source, .. } => !matches!(source, SftpError::Status(_)),
-            PullError::Download { .. } => true,
+            // This file did not match its listing (changed, a size the
+            // server misreports): reported, and the other files still taken.
+            PullError::Download { .. } => false,
             _ => false,
         }
     }
@@ -226,6 +228,12 @@ pub struct PullReport {
     pub taken: Vec<Taken>,
     /// Files seen but not complete yet.
     pub waiting: Vec<String>,
+    /// Entries that match the glob but cannot be taken (a symbolic link,
+    /// a special file, a name with control characters, no attributes).
+    pub skipped: Vec<Skipped>,
+    /// Why the pickup stopped, if it did; what was taken before stays in
+    /// `taken`.
+    pub error: Option<PullError>,
     /// Connection attempts made.
     pub attempts: u32,
 }
@@ -233,7 +241,26 @@ pub struct PullReport {
 /// One pickup now, retrying a dropped connection with exponential back-off
 /// (the endpoint's `retries`, `retry_initial_seconds`, `retry_max_seconds`).
 /// Files taken before a drop stay taken: the retry lists again and skips them.
-pub async fn pull(gw: &Gateway, partner: &str, endpoint: &str) -> Result<PullReport, PullError> {
+/// The report lists every file taken, also when the pickup then failed
+/// (`error`).
+pub async fn pull(gw: &Gateway, partner: &str, endpoint: &str) -> PullReport {
+    let mut report = PullReport {
+        partner: partner.to_string(),
+        endpoint: endpoint.to_string(),
+        ..PullReport::default()
+    };
+    if let Err(e) = pull_into(gw, partner, endpoint, &mut report).await {
+        report.error = Some(e);
+    }
+    report
+}
+
+async fn pull_into(
+    gw: &Gateway,
+    partner: &str,
+    endpoint: &str,
+    report: &mut PullReport,
+) -> Result<(), PullError> {
     let p = gw
         .config
         .partner(partner)
@@ -252,11 +279,6 @@ pub async fn pull(gw: &Gateway, partner: &str, endpoint: &str) -> Result<PullRep
                     .join(", ")
             ))
         })?;
-    let mut report = PullReport {
-        partner: p.id.clone(),
-        endpoint: ep.name.clone(),
-        ..PullReport::default()
-    };
     let mut delays = backon::BackoffBuilder::build(
         backon::ExponentialBuilder::default()
             .with_min_delay(ep.retry.initial)
@@ -266,8 +288,8 @@ pub async fn pull(gw: &Gateway, partner: &str, endpoint: &str) -> Result<PullRep
     );
     loop {
         report.attempts += 1;
-        match pickup_once(gw, p, ep, &mut report).await {
-            Ok(()) => return Ok(report),
+        match pickup_once(gw, p, ep, report).await {
+            Ok(()) => return Ok(()),
             Err(e) if e.is_transient() => match delays.next() {
                 Some(delay) => {
                     tracing::warn!(partner = %p.id, endpoint = %ep.name, attempt = report.attempts, retry_in = ?delay, error = %e, "pickup interrupted; retrying");
@@ -299,16 +321,28 @@ async fn pickup_on(
     conn: &SftpConnection,
     report: &mut PullReport,
 ) -> Result<(), PullError> {
-    let first = list(conn, ep).await?;
+    let (first, skipped) = list(conn, ep).await?;
     let second = match ep.completion {
         Completion::Stable(wait) => {
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
             }
-            Some(list(conn, ep).await?)
+            Some(list(conn, ep).await?.0)
         }
         Completion::DoneMarker(_) => None,
     };
+    // Entries that match the glob but cannot be taken: reported and logged
+    // once per pickup, never stopping the files after them.
+    let skipped: Vec<Skipped> = skipped
+        .into_iter()
+        .filter(|s| ep.glob.matches(&s.name) && !super::watch::is_temporary(&s.name))
+        .collect();
+    for s in &skipped {
+        if !report.skipped.contains(s) {
+            tracing::warn!(partner = %p.id, endpoint = %ep.name, name = %s.name.escape_debug(), reason = %s.reason, "remote entry not taken");
+        }
+    }
+    report.skipped = skipped;
     // Control files are paired with their data file, whatever the glob;
     // done markers are never taken themselves.
     let all: Vec<String> = first.keys().cloned().collect();
@@ -347,7 +381,7 @@ async fn pickup_on(
                 "{} bytes is more than max_file_bytes ({}); left on the server",
                 c.listed.size, ep.max_file_bytes
             );
-            tracing::error!(partner = %p.id, endpoint = %ep.name, name = %c.name, %message, "file not taken");
+            tracing::error!(partner = %p.id, endpoint = %ep.name, name = %c.name.escape_debug(), %message, "file not taken");
             report.taken.push(Taken::failed(&c, &remote, message));
             continue;
         }
@@ -367,7 +401,7 @@ async fn pickup_on(
             Ok(taken) => report.taken.push(taken),
             Err(e) if e.is_transient() => return Err(e),
             Err(e) => {
-                tracing::error!(partner = %p.id, endpoint = %ep.name, name = %c.name, error = %e, "file not taken");
+                tracing::error!(partner = %p.id, endpoint = %ep.name, name = %c.name.escape_debug(), error = %e, "file not taken");
                 report.taken.push(Taken::failed(&c, &remote, e.to_string()));
             }
         }
@@ -425,7 +459,7 @@ async fn take_one(
         None
     };
     if let Some(earlier) = earlier {
-        tracing::info!(partner = %p.id, endpoint = %ep.name, name = %c.name, file_id = earlier, "already taken; retrying its after-pickup action");
+        tracing::info!(partner = %p.id, endpoint = %ep.name, name = %c.name.escape_debug(), file_id = earlier, "already taken; retrying its after-pickup action");
         taken.already_taken = Some(earlier);
     } else {
         record_and_judge(
@@ -441,7 +475,7 @@ async fn take_one(
         .await?;
     }
     if let Err(e) = after_pickup(conn, ep, c).await {
-        tracing::warn!(partner = %p.id, endpoint = %ep.name, name = %c.name, error = %e, "after-pickup action failed; retried next pickup");
+        tracing::warn!(partner = %p.id, endpoint = %ep.name, name = %c.name.escape_debug(), error = %e, "after-pickup action failed; retried next pickup");
         taken.after_pickup_error = Some(e.to_string());
     }
     Ok(taken)
@@ -484,10 +518,59 @@ async fn record_and_judge(
     Ok(())
 }
 
-/// List the endpoint's remote directory: regular files only. Names that are
-/// not UTF-8 cannot be fetched faithfully through the SFTP library and are
-/// left alone, with a warning.
-async fn list(conn: &SftpConnection, ep: &Endpoint) -> Result<Listing, PullError> {
+/// A remote entry the pickup leaves alone, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub name: String,
+    pub reason: String,
+}
+
+/// File type bits of an SFTP `permissions` field (POSIX `S_IFMT`).
+const S_IFMT: u32 = 0o170000;
+const S_IFREG: u32 = 0o100000;
+
+/// What a remote entry is, from its attributes: only a regular file with a
+/// size and mtime can be taken (completeness and a whole download are
+/// checked against them). `Err` says why not.
+fn classify(attrs: &FileAttributes) -> Result<Listed, &'static str> {
+    let Some(mode) = attrs.permissions else {
+        return Err("the server gives no file type");
+    };
+    match mode & S_IFMT {
+        S_IFREG => {}
+        0o040000 => return Err("directory"),
+        0o120000 => return Err("a symbolic link (only regular files are taken)"),
+        _ => return Err("not a regular file (a socket, device or pipe)"),
+    }
+    match (attrs.size, attrs.mtime) {
+        (Some(size), Some(mtime)) => Ok(Listed {
+            size,
+            mtime: i64::from(mtime),
+        }),
+        _ => Err("the server gives no size or modification time"),
+    }
+}
+
+/// Why a remote name cannot be taken as it is: not UTF-8 (the SFTP library
+/// cannot ask for it faithfully), a `/`, or control characters (they would
+/// forge lines wherever the name is printed; the SFTP server refuses them too).
+fn refused_name(name: &str) -> Option<&'static str> {
+    if name.contains('\u{FFFD}') {
+        Some("the name is not UTF-8")
+    } else if name.contains('/') {
+        Some("the name holds a '/'")
+    } else if name.chars().any(char::is_control) {
+        Some("the name holds a control character")
+    } else {
+        None
+    }
+}
+
+/// List the endpoint's remote directory: its regular files, and the entries
+/// that look like files but cannot be taken (`skipped`, with why).
+/// Directories are passed over silently. An entry listed without attributes
+/// (some servers list names only) is asked for with a `stat`.
+async fn list(conn: &SftpConnection, ep: &Endpoint) -> Result<(Listing, Vec<Skipped>), PullError> {
     let sftp = &conn.sftp;
     let dir = &ep.remote_dir;
     let handle = sftp
@@ -495,39 +578,52 @@ async fn list(conn: &SftpConnection, ep: &Endpoint) -> Result<Listing, PullError
         .await
         .map_err(sftp_err(&conn.addr, "list", dir))?
         .handle;
-    let mut listing = Listing::new();
+    let mut entries = Vec::new();
     let result = loop {
         match sftp.readdir(handle.as_str()).await {
-            Ok(names) => {
-                for f in names.files {
-                    if !f.attrs.is_regular() {
-                        continue;
-                    }
-                    if f.filename.contains('\u{FFFD}') || f.filename.contains('/') {
-                        tracing::warn!(endpoint = %ep.name, name = %f.filename, "remote file name is not UTF-8 (or holds a '/'); skipped");
-                        continue;
-                    }
-                    // Without a size and mtime neither completeness nor a
-                    // whole download can be checked: such a file is not taken.
-                    let (Some(size), Some(mtime)) = (f.attrs.size, f.attrs.mtime) else {
-                        tracing::warn!(endpoint = %ep.name, name = %f.filename, "server reports no size or mtime for this file; skipped");
-                        continue;
-                    };
-                    listing.insert(
-                        f.filename,
-                        Listed {
-                            size,
-                            mtime: i64::from(mtime),
-                        },
-                    );
-                }
-            }
+            Ok(names) => entries.extend(names.files),
             Err(SftpError::Status(s)) if s.status_code == StatusCode::Eof => break Ok(()),
             Err(e) => break Err(sftp_err(&conn.addr, "list", dir)(e)),
         }
     };
     let _ = sftp.close(handle).await;
-    result.map(|()| listing)
+    result?;
+    let mut listing = Listing::new();
+    let mut skipped = Vec::new();
+    for f in entries {
+        if f.filename == "." || f.filename == ".." {
+            continue;
+        }
+        if let Some(reason) = refused_name(&f.filename) {
+            skipped.push(Skipped {
+                name: f.filename,
+                reason: reason.into(),
+            });
+            continue;
+        }
+        let mut attrs = f.attrs;
+        if attrs.permissions.is_none() || attrs.size.is_none() || attrs.mtime.is_none() {
+            let path = remote_path(dir, &f.filename);
+            // lstat: a symbolic link is reported as one, not as its target.
+            match sftp.lstat(path.as_str()).await {
+                Ok(a) => attrs = a.attrs,
+                Err(SftpError::Status(_)) => {}
+                Err(e) => return Err(sftp_err(&conn.addr, "stat", &path)(e)),
+            }
+        }
+        match classify(&attrs) {
+            Ok(l) => {
+                listing.insert(f.filename, l);
+            }
+            Err("directory") => {}
+            Err(reason) => skipped.push(Skipped {
+                name: f.filename,
+                reason: reason.into(),
+            }),
+        }
+    }
+    skipped.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok((listing, skipped))
 }
 
 /// Blocks handed from the network to the writer thread.
@@ -718,6 +814,16 @@ async fn posix_rename(conn: &SftpConnection, from: &str, to: &str) -> Result<(),
         .map_err(sftp_err(&conn.addr, "rename", from))?;
     match reply {
         russh_sftp::protocol::Packet::Status(s) if s.status_code == StatusCode::Ok => Ok(()),
+        // Advertised but not implemented (some servers announce what their
+        // configuration then refuses): the plain rename still archives.
+        russh_sftp::protocol::Packet::Status(s) if s.status_code == StatusCode::OpUnsupported => {
+            tracing::debug!(addr = %conn.addr, "posix-rename@openssh.com answered unsupported; plain rename");
+            conn.sftp
+                .rename(from, to)
+                .await
+                .map_err(sftp_err(&conn.addr, "rename", from))?;
+            Ok(())
+        }
         russh_sftp::protocol::Packet::Status(s) => Err(PullError::Sftp {
             addr: conn.addr.clone(),
             op: "rename",
@@ -823,7 +929,10 @@ pub async fn run_schedule(
         // discarded, a file recorded but not judged is judged at the next
         // start, and a remote file is only archived after it was recorded.
         let result = tokio::select! {
-            r = pull(&gw, &partner, &endpoint) => r,
+            mut r = pull(&gw, &partner, &endpoint) => match r.error.take() {
+                Some(e) => Err(e),
+                None => Ok(r),
+            },
             _ = stop.wait_for(|s| *s) => {
                 tracing::warn!(partner = %partner, endpoint = %endpoint, "pickup abandoned by shutdown");
                 return;

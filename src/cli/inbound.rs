@@ -241,7 +241,7 @@ pub async fn pull(
     // One endpoint failing never stops the others.
     for name in names {
         let result = sftp_pull::pull(gw, partner, &name).await;
-        if let Err(e) = &result {
+        if let Some(e) = &result.error {
             code = match e {
                 PullError::Unknown(_) => Exit::Usage,
                 _ => Exit::Endpoint,

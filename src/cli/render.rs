@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::channels::sftp_pull::{PullError, PullReport};
+use crate::channels::sftp_pull::PullReport;
 use crate::format::{FileFacts, FormatRegistry};
 use crate::intake::Outcome;
 use crate::ledger::{DeliveryRow, EventRow, FileRow};
@@ -38,14 +38,13 @@ pub fn print_operator_outcome(out: &Outcome, json: bool) {
     }
 }
 
-pub fn print_pull(partner: &str, endpoint: &str, result: &Result<PullReport, PullError>) {
-    let r = match result {
-        Ok(r) => r,
-        Err(e) => {
-            println!("{partner}/{endpoint}: cannot pull: {e}");
+pub fn print_pull(partner: &str, endpoint: &str, r: &PullReport) {
+    if let Some(e) = &r.error {
+        println!("{partner}/{endpoint}: cannot pull: {e}");
+        if r.taken.is_empty() && r.skipped.is_empty() {
             return;
         }
-    };
+    }
     println!(
         "{partner}/{endpoint}: {} taken, {} waiting{}",
         r.taken.len(),
@@ -86,41 +85,40 @@ pub fn print_pull(partner: &str, endpoint: &str, result: &Result<PullReport, Pul
     for w in &r.waiting {
         println!("  {:<10} {}", "waiting", shown(w));
     }
+    for k in &r.skipped {
+        println!("  {:<10} {}  {}", "skipped", shown(&k.name), k.reason);
+    }
 }
 
-pub fn pull_json(
-    partner: &str,
-    endpoint: &str,
-    result: &Result<PullReport, PullError>,
-) -> serde_json::Value {
-    match result {
-        Err(e) => json!({
-            "partner": partner, "endpoint": endpoint, "ok": false, "error": e.to_string(),
-        }),
-        Ok(r) => {
-            let taken: Vec<serde_json::Value> = r
-                .taken
-                .iter()
-                .map(|t| {
-                    let mut v = t
-                        .outcome
-                        .as_ref()
-                        .map(outcome_json)
-                        .unwrap_or_else(|| json!({}));
-                    v["name"] = json!(t.name);
-                    v["remote_path"] = json!(t.remote_path);
-                    v["error"] = json!(t.error);
-                    v["after_pickup_error"] = json!(t.after_pickup_error);
-                    v["already_taken"] = json!(t.already_taken);
-                    v
-                })
-                .collect();
-            json!({
-                "partner": partner, "endpoint": endpoint, "ok": true, "error": null,
-                "attempts": r.attempts, "taken": taken, "waiting": r.waiting,
-            })
-        }
-    }
+pub fn pull_json(partner: &str, endpoint: &str, r: &PullReport) -> serde_json::Value {
+    let taken: Vec<serde_json::Value> = r
+        .taken
+        .iter()
+        .map(|t| {
+            let mut v = t
+                .outcome
+                .as_ref()
+                .map(outcome_json)
+                .unwrap_or_else(|| json!({}));
+            v["name"] = json!(t.name);
+            v["remote_path"] = json!(t.remote_path);
+            v["error"] = json!(t.error);
+            v["after_pickup_error"] = json!(t.after_pickup_error);
+            v["already_taken"] = json!(t.already_taken);
+            v
+        })
+        .collect();
+    let skipped: Vec<serde_json::Value> = r
+        .skipped
+        .iter()
+        .map(|k| json!({ "name": k.name, "reason": k.reason }))
+        .collect();
+    json!({
+        "partner": partner, "endpoint": endpoint, "ok": r.error.is_none(),
+        "error": r.error.as_ref().map(|e| e.to_string()),
+        "attempts": r.attempts, "taken": taken, "waiting": r.waiting,
+        "skipped": skipped,
+    })
 }
 
 pub fn outcome_json(out: &Outcome) -> serde_json::Value {

@@ -10,6 +10,7 @@ use sqlx::Connection;
 
 pub mod disk;
 pub mod drops;
+pub mod interop;
 pub mod pg;
 pub mod server;
 pub mod sshd;

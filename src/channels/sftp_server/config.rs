@@ -20,6 +20,9 @@ pub const DEFAULT_MAX_FAILED_LOGINS: u32 = 5;
 pub const DEFAULT_FAILED_LOGIN_WINDOW: u64 = 60;
 pub const DEFAULT_FAILED_LOGIN_BLOCK: u64 = 300;
 pub const DEFAULT_VERDICT_WAIT: u64 = 10;
+pub const DEFAULT_LOGIN_GRACE: u64 = 120;
+pub const DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS: usize = 10;
+pub const DEFAULT_MAX_UNAUTHENTICATED: usize = 100;
 
 /// `[sftp_server]` as written. Absent section: no SFTP server.
 #[derive(Debug, Default, Deserialize)]
@@ -47,6 +50,13 @@ pub struct RawSftpServer {
     /// is staged and recorded (0: answer right after recording). Judging
     /// that takes longer goes on and writes the receipt when done. Default 10.
     verdict_wait_seconds: Option<u64>,
+    /// Seconds a connection has to log in before it is closed (OpenSSH's
+    /// `LoginGraceTime`). Default 120.
+    login_grace_seconds: Option<u64>,
+    /// Connections not yet logged in, from one address. Default 10.
+    max_unauthenticated_per_address: Option<usize>,
+    /// Connections not yet logged in, in total. Default 100.
+    max_unauthenticated: Option<usize>,
     /// One account per partner that pushes.
     #[serde(default)]
     accounts: Vec<RawAccount>,
@@ -99,6 +109,14 @@ pub struct LoginLimit {
     pub block: Duration,
 }
 
+/// Connections that have not logged in yet: how many, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PreAuthLimit {
+    pub grace: Duration,
+    pub per_address: usize,
+    pub total: usize,
+}
+
 /// The validated `[sftp_server]` section.
 #[derive(Debug, Clone)]
 pub struct SftpServerConfig {
@@ -110,6 +128,7 @@ pub struct SftpServerConfig {
     pub idle_timeout: Duration,
     pub login_limit: LoginLimit,
     pub verdict_wait: Duration,
+    pub pre_auth: PreAuthLimit,
     pub accounts: Vec<Account>,
 }
 
@@ -215,6 +234,23 @@ impl RawSftpServer {
             DEFAULT_FAILED_LOGIN_BLOCK,
             "failed_login_block_seconds",
         )?;
+        let pre_auth = PreAuthLimit {
+            grace: Duration::from_secs(positive(
+                self.login_grace_seconds,
+                DEFAULT_LOGIN_GRACE,
+                "login_grace_seconds",
+            )?),
+            per_address: positive(
+                self.max_unauthenticated_per_address.map(|v| v as u64),
+                DEFAULT_MAX_UNAUTHENTICATED_PER_ADDRESS as u64,
+                "max_unauthenticated_per_address",
+            )? as usize,
+            total: positive(
+                self.max_unauthenticated.map(|v| v as u64),
+                DEFAULT_MAX_UNAUTHENTICATED as u64,
+                "max_unauthenticated",
+            )? as usize,
+        };
         let mut accounts: Vec<Account> = Vec::new();
         let mut problems: Vec<Invalid> = Vec::new();
         for a in self.accounts {
@@ -307,6 +343,7 @@ impl RawSftpServer {
                     .unwrap_or(DEFAULT_VERDICT_WAIT)
                     .min(86_400),
             ),
+            pre_auth,
             accounts,
         })
     }

@@ -117,10 +117,24 @@ pub fn resolve(cwd: &str, path: &str) -> Result<Location, JailError> {
         ["inbox"] => Ok(Location::InboxDir),
         ["receipts"] => Ok(Location::ReceiptsDir),
         ["outbox"] => Ok(Location::OutboxDir),
-        ["inbox", name] => Ok(Location::InboxFile(check_name(name)?)),
+        ["inbox", name] => Ok(Location::InboxFile(check_inbox_name(name)?)),
         ["receipts", name] => Ok(Location::ReceiptFile(check_name(name)?)),
         ["outbox", name] => Ok(Location::OutboxFile(check_name(name)?)),
         _ => Err(not_found()),
+    }
+}
+
+/// lftp's temporary upload names: `.in.<name>` (renamed to `<name>`).
+pub const LFTP_TEMP_PREFIX: &str = ".in.";
+
+/// A name in `/inbox`: a file name, or lftp's temporary `.in.<name>` of one.
+pub fn check_inbox_name(name: &str) -> Result<String, JailError> {
+    match name.strip_prefix(LFTP_TEMP_PREFIX) {
+        Some(rest) if !rest.is_empty() => {
+            check_name(rest).map_err(|_| JailError::BadName(name.to_string()))?;
+            Ok(name.to_string())
+        }
+        _ => check_name(name),
     }
 }
 
@@ -252,6 +266,19 @@ mod tests {
                 Err(JailError::BadName(".receipt-x.tmp".into())),
             ),
             ("/", "/inbox/a\nb", Err(JailError::BadName("a\nb".into()))),
+            // lftp's temporary names.
+            ("/", "/inbox/.in.a.dat", Ok(file("inbox", ".in.a.dat"))),
+            ("/", "/inbox/.in.", Err(JailError::BadName(".in.".into()))),
+            (
+                "/",
+                "/inbox/.in..hidden",
+                Err(JailError::BadName(".in..hidden".into())),
+            ),
+            (
+                "/",
+                "/receipts/.in.a.dat",
+                Err(JailError::BadName(".in.a.dat".into())),
+            ),
             ("/", "/inbox/a\\b", Err(JailError::BadName("a\\b".into()))),
             ("/", "/inbox/a\0b", Err(JailError::Nul)),
             ("/", "/inbox/a\u{FFFD}.dat", Err(JailError::NotUtf8)),

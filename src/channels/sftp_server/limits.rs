@@ -20,6 +20,18 @@ pub struct FailedLogins {
 struct Record {
     failures: VecDeque<Instant>,
     blocked_until: Option<Instant>,
+    /// Password checks running now: they count against the limit before
+    /// their answer, so parallel connections cannot try more than it allows.
+    checking: u32,
+}
+
+/// Why a login attempt is not even checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotChecked {
+    /// The address is blocked after failed logins.
+    Blocked,
+    /// Failed logins and checks in progress already reach the limit.
+    AtLimit,
 }
 
 /// Addresses remembered at most; beyond this the oldest quiet ones are forgotten.
@@ -47,12 +59,58 @@ impl FailedLogins {
         }
     }
 
+    /// Start checking a login from `addr`, unless it is blocked or the
+    /// failures and the checks in progress already reach the limit. Every
+    /// `Ok` must be followed by [`FailedLogins::end_check`].
+    pub fn begin_check(&mut self, addr: IpAddr, now: Instant) -> Result<(), NotChecked> {
+        if self.blocked(addr, now).is_some() {
+            return Err(NotChecked::Blocked);
+        }
+        let window = self.limit.window;
+        let max = self.limit.max_failures as usize;
+        let r = self.by_addr.entry(addr).or_default();
+        while r
+            .failures
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= window)
+        {
+            r.failures.pop_front();
+        }
+        if r.failures.len() + r.checking as usize >= max {
+            return Err(NotChecked::AtLimit);
+        }
+        r.checking += 1;
+        Ok(())
+    }
+
+    /// A check begun with [`FailedLogins::begin_check`] ended; a failure is
+    /// counted (true: it blocks `addr`), a success clears the address.
+    pub fn end_check(&mut self, addr: IpAddr, now: Instant, ok: bool) -> bool {
+        if let Some(r) = self.by_addr.get_mut(&addr) {
+            r.checking = r.checking.saturating_sub(1);
+        }
+        if ok {
+            self.succeeded(addr);
+            false
+        } else {
+            self.fail(addr, now)
+        }
+    }
+
+    /// A successful login clears the address's failures (not a block).
+    pub fn succeeded(&mut self, addr: IpAddr) {
+        if let Some(r) = self.by_addr.get_mut(&addr) {
+            r.failures.clear();
+        }
+    }
+
     /// Count a failed login; returns true when this failure blocks `addr`.
     pub fn fail(&mut self, addr: IpAddr, now: Instant) -> bool {
         if self.by_addr.len() >= MAX_TRACKED {
             let window = self.limit.window;
             self.by_addr.retain(|_, r| {
-                r.blocked_until.is_some_and(|t| t > now)
+                r.checking > 0
+                    || r.blocked_until.is_some_and(|t| t > now)
                     || r.failures
                         .back()
                         .is_some_and(|t| now.duration_since(*t) < window)
@@ -76,6 +134,69 @@ impl FailedLogins {
             return true;
         }
         false
+    }
+}
+
+/// Connections that have not logged in yet, per address and in total. A
+/// [`PreAuthSlot`] is held from accept until the login (or the end of the
+/// connection).
+#[derive(Debug, Clone, Default)]
+pub struct PreAuth {
+    live: Arc<Mutex<(HashMap<IpAddr, usize>, usize)>>,
+}
+
+/// Why a new connection is closed at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PreAuthFull {
+    Address,
+    Total,
+}
+
+impl PreAuth {
+    pub fn try_take(
+        &self,
+        addr: IpAddr,
+        per_address: usize,
+        total: usize,
+    ) -> Result<PreAuthSlot, PreAuthFull> {
+        let Ok(mut live) = self.live.lock() else {
+            return Err(PreAuthFull::Total);
+        };
+        let (by_addr, all) = &mut *live;
+        if *all >= total {
+            return Err(PreAuthFull::Total);
+        }
+        let n = by_addr.entry(addr).or_insert(0);
+        if *n >= per_address {
+            return Err(PreAuthFull::Address);
+        }
+        *n += 1;
+        *all += 1;
+        Ok(PreAuthSlot {
+            pre_auth: self.clone(),
+            addr,
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct PreAuthSlot {
+    pre_auth: PreAuth,
+    addr: IpAddr,
+}
+
+impl Drop for PreAuthSlot {
+    fn drop(&mut self) {
+        if let Ok(mut live) = self.pre_auth.live.lock() {
+            let (by_addr, all) = &mut *live;
+            *all = all.saturating_sub(1);
+            if let Some(n) = by_addr.get_mut(&self.addr) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    by_addr.remove(&self.addr);
+                }
+            }
+        }
     }
 }
 
@@ -157,6 +278,63 @@ mod tests {
         // After the block, a fresh start.
         assert!(!f.fail(a, t0 + s(370)));
         assert_eq!(f.blocked(a, t0 + s(371)), None);
+    }
+
+    #[test]
+    fn checks_in_progress_count_against_the_limit() {
+        let limit = LoginLimit {
+            max_failures: 3,
+            window: Duration::from_secs(60),
+            block: Duration::from_secs(300),
+        };
+        let mut f = FailedLogins::new(limit);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let t0 = Instant::now();
+        // Three parallel checks; a fourth is not even begun.
+        for _ in 0..3 {
+            assert_eq!(f.begin_check(a, t0), Ok(()));
+        }
+        assert_eq!(f.begin_check(a, t0), Err(NotChecked::AtLimit));
+        // One succeeds: it clears the failures, and its place is free.
+        assert!(!f.end_check(a, t0, true));
+        assert_eq!(f.begin_check(a, t0), Ok(()));
+        // Three failures: the third blocks.
+        assert!(!f.end_check(a, t0, false));
+        assert!(!f.end_check(a, t0, false));
+        assert!(f.end_check(a, t0, false));
+        assert_eq!(f.begin_check(a, t0), Err(NotChecked::Blocked));
+    }
+
+    #[test]
+    fn a_success_clears_the_failures() {
+        let limit = LoginLimit {
+            max_failures: 3,
+            window: Duration::from_secs(60),
+            block: Duration::from_secs(300),
+        };
+        let mut f = FailedLogins::new(limit);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let t0 = Instant::now();
+        for _ in 0..10 {
+            assert!(!f.fail(a, t0));
+            assert!(!f.fail(a, t0));
+            f.succeeded(a);
+        }
+        assert_eq!(f.blocked(a, t0), None);
+    }
+
+    #[test]
+    fn unauthenticated_connections_are_capped() {
+        let p = PreAuth::default();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let a1 = p.try_take(a, 2, 3).unwrap();
+        let _a2 = p.try_take(a, 2, 3).unwrap();
+        assert_eq!(p.try_take(a, 2, 3).err(), Some(PreAuthFull::Address));
+        let _b1 = p.try_take(b, 2, 3).unwrap();
+        assert_eq!(p.try_take(b, 2, 3).err(), Some(PreAuthFull::Total));
+        drop(a1);
+        assert!(p.try_take(b, 2, 3).is_ok());
     }
 
     #[test]

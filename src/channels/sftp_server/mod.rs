@@ -11,6 +11,7 @@
 //! - [`sftp`]: the SFTP request handler of one session.
 //! - [`upload`]: spool, control-file pairing, intake and receipt.
 //! - [`outbox`]: deliveries a partner collects, and when a read is whole.
+//! - [`wire`]: the SFTP request loop (framing, malformed packets).
 
 pub mod config;
 pub mod jail;
@@ -19,6 +20,7 @@ pub mod outbox;
 pub mod session;
 pub mod sftp;
 pub mod upload;
+pub mod wire;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -26,7 +28,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use russh::keys::ssh_key::{self, HashAlg, LineEnding, PrivateKey};
+use std::borrow::Cow;
+
+use russh::keys::ssh_key::{self, Algorithm, EcdsaCurve, HashAlg, LineEnding, PrivateKey};
 use russh::{MethodKind, MethodSet, SshId};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -34,7 +38,7 @@ use tokio::sync::watch;
 pub use config::{RawSftpServer, SftpServerConfig};
 
 use crate::intake::Gateway;
-use limits::{FailedLogins, Sessions};
+use limits::{FailedLogins, PreAuth, PreAuthFull, Sessions};
 use session::Connection;
 use upload::Uploads;
 
@@ -64,6 +68,8 @@ pub struct Shared {
     /// accounts); rebuilt on reload.
     ssh: RwLock<Arc<russh::server::Config>>,
     host_key: PrivateKey,
+    /// Connections not yet logged in.
+    pub pre_auth: PreAuth,
 }
 
 impl Shared {
@@ -120,6 +126,33 @@ pub struct SftpServer {
     listener: TcpListener,
     shared: Arc<Shared>,
     pub fingerprint: String,
+}
+
+/// glibc's allocator keeps memory freed by a thread in that thread's arena
+/// (up to 8 per core), so after large uploads on many worker threads an
+/// idle server would hold what the transfers used. Fewer arenas, and the
+/// free memory given back when a session ends.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub(crate) mod allocator {
+    pub fn limit_arenas() {
+        // SAFETY: mallopt only sets an allocator parameter.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+
+    pub fn give_back() {
+        // SAFETY: malloc_trim only returns free heap memory to the system.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub(crate) mod allocator {
+    pub fn limit_arenas() {}
+    pub fn give_back() {}
 }
 
 /// Load the host key, or generate an ed25519 key (mode 0600) when absent.
@@ -192,6 +225,34 @@ fn ssh_config(settings: &SftpServerConfig, key: PrivateKey) -> russh::server::Co
         maximum_packet_size: 65535,
         channel_buffer_size: 256,
         nodelay: true,
+        preferred: russh::Preferred {
+            // RSA keys sign with SHA-2 only: `server-sig-algs` lists these.
+            key: Cow::Borrowed(&[
+                Algorithm::Ed25519,
+                Algorithm::Ecdsa {
+                    curve: EcdsaCurve::NistP256,
+                },
+                Algorithm::Ecdsa {
+                    curve: EcdsaCurve::NistP384,
+                },
+                Algorithm::Ecdsa {
+                    curve: EcdsaCurve::NistP521,
+                },
+                Algorithm::Rsa {
+                    hash: Some(HashAlg::Sha512),
+                },
+                Algorithm::Rsa {
+                    hash: Some(HashAlg::Sha256),
+                },
+            ]),
+            // Compression only after login (zlib@openssh.com): no
+            // decompressor fed by a peer that has not logged in.
+            compression: Cow::Borrowed(&[
+                russh::compression::NONE,
+                russh::compression::ZLIB_LEGACY,
+            ]),
+            ..russh::Preferred::DEFAULT
+        },
         ..Default::default()
     }
 }
@@ -202,6 +263,7 @@ impl SftpServer {
         gw: Arc<Gateway>,
         settings: SftpServerConfig,
     ) -> Result<SftpServer, SftpServerError> {
+        allocator::limit_arenas();
         let key = load_or_create_host_key(&settings.host_key_path(&gw.config.data_dir))?;
         let fingerprint = key.public_key().fingerprint(HashAlg::Sha256).to_string();
         let uploads = Arc::new(Uploads::new(gw.clone(), settings.verdict_wait));
@@ -226,6 +288,7 @@ impl SftpServer {
             sessions: Sessions::default(),
             ssh: RwLock::new(Arc::new(ssh)),
             host_key: key,
+            pre_auth: PreAuth::default(),
         });
         Ok(SftpServer {
             listener,
@@ -265,8 +328,21 @@ impl SftpServer {
                             drop(socket);
                             continue;
                         }
+                        let limit = self.shared.settings().pre_auth;
+                        let slot = match self.shared.pre_auth.try_take(addr.ip(), limit.per_address, limit.total) {
+                            Ok(slot) => slot,
+                            Err(full) => {
+                                let (what, max) = match full {
+                                    PreAuthFull::Address => ("from this address", limit.per_address),
+                                    PreAuthFull::Total => ("in total", limit.total),
+                                };
+                                tracing::warn!(addr = %addr, max, "refused: too many connections not yet logged in {what}");
+                                drop(socket);
+                                continue;
+                            }
+                        };
                         let _ = socket.set_nodelay(true);
-                        conns.spawn(connection(self.shared.clone(), self.shared.ssh(), socket, addr, stop.clone()));
+                        conns.spawn(connection(self.shared.clone(), self.shared.ssh(), socket, addr, slot, stop.clone()));
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "sftp accept failed");
@@ -297,26 +373,30 @@ async fn connection(
     ssh: Arc<russh::server::Config>,
     socket: tokio::net::TcpStream,
     addr: SocketAddr,
+    pre_auth: limits::PreAuthSlot,
     mut stop: watch::Receiver<bool>,
 ) {
     let idle = shared.settings().idle_timeout;
-    let conn = Connection::new(shared.clone(), addr);
+    let grace = shared.settings().pre_auth.grace;
+    let started = Instant::now();
+    let conn = Connection::new(shared.clone(), addr, pre_auth);
     let activity = conn.activity.clone();
-    let session =
-        match tokio::time::timeout(idle, russh::server::run_stream(ssh, socket, conn)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                tracing::debug!(addr = %addr, error = %e, "ssh connection setup failed");
-                return;
-            }
-            Err(_) => {
-                tracing::warn!(addr = %addr, "refused: no SSH handshake within the idle timeout");
-                return;
-            }
-        };
+    let session = match tokio::time::timeout(grace, russh::server::run_stream(ssh, socket, conn))
+        .await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(addr = %addr, error = %e, "ssh connection setup failed");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(addr = %addr, grace_seconds = grace.as_secs(), "refused: no SSH handshake within the login grace time");
+            return;
+        }
+    };
     let handle = session.handle();
     let mut session = session;
-    let tick = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+    let tick = (idle.min(grace) / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
     // On shutdown a request in progress (a close being taken) is let finish
     // first, for up to a minute, so its client gets its answer.
     let mut stop_by: Option<Instant> = None;
@@ -340,6 +420,10 @@ async fn connection(
                         closing = true;
                         let _ = handle.disconnect(russh::Disconnect::ByApplication, "server shutting down".into(), "en".into()).await;
                     }
+                } else if !activity.is_authenticated() && started.elapsed() >= grace {
+                    tracing::warn!(addr = %addr, grace_seconds = grace.as_secs(), "refused: not logged in within the login grace time; disconnecting");
+                    closing = true;
+                    let _ = handle.disconnect(russh::Disconnect::ByApplication, "login grace time over".into(), "en".into()).await;
                 } else if activity.idle_for() >= idle {
                     tracing::warn!(addr = %addr, partner = %activity.partner(), idle_seconds = idle.as_secs(), "refused: session idle too long; disconnecting");
                     closing = true;
@@ -351,4 +435,6 @@ async fn connection(
             }
         }
     }
+    drop(session);
+    allocator::give_back();
 }

@@ -8,7 +8,8 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::sync::Arc;
 
 use russh_sftp::protocol::{
-    Attrs, Data, File, FileAttributes, Handle, Name, OpenFlags, Status, StatusCode, Version,
+    Attrs, Data, ExtendedReply, File, FileAttributes, Handle, Name, OpenFlags, Packet, Status,
+    StatusCode, Version,
 };
 use russh_sftp::server::StatusReply;
 
@@ -26,6 +27,17 @@ const DIR_CHUNK: usize = 100;
 /// Largest READ answered (OpenSSH asks for 32 KiB or less).
 const MAX_READ: u32 = 256 * 1024;
 
+/// Largest request packet: a write of 256 KiB and its header.
+pub const MAX_PACKET: u32 = 256 * 1024 + 1024;
+/// Largest write announced in `limits@openssh.com` (OpenSSH's own figure).
+const MAX_WRITE: u64 = 255 * 1024;
+/// How long a stat of a name uploaded in this session still answers its
+/// size after the upload was taken (clients such as paramiko's `put()`
+/// check the size right after the close).
+const RECENT_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+/// Names remembered that way, at most.
+const MAX_RECENT: usize = 1024;
+
 /// Clients see paths relative to `/`.
 const HOME: &str = "/";
 
@@ -41,6 +53,12 @@ struct Upload {
     /// The store's hashing writer (the spool file); `None` once refused.
     writer: Option<Incoming>,
     size: u64,
+    /// The byte ranges the client wrote: at the close they must cover the
+    /// whole file, so a hole (a resume of bytes this server does not hold)
+    /// is never stored as NULs.
+    written: rangemap::RangeSet<u64>,
+    /// Opened with APPEND: every write goes to the end, whatever its offset.
+    append: bool,
     /// Why the upload was refused (too large, a write failed): the close
     /// reports it and nothing is recorded.
     refused: Option<String>,
@@ -58,6 +76,8 @@ pub struct SftpSession {
     /// Closed uploads under a temporary name (`x.part`), waiting to be renamed
     /// to their final name in this session.
     parked: HashMap<String, Incoming>,
+    /// Names taken in this session: their size, and when.
+    recent: HashMap<String, (u64, std::time::Instant)>,
     initialized: bool,
 }
 
@@ -132,17 +152,66 @@ impl SftpSession {
             handles: HashMap::new(),
             next_handle: 0,
             parked: HashMap::new(),
+            recent: HashMap::new(),
             initialized: false,
         }
     }
 
     fn resolve(&self, path: &str) -> Result<Location, StatusReply> {
         jail::resolve(HOME, path).map_err(|e| {
-            if matches!(e, JailError::NotUtf8 | JailError::Nul) {
-                tracing::warn!(partner = %self.peer.partner, addr = %self.peer.addr, error = %e, "path refused");
-            }
+            let what = match e {
+                JailError::NotFound(_) => "a path outside /inbox, /receipts and /outbox",
+                JailError::BadName(_) => "a file name not allowed",
+                _ => "a malformed path",
+            };
+            self.log_refusal(what, path, &e.to_string());
             jail_refusal(e)
         })
+    }
+
+    /// Log a refused request: who, from where, what, and the path (escaped).
+    fn log_refusal(&self, what: &str, path: &str, why: &str) {
+        tracing::warn!(
+            partner = %self.peer.partner, user = %self.peer.user, addr = %self.peer.addr,
+            path = %path.escape_debug(), reason = %why, "refused: {what}"
+        );
+    }
+
+    /// Refuse with `code` and `message`, logged.
+    fn refused(
+        &self,
+        what: &str,
+        path: &str,
+        code: StatusCode,
+        message: impl Into<String>,
+    ) -> StatusReply {
+        let message = message.into();
+        self.log_refusal(what, path, &message);
+        refuse(code, message)
+    }
+
+    /// Remember a name just taken, for a while, for `stat`.
+    fn remember(&mut self, name: &str, size: u64) {
+        let now = std::time::Instant::now();
+        self.recent
+            .retain(|_, (_, at)| now.duration_since(*at) < RECENT_FOR);
+        if self.recent.len() >= MAX_RECENT
+            && let Some(oldest) = self
+                .recent
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(n, _)| n.clone())
+        {
+            self.recent.remove(&oldest);
+        }
+        self.recent.insert(name.to_string(), (size, now));
+    }
+
+    fn recent_size(&self, name: &str) -> Option<u64> {
+        self.recent
+            .get(name)
+            .filter(|(_, at)| at.elapsed() < RECENT_FOR)
+            .map(|(size, _)| *size)
     }
 
     fn add_handle(&mut self, open: Open) -> Result<String, StatusReply> {
@@ -185,11 +254,24 @@ impl SftpSession {
         if let Some(t) = self.parked.get(name) {
             return t.metadata().ok().map(|m| file_attrs(&m));
         }
-        self.uploads
+        if let Some(held) = self
+            .uploads
             .held(&self.peer.partner)
             .into_iter()
             .find(|(n, _)| n == name)
             .map(|(_, m)| file_attrs(&m))
+        {
+            return Some(held);
+        }
+        self.recent_size(name).map(|size| {
+            let mut a = FileAttributes {
+                size: Some(size),
+                permissions: Some(0o644),
+                ..FileAttributes::default()
+            };
+            a.set_regular(true);
+            a
+        })
     }
 
     /// The partner's deliveries in `/outbox`, one per name.
@@ -297,6 +379,79 @@ impl SftpSession {
         })
     }
 
+    /// Open `/inbox/<name>` for writing. With truncation (what `put` sends)
+    /// a new upload. Without it the client means to resume or append: an
+    /// upload parked in this session under that name is continued from its
+    /// bytes; a name already received (held for its counterpart, or taken)
+    /// is refused, since its bytes are no longer open to change; a new name
+    /// starts empty (and a write past its start leaves a hole the close
+    /// refuses).
+    fn open_upload(&mut self, name: &str, pflags: OpenFlags) -> Result<Upload, StatusReply> {
+        let path = format!("/inbox/{name}");
+        let append = pflags.contains(OpenFlags::APPEND);
+        let truncate = pflags.contains(OpenFlags::TRUNCATE);
+        let parked = self.parked.remove(name);
+        if !truncate && let Some(writer) = parked {
+            let size = writer.metadata().map(|m| m.len()).map_err(|e| {
+                refuse(
+                    StatusCode::Failure,
+                    format!("cannot read the parked upload: {e}"),
+                )
+            })?;
+            let mut written = rangemap::RangeSet::new();
+            if size > 0 {
+                written.insert(0..size);
+            }
+            tracing::info!(partner = %self.peer.partner, addr = %self.peer.addr, name = %name.escape_debug(), bytes = size, "upload reopened to continue");
+            return Ok(Upload {
+                name: name.to_string(),
+                writer: Some(writer),
+                size,
+                written,
+                append,
+                refused: None,
+                opened: std::time::Instant::now(),
+            });
+        }
+        if !truncate {
+            let held = self
+                .uploads
+                .held(&self.peer.partner)
+                .iter()
+                .any(|(n, _)| n == name);
+            if held || self.recent_size(name).is_some() {
+                return Err(self.refused(
+                    "resuming or appending to an upload already received",
+                    &path,
+                    StatusCode::Failure,
+                    format!(
+                        "{path} was already received{}; it cannot be resumed or appended to: upload the whole file again",
+                        if held { " and is held for its counterpart" } else { " and taken" }
+                    ),
+                ));
+            }
+            if !pflags.contains(OpenFlags::CREATE) {
+                return Err(refuse(
+                    StatusCode::NoSuchFile,
+                    format!("no such file: {path}"),
+                ));
+            }
+        }
+        let writer = self.uploads.new_upload(&self.peer.partner).map_err(|e| {
+            tracing::error!(partner = %self.peer.partner, error = %e, "cannot create a spool file");
+            refuse(StatusCode::Failure, "cannot accept uploads right now")
+        })?;
+        Ok(Upload {
+            name: name.to_string(),
+            writer: Some(writer),
+            size: 0,
+            written: rangemap::RangeSet::new(),
+            append,
+            refused: None,
+            opened: std::time::Instant::now(),
+        })
+    }
+
     /// Hand a complete upload to intake and turn the outcome into a status.
     async fn finish(
         &mut self,
@@ -304,7 +459,12 @@ impl SftpSession {
         name: String,
         upload: Incoming,
     ) -> Result<Status, StatusReply> {
-        match self.uploads.complete(&self.peer, &name, upload).await {
+        let size = upload.metadata().map(|m| m.len()).unwrap_or(0);
+        let completed = self.uploads.complete(&self.peer, &name, upload).await;
+        if completed.is_ok() {
+            self.remember(&name, size);
+        }
+        match completed {
             Ok(Completion::Judged(out)) => Ok(status(
                 id,
                 &format!(
@@ -378,7 +538,15 @@ impl russh_sftp::server::Handler for SftpSession {
             return Err(refuse(StatusCode::BadMessage, "SFTP already initialised"));
         }
         self.initialized = true;
-        Ok(Version::new())
+        let mut v = Version::new();
+        for ext in [
+            "posix-rename@openssh.com",
+            "limits@openssh.com",
+            "fsync@openssh.com",
+        ] {
+            v.extensions.insert(ext.into(), "1".into());
+        }
+        Ok(v)
     }
 
     async fn realpath(&mut self, id: u32, path: String) -> Result<Name, Self::Error> {
@@ -471,17 +639,7 @@ impl russh_sftp::server::Handler for SftpSession {
         );
         let open = match (&loc, writing) {
             (Location::InboxFile(name), true) => {
-                let writer = self.uploads.new_upload(&self.peer.partner).map_err(|e| {
-                    tracing::error!(partner = %self.peer.partner, error = %e, "cannot create a spool file");
-                    refuse(StatusCode::Failure, "cannot accept uploads right now")
-                })?;
-                Open::Upload(Box::new(Upload {
-                    name: name.clone(),
-                    writer: Some(writer),
-                    size: 0,
-                    refused: None,
-                    opened: std::time::Instant::now(),
-                }))
+                Open::Upload(Box::new(self.open_upload(name, pflags)?))
             }
             (Location::ReceiptFile(name), false) => Open::Receipt(self.open_receipt(name)?.0),
             (Location::OutboxFile(name), false) => {
@@ -497,7 +655,9 @@ impl russh_sftp::server::Handler for SftpSession {
                 }))
             }
             (Location::InboxFile(_), false) => {
-                return Err(refuse(
+                return Err(self.refused(
+                    "reading back an upload",
+                    &filename,
                     StatusCode::PermissionDenied,
                     "files in /inbox cannot be read back; see /receipts",
                 ));
@@ -509,8 +669,9 @@ impl russh_sftp::server::Handler for SftpSession {
                 ));
             }
             (_, true) => {
-                tracing::warn!(partner = %self.peer.partner, user = %self.peer.user, addr = %self.peer.addr, path = %loc.path().escape_debug(), "refused: a write outside /inbox");
-                return Err(refuse(
+                return Err(self.refused(
+                    "a write outside /inbox",
+                    &filename,
                     StatusCode::PermissionDenied,
                     "uploads go to /inbox; /receipts and /outbox are read-only",
                 ));
@@ -536,6 +697,8 @@ impl russh_sftp::server::Handler for SftpSession {
         if let Some(why) = &u.refused {
             return Err(refuse(StatusCode::Failure, why.clone()));
         }
+        // APPEND: the file's end, whatever offset the client sent.
+        let offset = if u.append { u.size } else { offset };
         let end = offset.saturating_add(data.len() as u64);
         if end > max {
             let why = format!(
@@ -560,6 +723,9 @@ impl russh_sftp::server::Handler for SftpSession {
             Ok((writer, Ok(()))) => {
                 u.writer = Some(writer);
                 u.size = u.size.max(end);
+                if end > offset {
+                    u.written.insert(offset..end);
+                }
                 return Ok(status(id, "Ok"));
             }
             Ok((_, Err(e))) => e.to_string(),
@@ -613,6 +779,19 @@ impl russh_sftp::server::Handler for SftpSession {
                 let Some(writer) = u.writer else {
                     return Err(refuse(StatusCode::Failure, "upload refused"));
                 };
+                if let Some(gap) = u.written.gaps(&(0..u.size)).next() {
+                    let path = format!("/inbox/{}", u.name);
+                    return Err(self.refused(
+                        "an upload with bytes never written",
+                        &path,
+                        StatusCode::Failure,
+                        format!(
+                            "bytes {}..{} of {path} were never written, so the file is not whole; nothing kept \
+                             (a resumed upload can only continue a file still open or parked in this session): upload the whole file again",
+                            gap.start, gap.end
+                        ),
+                    ));
+                }
                 if is_temporary(&u.name) {
                     // Complete once renamed to its final name.
                     self.parked.insert(u.name.clone(), writer);
@@ -663,20 +842,27 @@ impl russh_sftp::server::Handler for SftpSession {
     ) -> Result<Status, Self::Error> {
         let _busy = self.activity.busy();
         let (from, to) = (self.resolve(&oldpath)?, self.resolve(&newpath)?);
+        let path = format!("{oldpath} -> {newpath}");
         let (Location::InboxFile(from), Location::InboxFile(to)) = (from, to) else {
-            return Err(refuse(
+            return Err(self.refused(
+                "rename",
+                &path,
                 StatusCode::PermissionDenied,
                 "only an upload in /inbox under a temporary name can be renamed",
             ));
         };
         if is_temporary(&to) {
-            return Err(refuse(
+            return Err(self.refused(
+                "rename",
+                &path,
                 StatusCode::PermissionDenied,
                 format!("{to} is a temporary name; rename to the final name"),
             ));
         }
         let Some(upload) = self.parked.remove(&from) else {
-            return Err(refuse(
+            return Err(self.refused(
+                "rename",
+                &path,
                 StatusCode::NoSuchFile,
                 format!("no upload named /inbox/{from} waiting in this session"),
             ));
@@ -687,10 +873,13 @@ impl russh_sftp::server::Handler for SftpSession {
     async fn setstat(
         &mut self,
         _id: u32,
-        _path: String,
+        path: String,
         _attrs: FileAttributes,
     ) -> Result<Status, Self::Error> {
-        Err(refuse(
+        let _busy = self.activity.busy();
+        Err(self.refused(
+            "setstat",
+            &path,
             StatusCode::PermissionDenied,
             "attributes cannot be changed",
         ))
@@ -699,17 +888,27 @@ impl russh_sftp::server::Handler for SftpSession {
     async fn fsetstat(
         &mut self,
         _id: u32,
-        _handle: String,
+        handle: String,
         _attrs: FileAttributes,
     ) -> Result<Status, Self::Error> {
-        Err(refuse(
+        let _busy = self.activity.busy();
+        let path = match self.handles.get(&handle) {
+            Some(Open::Upload(u)) => format!("/inbox/{}", u.name),
+            _ => format!("handle {handle}"),
+        };
+        Err(self.refused(
+            "fsetstat",
+            &path,
             StatusCode::PermissionDenied,
             "attributes cannot be changed",
         ))
     }
 
-    async fn remove(&mut self, _id: u32, _filename: String) -> Result<Status, Self::Error> {
-        Err(refuse(
+    async fn remove(&mut self, _id: u32, filename: String) -> Result<Status, Self::Error> {
+        let _busy = self.activity.busy();
+        Err(self.refused(
+            "remove",
+            &filename,
             StatusCode::PermissionDenied,
             "files cannot be removed: every arrival is kept",
         ))
@@ -718,17 +917,23 @@ impl russh_sftp::server::Handler for SftpSession {
     async fn mkdir(
         &mut self,
         _id: u32,
-        _path: String,
+        path: String,
         _attrs: FileAttributes,
     ) -> Result<Status, Self::Error> {
-        Err(refuse(
+        let _busy = self.activity.busy();
+        Err(self.refused(
+            "mkdir",
+            &path,
             StatusCode::PermissionDenied,
             "directories cannot be created",
         ))
     }
 
-    async fn rmdir(&mut self, _id: u32, _path: String) -> Result<Status, Self::Error> {
-        Err(refuse(
+    async fn rmdir(&mut self, _id: u32, path: String) -> Result<Status, Self::Error> {
+        let _busy = self.activity.busy();
+        Err(self.refused(
+            "rmdir",
+            &path,
             StatusCode::PermissionDenied,
             "directories cannot be removed",
         ))
@@ -737,21 +942,89 @@ impl russh_sftp::server::Handler for SftpSession {
     async fn symlink(
         &mut self,
         _id: u32,
-        _linkpath: String,
-        _targetpath: String,
+        linkpath: String,
+        targetpath: String,
     ) -> Result<Status, Self::Error> {
-        Err(refuse(
+        let _busy = self.activity.busy();
+        Err(self.refused(
+            "symlink",
+            &format!("{linkpath} -> {targetpath}"),
             StatusCode::PermissionDenied,
             "symbolic links are not allowed",
         ))
     }
 
-    async fn readlink(&mut self, _id: u32, _path: String) -> Result<Name, Self::Error> {
-        Err(refuse(
+    async fn readlink(&mut self, _id: u32, path: String) -> Result<Name, Self::Error> {
+        let _busy = self.activity.busy();
+        Err(self.refused(
+            "readlink",
+            &path,
             StatusCode::NoSuchFile,
             "there are no symbolic links",
         ))
     }
+
+    async fn extended(
+        &mut self,
+        id: u32,
+        request: String,
+        data: Vec<u8>,
+    ) -> Result<Packet, Self::Error> {
+        match request.as_str() {
+            // Same rules as rename: a parked upload to its final name.
+            "posix-rename@openssh.com" => {
+                let mut r = data.as_slice();
+                let (Some(from), Some(to)) = (ssh_string(&mut r), ssh_string(&mut r)) else {
+                    return Err(refuse(
+                        StatusCode::BadMessage,
+                        "posix-rename: two paths expected",
+                    ));
+                };
+                self.rename(id, from, to).await.map(Packet::Status)
+            }
+            "limits@openssh.com" => {
+                let _busy = self.activity.busy();
+                let mut out = Vec::with_capacity(32);
+                for v in [
+                    u64::from(MAX_PACKET),
+                    u64::from(MAX_READ),
+                    MAX_WRITE,
+                    MAX_HANDLES as u64,
+                ] {
+                    out.extend_from_slice(&v.to_be_bytes());
+                }
+                Ok(Packet::ExtendedReply(ExtendedReply { id, data: out }))
+            }
+            // Uploads are made durable when they are taken (before the close
+            // is answered); an fsync of an open upload has nothing to add.
+            "fsync@openssh.com" => {
+                let _busy = self.activity.busy();
+                let mut r = data.as_slice();
+                match ssh_string(&mut r).and_then(|h| self.handles.get(&h)) {
+                    Some(Open::Upload(_)) => Ok(Packet::Status(status(id, "Ok"))),
+                    _ => Err(refuse(StatusCode::Failure, "fsync: not an upload handle")),
+                }
+            }
+            other => Err(self.refused(
+                "an unsupported extension",
+                other,
+                StatusCode::OpUnsupported,
+                format!("extension {other:?} is not supported by settlegate"),
+            )),
+        }
+    }
+}
+
+/// Read one SSH string (u32 length, UTF-8 bytes) off the front of `r`.
+fn ssh_string(r: &mut &[u8]) -> Option<String> {
+    let (len, rest) = r.split_first_chunk::<4>()?;
+    let len = u32::from_be_bytes(*len) as usize;
+    if rest.len() < len {
+        return None;
+    }
+    let (s, rest) = rest.split_at(len);
+    *r = rest;
+    String::from_utf8(s.to_vec()).ok()
 }
 
 #[cfg(test)]
