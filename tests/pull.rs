@@ -1115,3 +1115,61 @@ async fn a_listing_without_attributes_is_completed_by_stat() {
         "{out:?}"
     );
 }
+
+/// ProFTPD's mod_sftp as the partner's server: the pickup logs in with a
+/// pinned RSA host key, takes the files, reports a symbolic link and a name
+/// holding a newline (escaped) without taking them, and archives what it
+/// took; a second pickup finds nothing new.
+#[tokio::test]
+async fn pickup_from_proftpd_mod_sftp() {
+    let server = common::interop::ProftpdServer::start();
+    let remote = server.mkdir("out");
+    let (a, _) = put(&remote, &card(1, 0, 2));
+    let (b, _) = put(&remote, &card(2, 10, 2));
+    std::os::unix::fs::symlink(remote.join(&a), remote.join("CSTL_031_20261121_0009.dat")).unwrap();
+    std::fs::write(remote.join("CSTL_031_20261121_0008\n.dat"), b"forged").unwrap();
+    let endpoint = format!(
+        "[[partners.endpoints]]\nname = \"primary\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"cardpull\"\nkey_file = {:?}\nhost_key = {:?}\nremote_dir = \"/out\"\nstable_seconds = 0\nretry_initial_seconds = 0.2\n",
+        server.port,
+        server.client_key.display().to_string(),
+        server.fingerprint()
+    );
+    let env = env(&TestLedger::sqlite(), &endpoint);
+    let (code, reports) = pull(&env, &[]);
+    assert_eq!(code, 0, "{reports:?}");
+    let r = &reports[0];
+    assert_eq!(
+        verdicts(r),
+        vec![(a.clone(), "fed".into()), (b.clone(), "fed".into())],
+        "{r}"
+    );
+    let mut skipped: Vec<String> = r["skipped"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    skipped.sort();
+    assert_eq!(
+        skipped,
+        vec![
+            "CSTL_031_20261121_0008\n.dat".to_string(),
+            "CSTL_031_20261121_0009.dat".to_string()
+        ],
+        "{r}"
+    );
+    for name in [&a, &b] {
+        assert!(
+            remote.join("archive").join(name).exists(),
+            "{name} archived"
+        );
+        assert!(
+            !remote.join(name).exists(),
+            "{name} left the pickup directory"
+        );
+    }
+    let (code, again) = pull(&env, &[]);
+    assert_eq!(code, 0, "{again:?}");
+    assert!(verdicts(&again[0]).is_empty(), "{again:?}");
+}

@@ -14,6 +14,7 @@ command -v curl >/dev/null || need+=(curl)
 command -v psql >/dev/null || need+=(postgresql-client)
 # Clients and servers other than OpenSSH for the SFTP interoperability tests.
 command -v lftp >/dev/null || need+=(lftp)
+[ -e /usr/lib/proftpd/mod_sftp.so ] || need+=(proftpd-core proftpd-mod-crypto)
 command -v python3 >/dev/null || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
