@@ -22,7 +22,7 @@ pub type Labels = Vec<(&'static str, String)>;
 pub struct Telemetry {
     /// Seconds from an arrival being handed in to its verdict recorded.
     pub intake_seconds: Histogram,
-    /// Unix time of each endpoint's last successful pickup or delivery.
+    /// Unix time of each endpoint's last successful pickup or upload of a delivery.
     pub endpoint_last_success: Family<Labels, Gauge<f64, AtomicU64>>,
     /// Failed pickups or deliveries per endpoint (since this process started).
     pub endpoint_failures: Family<Labels, Counter>,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{Datelike, NaiveDate, Utc};
-use common::server::Server;
+use common::server::{Server, curl, metrics_addr, sample};
 use common::{Env, TestLedger};
 use serde_json::Value;
 use settlegate::format::generate::{BankFile, BankRecord, CardFile, CardRecord};
@@ -633,37 +633,6 @@ async fn redelivery_postgres() {
     if let Some(pg) = TestLedger::postgres().await {
         redelivery(pg).await;
     }
-}
-
-/// `curl -s URL`: (HTTP status, body).
-fn curl(url: &str) -> (u16, String) {
-    let out = std::process::Command::new("curl")
-        .args(["-s", "-m", "20", "-w", "\n%{http_code}", url])
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
-/// The address `serve` logged for its metrics listener.
-fn metrics_addr(server: &Server) -> String {
-    server.wait_log("metrics and health");
-    let log = server.log_text();
-    let line = log
-        .lines()
-        .find(|l| l.contains("metrics and health"))
-        .expect("line");
-    let v: Value = serde_json::from_str(line).expect("json log");
-    v["fields"]["listen"].as_str().expect("listen").to_string()
-}
-
-/// The value of one sample line `name{labels} value` of an exposition.
-fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 /// `/metrics` scraped with curl agrees with `files --json`; `/healthz` is 200.

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use common::disk::SmallDisk;
 use common::drops::{bank, big_bank, drop_file, files_in};
-use common::server::Server;
+use common::server::{Server, curl, metrics_addr, sample};
 use common::sshd::Sshd;
 use common::{Env, TestLedger, sha};
 
@@ -633,7 +633,7 @@ async fn an_outbox_drop_is_delivered() {
             &sshd,
             sshd.port,
             &upload,
-            "done_suffix = \".done\"\n",
+            "done_suffix = \".done\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
         );
         let mut server = Server::start(&env);
         let outbox = env.data.join("outbox/payco");
@@ -655,6 +655,26 @@ async fn an_outbox_drop_is_delivered() {
         server.wait_until("the outbox to empty", Duration::from_secs(60), || {
             files_in(&outbox).is_empty()
         });
+        // The endpoint's last successful upload and the deliveries by
+        // state, on /metrics.
+        let (code, text) = curl(&format!("http://{}/metrics", metrics_addr(&server)));
+        assert_eq!(code, 200, "{text}");
+        assert!(
+            sample(
+                &text,
+                "settlegate_endpoint_last_success_timestamp_seconds{partner=\"payco\",endpoint=\"bank\"}"
+            )
+            .is_some_and(|t| t > 1.0e9),
+            "{text}"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "settlegate_deliveries_total{partner=\"payco\",state=\"delivered\"}"
+            ),
+            Some(1.0),
+            "{text}"
+        );
         assert_eq!(server.stop(), 0);
         assert_eq!(
             std::fs::read(upload.join(good.request_file_name())).unwrap(),

@@ -145,6 +145,10 @@ impl Gateway {
             }
         };
         alive.abort();
+        match &result {
+            Ok(Some(_)) => self.telemetry.endpoint_succeeded(&d.partner, &ep.name),
+            _ => self.telemetry.endpoint_failed(&d.partner, &ep.name),
+        }
         let now = Utc::now();
         let attempted = match result {
             Ok(Some(remote_path)) => {

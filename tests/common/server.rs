@@ -137,3 +137,34 @@ impl Drop for Server {
         self.kill9();
     }
 }
+
+/// `curl -s URL`: (HTTP status, body).
+pub fn curl(url: &str) -> (u16, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-m", "20", "-w", "\n%{http_code}", url])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// The address `serve` logged for its metrics listener.
+pub fn metrics_addr(server: &Server) -> String {
+    server.wait_log("metrics and health");
+    let log = server.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("metrics and health"))
+        .expect("line");
+    let v: serde_json::Value = serde_json::from_str(line).expect("json log");
+    v["fields"]["listen"].as_str().expect("listen").to_string()
+}
+
+/// The value of one sample line `name{labels} value` of an exposition.
+pub fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
