@@ -44,7 +44,11 @@ export SETTLEGATE_TEST_POSTGRES="${SETTLEGATE_TEST_POSTGRES:-postgres://postgres
 cargo test --locked "$@"
 
 # The whole suite (no arguments) ends with README's fresh-machine commands,
-# run as written.
+# run as written, and, as root on Debian (CI), the Debian package: built,
+# installed with dpkg, checked and removed (tests/deb.sh).
 if [ $# -eq 0 ]; then
   bash tests/readme.sh
+  if [ "$(id -u)" = 0 ] && command -v dpkg >/dev/null; then
+    bash tests/deb.sh
+  fi
 fi
