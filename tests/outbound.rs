@@ -140,6 +140,19 @@ async fn send_refuse_resend(ledger: TestLedger) {
     let out = env.run(&["resend", &dup["id"].to_string(), "--reason", "x"]);
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert_eq!(deliveries(&env).len(), 3);
+    // Filters combine: the one refused duplicate of this partner.
+    let (code, dups) = env.json(&[
+        "deliveries",
+        "--partner",
+        "payco",
+        "--state",
+        "duplicate",
+        "--json",
+    ]);
+    assert_eq!(code, 0);
+    let dups = dups.as_array().cloned().unwrap_or_default();
+    assert_eq!(dups.len(), 1, "{dups:?}");
+    assert_eq!(dups[0]["id"], dup["id"]);
 
     // A final name already on the partner's side is never replaced.
     let (file2, _) = payout(&local, 2);

@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Guard, Ledger, LedgerError, on_pool, query_error};
+use super::{Guard, Ledger, LedgerError, on_pool, query_error, where_clause};
 use crate::model::{DeliverySource, DeliveryState, UploadProgress};
 
 /// A delivery to record.
@@ -356,29 +356,12 @@ impl Ledger {
     }
 
     pub async fn deliveries(&self, f: &DeliveryFilter) -> Result<Vec<DeliveryRow>, LedgerError> {
-        let mut clauses = Vec::new();
-        let mut n = 0;
-        let mut next = || {
-            n += 1;
-            format!("${n}")
-        };
-        if f.partner.is_some() {
-            clauses.push(format!("partner = {}", next()));
-        }
-        if f.state.is_some() {
-            clauses.push(format!("state = {}", next()));
-        }
-        if f.from.is_some() {
-            clauses.push(format!("created_at >= {}", next()));
-        }
-        if f.until.is_some() {
-            clauses.push(format!("created_at < {}", next()));
-        }
-        let where_ = if clauses.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", clauses.join(" AND "))
-        };
+        let where_ = where_clause(&[
+            ("partner =", f.partner.is_some()),
+            ("state =", f.state.is_some()),
+            ("created_at >=", f.from.is_some()),
+            ("created_at <", f.until.is_some()),
+        ]);
         let limit = f.limit.map(|l| format!(" LIMIT {l}")).unwrap_or_default();
         let sql = format!(
             "SELECT {} FROM deliveries{where_} ORDER BY id{limit}",

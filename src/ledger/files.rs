@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 
-use super::{Guard, Ledger, LedgerError, on_pool, query_error};
+use super::{Guard, Ledger, LedgerError, on_pool, query_error, where_clause};
 use crate::format::VerifyError;
 use crate::judge::{Judgement, PriorFile};
 use crate::model::{Channel, DrillSignal, DrillSource, FileState, Verdict};
@@ -619,26 +619,11 @@ impl Ledger {
     }
 
     pub async fn files(&self, filter: &FileFilter) -> Result<Vec<FileRow>, LedgerError> {
-        let mut clauses = Vec::new();
-        let mut n = 0;
-        let mut next = || {
-            n += 1;
-            format!("${n}")
-        };
-        if filter.partner.is_some() {
-            clauses.push(format!("partner = {}", next()));
-        }
-        if filter.business_date.is_some() {
-            clauses.push(format!("business_date = {}", next()));
-        }
-        if filter.state.is_some() {
-            clauses.push(format!("verdict = {}", next()));
-        }
-        let where_ = if clauses.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", clauses.join(" AND "))
-        };
+        let where_ = where_clause(&[
+            ("partner =", filter.partner.is_some()),
+            ("business_date =", filter.business_date.is_some()),
+            ("verdict =", filter.state.is_some()),
+        ]);
         let limit = filter
             .limit
             .map(|l| format!(" LIMIT {l}"))

@@ -581,3 +581,34 @@ fn free_bytes(dir: &Path) -> Option<u64> {
 pub async fn execute_raw(ledger: &Ledger, sql: &str) -> Result<u64, sqlx::Error> {
     on_pool!(ledger, pool => sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pool).await.map(|r| r.rows_affected()))
 }
+
+/// ` WHERE …` over the conditions that apply (`("partner =", true)` →
+/// `partner = $1`), placeholders numbered in order; empty when none does.
+/// Fixed text only: the caller binds the values in the same order.
+pub(crate) fn where_clause(conditions: &[(&str, bool)]) -> String {
+    let parts: Vec<String> = conditions
+        .iter()
+        .filter(|(_, applies)| *applies)
+        .enumerate()
+        .map(|(i, (condition, _))| format!("{condition} ${}", i + 1))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", parts.join(" AND "))
+    }
+}
+
+#[cfg(test)]
+mod where_tests {
+    use super::where_clause;
+
+    #[test]
+    fn placeholders_follow_the_conditions_that_apply() {
+        assert_eq!(where_clause(&[("a =", false), ("b =", false)]), "");
+        assert_eq!(
+            where_clause(&[("a =", false), ("b >=", true), ("c <", true)]),
+            " WHERE b >= $1 AND c < $2"
+        );
+    }
+}
