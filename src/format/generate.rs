@@ -287,14 +287,7 @@ impl BankFile {
 
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity((self.records.len() + 2) * 120);
-        let start = out.len();
-        out.push(b'S');
-        digits(&mut out, u128::from(self.bank_code), 3);
-        text(&mut out, &self.company_code, 8);
-        date(&mut out, self.business_date);
-        digits(&mut out, u128::from(self.file_seq), 2);
-        text(&mut out, &self.created_time, 6);
-        out.resize(start + 120, b' ');
+        self.header(&mut out);
         let (mut ok_n, mut ok_sum, mut fail_n, mut fail_sum) = (0u128, 0u128, 0u128, 0u128);
         for (i, r) in self.records.iter().enumerate() {
             let start = out.len();
@@ -329,6 +322,19 @@ impl BankFile {
 }
 
 impl BankFile {
+    /// The `S` header both files share: bank, company, business date,
+    /// sequence, creation time.
+    fn header(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.push(b'S');
+        digits(out, u128::from(self.bank_code), 3);
+        text(out, &self.company_code, 8);
+        date(out, self.business_date);
+        digits(out, u128::from(self.file_seq), 2);
+        text(out, &self.created_time, 6);
+        out.resize(start + 120, b' ');
+    }
+
     /// The transfer request these results answer (what settlegate sends
     /// the bank): the same business key, `TRQ_…`.
     pub fn request_file_name(&self) -> String {
@@ -338,14 +344,7 @@ impl BankFile {
     /// The bank-transfer-request file of these transfers.
     pub fn render_request(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity((self.records.len() + 2) * 120);
-        let start = out.len();
-        out.push(b'S');
-        digits(&mut out, u128::from(self.bank_code), 3);
-        text(&mut out, &self.company_code, 8);
-        date(&mut out, self.business_date);
-        digits(&mut out, u128::from(self.file_seq), 2);
-        text(&mut out, &self.created_time, 6);
-        out.resize(start + 120, b' ');
+        self.header(&mut out);
         let mut total = 0u128;
         for (i, r) in self.records.iter().enumerate() {
             let start = out.len();

@@ -626,18 +626,25 @@ impl Ledger {
         })
     }
 
-    /// Deliveries a partner collects from `/outbox`: waiting or collected,
-    /// newest first.
-    pub async fn collectable(&self, partner: &str) -> Result<Vec<DeliveryRow>, LedgerError> {
+    /// Deliveries a partner collects from `/outbox`: waiting, or collected
+    /// since `collected_since`; newest first.
+    pub async fn collectable(
+        &self,
+        partner: &str,
+        collected_since: DateTime<Utc>,
+    ) -> Result<Vec<DeliveryRow>, LedgerError> {
         let sql = concat!(
             "SELECT ",
             delivery_columns!(),
             " FROM deliveries WHERE partner = $1 AND endpoint IS NULL \
-             AND state IN ('queued', 'collected') ORDER BY id DESC"
+             AND (state = 'queued' OR (state = 'collected' AND delivered_at >= $2)) ORDER BY id DESC"
         );
-        let rows: Vec<StoredDelivery> =
-            on_pool!(self, pool => sqlx::query_as(sql).bind(partner).fetch_all(pool).await)
-                .map_err(query_error("list collectable deliveries"))?;
+        let rows: Vec<StoredDelivery> = on_pool!(self, pool => sqlx::query_as(sql)
+            .bind(partner)
+            .bind(collected_since)
+            .fetch_all(pool)
+            .await)
+        .map_err(query_error("list collectable deliveries"))?;
         typed(rows)
     }
 

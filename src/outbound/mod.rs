@@ -23,6 +23,9 @@ use crate::intake::{Bytes, Gateway, IntakeError};
 use crate::ledger::{DeliveryRecorded, DeliveryRow, LedgerError, NewDelivery};
 use crate::model::{DeliverySource, DeliveryState};
 
+/// How long a collected delivery stays listed in `/outbox` (to be read again).
+pub const COLLECTED_LISTED_DAYS: i64 = 30;
+
 #[derive(Debug, thiserror::Error)]
 pub enum OutboundError {
     #[error("unknown partner {0:?}")]
@@ -238,6 +241,27 @@ impl Gateway {
             ))),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// What a collecting partner finds in `/outbox`: its waiting deliveries
+    /// and those collected in the last [`COLLECTED_LISTED_DAYS`] days, one
+    /// per name (a name delivered more than once shows its newest).
+    pub async fn collectable(&self, partner: &str) -> Result<Vec<DeliveryRow>, OutboundError> {
+        let since = self.clock.now() - chrono::Duration::days(COLLECTED_LISTED_DAYS);
+        let rows = self.ledger.collectable(partner, since).await?;
+        let mut seen = std::collections::HashSet::new();
+        Ok(rows
+            .into_iter()
+            .filter(|d| seen.insert(d.name.clone()))
+            .collect())
+    }
+
+    /// A delivery's stored bytes, open for reading.
+    pub fn open_delivery(&self, d: &DeliveryRow) -> Result<std::fs::File, OutboundError> {
+        Ok(self
+            .store
+            .open_blob(&d.checksum)
+            .map_err(IntakeError::from)?)
     }
 
     /// A partner read a delivery whole from `/outbox`.

@@ -68,15 +68,6 @@ impl Collecting {
     }
 }
 
-/// The deliveries `/outbox` shows, one per name: when the same name was
-/// delivered more than once (a resend), the newest. `rows` come newest first.
-pub fn by_name(rows: Vec<DeliveryRow>) -> Vec<DeliveryRow> {
-    let mut seen = std::collections::HashSet::new();
-    rows.into_iter()
-        .filter(|d| seen.insert(d.name.clone()))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::Coverage;

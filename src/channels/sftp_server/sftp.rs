@@ -14,7 +14,7 @@ use russh_sftp::protocol::{
 use russh_sftp::server::StatusReply;
 
 use super::jail::{self, JailError, Location};
-use super::outbox::{self, Collecting};
+use super::outbox::Collecting;
 use super::session::Activity;
 use super::upload::{Completion, Peer, Uploads};
 use crate::channels::watch::is_temporary;
@@ -31,7 +31,7 @@ const MAX_READ: u32 = 256 * 1024;
 pub const MAX_PACKET: u32 = 256 * 1024 + 1024;
 /// Largest write announced in `limits@openssh.com` (OpenSSH's own figure).
 const MAX_WRITE: u64 = 255 * 1024;
-/// How long a stat of a name uploaded in this session still answers its
+/// How long a stat of a name uploaded in the same SFTP session still answers its
 /// size after the upload was taken (clients such as paramiko's `put()`
 /// check the size right after the close).
 const RECENT_FOR: std::time::Duration = std::time::Duration::from_secs(600);
@@ -74,9 +74,9 @@ pub struct SftpSession {
     handles: HashMap<String, Open>,
     next_handle: u64,
     /// Closed uploads under a temporary name (`x.part`), waiting to be renamed
-    /// to their final name in this session.
+    /// to their final name in the same SFTP session.
     parked: HashMap<String, Incoming>,
-    /// Names taken in this session: their size, and when.
+    /// Names taken in the same SFTP session: their size, and when.
     recent: HashMap<String, (u64, std::time::Instant)>,
     initialized: bool,
 }
@@ -276,14 +276,8 @@ impl SftpSession {
 
     /// The partner's deliveries in `/outbox`, one per name.
     async fn outbox(&self) -> Result<Vec<crate::ledger::DeliveryRow>, StatusReply> {
-        match self
-            .uploads
-            .gw()
-            .ledger
-            .collectable(&self.peer.partner)
-            .await
-        {
-            Ok(rows) => Ok(outbox::by_name(rows)),
+        match self.uploads.gw().collectable(&self.peer.partner).await {
+            Ok(rows) => Ok(rows),
             Err(e) => {
                 tracing::error!(partner = %self.peer.partner, error = %e, "cannot list the outbox");
                 Err(refuse(
@@ -381,7 +375,7 @@ impl SftpSession {
 
     /// Open `/inbox/<name>` for writing. With truncation (what `put` sends)
     /// a new upload. Without it the client means to resume or append: an
-    /// upload parked in this session under that name is continued from its
+    /// upload parked in the same SFTP session under that name is continued from its
     /// bytes; a name already received (held for its counterpart, or taken)
     /// is refused, since its bytes are no longer open to change; a new name
     /// starts empty (and a write past its start leaves a hole the close
@@ -644,7 +638,7 @@ impl russh_sftp::server::Handler for SftpSession {
             (Location::ReceiptFile(name), false) => Open::Receipt(self.open_receipt(name)?.0),
             (Location::OutboxFile(name), false) => {
                 let delivery = self.outbox_entry(name).await?;
-                let file = self.uploads.gw().store.open_blob(&delivery.checksum).map_err(|e| {
+                let file = self.uploads.gw().open_delivery(&delivery).map_err(|e| {
                     tracing::error!(partner = %self.peer.partner, delivery_id = delivery.id, error = %e, "cannot open a delivery's stored bytes");
                     refuse(StatusCode::Failure, "the delivery cannot be read right now")
                 })?;
