@@ -101,13 +101,7 @@ pub struct Account {
     pub password_hash: Option<Secret<String>>,
 }
 
-/// Failed-login rate limit per source address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LoginLimit {
-    pub max_failures: u32,
-    pub window: Duration,
-    pub block: Duration,
-}
+pub use crate::auth::LoginLimit;
 
 /// Connections that have not logged in yet: how many, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -292,22 +286,12 @@ impl RawSftpServer {
             let can_log_in = !a.authorized_keys.is_empty() || a.password_hash.is_some();
             let password_hash = match a.password_hash {
                 None => None,
-                Some(h) => match argon2::PasswordHash::new(&h) {
-                    Err(e) => {
-                        account_problems.push(bad(
-                            &ctx,
-                            format!("password_hash is not a PHC string ({e})"),
-                        ));
+                Some(h) => match crate::auth::check_password_hash(&h) {
+                    Err(m) => {
+                        account_problems.push(bad(&ctx, m));
                         None
                     }
-                    Ok(parsed) if !parsed.algorithm.as_str().starts_with("argon2") => {
-                        account_problems.push(bad(
-                            &ctx,
-                            format!("password_hash must be argon2 (found {})", parsed.algorithm),
-                        ));
-                        None
-                    }
-                    Ok(_) => Some(Secret(h)),
+                    Ok(()) => Some(Secret(h)),
                 },
             };
             if !can_log_in {

@@ -346,10 +346,7 @@ impl russh::server::Handler for Connection {
         let password = password.to_string();
         // argon2 is deliberately slow: off the async threads.
         let ok = tokio::task::spawn_blocking(move || {
-            use argon2::PasswordVerifier;
-            argon2::Argon2::default()
-                .verify_password(password.as_bytes(), hash.expose().as_str())
-                .is_ok()
+            crate::auth::verify_password(hash.expose(), &password)
         })
         .await
         .unwrap_or(false);
