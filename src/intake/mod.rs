@@ -8,6 +8,7 @@
 //! - [`pipeline`]: the two verbs, verification and the feed.
 //! - [`operator`]: supersede, release, reject, redeliver.
 //! - [`four_eyes`]: overrides that wait for a second operator.
+//! - [`records`]: a stored file's records read again (the conflict diff).
 //! - [`recovery`]: files a crash left recorded but unjudged.
 //! - [`receipt`]: `<name>.verdict` files, written in one place.
 //!
@@ -20,6 +21,7 @@ mod four_eyes;
 mod operator;
 mod pipeline;
 pub mod receipt;
+mod records;
 mod recovery;
 
 use std::path::Path;
@@ -35,6 +37,7 @@ use crate::model::Channel;
 use crate::stage::{ContentStore, StoreError, Stored};
 
 pub use four_eyes::Carried;
+pub use records::{MAX_RECORDS, StoredRecords};
 pub use recovery::Recovery;
 
 /// The source of "now": the wall clock in production, fixed in tests.

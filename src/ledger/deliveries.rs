@@ -388,6 +388,27 @@ impl Ledger {
         typed(rows)
     }
 
+    /// A page of deliveries, newest first: those with an id below `before`
+    /// (keyset on the primary key, so a page costs the same at any depth).
+    pub async fn deliveries_page(
+        &self,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<DeliveryRow>, LedgerError> {
+        let sql = concat!(
+            "SELECT ",
+            delivery_columns!(),
+            " FROM deliveries WHERE id < $1 ORDER BY id DESC LIMIT $2"
+        );
+        let rows: Vec<StoredDelivery> = on_pool!(self, pool => sqlx::query_as(sql)
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(limit)
+            .fetch_all(pool)
+            .await)
+        .map_err(query_error("list deliveries"))?;
+        typed(rows)
+    }
+
     /// Deliveries to upload now: queued or failed ones to an endpoint (not
     /// collected by the partner), oldest first.
     pub async fn deliveries_to_send(

@@ -166,6 +166,15 @@ impl Ledger {
                 .business_date
                 .ok_or_else(|| LedgerError::State("a fed file needs a business date".into()))?,
         };
+        // Exact decimal text in SQLite; NUMERIC in PostgreSQL.
+        let set_paid = match self.backend() {
+            super::Backend::Sqlite => {
+                "UPDATE files SET fed_amount = $2, fed_entries = $3 WHERE id = $1"
+            }
+            super::Backend::Postgres => {
+                "UPDATE files SET fed_amount = CAST($2 AS NUMERIC), fed_entries = $3 WHERE id = $1"
+            }
+        };
         on_pool!(self, pool => {
             let mut tx = pool.begin().await.map_err(query_error("begin"))?;
             if let Some(old) = plan.supersedes {
@@ -187,6 +196,7 @@ impl Ledger {
             }
             set_verdict!(&mut *tx, id, identity, judgement, at, plan.from)?;
             let mut fed = 0u64;
+            let mut paid = Decimal::ZERO;
             loop {
                 let Some(batch) = entries.recv().await else {
                     return Err(LedgerError::State("the entry stream ended early; nothing was fed".into()));
@@ -196,7 +206,19 @@ impl Ledger {
                 }
                 tx.insert_entries(&target, &batch).await?;
                 fed += batch.len() as u64;
+                for e in &batch {
+                    paid = paid
+                        .checked_add(e.amount)
+                        .ok_or_else(|| LedgerError::State(format!("file {id}: the sum of its amounts overflows")))?;
+                }
             }
+            sqlx::query(sqlx::AssertSqlSafe(set_paid))
+                .bind(id)
+                .bind(paid.to_string())
+                .bind(fed as i64)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error("record what the file paid"))?;
             insert_event!(&mut *tx, at, id, Verdict::Fed.as_str(), actor, &judgement.reason, related_details(plan.supersedes))?;
             tx.commit().await.map_err(query_error("commit feed"))?;
             Ok(fed)

@@ -134,7 +134,7 @@ impl FileRow {
 
 /// A file row as stored: the typed [`FileRow`] is read from it once.
 #[derive(sqlx::FromRow)]
-struct StoredFile {
+pub(super) struct StoredFile {
     id: i64,
     partner: String,
     channel: String,
@@ -315,7 +315,9 @@ macro_rules! file_columns {
     };
 }
 
-fn typed(rows: Vec<StoredFile>) -> Result<Vec<FileRow>, LedgerError> {
+pub(super) use file_columns;
+
+pub(super) fn typed(rows: Vec<StoredFile>) -> Result<Vec<FileRow>, LedgerError> {
     rows.into_iter().map(FileRow::try_from).collect()
 }
 

@@ -15,7 +15,9 @@
 //! - [`deliveries`]: outbound files, delivered at most once per partner.
 //! - [`day`]: a business date's files and the figures `/metrics` shows.
 //! - [`requests`]: four-eyes requests and their one decision.
+//! - [`console`]: the operator console's sessions and pages.
 
+mod console;
 mod day;
 mod deliveries;
 mod feed;
@@ -31,6 +33,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use console::{ConsoleSession, EntryAmount, FedTotal, NewSession};
 pub use day::{DeliveryCount, FileCount};
 pub use deliveries::{
     AttemptEnd, DeliveryFilter, DeliveryRow, NewDelivery, Recorded as DeliveryRecorded,
