@@ -19,10 +19,12 @@
 //! - [`ledger`]: every SQL statement; the database's constraints keep the promise.
 //! - [`serve`], [`cli`], [`config`]: the process around them.
 
+pub mod auth;
 pub mod channels;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod day;
 pub mod format;
 pub mod http;

@@ -34,6 +34,11 @@ pub enum ServeError {
     Notify(#[from] notify::Error),
     #[error(transparent)]
     SftpServer(#[from] crate::channels::sftp_server::SftpServerError),
+    #[error("console: cannot listen on {addr}: {source}")]
+    Console {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("metrics: cannot listen on {addr}: {source}")]
     Metrics {
         addr: std::net::SocketAddr,
@@ -279,6 +284,29 @@ pub async fn serve_reloading(
             server_stop_rx,
         )));
     }
+    // The console, on the gateway of the moment too: a reload changes its
+    // operators and roles; only a restart moves its address.
+    let mut console_task = None;
+    if let Some(c) = &gw.config.console {
+        let listener = tokio::net::TcpListener::bind(c.listen)
+            .await
+            .map_err(|source| ServeError::Console {
+                addr: c.listen,
+                source,
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| ServeError::Console {
+                addr: c.listen,
+                source,
+            })?;
+        tracing::info!(listen = %addr, operators = c.operators.len(), "operator console (http)");
+        console_task = Some(tokio::spawn(crate::console::run(
+            current_tx.subscribe(),
+            listener,
+            server_stop_tx.subscribe(),
+        )));
+    }
     let pid_file = PidFile::write(&gw.config.data_dir);
     let mut hangups = hangups();
     tracing::info!(pid = std::process::id(), "settlegate serving");
@@ -354,6 +382,9 @@ pub async fn serve_reloading(
     if let Some(t) = http_task {
         let _ = t.await;
     }
+    if let Some(t) = console_task {
+        let _ = t.await;
+    }
     drop(pid_file);
     gw.ledger.close().await;
     tracing::info!("settlegate stopped");
@@ -420,6 +451,12 @@ async fn prepare_reload(
     }
     if new.ledger != old.ledger {
         refused.push("ledger changed: only a restart opens another ledger".to_string());
+    }
+    if old.console.as_ref().map(|c| c.listen) != new.console.as_ref().map(|c| c.listen) {
+        refused.push(
+            "[console] added, removed or moved: only a restart starts, stops or moves the console"
+                .to_string(),
+        );
     }
     if current.sftp.is_some() != checked.channels.sftp_server.is_some() {
         refused.push(
@@ -488,6 +525,22 @@ fn changes(current: &Current<'_>, checked: &Checked) -> Vec<String> {
         for a in &o.accounts {
             if n.account(&a.user).is_none() {
                 out.push(format!("sftp account {} removed", a.user));
+            }
+        }
+    }
+    if let (Some(o), Some(n)) = (&old.console, &new.console) {
+        for op in &n.operators {
+            match o.operator(&op.login) {
+                None => out.push(format!("console operator {} added", op.login)),
+                Some(p) if p.role != op.role || p.password_hash != op.password_hash => {
+                    out.push(format!("console operator {} changed", op.login))
+                }
+                Some(_) => {}
+            }
+        }
+        for op in &o.operators {
+            if n.operator(&op.login).is_none() {
+                out.push(format!("console operator {} removed", op.login));
             }
         }
     }

@@ -17,6 +17,10 @@ command -v lftp >/dev/null || need+=(lftp)
 [ -e /usr/lib/proftpd/mod_sftp.so ] || need+=(proftpd-core proftpd-mod-crypto)
 command -v python3 >/dev/null || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+# The console's browser tests (tests/console.rs) drive Debian's chromium
+# through chromedriver.
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${need[*]}"
   apt-get update -qq

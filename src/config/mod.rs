@@ -8,6 +8,7 @@
 //! (`crate::channels::ChannelSettings`), so the configuration knows no
 //! channel's types.
 
+pub mod console;
 pub mod day;
 pub mod endpoint;
 pub mod partner;
@@ -20,6 +21,7 @@ use serde::Deserialize;
 
 use crate::format::{FormatRegistry, SpecError};
 
+pub use console::{Console, ConsoleOperator, Role};
 pub use day::{Calendar, ExpectDays, Expectation, Metrics, Operators};
 pub use endpoint::{
     AfterPickup, Completion, Endpoint, EndpointAuth, HostKeyPin, RetryPolicy, Schedule, Upload,
@@ -152,6 +154,8 @@ struct RawConfig {
     operators: day::RawOperators,
     /// `GET /metrics` and `/healthz` from `serve`. Absent: off.
     metrics: Option<day::RawMetrics>,
+    /// The operator console `serve` answers in the browser. Absent: off.
+    console: Option<console::RawConsole>,
 }
 
 /// The validated configuration.
@@ -173,6 +177,8 @@ pub struct Config {
     pub operators: Operators,
     /// `None`: `serve` answers no HTTP.
     pub metrics: Option<Metrics>,
+    /// `None`: no console.
+    pub console: Option<Console>,
     /// Every partner id the file declares, also one left out for a problem
     /// (so a section naming it is not told the partner is unknown).
     pub declared_partners: Vec<String>,
@@ -332,6 +338,16 @@ impl Config {
                 err("metrics", m);
                 None
             });
+        let console = match raw.console.map(console::build_console) {
+            None => None,
+            Some(Ok(c)) => Some(c),
+            Some(Err(found)) => {
+                for m in found {
+                    err("console", m);
+                }
+                None
+            }
+        };
         let config = Config {
             source: path.map(Path::to_path_buf),
             data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("data")),
@@ -346,6 +362,7 @@ impl Config {
             calendar,
             operators,
             metrics,
+            console,
             declared_partners: seen,
             sections: Sections {
                 watch: raw.watch,
