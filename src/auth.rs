@@ -58,6 +58,11 @@ pub fn parse_password_hash(text: String) -> Result<PasswordHash, String> {
     check_password_hash(&text).map(|()| PasswordHash(text))
 }
 
+/// A hash of no one's password with the default parameters: checked when a
+/// login is unknown, so an unknown login takes as long as a wrong password
+/// and the answer's timing does not tell which logins exist.
+pub const DECOY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2V0dGxlZ2F0ZWRlY295$0Fr2Ql6Hhl2m6m2z3sN4d1rUpQ3jz0cFq1kq0u9Zq8E";
+
 /// Whether `password` matches the PHC string `hash` (its own parameters).
 pub fn verify_password(hash: &str, password: &str) -> bool {
     use argon2::PasswordVerifier;
@@ -82,6 +87,10 @@ mod tests {
         assert!(!h.verify("s3cret "));
         assert_eq!(format!("{h:?}"), "<secret>");
         assert!(parse_password_hash("hunter2".into()).is_err());
+        // The decoy is a real argon2id hash with the default parameters.
+        assert_eq!(check_password_hash(DECOY_HASH), Ok(()));
+        assert!(DECOY_HASH.contains("m=19456,t=2,p=1"));
+        assert!(!verify_password(DECOY_HASH, ""));
         assert!(
             check_password_hash("$pbkdf2-sha256$i=1000$c29tZXNhbHRzYWx0$aGFzaGhhc2hoYXNo")
                 .unwrap_err()

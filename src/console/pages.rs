@@ -176,7 +176,13 @@ pub async fn login(
     let operator = c.operator(&login).cloned();
     let ok = match &operator {
         Some(o) => o.password_hash.verify_blocking(password).await,
-        None => false,
+        None => {
+            let _ = tokio::task::spawn_blocking(move || {
+                crate::auth::verify_password(crate::auth::DECOY_HASH, &password)
+            })
+            .await;
+            false
+        }
     };
     let blocked = st
         .failed
