@@ -384,6 +384,30 @@ async fn refusals(ledger: TestLedger) {
     f.run_mode = 'D';
     assert_eq!(bytes.stdout, f.render(), "the stored bytes, exactly");
 
+    // A corrected re-send of the fed file: a conflict, and its page shows
+    // the records that differ (one amount changed, one removed, one added).
+    let mut resend = card(5, 100);
+    resend.records[1].sales += 5_000;
+    resend.records.remove(3);
+    resend.records.push(CardRecord::synthetic(777, day()));
+    let (code, v) = ingest(&env, "cardco", "CSTL_resend_정정.dat", &resend.render());
+    assert_eq!(code, 12, "{backend}: a conflict: {v}");
+    let conflict = v["file_id"].as_i64().expect("id");
+    let page = bob.get(&format!("/files/{conflict}")).body;
+    assert!(
+        page.contains("1 added · 1 removed · 1 changed · 3 the same"),
+        "{backend}: {page}"
+    );
+    assert!(
+        page.contains("CSTL_resend_정정.dat"),
+        "Korean name shown as is"
+    );
+    assert!(page.contains("do-supersede"), "an operator may supersede");
+    assert!(
+        page.contains("5,000"),
+        "the changed amount's difference: {page}"
+    );
+
     // Logout ends the session for good (the ledger forgets it).
     let out = alice.post("/logout", &[("csrf", &csrf)]);
     assert_eq!(out.status, 303);
