@@ -263,7 +263,20 @@ pub async fn day(
             .map_err(|e| ConsoleError::BadRequest(format!("date {d:?} is not YYYY-MM-DD ({e})")))?,
         None => gw.clock.now().with_timezone(&tz).date_naive(),
     };
-    let report = gw.day_report(date, true).await?;
+    // The report's statuses; its totals come with the chart's (one row
+    // per fed file instead of every entry of the date).
+    let mut report = gw.day_report(date, false).await?;
+    let dates = business_days(&gw, date);
+    let from = dates.first().copied().unwrap_or(date).min(date);
+    let totals = gw.ledger.fed_totals(from, date).await?;
+    for row in &mut report.rows {
+        row.total = totals
+            .iter()
+            .filter(|t| {
+                t.business_date == date && t.partner == row.partner && t.format == row.format
+            })
+            .fold(Decimal::ZERO, |s, t| s.checked_add(t.total).unwrap_or(s));
+    }
     let rows: Vec<Value> = report
         .rows
         .iter()
@@ -298,47 +311,27 @@ pub async fn day(
         .iter()
         .fold(Decimal::ZERO, |s, r| s.checked_add(r.total).unwrap_or(s));
 
-    // The last 30 business days up to the date.
-    let mut dates = Vec::with_capacity(CHART_DAYS);
-    let mut d = date;
-    for _ in 0..CHART_DAYS * 3 {
-        if gw.config.calendar.is_business_day(d) {
-            dates.push(d);
-            if dates.len() == CHART_DAYS {
-                break;
+    let chart_ctx = (!dates.is_empty()).then(|| {
+        let mut partners: BTreeMap<&str, Vec<Decimal>> = gw
+            .config
+            .partners
+            .iter()
+            .map(|p| (p.id.as_str(), vec![Decimal::ZERO; dates.len()]))
+            .collect();
+        for t in &totals {
+            if let (Some(v), Ok(i)) = (
+                partners.get_mut(t.partner.as_str()),
+                dates.binary_search(&t.business_date),
+            ) {
+                v[i] = v[i].checked_add(t.total).unwrap_or(v[i]);
             }
         }
-        match d.pred_opt() {
-            Some(p) => d = p,
-            None => break,
-        }
-    }
-    dates.reverse();
-    let chart_ctx = match (dates.first(), dates.last()) {
-        (Some(from), Some(to)) => {
-            let totals = gw.ledger.fed_totals(*from, *to).await?;
-            let mut partners: BTreeMap<&str, Vec<Decimal>> = gw
-                .config
-                .partners
-                .iter()
-                .map(|p| (p.id.as_str(), vec![Decimal::ZERO; dates.len()]))
-                .collect();
-            for t in &totals {
-                if let (Some(v), Ok(i)) = (
-                    partners.get_mut(t.partner.as_str()),
-                    dates.binary_search(&t.business_date),
-                ) {
-                    v[i] = t.total;
-                }
-            }
-            let series: Vec<(String, Vec<Decimal>)> = partners
-                .into_iter()
-                .map(|(p, v)| (p.to_string(), v))
-                .collect();
-            Some(chart(&dates, &series, 720, 220))
-        }
-        _ => None,
-    };
+        let series: Vec<(String, Vec<Decimal>)> = partners
+            .into_iter()
+            .map(|(p, v)| (p.to_string(), v))
+            .collect();
+        chart(&dates, &series, 720, 220)
+    });
     st.render(
         "day.html",
         Some(&u),
@@ -354,6 +347,26 @@ pub async fn day(
             "chart": chart_ctx,
         }),
     )
+}
+
+/// The last 30 business days up to `date`, oldest first.
+fn business_days(gw: &Gateway, date: NaiveDate) -> Vec<NaiveDate> {
+    let mut dates = Vec::with_capacity(CHART_DAYS);
+    let mut d = date;
+    for _ in 0..CHART_DAYS * 3 {
+        if gw.config.calendar.is_business_day(d) {
+            dates.push(d);
+            if dates.len() == CHART_DAYS {
+                break;
+            }
+        }
+        match d.pred_opt() {
+            Some(p) => d = p,
+            None => break,
+        }
+    }
+    dates.reverse();
+    dates
 }
 
 #[derive(Deserialize)]

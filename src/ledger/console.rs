@@ -35,10 +35,11 @@ pub struct NewSession<'a> {
     pub at: DateTime<Utc>,
 }
 
-/// Fed files' totals of one partner on one business date.
+/// Fed files' totals of one partner and format on one business date.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FedTotal {
     pub partner: String,
+    pub format: String,
     pub business_date: NaiveDate,
     pub files: i64,
     pub total: Decimal,
@@ -160,25 +161,27 @@ impl Ledger {
         typed(rows)
     }
 
-    /// What the fed files of business dates `from..=to` paid, per partner
-    /// and date. Files fed before the ledger kept `fed_amount` are summed
-    /// from their entries.
+    /// What the fed files of business dates `from..=to` pay, per partner,
+    /// format and date: the same sums as [`Ledger::intake`] (a superseded
+    /// file's entries and their reversals cancel out), read from one row per
+    /// fed file instead of every entry. Files fed before the ledger kept
+    /// `fed_amount` are summed from their entries.
     pub async fn fed_totals(
         &self,
         from: NaiveDate,
         to: NaiveDate,
     ) -> Result<Vec<FedTotal>, LedgerError> {
-        let sql = "SELECT id, partner, business_date, CAST(fed_amount AS TEXT) FROM files \
+        let sql = "SELECT id, partner, format, business_date, CAST(fed_amount AS TEXT) FROM files \
                    WHERE verdict = 'fed' AND business_date >= $1 AND business_date <= $2";
-        let rows: Vec<(i64, String, NaiveDate, Option<String>)> =
-            on_pool!(self, pool => sqlx::query_as(sql)
+        type Row = (i64, String, Option<String>, NaiveDate, Option<String>);
+        let rows: Vec<Row> = on_pool!(self, pool => sqlx::query_as(sql)
             .bind(from)
             .bind(to)
             .fetch_all(pool)
             .await)
-            .map_err(query_error("read fed totals"))?;
-        let mut out: BTreeMap<(String, NaiveDate), (i64, Decimal)> = BTreeMap::new();
-        for (id, partner, date, amount) in rows {
+        .map_err(query_error("read fed totals"))?;
+        let mut out: BTreeMap<(String, String, NaiveDate), (i64, Decimal)> = BTreeMap::new();
+        for (id, partner, format, date, amount) in rows {
             let amount = match amount {
                 Some(text) => decimal(&text, &format!("file {id}: fed_amount"))?,
                 None => self
@@ -188,7 +191,8 @@ impl Ledger {
                     .try_fold(Decimal::ZERO, |sum, e| sum.checked_add(e.amount))
                     .ok_or_else(|| LedgerError::State(format!("file {id}: its total overflows")))?,
             };
-            let slot = out.entry((partner, date)).or_default();
+            let format = format.unwrap_or_default();
+            let slot = out.entry((partner, format, date)).or_default();
             slot.0 += 1;
             slot.1 = slot
                 .1
@@ -197,12 +201,15 @@ impl Ledger {
         }
         Ok(out
             .into_iter()
-            .map(|((partner, business_date), (files, total))| FedTotal {
-                partner,
-                business_date,
-                files,
-                total,
-            })
+            .map(
+                |((partner, format, business_date), (files, total))| FedTotal {
+                    partner,
+                    format,
+                    business_date,
+                    files,
+                    total,
+                },
+            )
             .collect())
     }
 
