@@ -130,7 +130,7 @@ SQL
     echo "sqlite query plans:"
     for q in \
       "SELECT id FROM files WHERE verdict IN ('drill', 'conflict', 'overlap', 'invalid') AND id < 500000 ORDER BY id DESC LIMIT 50" \
-      "SELECT id, partner, business_date, CAST(fed_amount AS TEXT) FROM files WHERE verdict = 'fed' AND business_date >= '$date' AND business_date <= '$date'" \
+      "SELECT id, partner, format, business_date, CAST(fed_amount AS TEXT) FROM files WHERE verdict = 'fed' AND business_date >= date('$date', '-42 days') AND business_date <= '$date'" \
       "SELECT partner, format, file_id, CAST(amount AS TEXT) AS amount FROM entries WHERE business_date = '$date'" \
       "SELECT received_at FROM files WHERE partner = 'cardco' AND endpoint = 'primary' ORDER BY received_at DESC LIMIT 1" \
       "SELECT id FROM deliveries WHERE id < 50000 ORDER BY id DESC LIMIT 50"; do
@@ -167,7 +167,7 @@ SQL
     echo "postgres query plans:"
     for q in \
       "SELECT id FROM files WHERE verdict IN ('drill', 'conflict', 'overlap', 'invalid') AND id < 500000 ORDER BY id DESC LIMIT 50" \
-      "SELECT id, partner, business_date, CAST(fed_amount AS TEXT) FROM files WHERE verdict = 'fed' AND business_date >= DATE '$date' - 42 AND business_date <= DATE '$date'" \
+      "SELECT id, partner, format, business_date, CAST(fed_amount AS TEXT) FROM files WHERE verdict = 'fed' AND business_date >= DATE '$date' - 42 AND business_date <= DATE '$date'" \
       "SELECT partner, format, file_id, CAST(amount AS TEXT) AS amount FROM entries WHERE business_date = DATE '$date'" \
       "SELECT received_at FROM files WHERE partner = 'cardco' AND endpoint = 'primary' ORDER BY received_at DESC LIMIT 1" \
       "SELECT id FROM deliveries WHERE id < 50000 ORDER BY id DESC LIMIT 50"; do

@@ -26,6 +26,8 @@ UPDATE files SET fed_amount = s.amount, fed_entries = s.n
 -- The console's lists, newest first, a page at a time (keyset on id).
 CREATE INDEX files_quarantine_id ON files (id)
     WHERE verdict IN ('drill', 'conflict', 'overlap', 'invalid');
-CREATE INDEX files_fed_date ON files (business_date, partner) WHERE verdict = 'fed';
+-- Covering: the chart reads a month of fed files from the index alone.
+CREATE INDEX files_fed_date ON files (business_date) INCLUDE (id, partner, format, fed_amount)
+    WHERE verdict = 'fed';
 -- Last pickup per endpoint.
 CREATE INDEX files_endpoint ON files (partner, endpoint, received_at) WHERE endpoint IS NOT NULL;
