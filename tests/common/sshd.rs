@@ -44,15 +44,38 @@ fn free_port() -> u16 {
 
 impl Sshd {
     pub fn start() -> Sshd {
-        Sshd::start_inner(false)
+        Sshd::start_inner(false, false)
     }
 
     /// With an RSA host key besides the ed25519 one.
     pub fn start_with_rsa_host_key() -> Sshd {
-        Sshd::start_inner(true)
+        Sshd::start_inner(true, false)
     }
 
-    fn start_inner(rsa: bool) -> Sshd {
+    /// With `internal-sftp -l INFO`: every file a client opens is logged
+    /// (`open "PATH" flags READ …`) in [`Sshd::log`].
+    pub fn start_logging_opens() -> Sshd {
+        Sshd::start_inner(false, true)
+    }
+
+    /// What sshd (and its SFTP subsystem) logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
+    }
+
+    /// How many times a client opened `path` for reading.
+    pub fn read_opens(&self, path: &Path) -> usize {
+        self.log()
+            .matches(&format!("open \"{}\" flags READ", path.display()))
+            .count()
+    }
+
+    fn start_inner(rsa: bool, log_opens: bool) -> Sshd {
+        let (sftp_subsystem, log_level) = if log_opens {
+            ("internal-sftp -l INFO", "INFO")
+        } else {
+            ("internal-sftp", "ERROR")
+        };
         let sshd = Path::new("/usr/sbin/sshd");
         assert!(
             sshd.exists(),
@@ -94,8 +117,8 @@ impl Sshd {
                     "Port {port}\nListenAddress 127.0.0.1\nHostKey {dir}/host_key\n{extra_host_key}PidFile {dir}/sshd.pid\n\
                      AuthorizedKeysFile {dir}/authorized_keys\nStrictModes no\nUsePAM no\n\
                      PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-                     PermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\n\
-                     MaxStartups 100\nMaxSessions 20\nLogLevel ERROR\n",
+                     PermitRootLogin prohibit-password\nSubsystem sftp {sftp_subsystem}\n\
+                     MaxStartups 100\nMaxSessions 20\nLogLevel {log_level}\n",
                     dir = d.display()
                 ),
             )
