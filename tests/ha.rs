@@ -16,6 +16,8 @@ use common::sshd::Sshd;
 use common::{Env, TestLedger, card};
 
 const LEASE_SECONDS: u64 = 3;
+/// PG settlement files pushed with their control files.
+const PG_PAIRS: u64 = 30;
 
 /// A PostgreSQL ledger for this test (required under CI; skipped otherwise
 /// when no server answers).
@@ -51,8 +53,8 @@ fn keygen(path: &Path) -> String {
         .to_string()
 }
 
-/// `sftp -b` as `user` on `port`; panics on failure.
-fn sftp_batch(port: u16, key: &Path, user: &str, batch: &str) {
+/// `sftp -b` as `user` on `port`; panics on failure; returns what it printed.
+fn sftp_batch(port: u16, key: &Path, user: &str, batch: &str) -> String {
     let file = tempfile::NamedTempFile::new().expect("batch file");
     std::fs::write(file.path(), batch).expect("batch");
     let out = Command::new("sftp")
@@ -80,6 +82,7 @@ fn sftp_batch(port: u16, key: &Path, user: &str, batch: &str) {
         "sftp to port {port} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 async fn pool(ledger: &TestLedger) -> sqlx::PgPool {
@@ -229,6 +232,10 @@ async fn three_nodes_take_every_file_once_and_survive_a_kill() {
     let uploads = tempfile::tempdir().expect("tempdir");
     let mut pushed: Vec<Drop> = Vec::new();
     let mut batches = vec![String::from("cd inbox\n"); 3];
+    // Copies and drill copies go once their originals are recorded: a copy
+    // still pending makes its original a duplicate, so which one is fed
+    // would otherwise be a race (decided once, by the ledger).
+    let mut copies = vec![String::from("cd inbox\n"); 3];
     let mut pg_batches = vec![String::from("cd inbox\n"); 3];
     for i in 0..100u16 {
         let seq = 1000 + i;
@@ -243,7 +250,7 @@ async fn three_nodes_take_every_file_once_and_survive_a_kill() {
         if i % 7 == 2 {
             // The same bytes under another name, to another node.
             let copy = f.file_name().replace(".dat", "_AGAIN.dat");
-            batches[usize::from((i + 1) % 3)].push_str(&format!("put {} {copy}\n", path.display()));
+            copies[usize::from((i + 1) % 3)].push_str(&format!("put {} {copy}\n", path.display()));
             pushed.push(Drop {
                 name: copy,
                 verdict: "duplicate",
@@ -251,15 +258,14 @@ async fn three_nodes_take_every_file_once_and_survive_a_kill() {
         }
         if i % 10 == 4 {
             let drill = f.file_name().replace(".dat", "_DRILL.dat");
-            batches[usize::from((i + 2) % 3)]
-                .push_str(&format!("put {} {drill}\n", path.display()));
+            copies[usize::from((i + 2) % 3)].push_str(&format!("put {} {drill}\n", path.display()));
             pushed.push(Drop {
                 name: drill,
                 verdict: "drill",
             });
         }
     }
-    for k in 0..18u64 {
+    for k in 0..PG_PAIRS {
         let f = common::drops::pg(k);
         let (data, ctl) = f.render();
         let (dp, cp) = (
@@ -268,13 +274,10 @@ async fn three_nodes_take_every_file_once_and_survive_a_kill() {
         );
         std::fs::write(&dp, data).expect("write");
         std::fs::write(&cp, ctl).expect("write");
-        // Both halves to one node (in either order).
-        let b = &mut pg_batches[(k % 3) as usize];
-        if k % 2 == 0 {
-            b.push_str(&format!("put {}\nput {}\n", dp.display(), cp.display()));
-        } else {
-            b.push_str(&format!("put {}\nput {}\n", cp.display(), dp.display()));
-        }
+        // The data file to one node, its control file to the next: the
+        // two sessions run at once, so either half may come first.
+        pg_batches[(k % 3) as usize].push_str(&format!("put {}\n", dp.display()));
+        pg_batches[((k + 1) % 3) as usize].push_str(&format!("put {}\n", cp.display()));
         pushed.push(Drop {
             name: f.file_name(),
             verdict: "fed",
@@ -287,6 +290,17 @@ async fn three_nodes_take_every_file_once_and_survive_a_kill() {
             std::thread::spawn(move || {
                 sftp_batch(port, &key, "cardpush", &batch);
                 sftp_batch(port, &pk, "pgco", &pb);
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("push thread");
+    }
+    let threads: Vec<_> = (0..3)
+        .map(|i| {
+            let (port, key, batch) = (ports[i], push_key.clone(), copies[i].clone());
+            std::thread::spawn(move || {
+                sftp_batch(port, &key, "cardpush", &batch);
             })
         })
         .collect();
@@ -329,9 +343,11 @@ async fn three_nodes_take_every_file_once_and_survive_a_kill() {
         .find(|l| l["name"] == lease)
         .and_then(|l| l["generation"].as_i64())
         .expect("generation");
+    let at_kill = pulled_count(db.clone()).await;
     if let Some(s) = servers[victim].as_mut() {
         s.kill9();
     }
+    eprintln!("killed node {victim} holding {lease} with {at_kill} pickup arrivals recorded");
     let victim_log = servers[victim].take().map(|s| s.log_text());
     let survivor = (victim + 1) % 3;
 
@@ -413,7 +429,10 @@ async fn three_nodes_take_every_file_once_and_survive_a_kill() {
     .expect("fed");
     assert_eq!(fed, fed_expected);
     // Card files carry 3 records, PG files 2.
-    assert_eq!(entries, (fed_expected - 18) * 3 + 18 * 2);
+    assert_eq!(
+        entries,
+        (fed_expected - PG_PAIRS as i64) * 3 + PG_PAIRS as i64 * 2
+    );
 
     // Downloaded once: sshd saw one open per file, except a file the killed
     // node was reading when it died (read again by its successor).
@@ -452,6 +471,38 @@ async fn three_nodes_take_every_file_once_and_survive_a_kill() {
         "a redelivery of a fed file is its duplicate, read from the database: {} {}",
         out.stdout,
         out.stderr
+    );
+
+    // `/receipts` on every live node shows every pushed file's verdict,
+    // whichever node judged it.
+    for (i, port) in ports.iter().enumerate() {
+        if i == victim {
+            continue;
+        }
+        let listed = sftp_batch(*port, &push_key, "cardpush", "ls -1 /receipts\n");
+        let pg_listed = sftp_batch(*port, &pg_key, "pgco", "ls -1 /receipts\n");
+        for d in &pushed {
+            let receipt = format!("{}.verdict", d.name);
+            assert!(
+                listed.contains(&receipt) || pg_listed.contains(&receipt),
+                "node {i}: /receipts lacks {receipt}"
+            );
+        }
+    }
+    sftp_batch(
+        ports[survivor],
+        &push_key,
+        "cardpush",
+        &format!(
+            "get /receipts/{}.verdict {}\n",
+            pushed[0].name,
+            uploads.path().join("r").display()
+        ),
+    );
+    let receipt = std::fs::read_to_string(uploads.path().join("r")).expect("receipt");
+    assert!(
+        receipt.contains(&format!("verdict={}", pushed[0].verdict)),
+        "{receipt}"
     );
 
     // The killed node drops out of `nodes`; the others stay.
@@ -544,7 +595,15 @@ async fn three_nodes_upload_each_delivery_once() {
         // Uploaded once: one file written and renamed into this name.
         let final_path = format!("new \"{}\"", upload.join(name).display());
         let renames = log.lines().filter(|l| l.contains(&final_path)).count();
-        assert_eq!(renames, 1, "{name}: renamed into place {renames} times");
+        assert_eq!(
+            renames,
+            1,
+            "{name}: renamed into place {renames} times; sshd logged:\n{}",
+            log.lines()
+                .filter(|l| l.contains(name.as_str()))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
     }
     for s in &mut servers {
         assert_eq!(s.stop(), 0);

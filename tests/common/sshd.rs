@@ -52,15 +52,16 @@ impl Sshd {
         Sshd::start_inner(true, false)
     }
 
-    /// With `internal-sftp -l INFO`: every file a client opens is logged
-    /// (`open "PATH" flags READ …`) in [`Sshd::log`].
+    /// With OpenSSH's `sftp-server -l INFO` (its log written to a file by
+    /// a wrapper: `internal-sftp` logs only to syslog): every file a client
+    /// opens is logged (`open "PATH" flags READ …`) in [`Sshd::log`].
     pub fn start_logging_opens() -> Sshd {
         Sshd::start_inner(false, true)
     }
 
-    /// What sshd (and its SFTP subsystem) logged so far.
+    /// What the SFTP subsystem logged so far (with `start_logging_opens`).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.path().join("sftp.log")).unwrap_or_default()
     }
 
     /// How many times a client opened `path` for reading.
@@ -71,17 +72,33 @@ impl Sshd {
     }
 
     fn start_inner(rsa: bool, log_opens: bool) -> Sshd {
-        let (sftp_subsystem, log_level) = if log_opens {
-            ("internal-sftp -l INFO", "INFO")
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sftp_subsystem = if log_opens {
+            let server = ["/usr/lib/openssh/sftp-server", "/usr/lib/sftp-server"]
+                .into_iter()
+                .find(|p| Path::new(p).exists())
+                .expect("OpenSSH's sftp-server (openssh-server) must be installed");
+            let wrapper = dir.path().join("sftp-logged");
+            std::fs::write(
+                &wrapper,
+                format!(
+                    "#!/bin/sh\nexec {server} -e -l INFO 2>>{}\n",
+                    dir.path().join("sftp.log").display()
+                ),
+            )
+            .expect("wrapper");
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod");
+            wrapper.display().to_string()
         } else {
-            ("internal-sftp", "ERROR")
+            "internal-sftp".to_string()
         };
         let sshd = Path::new("/usr/sbin/sshd");
         assert!(
             sshd.exists(),
             "/usr/sbin/sshd is missing: run the tests with tests/run.sh, which installs openssh-server"
         );
-        let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
         keygen(&d.join("host_key"));
         keygen(&d.join("client_key"));
@@ -118,7 +135,7 @@ impl Sshd {
                      AuthorizedKeysFile {dir}/authorized_keys\nStrictModes no\nUsePAM no\n\
                      PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
                      PermitRootLogin prohibit-password\nSubsystem sftp {sftp_subsystem}\n\
-                     MaxStartups 100\nMaxSessions 20\nLogLevel {log_level}\n",
+                     MaxStartups 100\nMaxSessions 20\nLogLevel ERROR\n",
                     dir = d.display()
                 ),
             )
