@@ -26,8 +26,9 @@ dir=${BENCH_DIR:-target/bench/ha}
 rm -rf "$dir/run"; mkdir -p "$dir/run"
 dir=$(cd "$dir" && pwd)
 cargo build --release --quiet --bins
-bin=$PWD/target/release/settlegate
-gen=$PWD/target/release/settlegate-generate
+tdir=$(cd "${CARGO_TARGET_DIR:-target}" && pwd)
+bin=$tdir/release/settlegate
+gen=$tdir/release/settlegate-generate
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT

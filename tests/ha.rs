@@ -29,7 +29,9 @@ async fn pg_ledger() -> Option<TestLedger> {
 /// `store = "postgres"`, short leases, and `extra` (partners, SFTP server).
 fn node_env(ledger: &TestLedger, extra: &str) -> Env {
     let env = Env::new(ledger, extra);
-    let text = std::fs::read_to_string(&env.config).expect("config");
+    let text = std::fs::read_to_string(&env.config)
+        .expect("config")
+        .replace("\nlease_seconds = ", "\n# lease_seconds = ");
     std::fs::write(
         &env.config,
         format!("store = \"postgres\"\nlease_seconds = {LEASE_SECONDS}\n{text}"),

@@ -11,7 +11,10 @@
 //! Formats with a control file (pg-settlement-csv): the data file and its
 //! `.ctl` may come in either order, in one session or several. The first is
 //! held (fsynced) in `<spool>/<partner>/held/` — listed in the partner's
-//! `/inbox` — until the other arrives; then both are taken together.
+//! `/inbox` — until the other arrives; then both are taken together. With
+//! the content store in the ledger's database (several nodes), the first
+//! half is stored there and held in the ledger instead (`held_uploads`), so
+//! the pair is completed on whichever node the second half comes to.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
