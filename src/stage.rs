@@ -381,7 +381,9 @@ impl Incoming {
             Some((hasher, hashed)) if *hashed == offset => {
                 hasher.update(bytes);
                 *hashed = end;
-                if end / WRITEBACK_EVERY > offset / WRITEBACK_EVERY {
+                // Bytes bound for the database never need to be on this
+                // disk: no writeback for them.
+                if self.store.db.is_none() && end / WRITEBACK_EVERY > offset / WRITEBACK_EVERY {
                     let start = (offset / WRITEBACK_EVERY) * WRITEBACK_EVERY;
                     start_writeback(self.tmp.as_file(), start, end - start);
                 }

@@ -12,6 +12,25 @@ use super::{Ledger, LedgerError, Pool, query_error};
 /// Bytes per chunk row.
 pub const CHUNK: usize = 1 << 20;
 
+/// Read into `buf` until it is full or the file ends; how many bytes.
+async fn fill(
+    file: &mut tokio::fs::File,
+    buf: &mut [u8],
+    checksum: &str,
+) -> Result<usize, LedgerError> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let got = file.read(&mut buf[filled..]).await.map_err(|e| {
+            LedgerError::State(format!("cannot read the bytes of blob {checksum}: {e}"))
+        })?;
+        if got == 0 {
+            break;
+        }
+        filled += got;
+    }
+    Ok(filled)
+}
+
 impl Ledger {
     fn blob_pool(&self) -> Result<&PgPool, LedgerError> {
         match &self.pool {
@@ -49,35 +68,31 @@ impl Ledger {
         let mut tx = pool.begin().await.map_err(query_error("begin"))?;
         let mut n: i32 = 0;
         let mut written = 0u64;
-        let mut buf = vec![0u8; CHUNK];
+        // Two buffers: the next chunk is read while the last one is sent.
+        let (mut this, mut next) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
+        let mut filled = fill(&mut file, &mut this, checksum).await?;
         loop {
-            let mut filled = 0;
-            while filled < CHUNK {
-                let got = file.read(&mut buf[filled..]).await.map_err(|e| {
-                    LedgerError::State(format!("cannot read the bytes of blob {checksum}: {e}"))
-                })?;
-                if got == 0 {
-                    break;
-                }
-                filled += got;
-            }
-            if filled == 0 && n > 0 {
-                break;
-            }
-            sqlx::query(
+            let insert = sqlx::query(
                 "INSERT INTO blob_chunks (checksum, n, data) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
             )
             .bind(checksum)
             .bind(n)
-            .bind(&buf[..filled])
-            .execute(&mut *tx)
-            .await
-            .map_err(query_error("store a blob chunk"))?;
+            .bind(&this[..filled])
+            .execute(&mut *tx);
+            let last = filled < CHUNK;
+            let (inserted, read) = if last {
+                (insert.await, Ok(0))
+            } else {
+                tokio::join!(insert, fill(&mut file, &mut next, checksum))
+            };
+            inserted.map_err(query_error("store a blob chunk"))?;
             written += filled as u64;
             n += 1;
-            if filled < CHUNK {
+            filled = read?;
+            if last || filled == 0 {
                 break;
             }
+            std::mem::swap(&mut this, &mut next);
         }
         if written != size {
             return Err(LedgerError::State(format!(
