@@ -128,7 +128,7 @@ if [[ " $parts " == *" store "* ]]; then
     for store in local postgres; do
       db=sg_bench_ha_store; fresh_db $db
       rm -rf "$dir/run/s"; mkdir -p "$dir/run/s"
-      if [ "$store" = local ]; then s_cfg='"'"$dir/run/s/blobs"'"'; else s_cfg=postgres; fi
+      if [ "$store" = local ]; then s_cfg='"'"$dir/run/s/blobs"'"'; else s_cfg='"postgres"'; fi
       sed -e "s|^store = .*|store = $s_cfg|" <(node_config 1 x | sed '/^\[sftp_server\]/,$d') > "$dir/run/s/settlegate.toml"
       t0=$(now)
       code=0
