@@ -591,7 +591,7 @@ async fn three_nodes_upload_each_delivery_once() {
         .await
         .expect("count");
     assert_eq!(rows, 100, "one delivery per payout");
-    let log = sshd.log();
+    let log = sshd.sftp_log();
     for (name, bytes) in &sent {
         assert_eq!(&std::fs::read(upload.join(name)).expect("uploaded"), bytes);
         // Uploaded once: one file written and renamed into this name.
