@@ -17,12 +17,14 @@
 //! - [`format`]: declarative format specs and the streaming verifier (pure).
 //! - [`judge`]: the verdict, a pure function of facts and ledger answers.
 //! - [`ledger`]: every SQL statement; the database's constraints keep the promise.
+//! - [`cluster`]: several nodes on one ledger (heartbeats, leases).
 //! - [`serve`], [`cli`], [`config`]: the process around them.
 
 pub mod auth;
 pub mod channels;
 pub mod check;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod day;

@@ -200,6 +200,12 @@ impl Generation {
                 }
             }
         }
+        // Files another node recorded and left unjudged (it died) are
+        // judged by whichever node claims them first.
+        tasks.spawn(
+            gw.telemetry
+                .track("recovery".into(), sweep(gw.clone(), stop_rx.clone())),
+        );
         Ok(Generation {
             stop_tx,
             tasks,
@@ -242,10 +248,16 @@ pub async fn serve_reloading(
             "files an earlier run left unjudged"
         );
     }
+    let (server_stop_tx, server_stop_rx) = watch::channel(false);
+    let heartbeat = tokio::spawn(crate::cluster::heartbeat(
+        gw.ledger.clone(),
+        gw.config.lease,
+        server_stop_rx.clone(),
+    ));
+    tracing::info!(node = %crate::cluster::node_name(), lease_seconds = gw.config.lease.as_secs(), store = %if gw.store.in_database() { "postgres".to_string() } else { "directory".to_string() }, "node");
     let mut generation = Generation::start(&gw, settings)?;
     let mut sftp_settings = channels.sftp_server.clone();
     let mut sftp = None;
-    let (server_stop_tx, server_stop_rx) = watch::channel(false);
     let mut server_task = None;
     if let Some(settings) = channels.sftp_server {
         let server = crate::channels::sftp_server::SftpServer::bind(gw.clone(), settings).await?;
@@ -385,10 +397,25 @@ pub async fn serve_reloading(
     if let Some(t) = console_task {
         let _ = t.await;
     }
+    let _ = heartbeat.await;
     drop(pid_file);
     gw.ledger.close().await;
     tracing::info!("settlegate stopped");
     Ok(())
+}
+
+/// Every lease time, judge what other nodes left unjudged.
+async fn sweep(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(gw.config.lease) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if let Err(e) = gw.recover_abandoned(&gateway_actor()).await {
+            let e = gw.explain(e).await;
+            tracing::error!(error = %e, "cannot look for files left unjudged");
+        }
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

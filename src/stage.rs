@@ -1,7 +1,15 @@
 //! Stage: the content-addressed store. The exact bytes of every arrival are
-//! written to `<data-dir>/store/<aa>/<sha256>` (temp file → fsync → rename →
-//! fsync of the directory) before the arrival is recorded or acknowledged.
-//! Identical bytes are stored once. Nothing is ever deleted from the store.
+//! stored under their SHA-256 before the arrival is recorded or
+//! acknowledged. Identical bytes are stored once. Nothing is ever deleted
+//! from the store.
+//!
+//! One interface, two places ([`StoreKind`]): a directory
+//! (`<data-dir>/store/<aa>/<sha256>`, or a shared volume; temp file → fsync
+//! → rename → fsync of the directory), or the ledger's PostgreSQL database
+//! (chunks in `blob_chunks`, see `ledger::blobs`), so several nodes share
+//! the bytes with nothing but the database. Either way bytes come in
+//! through one hashing writer ([`Incoming`], a temp file under the local
+//! root) and go out through one reader ([`Blob`]).
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -10,6 +18,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
+
+use crate::ledger::{BLOB_CHUNK, Ledger, LedgerError};
 
 #[derive(Debug, thiserror::Error)]
 #[error("content store: cannot {action} {path}: {source}")]
@@ -25,16 +35,76 @@ pub struct StoreError {
 pub struct Stored {
     pub checksum: String,
     pub size: u64,
+    /// Where the bytes are: a path, or `postgres:blobs/<checksum>`.
     pub path: PathBuf,
 }
 
-#[derive(Debug, Clone)]
+/// Where the store keeps blobs (`store =` in the configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    /// `<data-dir>/store` (the default).
+    DataDir,
+    /// A directory elsewhere (a shared volume).
+    Directory(PathBuf),
+    /// The ledger's PostgreSQL database.
+    Postgres,
+}
+
+#[derive(Clone)]
 pub struct ContentStore {
+    /// The directory of blobs, or (database store) of temp files only.
     root: PathBuf,
     /// Shards (a bit per two-hex-digit name) whose entry in the root this
     /// process has synced. It only saves fsyncs: a shard not marked is
     /// synced again, whoever created it.
     synced_shards: Arc<[AtomicU64; 4]>,
+    /// Blobs kept in the database instead of under `root`.
+    db: Option<Arc<BlobDb>>,
+}
+
+impl std::fmt::Debug for ContentStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContentStore")
+            .field("root", &self.root)
+            .field("database", &self.db.is_some())
+            .finish()
+    }
+}
+
+/// The database side of a store: its own connection pool on its own small
+/// runtime, so the store's blocking interface can wait on the database
+/// from any thread (a blocking pool's or an async one's) without nesting
+/// runtimes.
+pub struct BlobDb {
+    ledger: Ledger,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for BlobDb {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl BlobDb {
+    fn handle(&self) -> Option<&tokio::runtime::Handle> {
+        self.rt.as_ref().map(|r| r.handle())
+    }
+
+    /// Run `f` on the store's runtime and wait for it here.
+    fn run<T: Send + 'static>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, LedgerError>> + Send + 'static,
+    ) -> io::Result<T> {
+        let handle = self
+            .handle()
+            .ok_or_else(|| io::Error::other("the store's database runtime is stopped"))?;
+        futures::executor::block_on(handle.spawn(f))
+            .map_err(io::Error::other)?
+            .map_err(io::Error::other)
+    }
 }
 
 impl ContentStore {
@@ -58,34 +128,137 @@ impl ContentStore {
         Ok(ContentStore {
             root: root.to_path_buf(),
             synced_shards: Arc::default(),
+            db: None,
         })
     }
 
-    /// The path of a blob by its hex checksum (two-level fan-out keeps
-    /// directories small).
-    pub fn path_of(&self, checksum: &str) -> PathBuf {
-        let shard = checksum.get(..2).unwrap_or("xx");
-        self.root.join(shard).join(checksum)
+    /// Open the store in the PostgreSQL database at `url` (the ledger's,
+    /// already migrated), with its temp files under `spool`.
+    pub async fn open_database(spool: &Path, url: &str) -> Result<ContentStore, StoreError> {
+        let mut store = ContentStore::open(spool)?;
+        let err = |source: io::Error| StoreError {
+            action: "connect to",
+            path: PathBuf::from(crate::ledger::redact_url(url)),
+            source,
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("store-db")
+            .enable_all()
+            .build()
+            .map_err(err)?;
+        let url_owned = url.to_string();
+        let data_dir = spool.to_path_buf();
+        let ledger = rt
+            .handle()
+            .spawn(async move { Ledger::connect_only(&url_owned, &data_dir).await })
+            .await
+            .map_err(|e| err(io::Error::other(e)))?;
+        let ledger = match ledger {
+            Ok(l) => l,
+            Err(e) => {
+                rt.shutdown_background();
+                return Err(err(io::Error::other(e)));
+            }
+        };
+        store.db = Some(Arc::new(BlobDb {
+            ledger,
+            rt: Some(rt),
+        }));
+        Ok(store)
     }
 
-    /// Open a stored blob for reading.
-    pub fn open_blob(&self, checksum: &str) -> Result<File, StoreError> {
-        let path = self.path_of(checksum);
-        File::open(&path).map_err(|source| StoreError {
-            action: "open",
-            path,
+    /// Whether blobs are kept in the database.
+    pub fn in_database(&self) -> bool {
+        self.db.is_some()
+    }
+
+    /// The path of a blob by its hex checksum in the directory store
+    /// (two-level fan-out keeps directories small).
+    pub fn path_of(&self, checksum: &str) -> PathBuf {
+        match &self.db {
+            Some(_) => PathBuf::from(format!("postgres:blobs/{checksum}")),
+            None => local_path(&self.root, checksum),
+        }
+    }
+
+    /// Where a blob is, for messages.
+    pub fn describe(&self, checksum: &str) -> String {
+        self.path_of(checksum).display().to_string()
+    }
+
+    /// The size of a stored blob; `None` when it is not in the store.
+    pub fn size_of(&self, checksum: &str) -> Result<Option<u64>, StoreError> {
+        let err = |source| StoreError {
+            action: "look up",
+            path: self.path_of(checksum),
             source,
+        };
+        match &self.db {
+            Some(db) => {
+                let (ledger, sum) = (db.ledger.clone(), checksum.to_string());
+                db.run(async move { ledger.blob_size(&sum).await })
+                    .map_err(err)
+            }
+            None => match std::fs::metadata(self.path_of(checksum)) {
+                Ok(m) if m.is_file() => Ok(Some(m.len())),
+                Ok(_) => Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(err(e)),
+            },
+        }
+    }
+
+    /// Open a stored blob for reading: read to its end, it checks the bytes
+    /// against `checksum` (a damaged store is an error, never bytes).
+    pub fn open_blob(&self, checksum: &str) -> Result<Blob, StoreError> {
+        self.open_reader(checksum, true)
+    }
+
+    /// [`ContentStore::open_blob`] for a reader that hashes the bytes
+    /// itself (the verifier compares its checksum with the recorded one):
+    /// not hashed twice.
+    pub fn open_blob_unhashed(&self, checksum: &str) -> Result<Blob, StoreError> {
+        self.open_reader(checksum, false)
+    }
+
+    fn open_reader(&self, checksum: &str, hash: bool) -> Result<Blob, StoreError> {
+        let source = match &self.db {
+            Some(db) => Source::Db {
+                db: db.clone(),
+                rx: None,
+                chunk: Vec::new(),
+                at: 0,
+                cached: None,
+            },
+            None => {
+                let path = self.path_of(checksum);
+                Source::File(File::open(&path).map_err(|source| StoreError {
+                    action: "open",
+                    path,
+                    source,
+                })?)
+            }
+        };
+        Ok(Blob {
+            checksum: checksum.to_string(),
+            what: self.path_of(checksum),
+            source,
+            hasher: hash.then(Sha256::new),
+            done: false,
         })
     }
 
     /// Read a stored blob whole (small blobs such as control files).
     pub fn read_blob(&self, checksum: &str) -> Result<Vec<u8>, StoreError> {
-        let path = self.path_of(checksum);
-        std::fs::read(&path).map_err(|source| StoreError {
+        let mut blob = self.open_blob(checksum)?;
+        let mut out = Vec::new();
+        blob.read_to_end(&mut out).map_err(|source| StoreError {
             action: "read",
-            path,
+            path: self.path_of(checksum),
             source,
-        })
+        })?;
+        Ok(out)
     }
 
     /// Copy everything from `input` into the store, durably. Returns the
@@ -208,7 +381,9 @@ impl Incoming {
             Some((hasher, hashed)) if *hashed == offset => {
                 hasher.update(bytes);
                 *hashed = end;
-                if end / WRITEBACK_EVERY > offset / WRITEBACK_EVERY {
+                // Bytes bound for the database never need to be on this
+                // disk: no writeback for them.
+                if self.store.db.is_none() && end / WRITEBACK_EVERY > offset / WRITEBACK_EVERY {
                     let start = (offset / WRITEBACK_EVERY) * WRITEBACK_EVERY;
                     start_writeback(self.tmp.as_file(), start, end - start);
                 }
@@ -288,6 +463,30 @@ impl ContentStore {
             path: tmp.path().to_path_buf(),
             source,
         };
+        if let Some(db) = &self.db {
+            let size = tmp
+                .as_file()
+                .metadata()
+                .map_err(|e| tmp_err("stat", e))?
+                .len();
+            let file = tmp.reopen().map_err(|e| tmp_err("reopen", e))?;
+            let (ledger, sum) = (db.ledger.clone(), checksum.clone());
+            db.run(async move {
+                ledger
+                    .put_blob(&sum, size, tokio::fs::File::from_std(file))
+                    .await
+            })
+            .map_err(|source| StoreError {
+                action: "store",
+                path: self.path_of(&checksum),
+                source,
+            })?;
+            return Ok(Stored {
+                path: self.path_of(&checksum),
+                checksum,
+                size,
+            });
+        }
         tmp.as_file().sync_all().map_err(|e| tmp_err("fsync", e))?;
         let size = tmp
             .as_file()
@@ -339,6 +538,136 @@ impl ContentStore {
             size,
             path,
         })
+    }
+}
+
+fn local_path(root: &Path, checksum: &str) -> PathBuf {
+    let shard = checksum.get(..2).unwrap_or("xx");
+    root.join(shard).join(checksum)
+}
+
+/// A stored blob open for reading, from the directory or the database.
+/// Read in order to its end, it checks the bytes against the checksum
+/// (unless opened with [`ContentStore::open_blob_unhashed`]); `read_at`
+/// serves a client reading in any order (SFTP `/outbox`).
+pub struct Blob {
+    checksum: String,
+    what: PathBuf,
+    source: Source,
+    hasher: Option<Sha256>,
+    done: bool,
+}
+
+enum Source {
+    File(File),
+    Db {
+        db: Arc<BlobDb>,
+        /// Chunks streamed in order by one query (started at the first read).
+        rx: Option<tokio::sync::mpsc::Receiver<Result<Vec<u8>, String>>>,
+        chunk: Vec<u8>,
+        at: usize,
+        /// The last chunk read by `read_at`.
+        cached: Option<(i32, Vec<u8>)>,
+    },
+}
+
+impl Blob {
+    /// Where the blob is, for messages.
+    pub fn describe(&self) -> String {
+        self.what.display().to_string()
+    }
+
+    /// Read up to `buf.len()` bytes at `offset` (fewer at a chunk's end;
+    /// 0 at the end of the blob). Not checked against the checksum.
+    pub fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        match &mut self.source {
+            Source::File(f) => {
+                use std::os::unix::fs::FileExt;
+                f.read_at(buf, offset)
+            }
+            Source::Db { db, cached, .. } => {
+                let n = i32::try_from(offset / BLOB_CHUNK as u64)
+                    .map_err(|_| io::Error::other("offset past any blob"))?;
+                let within = (offset % BLOB_CHUNK as u64) as usize;
+                if cached.as_ref().is_none_or(|(c, _)| *c != n) {
+                    let (ledger, sum) = (db.ledger.clone(), self.checksum.clone());
+                    let data = db.run(async move { ledger.blob_chunk(&sum, n).await })?;
+                    *cached = Some((n, data.unwrap_or_default()));
+                }
+                let data = cached.as_ref().map(|(_, d)| d.as_slice()).unwrap_or(&[]);
+                let Some(rest) = data.get(within..) else {
+                    return Ok(0);
+                };
+                let k = rest.len().min(buf.len());
+                buf[..k].copy_from_slice(&rest[..k]);
+                Ok(k)
+            }
+        }
+    }
+
+    fn read_next(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.source {
+            Source::File(f) => f.read(buf),
+            Source::Db {
+                db, rx, chunk, at, ..
+            } => {
+                if *at >= chunk.len() {
+                    if rx.is_none() {
+                        let (tx, r) = tokio::sync::mpsc::channel(4);
+                        let (ledger, sum) = (db.ledger.clone(), self.checksum.clone());
+                        let handle = db.handle().ok_or_else(|| {
+                            io::Error::other("the store's database runtime is stopped")
+                        })?;
+                        handle.spawn(async move { ledger.pump_blob(&sum, 0, tx).await });
+                        *rx = Some(r);
+                    }
+                    let Some(r) = rx.as_mut() else {
+                        return Ok(0);
+                    };
+                    match futures::executor::block_on(r.recv()) {
+                        None => return Ok(0),
+                        Some(Err(e)) => return Err(io::Error::other(e)),
+                        Some(Ok(next)) => {
+                            *chunk = next;
+                            *at = 0;
+                        }
+                    }
+                }
+                let k = (chunk.len() - *at).min(buf.len());
+                buf[..k].copy_from_slice(&chunk[*at..*at + k]);
+                *at += k;
+                Ok(k)
+            }
+        }
+    }
+}
+
+impl Read for Blob {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.done || buf.is_empty() {
+            return Ok(0);
+        }
+        let n = self.read_next(buf)?;
+        match &mut self.hasher {
+            Some(h) if n > 0 => h.update(&buf[..n]),
+            Some(h) => {
+                let found = hex::encode(std::mem::take(h).finalize());
+                self.hasher = None;
+                self.done = true;
+                if found != self.checksum {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "{}: the stored bytes hash to {found}, not {}; the content store is damaged",
+                            self.what.display(),
+                            self.checksum
+                        ),
+                    ));
+                }
+            }
+            None => {}
+        }
+        Ok(n)
     }
 }
 

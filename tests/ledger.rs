@@ -46,6 +46,7 @@ async fn arrive(l: &Ledger, checksum: &str) -> i64 {
         remote: None,
         claim: None,
         redelivery_of: None,
+        fence: None,
     })
     .await
     .expect("record arrival")

@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 # Debian packages the interoperability tests drive (real OpenSSH, curl, sqlite3).
 need=()
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+# OpenSSH's sftp-server logs every open (tests/ha.rs counts downloads).
+[ -x /usr/lib/openssh/sftp-server ] || need+=(openssh-sftp-server)
 command -v sftp >/dev/null || need+=(openssh-client)
 command -v curl >/dev/null || need+=(curl)
 command -v psql >/dev/null || need+=(postgresql-client)

@@ -19,6 +19,7 @@ use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
 use tokio::sync::watch;
 
 use super::ssh::{SftpConnection, SshError};
+use crate::cluster::Lease;
 use crate::config::{AfterPickup, Completion, Endpoint, Partner};
 use crate::intake::{Arrival, Bytes, Gateway, IntakeError, Outcome, gateway_actor};
 use crate::ledger::{LedgerError, RemoteFile};
@@ -70,6 +71,10 @@ pub enum PullError {
     Intake { path: String, source: IntakeError },
     #[error("{0}")]
     Unknown(String),
+    /// This node no longer holds the endpoint's pickup lease: the pickup
+    /// stops before it records or archives anything further.
+    #[error("the pickup lease {0} was lost; pickup stopped (another node takes the next run)")]
+    LeaseLost(String),
 }
 
 impl PullError {
@@ -83,6 +88,19 @@ impl PullError {
             PullError::Download { .. } => false,
             _ => false,
         }
+    }
+
+    /// The pickup lease was lost: nothing more is taken by this node.
+    pub fn is_lease_lost(&self) -> bool {
+        matches!(
+            self,
+            PullError::LeaseLost(_)
+                | PullError::Ledger(LedgerError::LeaseLost(_))
+                | PullError::Intake {
+                    source: IntakeError::Ledger(LedgerError::LeaseLost(_)),
+                    ..
+                }
+        )
     }
 }
 
@@ -244,12 +262,25 @@ pub struct PullReport {
 /// The report lists every file taken, also when the pickup then failed
 /// (`error`).
 pub async fn pull(gw: &Gateway, partner: &str, endpoint: &str) -> PullReport {
+    pull_under(gw, partner, endpoint, None).await
+}
+
+/// [`pull`] under the endpoint's pickup lease (`serve`): every arrival is
+/// recorded only while the lease is held (checked in the recording
+/// transaction), and the lease is checked again before each after-pickup
+/// action; once it is lost the pickup stops.
+pub async fn pull_under(
+    gw: &Gateway,
+    partner: &str,
+    endpoint: &str,
+    lease: Option<&Lease>,
+) -> PullReport {
     let mut report = PullReport {
         partner: partner.to_string(),
         endpoint: endpoint.to_string(),
         ..PullReport::default()
     };
-    if let Err(e) = pull_into(gw, partner, endpoint, &mut report).await {
+    if let Err(e) = pull_into(gw, partner, endpoint, lease, &mut report).await {
         report.error = Some(e);
     }
     report
@@ -259,6 +290,7 @@ async fn pull_into(
     gw: &Gateway,
     partner: &str,
     endpoint: &str,
+    lease: Option<&Lease>,
     report: &mut PullReport,
 ) -> Result<(), PullError> {
     let p = gw
@@ -288,7 +320,7 @@ async fn pull_into(
     );
     loop {
         report.attempts += 1;
-        match pickup_once(gw, p, ep, report).await {
+        match pickup_once(gw, p, ep, lease, report).await {
             Ok(()) => return Ok(()),
             Err(e) if e.is_transient() => match delays.next() {
                 Some(delay) => {
@@ -306,10 +338,11 @@ async fn pickup_once(
     gw: &Gateway,
     p: &Partner,
     ep: &Endpoint,
+    lease: Option<&Lease>,
     report: &mut PullReport,
 ) -> Result<(), PullError> {
     let conn = SftpConnection::open(ep).await?;
-    let result = pickup_on(gw, p, ep, &conn, report).await;
+    let result = pickup_on(gw, p, ep, &conn, lease, report).await;
     conn.close().await;
     result
 }
@@ -319,6 +352,7 @@ async fn pickup_on(
     p: &Partner,
     ep: &Endpoint,
     conn: &SftpConnection,
+    lease: Option<&Lease>,
     report: &mut PullReport,
 ) -> Result<(), PullError> {
     let (first, skipped) = list(conn, ep).await?;
@@ -368,6 +402,11 @@ async fn pickup_on(
     report.waiting = waiting;
 
     for c in candidates {
+        if let Some(l) = lease
+            && l.fence().is_none()
+        {
+            return Err(PullError::LeaseLost(l.name().to_string()));
+        }
         let remote = RemoteFile {
             partner: p.id.clone(),
             endpoint: ep.name.clone(),
@@ -397,9 +436,9 @@ async fn pickup_on(
         // A connection problem ends this attempt (and is retried); a problem
         // with one file (permissions, the store, the ledger) is reported and
         // the other files are still taken.
-        match take_one(gw, p, ep, conn, &c, &remote).await {
+        match take_one(gw, p, ep, conn, &c, &remote, lease).await {
             Ok(taken) => report.taken.push(taken),
-            Err(e) if e.is_transient() => return Err(e),
+            Err(e) if e.is_transient() || e.is_lease_lost() => return Err(e),
             Err(e) => {
                 tracing::error!(partner = %p.id, endpoint = %ep.name, name = %c.name.escape_debug(), error = %e, "file not taken");
                 report.taken.push(Taken::failed(&c, &remote, e.to_string()));
@@ -424,6 +463,7 @@ async fn take_one(
     conn: &SftpConnection,
     c: &Candidate,
     remote: &RemoteFile,
+    lease: Option<&Lease>,
 ) -> Result<Taken, PullError> {
     let side = match &c.sidecar {
         Some((name, l)) => {
@@ -442,6 +482,12 @@ async fn take_one(
         remote.path.trim_start_matches('/')
     ));
     arrival.remote = Some(remote.clone());
+    if let Some(l) = lease {
+        arrival.fence = Some(
+            l.fence()
+                .ok_or_else(|| PullError::LeaseLost(l.name().to_string()))?,
+        );
+    }
     let mut taken = Taken::new(c, remote);
     // Still there with the same identity and the same bytes: taken before,
     // and its after-pickup action failed then (a read-only account, a
@@ -473,6 +519,12 @@ async fn take_one(
             &mut taken,
         )
         .await?;
+    }
+    if let Some(l) = lease
+        && ep.after_pickup != AfterPickup::Leave
+        && !l.still_held().await
+    {
+        return Err(PullError::LeaseLost(l.name().to_string()));
     }
     if let Err(e) = after_pickup(conn, ep, c).await {
         tracing::warn!(partner = %p.id, endpoint = %ep.name, name = %c.name.escape_debug(), error = %e, "after-pickup action failed; retried next pickup");
@@ -910,6 +962,11 @@ pub async fn run_schedule(
         return;
     };
     let tz = gw.config.timezone;
+    let lease = Lease::new(
+        &gw.ledger,
+        format!("pickup:{partner}/{endpoint}"),
+        gw.config.lease,
+    );
     loop {
         let now = chrono::Utc::now().with_timezone(&tz);
         let next = match schedule.cron.find_next_occurrence(&now, false) {
@@ -923,18 +980,33 @@ pub async fn run_schedule(
         tracing::debug!(partner = %partner, endpoint = %endpoint, next = %next, "next pickup");
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = stop.wait_for(|s| *s) => return,
+            _ = crate::cluster::stopped(&mut stop) => {
+                lease.release().await;
+                return;
+            }
+        }
+        // One node at a time picks up from an endpoint.
+        match lease.hold().await {
+            Ok(Some(_)) => {}
+            Ok(None) => continue,
+            Err(e) => {
+                let e = gw.ledger.diagnose(e).await;
+                tracing::error!(partner = %partner, endpoint = %endpoint, error = %e, "cannot take the pickup lease; pickup skipped");
+                continue;
+            }
         }
         // Shutdown abandons a pickup in progress: a partial download is
         // discarded, a file recorded but not judged is judged at the next
-        // start, and a remote file is only archived after it was recorded.
+        // start (or by another node), and a remote file is only archived
+        // after it was recorded.
         let result = tokio::select! {
-            mut r = pull(&gw, &partner, &endpoint) => match r.error.take() {
+            mut r = pull_under(&gw, &partner, &endpoint, Some(&lease)) => match r.error.take() {
                 Some(e) => Err(e),
                 None => Ok(r),
             },
-            _ = stop.wait_for(|s| *s) => {
+            _ = crate::cluster::stopped(&mut stop) => {
                 tracing::warn!(partner = %partner, endpoint = %endpoint, "pickup abandoned by shutdown");
+                lease.release().await;
                 return;
             }
         };
@@ -960,7 +1032,9 @@ pub async fn run_schedule(
                 tracing::error!(partner = %partner, endpoint = %endpoint, error = %e, "pickup failed");
             }
         }
-        if *stop.borrow() {
+        let stopping = *stop.borrow();
+        if stopping {
+            lease.release().await;
             return;
         }
     }

@@ -8,8 +8,10 @@
 //! - [`day`]: report, requests, approve, deny, redeliver (and the four-eyes
 //!   gate of every override).
 //! - [`ops`]: check, hash-password, host-key, keygen, reload, migrate.
+//! - [`cluster`]: nodes, store migrate.
 //! - [`render`]: the JSON and text forms of what commands print.
 
+mod cluster;
 mod day;
 mod inbound;
 mod operator;
@@ -276,6 +278,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The nodes (`serve` processes) alive on this ledger, and the leases
+    /// each holds.
+    Nodes {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The content store.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// List outbound deliveries.
     Deliveries {
         #[arg(long)]
@@ -286,6 +299,24 @@ pub enum Command {
         /// The day a delivery was recorded, YYYY-MM-DD (in `timezone`).
         #[arg(long)]
         date: Option<NaiveDate>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy a directory store into the ledger's PostgreSQL database (then
+    /// set `store = "postgres"`). Blobs already there are skipped: run it
+    /// again after an interruption, and once more after the last node that
+    /// wrote the directory stopped.
+    Migrate {
+        /// Where to: `postgres` (the ledger's database).
+        #[arg(long, value_parser = ["postgres"])]
+        to: String,
+        /// The directory store (default: <data-dir>/store).
+        #[arg(long)]
+        from: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -575,6 +606,16 @@ async fn ledger_command(gw: &Gateway, command: Command) -> Result<Exit, CliError
             json,
         } => day::redeliver(gw, file_id, &reason, json).await,
         Command::Requests { json } => day::requests(gw, json).await,
+        Command::Nodes { json } => cluster::nodes(gw, json).await,
+        Command::Store {
+            command: StoreCommand::Migrate { from, json, .. },
+        } => {
+            let from = from.unwrap_or_else(|| match &gw.config.store {
+                crate::stage::StoreKind::Directory(d) => d.clone(),
+                _ => gw.config.data_dir.join("store"),
+            });
+            cluster::store_migrate(gw, &from, json).await
+        }
         Command::Approve {
             request_id,
             reason,

@@ -140,6 +140,14 @@ struct RawConfig {
     /// File mode of receipts, in octal. Default `"0640"` (partners' and
     /// operators' tooling in the group reads them).
     receipt_mode: Option<String>,
+    /// Where the content store keeps the bytes of every file: `"postgres"`
+    /// (in the ledger's PostgreSQL database, for several nodes) or a
+    /// directory (a shared volume). Default `<data_dir>/store`.
+    store: Option<String>,
+    /// How long a lease on scheduled work (an endpoint's pickup, its
+    /// uploads) lasts unless its node renews it: a node that dies hands its
+    /// work over within this time. Default 30.
+    lease_seconds: Option<u64>,
     #[serde(default)]
     partners: Vec<partner::RawPartner>,
     /// The watched-folder channel's section (its own validation).
@@ -172,6 +180,10 @@ pub struct Config {
     pub timezone: FixedOffset,
     /// File mode of receipts.
     pub receipt_mode: u32,
+    /// Where the content store is.
+    pub store: crate::stage::StoreKind,
+    /// How long a lease lasts unless renewed.
+    pub lease: Duration,
     pub partners: Vec<Partner>,
     pub calendar: Calendar,
     pub operators: Operators,
@@ -305,6 +317,27 @@ impl Config {
                     0o640
                 }),
         };
+        let data_dir = raw.data_dir.unwrap_or_else(|| PathBuf::from("data"));
+        let store = match raw.store.as_deref() {
+            None => crate::stage::StoreKind::DataDir,
+            Some("postgres") => crate::stage::StoreKind::Postgres,
+            Some("") => {
+                err("store", "empty: say \"postgres\" or a directory".into());
+                crate::stage::StoreKind::DataDir
+            }
+            Some(dir) => crate::stage::StoreKind::Directory(base.join(dir)),
+        };
+        let lease = match raw.lease_seconds {
+            None => Duration::from_secs(30),
+            Some(s) if (2..=3600).contains(&s) => Duration::from_secs(s),
+            Some(s) => {
+                err(
+                    "lease_seconds",
+                    format!("{s} is not between 2 and 3600 seconds"),
+                );
+                Duration::from_secs(30)
+            }
+        };
         let mut partners: Vec<Partner> = Vec::new();
         let mut seen: Vec<String> = Vec::new();
         for p in raw.partners {
@@ -350,7 +383,9 @@ impl Config {
         };
         let config = Config {
             source: path.map(Path::to_path_buf),
-            data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("data")),
+            data_dir,
+            store,
+            lease,
             formats_dir: raw
                 .formats_dir
                 .map_or_else(|| base.join("formats"), |f| base.join(f)),

@@ -81,6 +81,9 @@ pub enum IntakeError {
     Corrupt { what: String, checksum: String },
     #[error("file {0} is not in the ledger")]
     NoSuchFile(i64),
+    /// Another node is judging the file now (it holds its claim).
+    #[error("file {0} is being judged by another node")]
+    Elsewhere(i64),
     #[error("cannot write a receipt in {dir}: {source}")]
     Receipt {
         dir: std::path::PathBuf,
@@ -125,6 +128,9 @@ pub struct Arrival {
     pub claim: Option<String>,
     /// For a redelivery: the stored file whose bytes these are.
     pub redelivery_of: Option<i64>,
+    /// The lease a scheduled pickup holds: the arrival is recorded only
+    /// while this node still holds it.
+    pub fence: Option<crate::ledger::Fence>,
 }
 
 impl Arrival {
@@ -142,6 +148,7 @@ impl Arrival {
             remote: None,
             claim: None,
             redelivery_of: None,
+            fence: None,
         }
     }
 }
@@ -221,8 +228,8 @@ impl Gateway {
             path: config.data_dir.display().to_string(),
             source,
         })?;
-        let store = ContentStore::open(&config.data_dir.join("store"))?;
         let ledger = Ledger::open(config.ledger.as_deref(), &config.data_dir).await?;
+        let store = open_store(&config).await?;
         Ok(Gateway {
             config,
             formats,
@@ -264,6 +271,28 @@ impl Gateway {
             .partner(id)
             .ok_or_else(|| IntakeError::UnknownPartner(id.to_string()))
     }
+}
+
+/// The content store the configuration names: a directory, or the
+/// ledger's PostgreSQL database (temp files still under the data dir).
+pub async fn open_store(config: &Config) -> Result<ContentStore, GatewayOpenError> {
+    use crate::stage::StoreKind;
+    let local = config.data_dir.join("store");
+    Ok(match &config.store {
+        StoreKind::DataDir => ContentStore::open(&local)?,
+        StoreKind::Directory(dir) => ContentStore::open(dir)?,
+        StoreKind::Postgres => match config.ledger.as_deref() {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                ContentStore::open_database(&local, url).await?
+            }
+            _ => {
+                return Err(GatewayOpenError::Config(config.invalid(
+                    "store",
+                    "\"postgres\" keeps the content store in the ledger's database: the ledger must be PostgreSQL (ledger = \"postgres://…\")",
+                )));
+            }
+        },
+    })
 }
 
 /// Run blocking work (file system, hashing) on tokio's blocking pool.

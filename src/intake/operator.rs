@@ -4,7 +4,7 @@
 //! audited with the operator and the reason.
 
 use super::pipeline::{identity, outcome};
-use super::{Arrival, Bytes, Gateway, IntakeError, Outcome};
+use super::{Arrival, Bytes, Gateway, IntakeError, Outcome, blocking};
 use crate::format::{FileFacts, FormatSpec};
 use crate::identify::choose_format;
 use crate::judge::{Judgement, Verdict};
@@ -171,7 +171,8 @@ impl Gateway {
             path: self.store.path_of(c),
         });
         for s in std::iter::once(&data).chain(control.as_ref()) {
-            if !s.path.is_file() {
+            let (store, sum) = (self.store.clone(), s.checksum.clone());
+            if blocking(move || store.size_of(&sum)).await?.is_none() {
                 return Err(IntakeError::Refused(format!(
                     "file {id}: its bytes ({}) are not in the content store",
                     s.checksum

@@ -67,6 +67,7 @@ impl Gateway {
                 remote: arrival.remote.as_ref(),
                 claim: arrival.claim.as_deref(),
                 redelivery_of: arrival.redelivery_of,
+                fence: arrival.fence.as_ref(),
             })
             .await?;
         match recorded {
@@ -102,6 +103,28 @@ impl Gateway {
     /// then, for a file that came by a channel, write its receipt. Also
     /// finishes files a crash left `received`.
     pub async fn judge(&self, file_id: i64, actor: &str) -> Result<Outcome, IntakeError> {
+        // One node judges a file at a time: a claim in the ledger, renewed
+        // while judging lasts; a node that dies mid-judgement lets it go
+        // when the claim expires, and another node judges the file.
+        let claim = crate::cluster::Lease::claim(
+            &self.ledger,
+            format!("judge:{file_id}"),
+            self.config.lease,
+        );
+        // An SQLite ledger has one machine: the ledger's compare-and-set of
+        // the verdict is enough there, without two more commits a file.
+        let claimed = self.ledger.backend() == crate::ledger::Backend::Postgres;
+        if claimed && claim.hold().await?.is_none() {
+            return Err(IntakeError::Elsewhere(file_id));
+        }
+        let out = self.judge_claimed(file_id, actor).await;
+        if claimed {
+            claim.release().await;
+        }
+        out
+    }
+
+    async fn judge_claimed(&self, file_id: i64, actor: &str) -> Result<Outcome, IntakeError> {
         let row = self
             .ledger
             .file(file_id)
@@ -432,7 +455,7 @@ impl Gateway {
         sidecar: Option<Vec<u8>>,
         sink: Option<Box<dyn RecordSink + Send>>,
     ) -> Result<FileFacts, IntakeError> {
-        let blob = self.store.open_blob(checksum)?;
+        let blob = self.store.open_blob_unhashed(checksum)?;
         let (spec, owned_name, sum) = (spec.clone(), name.to_string(), checksum.to_string());
         let facts = tokio::task::spawn_blocking(move || {
             let mut sink = sink;

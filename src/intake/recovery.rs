@@ -38,6 +38,9 @@ impl Gateway {
             tracing::info!(file_id = row.id, name = %row.name.escape_debug(), "judging a file left unjudged");
             match self.judge(row.id, actor).await {
                 Ok(o) => report.outcomes.push(o),
+                Err(IntakeError::Elsewhere(id)) => {
+                    tracing::info!(file_id = id, "being judged by another node");
+                }
                 Err(e) => {
                     let decided = self
                         .ledger
@@ -54,5 +57,32 @@ impl Gateway {
             }
         }
         Ok(report)
+    }
+
+    /// Judge files another node recorded and left `received` longer than a
+    /// lease time (it died before judging them, or while judging: its
+    /// claim expired). Run by every node of `serve` every lease time; a
+    /// file is judged by the one node that gets its claim.
+    pub async fn recover_abandoned(&self, actor: &str) -> Result<usize, IntakeError> {
+        let before = self.clock.now()
+            - chrono::Duration::from_std(self.config.lease)
+                .unwrap_or(chrono::Duration::seconds(30));
+        let mut judged = 0;
+        for row in self.ledger.unjudged().await? {
+            if row.received_at > before {
+                continue;
+            }
+            match self.finish(row.id, actor).await {
+                Ok(_) => {
+                    judged += 1;
+                    tracing::warn!(file_id = row.id, name = %row.name.escape_debug(), "judged a file another node left unjudged");
+                }
+                Err(IntakeError::Elsewhere(_)) => {}
+                Err(e) => {
+                    tracing::error!(file_id = row.id, name = %row.name.escape_debug(), error = %e, "could not judge a file another node left unjudged");
+                }
+            }
+        }
+        Ok(judged)
     }
 }

@@ -34,6 +34,9 @@ pub struct NewArrival<'a> {
     pub claim: Option<&'a str>,
     /// For a redelivery: the stored file whose bytes these are.
     pub redelivery_of: Option<i64>,
+    /// The lease the arrival is taken under (a scheduled pickup): checked in
+    /// the recording transaction, so a node that lost it records nothing.
+    pub fence: Option<&'a super::Fence>,
 }
 
 /// A file on a partner's SFTP server as listed: the ledger remembers which
@@ -314,7 +317,6 @@ macro_rules! file_columns {
          verdict, reason, error, related_file_id, decided_at"
     };
 }
-
 pub(super) use file_columns;
 
 pub(super) fn typed(rows: Vec<StoredFile>) -> Result<Vec<FileRow>, LedgerError> {
@@ -423,8 +425,14 @@ impl Ledger {
             "sidecar_checksum": a.sidecar_checksum, "claim": a.claim, "redelivery_of": a.redelivery_of,
         })
         .to_string();
+        let fence_sql = self.fence_sql();
         on_pool!(self, pool => {
             let mut tx = pool.begin().await.map_err(query_error("begin"))?;
+            if let Some(fence) = a.fence
+                && !super::cluster::check_fence!(&mut *tx, fence_sql, fence)?
+            {
+                return Err(LedgerError::LeaseLost(fence.lease.clone()));
+            }
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO files (partner, channel, endpoint, source_path, name, received_at, size, checksum, sidecar_checksum, verdict, claim, redelivery_of) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'received', $10, $11) RETURNING id",

@@ -16,12 +16,19 @@
 //! - [`day`]: a business date's files and the figures `/metrics` shows.
 //! - [`requests`]: four-eyes requests and their one decision.
 //! - [`console`]: the operator console's sessions and pages.
+//! - [`cluster`]: nodes' heartbeats and the leases of scheduled work.
+//! - [`blobs`]: the content store kept in PostgreSQL.
+//! - [`held`]: pushed halves of pairs held for their counterpart, and
+//!   the judged files a partner's receipts show.
 
+mod blobs;
+mod cluster;
 mod console;
 mod day;
 mod deliveries;
 mod feed;
 mod files;
+mod held;
 mod requests;
 
 use std::path::{Path, PathBuf};
@@ -33,6 +40,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use blobs::CHUNK as BLOB_CHUNK;
+pub use cluster::{Fence, LeaseRow, NodeRow};
 pub use console::{ConsoleSession, EntryAmount, FedTotal, NewSession};
 pub use day::{DeliveryCount, FileCount};
 pub use deliveries::{
@@ -42,6 +51,7 @@ pub use feed::{FeedPlan, IntakeRow, NewEntry};
 pub use files::{
     Decision, EventRow, FileFilter, FileRow, Identity, NewArrival, Recorded, RemoteFile,
 };
+pub use held::{HeldUpload, Pairing};
 pub use requests::{Decided, NewRequest, RequestRow};
 
 /// A connected, migrated ledger.
@@ -141,6 +151,10 @@ pub enum LedgerError {
     },
     #[error("ledger refused the feed: {0}")]
     Guard(Guard),
+    /// The lease a write was fenced by is held by another node now (or
+    /// expired): nothing was written.
+    #[error("the lease {0} is no longer held by this node; nothing recorded")]
+    LeaseLost(String),
     #[error("ledger: {0}")]
     State(String),
     /// No connection could be had; `cause` is what connecting says.
@@ -382,6 +396,12 @@ impl Ledger {
             known_versions(self.backend()),
             applied,
         ))
+    }
+
+    /// Connect to a ledger another connection already migrated (the
+    /// content store's own pool).
+    pub async fn connect_only(url: &str, data_dir: &Path) -> Result<Ledger, LedgerError> {
+        Ledger::connect(Some(url), data_dir).await
     }
 
     /// Connect without migrating.

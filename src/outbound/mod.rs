@@ -257,7 +257,7 @@ impl Gateway {
     }
 
     /// A delivery's stored bytes, open for reading.
-    pub fn open_delivery(&self, d: &DeliveryRow) -> Result<std::fs::File, OutboundError> {
+    pub fn open_delivery(&self, d: &DeliveryRow) -> Result<crate::stage::Blob, OutboundError> {
         Ok(self
             .store
             .open_blob(&d.checksum)

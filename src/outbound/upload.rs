@@ -145,12 +145,7 @@ pub async fn upload(
     )
     .await?;
     if let Some((name, checksum)) = control {
-        let size = gw
-            .store
-            .path_of(checksum)
-            .metadata()
-            .map(|m| m.len())
-            .unwrap_or(0);
+        let size = gw.store.size_of(checksum)?.unwrap_or(0);
         put(
             gw,
             conn,

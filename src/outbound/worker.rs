@@ -22,10 +22,6 @@ use crate::intake::{Gateway, gateway_actor, process_owner};
 use crate::ledger::{AttemptEnd, DeliveryRow};
 use crate::model::{DeliveryState, UploadProgress};
 
-/// How often an attempt says its process is alive.
-const HEARTBEAT: Duration = Duration::from_secs(5);
-/// An attempt silent this long belongs to a process that died.
-pub const STALE_AFTER: Duration = Duration::from_secs(30);
 /// Queued deliveries to an endpoint without a schedule are looked for this often.
 const POLL: Duration = Duration::from_secs(1);
 /// Failed deliveries to an endpoint without a schedule are tried again this often.
@@ -271,9 +267,12 @@ impl Gateway {
     /// the returned task is aborted.
     fn keep_alive(&self, id: i64) -> tokio::task::JoinHandle<()> {
         let ledger = self.ledger.clone();
+        // A third of the lease time: an attempt silent for a whole lease
+        // time belongs to a process that died.
+        let every = self.config.lease / 3;
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(HEARTBEAT).await;
+                tokio::time::sleep(every).await;
                 if let Err(e) = ledger.heartbeat(id, process_owner(), Utc::now()).await {
                     tracing::warn!(delivery_id = id, error = %e, "delivery heartbeat failed");
                 }
@@ -282,10 +281,11 @@ impl Gateway {
     }
 
     /// Take over and finish attempts of processes that died mid-upload
-    /// (silent for [`STALE_AFTER`]), by what the partner's side holds.
+    /// (silent for `lease_seconds`), by what the partner's side holds.
     pub async fn resolve_stale_attempts(&self) -> Result<usize, OutboundError> {
         let before = Utc::now()
-            - chrono::Duration::from_std(STALE_AFTER).unwrap_or(chrono::Duration::seconds(30));
+            - chrono::Duration::from_std(self.config.lease)
+                .unwrap_or(chrono::Duration::seconds(30));
         let mut n = 0;
         for d in self.ledger.stale_attempts(before).await? {
             if !self
@@ -327,8 +327,17 @@ pub async fn run_endpoint(
     };
     let tz = gw.config.timezone;
     let mut retry_failed_at = tokio::time::Instant::now();
+    // One node at a time sends to an endpoint (each delivery is also
+    // claimed in the ledger, so a node without the lease, such as
+    // `settlegate send`, never sends one twice either).
+    let lease = crate::cluster::Lease::new(
+        &gw.ledger,
+        format!("upload:{partner}/{endpoint}"),
+        gw.config.lease,
+    );
+    let mut holding = false;
     loop {
-        if let Err(e) = gw.resolve_stale_attempts().await {
+        if holding && let Err(e) = gw.resolve_stale_attempts().await {
             tracing::error!(partner = %partner, endpoint = %endpoint, error = %e, "cannot resolve uploads left in progress");
         }
         let (wait, scheduled) = match &up.schedule {
@@ -346,7 +355,21 @@ pub async fn run_endpoint(
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = stop.wait_for(|s| *s) => return,
+            _ = crate::cluster::stopped(&mut stop) => {
+                lease.release().await;
+                return;
+            }
+        }
+        holding = match lease.hold().await {
+            Ok(held) => held.is_some(),
+            Err(e) => {
+                let e = gw.ledger.diagnose(e).await;
+                tracing::error!(partner = %partner, endpoint = %endpoint, error = %e, "cannot take the upload lease");
+                false
+            }
+        };
+        if !holding {
+            continue;
         }
         let with_failed = scheduled || tokio::time::Instant::now() >= retry_failed_at;
         if with_failed && !scheduled {
@@ -366,7 +389,7 @@ pub async fn run_endpoint(
         };
         let mut conn = None;
         for d in due {
-            if *stop.borrow() {
+            if *stop.borrow() || lease.fence().is_none() {
                 break;
             }
             // An attempt runs to its end (a shutdown waits for it): an

@@ -106,6 +106,11 @@ impl Server {
         );
     }
 
+    /// The process id (a node's name in the ledger holds it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

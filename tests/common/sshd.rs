@@ -44,18 +44,37 @@ fn free_port() -> u16 {
 
 impl Sshd {
     pub fn start() -> Sshd {
-        Sshd::start_inner(false, "")
+        Sshd::start_inner(false, "", false)
     }
 
     /// With an RSA host key besides the ed25519 one.
     pub fn start_with_rsa_host_key() -> Sshd {
-        Sshd::start_inner(true, "")
+        Sshd::start_inner(true, "", false)
     }
 
     /// With `config` lines that come before (and so win over, as sshd takes
     /// the first value of a keyword) the usual ones, e.g. `MaxSessions 1`.
     pub fn start_with_config(config: &str) -> Sshd {
-        Sshd::start_inner(false, config)
+        Sshd::start_inner(false, config, false)
+    }
+
+    /// With OpenSSH's `sftp-server -l INFO` (its log written to a file by
+    /// a wrapper: `internal-sftp` logs only to syslog): every file a client
+    /// opens is logged (`open "PATH" flags READ …`) in [`Sshd::sftp_log`].
+    pub fn start_logging_opens() -> Sshd {
+        Sshd::start_inner(false, "", true)
+    }
+
+    /// What the SFTP subsystem logged so far (with `start_logging_opens`).
+    pub fn sftp_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sftp.log")).unwrap_or_default()
+    }
+
+    /// How many times a client opened `path` for reading.
+    pub fn read_opens(&self, path: &Path) -> usize {
+        self.sftp_log()
+            .matches(&format!("open \"{}\" flags READ", path.display()))
+            .count()
     }
 
     /// What sshd has logged (LogLevel VERBOSE: logins and each session,
@@ -64,13 +83,34 @@ impl Sshd {
         std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
     }
 
-    fn start_inner(rsa: bool, first_lines: &str) -> Sshd {
+    fn start_inner(rsa: bool, first_lines: &str, log_opens: bool) -> Sshd {
         let sshd = Path::new("/usr/sbin/sshd");
         assert!(
             sshd.exists(),
             "/usr/sbin/sshd is missing: run the tests with tests/run.sh, which installs openssh-server"
         );
         let dir = tempfile::tempdir().expect("tempdir");
+        let sftp_subsystem = if log_opens {
+            let server = ["/usr/lib/openssh/sftp-server", "/usr/lib/sftp-server"]
+                .into_iter()
+                .find(|p| Path::new(p).exists())
+                .expect("OpenSSH's sftp-server (openssh-server) must be installed");
+            let wrapper = dir.path().join("sftp-logged");
+            std::fs::write(
+                &wrapper,
+                format!(
+                    "#!/bin/sh\nexec {server} -e -l INFO 2>>{}\n",
+                    dir.path().join("sftp.log").display()
+                ),
+            )
+            .expect("wrapper");
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod");
+            wrapper.display().to_string()
+        } else {
+            "internal-sftp".to_string()
+        };
         let d = dir.path();
         keygen(&d.join("host_key"));
         keygen(&d.join("client_key"));
@@ -106,7 +146,7 @@ impl Sshd {
                     "{config}Port {port}\nListenAddress 127.0.0.1\nHostKey {dir}/host_key\n{extra_host_key}PidFile {dir}/sshd.pid\n\
                      AuthorizedKeysFile {dir}/authorized_keys\nStrictModes no\nUsePAM no\n\
                      PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-                     PermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\n\
+                     PermitRootLogin prohibit-password\nSubsystem sftp {sftp_subsystem}\n\
                      MaxStartups 100\nMaxSessions 20\nLogLevel VERBOSE\n",
                     dir = d.display(),
                     config = first_lines.lines().map(|l| format!("{l}\n")).collect::<String>()

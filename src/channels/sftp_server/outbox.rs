@@ -4,8 +4,6 @@
 //! when every byte was read before the handle was closed: a partial `get`
 //! (a cut link, a client that stopped) leaves it waiting.
 
-use std::os::unix::fs::FileExt;
-
 use crate::ledger::DeliveryRow;
 
 /// The byte ranges of one file read so far. Clients keep several reads in
@@ -45,7 +43,7 @@ impl Coverage {
 /// A delivery open for reading in one session.
 pub struct Collecting {
     pub delivery: DeliveryRow,
-    pub file: std::fs::File,
+    pub file: crate::stage::Blob,
     pub read: Coverage,
 }
 

@@ -18,6 +18,7 @@ use super::outbox::Collecting;
 use super::session::Activity;
 use super::upload::{Completion, Peer, Uploads};
 use crate::channels::watch::is_temporary;
+use crate::intake::receipt;
 use crate::stage::Incoming;
 
 /// Handles one session may hold open at once.
@@ -44,8 +45,13 @@ const HOME: &str = "/";
 enum Open {
     Upload(Box<Upload>),
     Receipt(std::fs::File),
+    /// A receipt rendered from the ledger (a store shared by several nodes).
+    ReceiptText(Vec<u8>, FileAttributes),
     Delivery(Box<Collecting>),
-    Dir { entries: Vec<File>, next: usize },
+    Dir {
+        entries: Vec<File>,
+        next: usize,
+    },
 }
 
 struct Upload {
@@ -118,6 +124,19 @@ fn file_attrs(meta: &std::fs::Metadata) -> FileAttributes {
         permissions: Some(0o644),
         mtime: u32::try_from(meta.mtime()).ok(),
         atime: u32::try_from(meta.mtime()).ok(),
+        ..FileAttributes::default()
+    };
+    a.set_regular(true);
+    a
+}
+
+fn text_attrs(size: usize, at: chrono::DateTime<chrono::Utc>) -> FileAttributes {
+    let at = u32::try_from(at.timestamp()).ok();
+    let mut a = FileAttributes {
+        size: Some(size as u64),
+        permissions: Some(0o644),
+        mtime: at,
+        atime: at,
         ..FileAttributes::default()
     };
     a.set_regular(true);
@@ -288,6 +307,54 @@ impl SftpSession {
         }
     }
 
+    /// With the content store in the ledger's database, several nodes
+    /// serve one partner: `/receipts` is read from the ledger (every
+    /// verdict of the last 30 days, whichever node judged the file) and
+    /// `/inbox` lists halves held on any node.
+    fn shared(&self) -> bool {
+        self.uploads.gw().store.in_database()
+    }
+
+    /// The partner's receipts from the ledger: name → (text, attributes);
+    /// a later arrival of a name replaces the earlier one's receipt.
+    async fn ledger_receipts(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, (Vec<u8>, FileAttributes)>, StatusReply> {
+        let gw = self.uploads.gw();
+        let since = gw.clock.now() - chrono::Duration::days(30);
+        let channels = [
+            crate::model::Channel::SftpPush.as_str(),
+            crate::model::Channel::SftpPull.as_str(),
+            crate::model::Channel::Watch.as_str(),
+        ];
+        let rows = gw
+            .ledger
+            .judged_since(&self.peer.partner, &channels, since)
+            .await
+            .map_err(|e| {
+                tracing::error!(partner = %self.peer.partner, error = %e, "cannot read receipts from the ledger");
+                refuse(StatusCode::Failure, "the receipts cannot be read right now")
+            })?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let text = receipt::render(r).into_bytes();
+                let at = r.decided_at.unwrap_or(r.received_at);
+                let attrs = text_attrs(text.len(), at);
+                (receipt::file_name(&r.name), (text, attrs))
+            })
+            .collect())
+    }
+
+    async fn ledger_receipt(&self, name: &str) -> Result<(Vec<u8>, FileAttributes), StatusReply> {
+        self.ledger_receipts().await?.remove(name).ok_or_else(|| {
+            refuse(
+                StatusCode::NoSuchFile,
+                format!("no such file: /receipts/{name}"),
+            )
+        })
+    }
+
     async fn outbox_entry(&self, name: &str) -> Result<crate::ledger::DeliveryRow, StatusReply> {
         self.outbox()
             .await?
@@ -311,6 +378,9 @@ impl SftpSession {
                     format!("no such file: /inbox/{name}"),
                 )
             }),
+            Location::ReceiptFile(name) if self.shared() => {
+                self.ledger_receipt(name).await.map(|(_, a)| a)
+            }
             Location::ReceiptFile(name) => self.open_receipt(name).map(|(_, m)| file_attrs(&m)),
             _ => Err(refuse(StatusCode::NoSuchFile, "no such file")),
         }
@@ -340,6 +410,23 @@ impl SftpSession {
                     .into_iter()
                     .map(|(n, m)| File::new(n, file_attrs(&m)))
                     .collect();
+                if self.shared() {
+                    match self
+                        .uploads
+                        .gw()
+                        .ledger
+                        .held_uploads(&self.peer.partner)
+                        .await
+                    {
+                        Ok(held) => v
+                            .extend(held.into_iter().map(|h| {
+                                File::new(h.name, text_attrs(h.size as usize, h.held_at))
+                            })),
+                        Err(e) => {
+                            tracing::error!(partner = %self.peer.partner, error = %e, "cannot list held uploads");
+                        }
+                    }
+                }
                 for (n, t) in &self.parked {
                     if let Ok(m) = t.metadata() {
                         v.push(File::new(n.clone(), file_attrs(&m)));
@@ -347,6 +434,12 @@ impl SftpSession {
                 }
                 v
             }
+            Location::ReceiptsDir if self.shared() => self
+                .ledger_receipts()
+                .await?
+                .into_iter()
+                .map(|(n, (_, a))| File::new(n, a))
+                .collect(),
             Location::ReceiptsDir => {
                 let mut v = Vec::new();
                 if let Ok(entries) =
@@ -581,6 +674,7 @@ impl russh_sftp::server::Handler for SftpSession {
                 .metadata()
                 .map(|m| file_attrs(&m))
                 .map_err(|e| refuse(StatusCode::Failure, e.to_string()))?,
+            Some(Open::ReceiptText(_, a)) => a.clone(),
             Some(Open::Delivery(c)) => delivery_attrs(&c.delivery),
             Some(Open::Dir { .. }) => dir_attrs(),
             None => return Err(refuse(StatusCode::Failure, "no such handle")),
@@ -634,6 +728,10 @@ impl russh_sftp::server::Handler for SftpSession {
         let open = match (&loc, writing) {
             (Location::InboxFile(name), true) => {
                 Open::Upload(Box::new(self.open_upload(name, pflags)?))
+            }
+            (Location::ReceiptFile(name), false) if self.shared() => {
+                let (text, attrs) = self.ledger_receipt(name).await?;
+                Open::ReceiptText(text, attrs)
             }
             (Location::ReceiptFile(name), false) => Open::Receipt(self.open_receipt(name)?.0),
             (Location::OutboxFile(name), false) => {
@@ -749,6 +847,11 @@ impl russh_sftp::server::Handler for SftpSession {
                 buf.truncate(n);
                 buf
             }
+            Some(Open::ReceiptText(t, _)) => usize::try_from(offset)
+                .ok()
+                .and_then(|o| t.get(o..))
+                .map(|rest| rest[..rest.len().min(len)].to_vec())
+                .unwrap_or_default(),
             Some(Open::Delivery(c)) => c
                 .read_at(offset, len)
                 .map_err(|e| refuse(StatusCode::Failure, e.to_string()))?,
@@ -824,7 +927,7 @@ impl russh_sftp::server::Handler for SftpSession {
                     }
                 }
             }
-            Open::Receipt(_) | Open::Dir { .. } => Ok(status(id, "Ok")),
+            Open::Receipt(_) | Open::ReceiptText(..) | Open::Dir { .. } => Ok(status(id, "Ok")),
         }
     }
 

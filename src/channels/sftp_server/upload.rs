@@ -11,7 +11,10 @@
 //! Formats with a control file (pg-settlement-csv): the data file and its
 //! `.ctl` may come in either order, in one session or several. The first is
 //! held (fsynced) in `<spool>/<partner>/held/` — listed in the partner's
-//! `/inbox` — until the other arrives; then both are taken together.
+//! `/inbox` — until the other arrives; then both are taken together. With
+//! the content store in the ledger's database (several nodes), the first
+//! half is stored there and held in the ledger instead (`held_uploads`), so
+//! the pair is completed on whichever node the second half comes to.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,6 +25,7 @@ use std::time::Duration;
 
 use crate::identify;
 use crate::intake::{Arrival, Bytes, Gateway, IntakeError, Outcome, blocking, receipt};
+use crate::ledger::Pairing;
 use crate::model::Channel;
 use crate::stage::{Incoming, StoreError, Stored};
 
@@ -30,6 +34,8 @@ use crate::stage::{Incoming, StoreError, Stored};
 enum Piece {
     Upload(Incoming),
     Held(PathBuf),
+    /// Already in the content store (a half held in the ledger).
+    Stored(Stored),
 }
 
 /// Who is uploading.
@@ -212,6 +218,11 @@ impl Uploads {
                 .take(&inflight, peer, name, Piece::Upload(upload), None)
                 .await;
         }
+        if gw.store.in_database() {
+            return self
+                .pair_in_ledger(&inflight, peer, name, upload, is_control, wanted)
+                .await;
+        }
         // Hold-or-take decisions of one partner are made one at a time.
         let lock = self.pairing_lock(&peer.partner);
         let _pairing = lock.lock().await;
@@ -258,6 +269,95 @@ impl Uploads {
         }
     }
 
+    /// Pair a half through the ledger (the content store is shared by
+    /// every node): the upload goes into the store, then the ledger holds
+    /// it or hands out its counterpart, whichever node that came to.
+    async fn pair_in_ledger(
+        self: &Arc<Self>,
+        inflight: &Inflight,
+        peer: &Peer,
+        name: &str,
+        upload: Incoming,
+        is_control: bool,
+        wanted: Option<String>,
+    ) -> Result<Completion, UploadError> {
+        let gw = self.gw();
+        let Some(partner) = gw.config.partner(&peer.partner) else {
+            return Err(IntakeError::UnknownPartner(peer.partner.clone()).into());
+        };
+        let stored = self.store(Piece::Upload(upload)).await?;
+        let waiting_for = match (&wanted, is_control) {
+            (Some(w), false) => w.clone(),
+            _ => "its data file".to_string(),
+        };
+        let pairing = gw
+            .ledger
+            .pair_upload(
+                &peer.partner,
+                name,
+                &stored.checksum,
+                stored.size,
+                gw.clock.now(),
+                |held| {
+                    held.iter()
+                        .find(|h| {
+                            if is_control {
+                                identify::controls(&gw.formats, partner, &h.name, name)
+                            } else {
+                                wanted
+                                    .as_deref()
+                                    .is_some_and(|w| h.name.eq_ignore_ascii_case(w))
+                            }
+                        })
+                        .map(|h| h.name.clone())
+                },
+            )
+            .await
+            .map_err(IntakeError::from)?;
+        let as_stored = |h: &crate::ledger::HeldUpload| Stored {
+            checksum: h.checksum.clone(),
+            size: h.size,
+            path: gw.store.path_of(&h.checksum),
+        };
+        match pairing {
+            Pairing::Complete(other) if is_control => {
+                self.take(
+                    inflight,
+                    peer,
+                    &other.name,
+                    Piece::Stored(as_stored(&other)),
+                    Some(Piece::Stored(stored)),
+                )
+                .await
+            }
+            Pairing::Complete(other) => {
+                self.take(
+                    inflight,
+                    peer,
+                    name,
+                    Piece::Stored(stored),
+                    Some(Piece::Stored(as_stored(&other))),
+                )
+                .await
+            }
+            Pairing::Held | Pairing::Replaced(_) => {
+                if let Pairing::Replaced(earlier) = &pairing {
+                    tracing::warn!(partner = %peer.partner, user = %peer.user, addr = %peer.addr, name = %name.escape_debug(), "a held upload is replaced by a new one of the same name; the held one is taken alone");
+                    self.take(
+                        inflight,
+                        peer,
+                        &earlier.name,
+                        Piece::Stored(as_stored(earlier)),
+                        None,
+                    )
+                    .await?;
+                }
+                tracing::info!(partner = %peer.partner, user = %peer.user, addr = %peer.addr, name = %name.escape_debug(), waiting_for = %waiting_for.escape_debug(), "upload held until its counterpart arrives (on any node)");
+                Ok(Completion::Held { waiting_for })
+            }
+        }
+    }
+
     /// Put a piece in the content store: an upload by rename (it was hashed
     /// on the way in), a held file by copy.
     async fn store(&self, piece: Piece) -> Result<Stored, IntakeError> {
@@ -265,6 +365,7 @@ impl Uploads {
         blocking(move || match piece {
             Piece::Upload(upload) => upload.commit(),
             Piece::Held(path) => store.put_file(&path),
+            Piece::Stored(s) => Ok(s),
         })
         .await
     }
@@ -315,7 +416,7 @@ impl Uploads {
             .flatten()
             .filter_map(|p| match p {
                 Piece::Held(path) => Some(path.clone()),
-                Piece::Upload(_) => None,
+                Piece::Upload(_) | Piece::Stored(_) => None,
             })
             .collect();
         let staged = async {
