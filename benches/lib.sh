@@ -4,7 +4,7 @@
 # of it ($proxy, $DELAY ms each way). Source it after setting DELAY.
 
 cargo build --release --quiet --bin settlegate
-bin=$PWD/target/release/settlegate
+bin=${CARGO_TARGET_DIR:-$PWD/target}/release/settlegate
 work=$(mktemp -d)
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"; }
 pids=()
