@@ -273,6 +273,285 @@ fn fingerprints_are_pinned() {
     }
 }
 
+/// Every way of verifying a file — the default (chunks on the free
+/// workers), in order, record by record (the feed pass) and in small chunks
+/// on three workers — and the fingerprint each gives.
+fn fingerprints_every_way(spec: &FormatSpec, raw: &[u8], ctx: FileContext<'_>) -> Vec<String> {
+    let mut out = Vec::new();
+    let fp = |f: FileFacts| {
+        f.fingerprint_hex()
+            .unwrap_or_else(|| format!("{:?}", f.error))
+    };
+    out.push(fp(verify(spec, raw, ctx, &mut ()).unwrap()));
+    out.push(fp(verify_with(
+        spec,
+        raw,
+        ctx,
+        &mut (),
+        Parallelism::SEQUENTIAL,
+    )
+    .unwrap()));
+    let mut every = |_: &DataRecord<'_>| ControlFlow::Continue(());
+    out.push(fp(verify_with(
+        spec,
+        raw,
+        ctx,
+        &mut every,
+        Parallelism::SEQUENTIAL,
+    )
+    .unwrap()));
+    for chunk_bytes in [203, 4096] {
+        let par = Parallelism {
+            workers: 3,
+            chunk_bytes,
+        };
+        out.push(fp(verify_with(spec, raw, ctx, &mut (), par).unwrap()));
+    }
+    out
+}
+
+/// Today's fingerprint of every valid fixture, through every way of
+/// verifying: faster decoding or feeding must leave each one as it is (a
+/// file fed before an upgrade is still recognised after it).
+#[test]
+fn every_valid_fixtures_fingerprint_is_pinned() {
+    const PINNED: &[(&str, &str, &str)] = &[
+        // (format, case, fingerprint)
+        (
+            "bank-transfer-request",
+            "valid-basic",
+            "37b96abf8b5086d94b42214fa1c01a97e0fc3e4a47bb9e35bb8eff3a30da740d",
+        ),
+        (
+            "bank-transfer-result",
+            "valid-basic",
+            "007503e62565a67fef3acefaa253ad36864fc11cf1c48aaa8a2f27830f2b127b",
+        ),
+        (
+            "bank-transfer-result",
+            "valid-cp949-only",
+            "783d1e9c1dd5513ac7d1c4649e7ff7a3b80edebab0571718cbaabe16ff8c3ee0",
+        ),
+        (
+            "bank-transfer-result",
+            "valid-drill-name",
+            "007503e62565a67fef3acefaa253ad36864fc11cf1c48aaa8a2f27830f2b127b",
+        ),
+        (
+            "bank-transfer-result",
+            "valid-empty-day",
+            "0ef1a8c1ffca6c7cf3c0a4d6065a50a58c4bf575d640a3add07e23b68c85d59f",
+        ),
+        (
+            "card-settlement",
+            "valid-basic",
+            "6322b127ce83cf886e13c42fbe2a12b79d94fc41406271479d4402403dd63ea6",
+        ),
+        (
+            "card-settlement",
+            "valid-cancels",
+            "c72e60a15c7d7f385df8616c3054c907f67d6361b4342e343f576962f46c6c02",
+        ),
+        (
+            "card-settlement",
+            "valid-drill-run-mode",
+            "6322b127ce83cf886e13c42fbe2a12b79d94fc41406271479d4402403dd63ea6",
+        ),
+        (
+            "card-settlement",
+            "valid-empty-day",
+            "7498d8df61f14a52d9839532f21cbfeee49b7f659add8499ee5a97bb73957724",
+        ),
+        (
+            "card-settlement",
+            "valid-full-field",
+            "5de829475d36c6bc34a320b4403544004a307728de11c39b167df850d1426b07",
+        ),
+        (
+            "card-settlement",
+            "valid-hangul",
+            "1c24dd2f2288d10660946ed6259a68b52b94c7bb2cf4ceaba432ac0b8d566c0c",
+        ),
+        (
+            "card-settlement",
+            "valid-ideographic-space",
+            "8867a77acfd91777876c92101181590350723489901a2059d27c05e62a8a332f",
+        ),
+        (
+            "card-settlement",
+            "valid-lf",
+            "6322b127ce83cf886e13c42fbe2a12b79d94fc41406271479d4402403dd63ea6",
+        ),
+        (
+            "card-settlement",
+            "valid-max-amounts",
+            "d2c09f3ad337abc46ed09a3627dc6f81241f90f2eefc2529edeebfc7def38734",
+        ),
+        (
+            "pg-settlement-csv",
+            "valid-basic",
+            "56aa3d7229a7e5fc0f00af44d0192b4b5a0fc6305d5b4d613ec7533466205653",
+        ),
+        (
+            "pg-settlement-csv",
+            "valid-bom-crlf",
+            "56aa3d7229a7e5fc0f00af44d0192b4b5a0fc6305d5b4d613ec7533466205653",
+        ),
+        (
+            "pg-settlement-csv",
+            "valid-empty-day",
+            "3ece816c047bfbc3893b9b9c727aaef46f8bebd4fbd29e51c21ba6c190cbde58",
+        ),
+        (
+            "pg-settlement-csv",
+            "valid-multiline-crlf",
+            "cd81ed006e9adf77bcd7c658da5fa302489f761bb782bf4d3659e2e901a3c9c0",
+        ),
+        (
+            "pg-settlement-csv",
+            "valid-multiline-lf",
+            "cd81ed006e9adf77bcd7c658da5fa302489f761bb782bf4d3659e2e901a3c9c0",
+        ),
+        (
+            "pg-settlement-csv",
+            "valid-multiline-quotes",
+            "7710875e99986a2edc93d7fa2de9cbfca091431f169f02f91b81fdd2affcc8d8",
+        ),
+        (
+            "pg-settlement-csv",
+            "valid-quoted",
+            "bc0d17dbddb7b1e5e2681bceb8f2278d9bde7180130502675b94cff4ff226894",
+        ),
+        (
+            "pg-settlement-csv",
+            "valid-refund-usd",
+            "148a1ba10a7b843761522d293f528a76fe1d004b870b48e131c9448f0a819929",
+        ),
+    ];
+    let registry = FormatRegistry::load_dir(&root().join("formats")).expect("formats load");
+    let mut found = Vec::new();
+    for spec in registry.iter() {
+        let dir = root().join("fixtures").join(&spec.id);
+        let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_dir())
+            .collect();
+        cases.sort();
+        for case in cases {
+            let (file, name, sidecar) = case_files(&case, spec);
+            let ctx = FileContext {
+                name: &name,
+                sidecar: sidecar.as_deref(),
+            };
+            let raw = std::fs::read(&file).unwrap();
+            let Some(fp) = verify(spec, &raw[..], ctx, &mut ())
+                .unwrap()
+                .fingerprint_hex()
+            else {
+                continue;
+            };
+            let case = case.file_name().unwrap().to_string_lossy().into_owned();
+            for (way, got) in fingerprints_every_way(spec, &raw, ctx)
+                .into_iter()
+                .enumerate()
+            {
+                assert_eq!(got, fp, "{}/{case}: way {way}", spec.id);
+            }
+            found.push((spec.id.clone(), case, fp));
+        }
+    }
+    let pinned: Vec<(String, String, String)> = PINNED
+        .iter()
+        .map(|(f, c, p)| (f.to_string(), c.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(found, pinned, "\nfound:\n{found:#?}");
+}
+
+/// A card file shaped like Korean settlement data: nearly every merchant
+/// name in Hangul (CP949-only syllables and ideographic spaces among them),
+/// names of every length up to the field's 40 bytes, a tenth cancels.
+fn hangul_card_file(records: u64) -> Vec<u8> {
+    use settlegate::format::generate::{CardFile, CardRecord};
+    const FIRST: [&str; 8] = [
+        "행복한",
+        "똠양꿍",
+        "햏",
+        "우리동네",
+        "참좋은",
+        "서울",
+        "대박",
+        "한국",
+    ];
+    const KIND: [&str; 7] = [
+        "빵집",
+        "편의점",
+        "커피전문점",
+        "주유소",
+        "약국",
+        "분식",
+        "정육점 마트",
+    ];
+    const BRANCH: [&str; 5] = ["", " 강남점", " 부산 해운대점", "\u{3000}본점", " 2호점"];
+    let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 21).unwrap();
+    let mut f = CardFile::new(day);
+    f.records = (0..records)
+        .map(|i| {
+            let mut r = CardRecord::synthetic(i, day);
+            let n = i.wrapping_mul(2654435761) >> 7;
+            r.merchant_name = if i % 20 == 7 {
+                format!("SHOP {n}")
+            } else {
+                format!(
+                    "{}{}{}",
+                    FIRST[(n % 8) as usize],
+                    KIND[(n / 8 % 7) as usize],
+                    BRANCH[(n / 56 % 5) as usize]
+                )
+            };
+            r.cancel = i % 10 == 3;
+            r
+        })
+        .collect();
+    f.render()
+}
+
+/// Generated card files (the benchmark's mix and a Hangul-heavy one) large
+/// enough for several chunks: pinned through every way of verifying.
+#[test]
+fn generated_card_fingerprints_are_pinned() {
+    use settlegate::format::generate::{CardFile, CardRecord};
+    let registry = FormatRegistry::load_dir(&root().join("formats")).expect("formats load");
+    let spec = registry.get("card-settlement").unwrap();
+    let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 21).unwrap();
+    let mut mix = CardFile::new(day);
+    mix.records = (0..20_000).map(|i| CardRecord::synthetic(i, day)).collect();
+    for (what, raw, want) in [
+        (
+            "the benchmark's mix",
+            mix.render(),
+            "e2b82bbccfa05928136c78a77c32825d2c0597882a5175fdc7370d11c27e8572",
+        ),
+        (
+            "Hangul-heavy",
+            hangul_card_file(20_000),
+            "ca5438db83701dcb0ac57ed10456f13d44e71bf4c54746b0c2e66776297eb1f2",
+        ),
+    ] {
+        let name = "CSTL_031_20261121_0001.dat";
+        let ctx = FileContext {
+            name,
+            sidecar: None,
+        };
+        for (way, got) in fingerprints_every_way(spec, &raw, ctx)
+            .into_iter()
+            .enumerate()
+        {
+            assert_eq!(got, want, "{what}: way {way}");
+        }
+    }
+}
+
 /// The data of one fixture case with its sidecar, verified with a record
 /// consumer: the facts and each record's number, offset and merchant name.
 fn records_of(format: &str, case: &str) -> (Vec<u8>, FileFacts, Vec<(u64, u64, String)>) {

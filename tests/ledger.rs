@@ -171,6 +171,46 @@ async fn constraints_refuse_a_second_feed(t: TestLedger) {
     t.drop_db().await;
 }
 
+/// Record keys holding the characters a bulk load must escape (tab,
+/// backslash, line feed, carriage return) are stored as they are: the same
+/// key fed again is refused, while the key spelled with the escapes'
+/// letters is a different key.
+async fn keys_with_control_characters_are_stored_exactly(t: TestLedger) {
+    let dir = tempfile::tempdir().unwrap();
+    let l = open(&t, dir.path()).await;
+    let first = arrive(&l, "c1").await;
+    let odd = "a\tb\\c\nd\re|N";
+    assert_eq!(
+        feed(&l, first, &identity("f1", "k1"), &[odd, "plain"])
+            .await
+            .expect("first feed"),
+        2
+    );
+    let again = arrive(&l, "c2").await;
+    assert!(
+        matches!(
+            feed(&l, again, &identity("f2", "k2"), &[odd]).await,
+            Err(LedgerError::Guard(Guard::RecordKey))
+        ),
+        "{}",
+        t.backend
+    );
+    let spelled = arrive(&l, "c3").await;
+    assert_eq!(
+        feed(
+            &l,
+            spelled,
+            &identity("f3", "k3"),
+            &["a\\tb\\\\c\\nd\\re|N"]
+        )
+        .await
+        .expect("a different key"),
+        1
+    );
+    l.close().await;
+    t.drop_db().await;
+}
+
 async fn the_audit_log_and_entries_are_append_only(t: TestLedger) {
     let dir = tempfile::tempdir().unwrap();
     let l = open(&t, dir.path()).await;
@@ -508,6 +548,7 @@ macro_rules! both {
 }
 
 both!(guards, constraints_refuse_a_second_feed);
+both!(escapes, keys_with_control_characters_are_stored_exactly);
 both!(append_only, the_audit_log_and_entries_are_append_only);
 both!(races, racing_gateways_feed_once);
 both!(recovery, recovery_judges_and_answers_with_receipts);

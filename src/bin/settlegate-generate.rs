@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use chrono::NaiveDate;
 use clap::Parser;
-use settlegate::format::generate::{CardFile, CardRecord, LineEnding};
+use settlegate::format::generate::{CardFile, CardMix, CardRecord, LineEnding};
 
 #[derive(Parser)]
 #[command(about = "Write a valid synthetic settlement file")]
@@ -36,8 +36,34 @@ struct Args {
     /// keys, `--records` each) into OUT, a directory.
     #[arg(long)]
     files: Option<u64>,
+    /// Share of merchant names in Hangul, in percent (e.g. `95` for data
+    /// shaped like a Korean acquirer's). Without this and `--cancels`, a
+    /// third of the records carry one Hangul name and every 17th is a cancel.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
+    hangul: Option<u8>,
+    /// Share of records that are cancels or refunds, in percent (default 6
+    /// when `--hangul` is given).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
+    cancels: Option<u8>,
     /// Output path (a directory with --files).
     out: PathBuf,
+}
+
+impl Args {
+    /// The record mix asked for, if any.
+    fn mix(&self) -> Option<CardMix> {
+        (self.hangul.is_some() || self.cancels.is_some()).then(|| CardMix {
+            hangul_percent: self.hangul.unwrap_or(33),
+            cancel_percent: self.cancels.unwrap_or(6),
+        })
+    }
+
+    fn record(&self, i: u64, day: NaiveDate) -> CardRecord {
+        match self.mix() {
+            Some(mix) => CardRecord::synthetic_mix(i, day, mix),
+            None => CardRecord::synthetic(i, day),
+        }
+    }
 }
 
 /// Many small distinct files for intake benchmarks.
@@ -50,7 +76,7 @@ fn write_many(args: &Args, count: u64, records: u64, le: LineEnding) -> std::io:
         f.file_seq = (k % 9999 + 1) as u16;
         f.line_ending = le;
         f.records = (0..records)
-            .map(|i| CardRecord::synthetic(k * records + i, date))
+            .map(|i| args.record(k * records + i, date))
             .collect();
         std::fs::write(args.out.join(f.file_name()), f.render())?;
     }
@@ -150,7 +176,10 @@ fn main() -> ExitCode {
     file.line_ending = le;
     let result = std::fs::File::create(&args.out).and_then(|f| {
         let mut w = BufWriter::with_capacity(1 << 20, f);
-        let totals = file.write_synthetic(n, &mut w)?;
+        let totals = match args.mix() {
+            Some(mix) => file.write_synthetic_mix(n, &mut w, mix)?,
+            None => file.write_synthetic(n, &mut w)?,
+        };
         w.flush()?;
         Ok(totals)
     });

@@ -90,6 +90,67 @@ impl Encoding {
     }
 }
 
+/// The 2 350 Hangul syllables of KS X 1001, the ones CP949 text is nearly
+/// all made of (lead bytes B0–C8, trail bytes A1–FE), by
+/// `(lead - 0xB0) * 94 + (trail - 0xA1)`. Filled once from `encoding_rs`,
+/// so the table cannot disagree with the decoder it stands in for.
+static KSX1001_HANGUL: std::sync::LazyLock<Vec<Option<char>>> = std::sync::LazyLock::new(|| {
+    let mut table = Vec::with_capacity(25 * 94);
+    for lead in 0xB0u8..=0xC8 {
+        for trail in 0xA1u8..=0xFE {
+            let pair = [lead, trail];
+            let text =
+                encoding_rs::EUC_KR.decode_without_bom_handling_and_without_replacement(&pair);
+            let mut chars = text.as_deref().unwrap_or_default().chars();
+            let one = match (chars.next(), chars.next()) {
+                (Some(c), None) => Some(c),
+                _ => None,
+            };
+            table.push(one);
+        }
+    }
+    table
+});
+
+/// Decode CP949 text made only of printable ASCII, the common Hangul
+/// syllables and the ideographic space (A1 A1), appending to `out`: the
+/// common case of Korean names without the general decoder's per-call setup.
+/// Anything else (a control character, a rarer character, a byte that does
+/// not decode, a character cut at the end) returns `false` with `out` as it
+/// was, for `encoding_rs` to decode or word the error.
+#[inline]
+fn cp949_common_into(bytes: &[u8], out: &mut String) -> bool {
+    let table = &*KSX1001_HANGUL;
+    let start = out.len();
+    out.reserve(bytes.len() * 3 / 2);
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b.wrapping_sub(0x20) < 0x5f {
+            out.push(char::from(b));
+            i += 1;
+            continue;
+        }
+        let c = match (b, bytes.get(i + 1)) {
+            (0xB0..=0xC8, Some(&t @ 0xA1..=0xFE)) => {
+                table[usize::from(b - 0xB0) * 94 + usize::from(t - 0xA1)]
+            }
+            (0xA1, Some(0xA1)) => Some('\u{3000}'),
+            _ => None,
+        };
+        match c {
+            Some(c) => {
+                out.push(c);
+                i += 2;
+            }
+            None => {
+                out.truncate(start);
+                return false;
+            }
+        }
+    }
+    true
+}
+
 /// Why bytes did not decode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DecodeError {
@@ -273,6 +334,11 @@ pub fn decode_text(
     buf: &mut String,
 ) -> Result<(), FieldError> {
     let start = buf.len();
+    // Hangul text takes the common syllables' table: it holds no control
+    // character and no line break, so there is nothing left to check.
+    if encoding == Encoding::Cp949 && cp949_common_into(raw, buf) {
+        return Ok(());
+    }
     if let Err(e) = encoding.decode_into(raw, buf) {
         buf.truncate(start);
         return Err(match e {
@@ -680,6 +746,43 @@ mod tests {
         let mut out = String::new();
         Encoding::Cp949.decode_into(&bytes, &mut out).unwrap();
         assert_eq!(out, "똠햏");
+    }
+
+    /// The common syllables' table and `encoding_rs` give the same text, or
+    /// the table leaves the field to `encoding_rs`: every one- and two-byte
+    /// field, and every two-byte pair after a syllable and before ASCII.
+    #[test]
+    fn the_common_syllables_decode_as_encoding_rs_does() {
+        let whole = |bytes: &[u8]| {
+            let mut out = String::new();
+            Encoding::Cp949.decode_into(bytes, &mut out).map(|()| out)
+        };
+        let mut taken = 0;
+        for a in 0..=255u8 {
+            for b in 0..=255u8 {
+                for bytes in [vec![a], vec![a, b], vec![0xB0, 0xA1, a, b, b'x']] {
+                    let mut fast = String::from("kept");
+                    if cp949_common_into(&bytes, &mut fast) {
+                        taken += 1;
+                        assert_eq!(Ok(fast[4..].to_string()), whole(&bytes), "{bytes:02X?}");
+                        assert!(!fast.chars().any(char::is_control), "{bytes:02X?}");
+                    } else {
+                        assert_eq!(fast, "kept", "{bytes:02X?}");
+                    }
+                }
+            }
+        }
+        // Printable ASCII pairs, the syllables, the ideographic space.
+        assert!(taken > 2 * 2350 + 95 * 95, "{taken}");
+        let mut out = String::new();
+        assert!(cp949_common_into(
+            &cp949("홍길동\u{3000}상회 A-1"),
+            &mut out
+        ));
+        assert_eq!(out, "홍길동\u{3000}상회 A-1");
+        // CP949-only syllables take the general decoder.
+        assert!(!cp949_common_into(&cp949("똠"), &mut out));
+        assert!(!cp949_common_into(&cp949("햏"), &mut out));
     }
 
     #[test]

@@ -86,7 +86,8 @@ impl CardRecord {
         if self.cancel { -v } else { v }
     }
 
-    /// A deterministic record for benchmarks: the `i`-th of a day.
+    /// A deterministic record for benchmarks: the `i`-th of a day, a third
+    /// of the names in Hangul, every 17th a cancel.
     pub fn synthetic(i: u64, day: NaiveDate) -> CardRecord {
         let sales = 1_000 + (i.wrapping_mul(7919) % 9_000_000);
         CardRecord {
@@ -105,6 +106,95 @@ impl CardRecord {
             payout_date: day + chrono::Days::new(2),
         }
     }
+
+    /// The `i`-th record of a day in the given mix: each of the 50 000
+    /// merchants keeps one name (Hangul for `mix.hangul_percent` of them, of
+    /// varied length, CP949-only syllables included), and
+    /// `mix.cancel_percent` of the records are cancels or refunds
+    /// (`txn_type` 02), spread evenly.
+    pub fn synthetic_mix(i: u64, day: NaiveDate, mix: CardMix) -> CardRecord {
+        let mut r = CardRecord::synthetic(i, day);
+        let merchant = i % 50_000;
+        let h = spread(merchant);
+        r.merchant_name = if h % 100 < u64::from(mix.hangul_percent) {
+            hangul_name(h / 100)
+        } else {
+            format!("SETTLE MART {:05}", merchant)
+        };
+        r.cancel = spread(i ^ 0x5eed) % 1000 < u64::from(mix.cancel_percent) * 10;
+        r
+    }
+}
+
+/// The mix of a generated card file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CardMix {
+    /// Share of merchants whose name is in Hangul, 0–100.
+    pub hangul_percent: u8,
+    /// Share of records that are cancels or refunds, 0–100.
+    pub cancel_percent: u8,
+}
+
+/// A well-mixed 64-bit function of `x` (splitmix64's finaliser), so shares
+/// are spread evenly over a file without a random number generator.
+fn spread(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A Korean merchant name from `n`: a name, a kind of business and a branch,
+/// 3 to 18 syllables (6 to 40 bytes in CP949).
+fn hangul_name(n: u64) -> String {
+    const FIRST: [&str; 16] = [
+        "행복한",
+        "똠양꿍",
+        "햏",
+        "우리동네",
+        "참좋은",
+        "서울",
+        "대박",
+        "한국",
+        "푸른하늘",
+        "새마을",
+        "으뜸",
+        "늘푸른",
+        "다정한",
+        "제일",
+        "착한",
+        "강남",
+    ];
+    const KIND: [&str; 12] = [
+        "빵집",
+        "편의점",
+        "커피전문점",
+        "주유소",
+        "약국",
+        "분식",
+        "정육점",
+        "꽃집",
+        "세탁소",
+        "치킨",
+        "한식당",
+        "문구점",
+    ];
+    const BRANCH: [&str; 8] = [
+        "",
+        " 강남점",
+        " 부산 해운대점",
+        "\u{3000}본점",
+        " 2호점",
+        " 역삼역점",
+        " 대전 둔산점",
+        " 광주 상무지구점",
+    ];
+    format!(
+        "{}{}{}",
+        FIRST[(n % 16) as usize],
+        KIND[(n / 16 % 12) as usize],
+        BRANCH[(n / 192 % 8) as usize]
+    )
 }
 
 /// Running totals of a card file, for the trailer.
@@ -202,13 +292,32 @@ impl CardFile {
     /// Stream a file of `n` synthetic records (the model's own records are
     /// ignored): constant memory, any size.
     pub fn write_synthetic<W: Write>(&self, n: u64, w: &mut W) -> io::Result<CardTotals> {
+        self.write_synthetic_with(n, w, CardRecord::synthetic)
+    }
+
+    /// [`CardFile::write_synthetic`] with records in the given mix.
+    pub fn write_synthetic_mix<W: Write>(
+        &self,
+        n: u64,
+        w: &mut W,
+        mix: CardMix,
+    ) -> io::Result<CardTotals> {
+        self.write_synthetic_with(n, w, |i, day| CardRecord::synthetic_mix(i, day, mix))
+    }
+
+    fn write_synthetic_with<W: Write>(
+        &self,
+        n: u64,
+        w: &mut W,
+        record: impl Fn(u64, NaiveDate) -> CardRecord,
+    ) -> io::Result<CardTotals> {
         let le = self.line_ending.bytes();
         w.write_all(&self.header_bytes())?;
         w.write_all(le)?;
         let mut t = CardTotals::default();
         let mut buf = Vec::with_capacity(1 << 20);
         for i in 0..n {
-            let r = CardRecord::synthetic(i, self.business_date);
+            let r = record(i, self.business_date);
             CardFile::record_bytes(&r, i + 1, &mut buf);
             buf.extend_from_slice(le);
             t.add(&r);

@@ -3,6 +3,7 @@
 //! will pay per business date.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
@@ -35,12 +36,15 @@ struct EntryTarget<'a> {
 
 /// The statements whose SQL differs between the backends.
 trait EntryWriter {
-    /// Insert a batch of original entries.
+    /// Insert the original entries that arrive on `entries`, up to the empty
+    /// batch that marks the stream complete; returns how many and their sum. A stream that
+    /// ends without that mark is an error (the caller rolls back).
     fn insert_entries(
         &mut self,
         t: &EntryTarget<'_>,
-        rows: &[NewEntry],
-    ) -> impl std::future::Future<Output = Result<(), LedgerError>> + Send;
+        entries: &mut mpsc::Receiver<Vec<NewEntry>>,
+        file_id: i64,
+    ) -> impl std::future::Future<Output = Result<Tally, LedgerError>> + Send;
     /// Insert reversal entries (negated amounts) for a file's live originals.
     const REVERSE_ENTRIES: &'static str;
 }
@@ -73,6 +77,20 @@ macro_rules! reverse_entries {
 /// The reversal statement of the transaction's backend.
 fn entry_writer_sql<T: EntryWriter>(_: &T) -> &'static str {
     T::REVERSE_ENTRIES
+}
+
+/// `text` as a column of `COPY`'s text format: backslash, tab, line feed
+/// and carriage return escaped.
+fn copy_text(text: &str, out: &mut Vec<u8>) {
+    for &b in text.as_bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            _ => out.push(b),
+        }
+    }
 }
 
 /// One settlement entry to feed.
@@ -195,30 +213,15 @@ impl Ledger {
                 insert_event!(&mut *tx, at, old, FileState::Superseded.as_str(), actor, &judgement.reason, related_details(Some(id)))?;
             }
             set_verdict!(&mut *tx, id, identity, judgement, at, plan.from)?;
-            let mut fed = 0u64;
-            let mut paid = Decimal::ZERO;
-            loop {
-                let Some(batch) = entries.recv().await else {
-                    return Err(LedgerError::State("the entry stream ended early; nothing was fed".into()));
-                };
-                if batch.is_empty() {
-                    break;
-                }
-                tx.insert_entries(&target, &batch).await?;
-                fed += batch.len() as u64;
-                for e in &batch {
-                    paid = paid
-                        .checked_add(e.amount)
-                        .ok_or_else(|| LedgerError::State(format!("file {id}: the sum of its amounts overflows")))?;
-                }
-            }
+            let tally = tx.insert_entries(&target, &mut entries, id).await?;
             sqlx::query(sqlx::AssertSqlSafe(set_paid))
                 .bind(id)
-                .bind(paid.to_string())
-                .bind(fed as i64)
+                .bind(tally.paid.to_string())
+                .bind(tally.entries as i64)
                 .execute(&mut *tx)
                 .await
                 .map_err(query_error("record what the file paid"))?;
+            let fed = tally.entries;
             insert_event!(&mut *tx, at, id, Verdict::Fed.as_str(), actor, &judgement.reason, related_details(plan.supersedes))?;
             tx.commit().await.map_err(query_error("commit feed"))?;
             Ok(fed)
@@ -268,8 +271,72 @@ impl Ledger {
     }
 }
 
+/// The next batch of a feed's entry stream: `None` once it is complete.
+/// What a file's fed entries add up to: how many, and what it paid.
+#[derive(Default)]
+struct Tally {
+    entries: u64,
+    paid: Decimal,
+}
+
+/// The next batch of the stream, counted into `tally`; `None` at the mark
+/// of its end.
+async fn next_batch(
+    entries: &mut mpsc::Receiver<Vec<NewEntry>>,
+    tally: &mut Tally,
+    file_id: i64,
+) -> Result<Option<Vec<NewEntry>>, LedgerError> {
+    match entries.recv().await {
+        Some(batch) if batch.is_empty() => Ok(None),
+        Some(batch) => {
+            for e in &batch {
+                tally.paid = tally.paid.checked_add(e.amount).ok_or_else(|| {
+                    LedgerError::State(format!("file {file_id}: the sum of its amounts overflows"))
+                })?;
+            }
+            tally.entries += batch.len() as u64;
+            Ok(Some(batch))
+        }
+        None => Err(LedgerError::State(
+            "the entry stream ended early; nothing was fed".into(),
+        )),
+    }
+}
+
 impl EntryWriter for sqlx::Transaction<'_, Sqlite> {
     async fn insert_entries(
+        &mut self,
+        t: &EntryTarget<'_>,
+        entries: &mut mpsc::Receiver<Vec<NewEntry>>,
+        file_id: i64,
+    ) -> Result<Tally, LedgerError> {
+        let mut tally = Tally::default();
+        while let Some(rows) = next_batch(entries, &mut tally, file_id).await? {
+            self.insert_batch(t, &rows).await?;
+        }
+        Ok(tally)
+    }
+
+    // Negate the decimal text exactly (SQLite arithmetic would go through floats).
+    const REVERSE_ENTRIES: &'static str = "INSERT INTO entries (file_id, partner, format, business_date, record_no, record_key, amount, kind, fields) \
+         SELECT file_id, partner, format, business_date, record_no, record_key, \
+                CASE WHEN amount LIKE '-%' THEN substr(amount, 2) \
+                     WHEN amount = '0' THEN '0' ELSE '-' || amount END, \
+                'reversal', fields \
+         FROM entries WHERE file_id = $1 AND kind = 'original' AND reversed_by IS NULL ORDER BY id";
+}
+
+/// SQLite's multi-row inserts.
+trait SqliteBatch {
+    fn insert_batch(
+        &mut self,
+        t: &EntryTarget<'_>,
+        rows: &[NewEntry],
+    ) -> impl std::future::Future<Output = Result<(), LedgerError>> + Send;
+}
+
+impl SqliteBatch for sqlx::Transaction<'_, Sqlite> {
+    async fn insert_batch(
         &mut self,
         t: &EntryTarget<'_>,
         rows: &[NewEntry],
@@ -307,52 +374,59 @@ impl EntryWriter for sqlx::Transaction<'_, Sqlite> {
         }
         Ok(())
     }
-
-    // Negate the decimal text exactly (SQLite arithmetic would go through floats).
-    const REVERSE_ENTRIES: &'static str = "INSERT INTO entries (file_id, partner, format, business_date, record_no, record_key, amount, kind, fields) \
-         SELECT file_id, partner, format, business_date, record_no, record_key, \
-                CASE WHEN amount LIKE '-%' THEN substr(amount, 2) \
-                     WHEN amount = '0' THEN '0' ELSE '-' || amount END, \
-                'reversal', fields \
-         FROM entries WHERE file_id = $1 AND kind = 'original' AND reversed_by IS NULL ORDER BY id";
 }
 
 impl EntryWriter for sqlx::Transaction<'_, sqlx::Postgres> {
+    /// One `COPY … FROM STDIN` (text format) for the whole stream, the bulk
+    /// loader's own path; the unique index still refuses a record key fed
+    /// before (at the end of the copy, rolling the transaction back).
     async fn insert_entries(
         &mut self,
         t: &EntryTarget<'_>,
-        rows: &[NewEntry],
-    ) -> Result<(), LedgerError> {
-        // One statement per batch: arrays unnested server-side.
-        let (mut nos, mut keys, mut amounts, mut fields) = (
-            Vec::with_capacity(rows.len()),
-            Vec::with_capacity(rows.len()),
-            Vec::with_capacity(rows.len()),
-            Vec::with_capacity(rows.len()),
-        );
-        for e in rows {
-            nos.push(e.record_no);
-            keys.push(e.record_key.as_str());
-            amounts.push(e.amount);
-            fields.push(e.fields.as_str());
+        entries: &mut mpsc::Receiver<Vec<NewEntry>>,
+        file_id: i64,
+    ) -> Result<Tally, LedgerError> {
+        let mut copy = self
+            .copy_in_raw(
+                "COPY entries (file_id, partner, format, business_date, record_no, record_key, amount, kind, fields) FROM STDIN",
+            )
+            .await
+            .map_err(query_error("insert entries"))?;
+        // The columns every row shares, escaped once.
+        let mut shared = format!("{}\t", t.file_id).into_bytes();
+        copy_text(t.partner, &mut shared);
+        shared.push(b'\t');
+        copy_text(t.format, &mut shared);
+        shared.extend_from_slice(format!("\t{}\t", t.date).as_bytes());
+        let mut tally = Tally::default();
+        let mut buf = Vec::with_capacity(1 << 20);
+        loop {
+            let rows = match next_batch(entries, &mut tally, file_id).await {
+                Ok(Some(rows)) => rows,
+                Ok(None) => break,
+                Err(e) => {
+                    // The transaction rolls back; the copy is ended first so
+                    // the connection is usable for it.
+                    let _ = copy.abort("the entry stream ended early").await;
+                    return Err(e);
+                }
+            };
+            buf.clear();
+            for r in &rows {
+                buf.extend_from_slice(&shared);
+                // Writing to a Vec cannot fail.
+                let _ = write!(buf, "{}\t", r.record_no);
+                copy_text(&r.record_key, &mut buf);
+                let _ = write!(buf, "\t{}\toriginal\t", r.amount);
+                copy_text(&r.fields, &mut buf);
+                buf.push(b'\n');
+            }
+            copy.send(&buf[..])
+                .await
+                .map_err(query_error("insert entries"))?;
         }
-        sqlx::query(
-            "INSERT INTO entries (file_id, partner, format, business_date, record_no, record_key, amount, kind, fields) \
-             SELECT $1, $2, $3, $4, r.no, r.key, r.amount, 'original', r.fields \
-             FROM UNNEST($5::bigint[], $6::text[], $7::numeric[], $8::text[]) AS r(no, key, amount, fields)",
-        )
-        .bind(t.file_id)
-        .bind(t.partner)
-        .bind(t.format)
-        .bind(t.date)
-        .bind(&nos)
-        .bind(&keys)
-        .bind(&amounts)
-        .bind(&fields)
-        .execute(&mut **self)
-        .await
-        .map(|_| ())
-        .map_err(query_error("insert entries"))
+        copy.finish().await.map_err(query_error("insert entries"))?;
+        Ok(tally)
     }
 
     const REVERSE_ENTRIES: &'static str = "INSERT INTO entries (file_id, partner, format, business_date, record_no, record_key, amount, kind, fields) \

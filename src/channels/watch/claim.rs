@@ -174,7 +174,37 @@ impl Owner {
     /// Claim `data` (and its control file) by renaming it into a new claim
     /// directory, durably. `None`: it is gone (another process took it).
     pub fn claim(&mut self, data: &str, control: Option<&str>) -> io::Result<Option<Claimed>> {
+        let files = [(data.to_string(), control.map(String::from))];
+        self.claim_all(&files)?
+            .pop()
+            .unwrap_or_else(|| Err(io::Error::other("no claim made")))
+    }
+
+    /// Claim several files (each with its control file) as [`Owner::claim`]
+    /// does, one result per file, in order; the directories their renames
+    /// touched are synced once for all of them before any is returned. An
+    /// error syncing them fails the whole batch.
+    pub fn claim_all(
+        &mut self,
+        files: &[(String, Option<String>)],
+    ) -> io::Result<Vec<io::Result<Option<Claimed>>>> {
         self.ensure()?;
+        let results: Vec<io::Result<Option<Claimed>>> = files
+            .iter()
+            .map(|(data, control)| self.claim_unsynced(data, control.as_deref()))
+            .collect();
+        // The renames survive a crash before an arrival is recorded with its
+        // claim's key: otherwise a file could be back in the inbox and
+        // claimed (and recorded) again under another key.
+        for c in results.iter().flatten().flatten() {
+            sync_dir(&c.dir)?;
+        }
+        sync_dir(&self.own_dir())?;
+        sync_dir(&self.inbox)?;
+        Ok(results)
+    }
+
+    fn claim_unsynced(&mut self, data: &str, control: Option<&str>) -> io::Result<Option<Claimed>> {
         self.next += 1;
         let key = format!("{}/{}/{}", self.scope, self.id, self.next);
         let dir = self.own_dir().join(self.next.to_string());
@@ -204,12 +234,6 @@ impl Owner {
                 Err(e)
             };
         }
-        // The renames survive a crash before the arrival is recorded with
-        // this claim's key: otherwise the file could be back in the inbox
-        // and claimed (and recorded) again under another key.
-        sync_dir(&dir)?;
-        sync_dir(&self.own_dir())?;
-        sync_dir(&self.inbox)?;
         Ok(Some(Claimed {
             key,
             dir,

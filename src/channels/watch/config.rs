@@ -14,6 +14,10 @@ struct RawWatch {
     settle_seconds: Option<f64>,
     /// Seconds between safety-net rescans of every inbox. Default 30.
     rescan_seconds: Option<f64>,
+    /// Files of one folder taken at once (their stores, commits and
+    /// receipts overlap). 1 takes them one at a time, in name order.
+    /// Default 8.
+    parallel_files: Option<usize>,
 }
 
 /// Settings of the watched-folder channel.
@@ -23,6 +27,8 @@ pub struct WatchSettings {
     pub settle: Duration,
     /// Interval of the safety-net rescan.
     pub rescan: Duration,
+    /// Files of one folder taken at once.
+    pub parallel_files: usize,
 }
 
 impl WatchSettings {
@@ -35,6 +41,15 @@ impl WatchSettings {
         Ok(WatchSettings {
             settle: seconds(raw.settle_seconds, 2.0, 0.0, "settle_seconds").map_err(err)?,
             rescan: seconds(raw.rescan_seconds, 30.0, 0.1, "rescan_seconds").map_err(err)?,
+            parallel_files: match raw.parallel_files {
+                None => 8,
+                Some(n @ 1..=256) => n,
+                Some(n) => {
+                    return Err(err(format!(
+                        "parallel_files = {n}: expected 1 to 256 files taken at once"
+                    )));
+                }
+            },
         })
     }
 }
@@ -53,10 +68,16 @@ mod tests {
         let w = load("").unwrap();
         assert_eq!(w.settle, Duration::from_secs(2));
         assert_eq!(w.rescan, Duration::from_secs(30));
+        assert_eq!(w.parallel_files, 8);
+        assert_eq!(
+            load("[watch]\nparallel_files = 1").unwrap().parallel_files,
+            1
+        );
         for (text, needle) in [
             ("[watch]\nrescan_seconds = 0.01", "watch: rescan_seconds"),
             ("[watch]\nsettle_seconds = -1", "watch: settle_seconds"),
             ("[watch]\nsettle_secs = 1", "settle_secs"),
+            ("[watch]\nparallel_files = 0", "watch: parallel_files = 0"),
         ] {
             let e = load(text).unwrap_err().to_string();
             assert!(e.contains(needle), "{text:?}: {e}");

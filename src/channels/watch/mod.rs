@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -36,6 +37,9 @@ pub use config::WatchSettings;
 /// After this long without its counterpart, a waiting data or control file
 /// is reported.
 const CONTROL_FILE_WARNING: Duration = Duration::from_secs(600);
+
+/// Files claimed together (their directories synced once).
+const CLAIM_BATCH: usize = 256;
 
 /// How long a failed file waits before it is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
@@ -221,6 +225,8 @@ struct Pending {
     /// The last failure's message: the same failure again is not logged
     /// again (a full disk retried every 10 s would flood the log).
     last_error: Option<String>,
+    /// Taken: done with, to be dropped from the pending list.
+    taken: bool,
 }
 
 impl Pending {
@@ -231,6 +237,7 @@ impl Pending {
             retry_at: None,
             failures: 0,
             last_error: None,
+            taken: false,
         }
     }
 }
@@ -370,62 +377,78 @@ pub async fn run_inbox(
                 tracing::warn!(partner = %inbox.partner, file = %inbox.dir.join(name).display(), "{why}");
             }
         }
-        for (data, control) in pairs {
-            let (d, c) = (data.clone(), control.clone());
-            match with_owner(&owner, move |o| o.claim(&d, c.as_deref())).await {
-                Ok(Some(claimed)) => {
-                    tracker.forget(&data);
-                    if let Some(s) = &control {
-                        tracker.forget(s);
-                    }
-                    pending.push(Pending::new(claimed));
-                }
-                // Taken by another process watching this inbox.
-                Ok(None) => {
-                    tracker.forget(&data);
-                    tracing::debug!(partner = %inbox.partner, name = %data.escape_debug(), "taken by another process");
-                }
+        // Claimed in batches: the directories of a batch's renames are
+        // synced once for the batch.
+        for batch in pairs.chunks(CLAIM_BATCH) {
+            let files = batch.to_vec();
+            let claims = match with_owner(&owner, move |o| o.claim_all(&files)).await {
+                Ok(claims) => claims,
                 Err(e) => {
-                    tracing::error!(partner = %inbox.partner, file = %inbox.dir.join(&data).display(), error = %e, "could not claim file; it stays in the inbox and is retried")
+                    tracing::error!(partner = %inbox.partner, inbox = %inbox.dir.display(), files = batch.len(), error = %e, "could not claim files; they are retried");
+                    continue;
+                }
+            };
+            for ((data, control), claim) in batch.iter().zip(claims) {
+                match claim {
+                    Ok(Some(claimed)) => {
+                        tracker.forget(data);
+                        if let Some(s) = control {
+                            tracker.forget(s);
+                        }
+                        pending.push(Pending::new(claimed));
+                    }
+                    // Taken by another process watching this inbox.
+                    Ok(None) => {
+                        tracker.forget(data);
+                        tracing::debug!(partner = %inbox.partner, name = %data.escape_debug(), "taken by another process");
+                    }
+                    Err(e) => {
+                        tracing::error!(partner = %inbox.partner, file = %inbox.dir.join(data).display(), error = %e, "could not claim file; it stays in the inbox and is retried")
+                    }
                 }
             }
         }
-        let mut i = 0;
-        while i < pending.len() {
-            if *shutdown.borrow() {
-                break;
-            }
-            // A file of the same name claimed earlier goes first.
-            let name = pending[i].claimed.data.clone();
-            let earlier_same = pending[..i].iter().any(|p| p.claimed.data == name);
-            if earlier_same || pending[i].retry_at.is_some_and(|t| t > Instant::now()) {
-                i += 1;
-                continue;
-            }
-            match take(&gw, &inbox, &owner, &mut pending[i]).await {
-                Ok(()) => {
-                    let p = pending.remove(i);
-                    if p.failures > 0 {
-                        tracing::info!(partner = %inbox.partner, name = %p.claimed.data.escape_debug(), attempts = p.failures + 1, "taken after earlier failures");
+        // Up to `parallel_files` claimed files are taken at once: each is
+        // recorded, judged and fed in its own transactions as alone, while
+        // their fsyncs and commits overlap. A file of the same name claimed
+        // earlier goes first.
+        let now = Instant::now();
+        let mut names = HashSet::new();
+        let ready: Vec<&mut Pending> = pending
+            .iter_mut()
+            .filter(|p| names.insert(p.claimed.data.clone()))
+            .filter(|p| p.retry_at.is_none_or(|t| t <= now))
+            .collect();
+        let (gw_ref, inbox_ref, owner_ref, shutdown_ref) = (&gw, &inbox, &owner, &shutdown);
+        futures::stream::iter(ready)
+            .for_each_concurrent(settings.parallel_files, |p| async move {
+                if *shutdown_ref.borrow() {
+                    return;
+                }
+                match take(gw_ref, inbox_ref, owner_ref, p).await {
+                    Ok(()) => {
+                        p.taken = true;
+                        if p.failures > 0 {
+                            tracing::info!(partner = %inbox_ref.partner, name = %p.claimed.data.escape_debug(), attempts = p.failures + 1, "taken after earlier failures");
+                        }
+                    }
+                    Err(e) => {
+                        let e = match e {
+                            WatchError::Intake(e) => WatchError::Intake(gw_ref.explain(e).await),
+                            other => other,
+                        };
+                        p.failures += 1;
+                        let message = e.to_string();
+                        if p.last_error.as_deref() != Some(message.as_str()) {
+                            tracing::error!(partner = %inbox_ref.partner, file = %p.claimed.data_path().display(), attempts = p.failures, error = %message, "could not take file; it is kept and retried every 10 s (the same error is not logged again)");
+                            p.last_error = Some(message);
+                        }
+                        p.retry_at = Some(Instant::now() + RETRY_AFTER);
                     }
                 }
-                Err(e) => {
-                    let e = match e {
-                        WatchError::Intake(e) => WatchError::Intake(gw.explain(e).await),
-                        other => other,
-                    };
-                    let p = &mut pending[i];
-                    p.failures += 1;
-                    let message = e.to_string();
-                    if p.last_error.as_deref() != Some(message.as_str()) {
-                        tracing::error!(partner = %inbox.partner, file = %p.claimed.data_path().display(), attempts = p.failures, error = %message, "could not take file; it is kept and retried every 10 s (the same error is not logged again)");
-                        p.last_error = Some(message);
-                    }
-                    p.retry_at = Some(Instant::now() + RETRY_AFTER);
-                    i += 1;
-                }
-            }
-        }
+            })
+            .await;
+        pending.retain(|p| !p.taken);
         if pending.is_empty() {
             let _ = with_owner(&owner, |o| {
                 o.release();
