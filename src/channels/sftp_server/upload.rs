@@ -21,14 +21,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::identify;
-use crate::intake::{Arrival, Bytes, Gateway, IntakeError, Outcome, blocking, receipt};
+use crate::intake::{
+    Arrival, Arriving, Bytes, Gateway, IntakeError, Outcome, Verified, blocking, receipt,
+};
 use crate::model::Channel;
-use crate::stage::{Incoming, StoreError, Stored};
+use crate::stage::{StoreError, Stored};
 
 /// One half of what is taken: the upload just closed, or a file held in
 /// the spool for its counterpart.
 enum Piece {
-    Upload(Incoming),
+    Upload(Arriving),
     Held(PathBuf),
 }
 
@@ -145,12 +147,20 @@ impl Uploads {
         })
     }
 
-    /// A new upload in the partner's spool, written through the store's
-    /// hashing writer (removed when dropped uncommitted).
-    pub fn new_upload(&self, partner: &str) -> Result<Incoming, StoreError> {
-        self.gw()
+    /// A new upload named `name` in the partner's spool, written through
+    /// the store's hashing writer (removed when dropped uncommitted) and
+    /// verified on the way in. One under a temporary name is verified when
+    /// judged, under the name it is given then.
+    pub fn new_upload(&self, partner: &str, name: &str) -> Result<Arriving, StoreError> {
+        let gw = self.gw();
+        let incoming = gw
             .store
-            .begin_in(&self.spool_dir(partner), ".upload-", "")
+            .begin_in(&self.spool_dir(partner), ".upload-", "")?;
+        Ok(if crate::channels::watch::is_temporary(name) {
+            Arriving::plain(incoming)
+        } else {
+            gw.arriving(incoming, partner, name)
+        })
     }
 
     /// Files held for their counterpart: (name, size, mtime).
@@ -194,7 +204,7 @@ impl Uploads {
         self: &Arc<Self>,
         peer: &Peer,
         name: &str,
-        upload: Incoming,
+        upload: Arriving,
     ) -> Result<Completion, UploadError> {
         let inflight: Inflight = Arc::new(self.inflight.clone().read_owned().await);
         if self.stopping.load(Ordering::SeqCst) {
@@ -259,12 +269,13 @@ impl Uploads {
     }
 
     /// Put a piece in the content store: an upload by rename (it was hashed
-    /// on the way in), a held file by copy.
-    async fn store(&self, piece: Piece) -> Result<Stored, IntakeError> {
+    /// on the way in; with its facts when it was verified there too), a held
+    /// file by copy.
+    async fn store(&self, piece: Piece) -> Result<(Stored, Option<Verified>), IntakeError> {
         let store = self.gw().store.clone();
         blocking(move || match piece {
             Piece::Upload(upload) => upload.commit(),
-            Piece::Held(path) => store.put_file(&path),
+            Piece::Held(path) => store.put_file(&path).map(|s| (s, None)),
         })
         .await
     }
@@ -275,7 +286,7 @@ impl Uploads {
         inflight: &Inflight,
         peer: &Peer,
         name: &str,
-        upload: Incoming,
+        upload: Arriving,
         waiting_for: String,
     ) -> Result<Completion, UploadError> {
         let dest = self.held_dir(&peer.partner).join(name);
@@ -319,20 +330,21 @@ impl Uploads {
             })
             .collect();
         let staged = async {
-            let data = self.store(data).await?;
+            let (data, verified) = self.store(data).await?;
             let control = match control {
-                Some(c) => Some(self.store(c).await?),
+                Some(c) => Some(self.store(c).await?.0),
                 None => None,
             };
             let bytes = Bytes::Stored {
                 data: &data,
                 control: control.as_ref(),
             };
-            self.gw().record(&arrival, bytes).await
+            let id = self.gw().record(&arrival, bytes).await?;
+            Ok::<_, IntakeError>((id, verified))
         }
         .await;
-        let file_id = match staged {
-            Ok(id) => id,
+        let (file_id, verified) = match staged {
+            Ok(staged) => staged,
             Err(e) => {
                 let e = self.gw().explain(e).await;
                 tracing::error!(partner = %peer.partner, user = %peer.user, addr = %peer.addr, name = %name.escape_debug(), error = %e, "upload could not be stored; nothing recorded");
@@ -355,7 +367,7 @@ impl Uploads {
         );
         let judging = tokio::spawn(async move {
             let _inflight = guard;
-            match me.gw().judge(file_id, &actor).await {
+            match me.gw().judge_verified(file_id, &actor, verified).await {
                 Ok(out) => {
                     tracing::info!(
                         partner = %peer.partner, user = %peer.user, addr = %peer.addr, file_id,
