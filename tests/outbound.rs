@@ -882,3 +882,66 @@ async fn a_collecting_partner_reads_its_deliveries_from_the_outbox() {
         ledger.drop_db().await;
     }
 }
+
+/// The `Starting session: subsystem 'sftp'` lines sshd logged: one per
+/// SFTP session (SSH channel) opened on it.
+fn sftp_sessions(sshd: &Sshd) -> usize {
+    sshd.log()
+        .matches("Starting session: subsystem 'sftp'")
+        .count()
+}
+
+/// A large file goes through several SFTP sessions on one connection, each
+/// writing its share of the temporary file; a link cut mid-upload still
+/// ends in one whole file; a server that allows one session per connection
+/// gets the file through that one.
+#[test]
+fn a_large_upload_is_spread_over_several_sftp_sessions() {
+    let ledger = TestLedger::sqlite();
+    // About 17.5 MB: more than the 16 MiB from which an upload is spread.
+    let transfers = 140_000;
+
+    let sshd = Sshd::start();
+    let upload = sshd.remote_dir("in");
+    let env = env(&ledger, &sshd, sshd.port, &upload, "upload_channels = 4");
+    let local = env.path("out");
+    std::fs::create_dir_all(&local).unwrap();
+    let (file, bytes) = big_payout(&local, 1, transfers);
+    assert!(bytes.len() > 16 << 20, "{} bytes", bytes.len());
+    let (code, d) = send(&env, &file, &[]);
+    assert_eq!(code, 0, "{d}");
+    assert_eq!(d["state"], "delivered");
+    assert_eq!(std::fs::read(upload.join(name_of(&file))).unwrap(), bytes);
+    assert_eq!(files_in(&upload), vec![name_of(&file)]);
+    assert_eq!(sftp_sessions(&sshd), 4, "{}", sshd.log());
+
+    // The link cut after 8 MiB: every session goes with it; the retry on a
+    // new connection writes the whole file again.
+    let cut_sshd = Sshd::start();
+    let cut_upload = cut_sshd.remote_dir("in");
+    let proxy = CuttingProxy::start(cut_sshd.port, 8 << 20);
+    let env = self::env(&ledger, &cut_sshd, proxy.port, &cut_upload, "");
+    let (file, bytes) = big_payout(&local, 2, transfers);
+    let (code, d) = send(&env, &file, &[]);
+    assert_eq!(code, 0, "{d}");
+    assert!(proxy.cut.load(Ordering::SeqCst), "the link was cut");
+    assert_eq!(
+        std::fs::read(cut_upload.join(name_of(&file))).unwrap(),
+        bytes
+    );
+    assert_eq!(files_in(&cut_upload), vec![name_of(&file)]);
+
+    // One session per connection: the extra channels are refused, the
+    // upload goes through the one there is.
+    let one = Sshd::start_with_config("MaxSessions 1");
+    let one_upload = one.remote_dir("in");
+    let env = self::env(&ledger, &one, one.port, &one_upload, "upload_channels = 4");
+    let (file, bytes) = big_payout(&local, 3, transfers);
+    let (code, d) = send(&env, &file, &[]);
+    assert_eq!(code, 0, "{d}");
+    assert_eq!(
+        std::fs::read(one_upload.join(name_of(&file))).unwrap(),
+        bytes
+    );
+    assert_eq!(sftp_sessions(&one), 1, "{}", one.log());
+}

@@ -169,6 +169,26 @@ fn pinned_key_algorithms(pin: &HostKeyPin, host: &str, port: u16) -> Option<Vec<
     (!offer.is_empty()).then_some(offer)
 }
 
+/// Ciphers to offer, best first. With AES in hardware, AES-GCM costs both
+/// ends (OpenSSH's sshd too) a fraction of ChaCha20-Poly1305's CPU, which on
+/// a fast link is what bounds a transfer; without it ChaCha20 is the faster.
+fn cipher_order() -> Vec<russh::cipher::Name> {
+    use russh::cipher::{AES_128_CTR, AES_192_CTR, AES_256_CTR, AES_256_GCM, CHACHA20_POLY1305};
+    #[cfg(target_arch = "x86_64")]
+    let aes_in_hardware =
+        std::is_x86_feature_detected!("aes") && std::is_x86_feature_detected!("pclmulqdq");
+    #[cfg(target_arch = "aarch64")]
+    let aes_in_hardware = std::arch::is_aarch64_feature_detected!("aes");
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let aes_in_hardware = false;
+    let (first, second) = if aes_in_hardware {
+        (AES_256_GCM, CHACHA20_POLY1305)
+    } else {
+        (CHACHA20_POLY1305, AES_256_GCM)
+    };
+    vec![first, second, AES_256_CTR, AES_192_CTR, AES_128_CTR]
+}
+
 /// The first line (1-based, counting comments as russh does not) that names
 /// `host` — literally, as `[host]:port`, or through a wildcard — but is not
 /// among the lines the known_hosts reader understood.
@@ -313,6 +333,68 @@ pub struct SftpConnection {
     pub posix_rename: bool,
     /// How long one request may wait for its answer.
     pub io_timeout: Duration,
+    /// The same, in whole seconds, as russh-sftp takes it.
+    request_timeout: u64,
+    /// Further SFTP sessions opened by [`Self::sessions`].
+    more_sessions: tokio::sync::Mutex<Vec<Arc<RawSftpSession>>>,
+}
+
+/// What a server said about itself when its SFTP session started.
+struct SftpServer {
+    posix_rename: bool,
+    read_len: u32,
+    write_len: u32,
+}
+
+/// Open a session channel on `handle`, start the SFTP subsystem on it and
+/// ask the server's limits.
+async fn start_sftp(
+    handle: &russh::client::Handle<PinnedHost>,
+    request_timeout_secs: u64,
+    addr: &str,
+) -> Result<(RawSftpSession, SftpServer), SshError> {
+    let ssh_err = |source: russh::Error| SshError::Ssh {
+        addr: addr.to_string(),
+        source,
+    };
+    let sftp_err = |message: String| SshError::Sftp {
+        addr: addr.to_string(),
+        message,
+    };
+    let channel = handle.channel_open_session().await.map_err(ssh_err)?;
+    channel
+        .request_subsystem(true, "sftp")
+        .await
+        .map_err(ssh_err)?;
+    let cfg = russh_sftp::client::Config {
+        request_timeout_secs,
+        ..Default::default()
+    };
+    let mut sftp = RawSftpSession::new_with_config(channel.into_stream(), cfg);
+    let version = sftp
+        .init()
+        .await
+        .map_err(|e| sftp_err(format!("init: {e}")))?;
+    let mut server = SftpServer {
+        posix_rename: version.extensions.contains_key("posix-rename@openssh.com"),
+        read_len: 32 * 1024,
+        write_len: 32 * 1024,
+    };
+    if version.extensions.contains_key("limits@openssh.com") {
+        let limits = sftp
+            .limits()
+            .await
+            .map_err(|e| sftp_err(format!("limits: {e}")))?;
+        // Stay within what russh-sftp accepts as one packet, too.
+        if limits.max_read_len > 0 {
+            server.read_len = limits.max_read_len.min(255 * 1024) as u32;
+        }
+        if limits.max_write_len > 0 {
+            server.write_len = limits.max_write_len.min(255 * 1024) as u32;
+        }
+        sftp.set_limits(limits.into());
+    }
+    Ok((sftp, server))
 }
 
 impl SftpConnection {
@@ -356,12 +438,12 @@ impl SftpConnection {
             keepalive_max: 3,
             inactivity_timeout: Some(ep.io_timeout.max(Duration::from_secs(60)) * 2),
             nodelay: true,
-            preferred: match pinned_key_algorithms(&ep.host_key, &ep.host, ep.port) {
-                Some(key) => russh::Preferred {
-                    key: key.into(),
-                    ..russh::Preferred::DEFAULT
-                },
-                None => russh::Preferred::DEFAULT,
+            preferred: russh::Preferred {
+                key: pinned_key_algorithms(&ep.host_key, &ep.host, ep.port)
+                    .map(Into::into)
+                    .unwrap_or(russh::Preferred::DEFAULT.key),
+                cipher: cipher_order().into(),
+                ..russh::Preferred::DEFAULT
             },
             ..Default::default()
         };
@@ -399,56 +481,48 @@ impl SftpConnection {
                 method,
             });
         }
-        let sftp_err = |message: String| SshError::Sftp {
-            addr: addr.clone(),
-            message,
-        };
-        let channel = handle
-            .channel_open_session()
-            .await
-            .map_err(|e| with_addr(e.into()))?;
-        channel
-            .request_subsystem(true, "sftp")
-            .await
-            .map_err(|e| with_addr(e.into()))?;
-        let cfg = russh_sftp::client::Config {
-            request_timeout_secs: ep.io_timeout.as_secs().max(1),
-            ..Default::default()
-        };
-        let mut sftp = RawSftpSession::new_with_config(channel.into_stream(), cfg);
-        let version = sftp
-            .init()
-            .await
-            .map_err(|e| sftp_err(format!("init: {e}")))?;
-        let posix_rename = version.extensions.contains_key("posix-rename@openssh.com");
-        let (mut read_len, mut write_len) = (32 * 1024, 32 * 1024);
-        if version.extensions.contains_key("limits@openssh.com") {
-            let limits = sftp
-                .limits()
-                .await
-                .map_err(|e| sftp_err(format!("limits: {e}")))?;
-            // Stay within what russh-sftp accepts as one packet, too.
-            if limits.max_read_len > 0 {
-                read_len = limits.max_read_len.min(255 * 1024) as u32;
-            }
-            if limits.max_write_len > 0 {
-                write_len = limits.max_write_len.min(255 * 1024) as u32;
-            }
-            sftp.set_limits(limits.into());
-        }
+        let request_timeout = ep.io_timeout.as_secs().max(1);
+        let (sftp, server) = start_sftp(&handle, request_timeout, &addr).await?;
         Ok(SftpConnection {
             io_timeout: Duration::from_secs(ep.io_timeout.as_secs().max(1)),
             addr,
             handle,
             sftp: Arc::new(sftp),
-            read_len,
-            write_len,
-            posix_rename,
+            request_timeout,
+            more_sessions: tokio::sync::Mutex::new(Vec::new()),
+            read_len: server.read_len,
+            write_len: server.write_len,
+            posix_rename: server.posix_rename,
         })
+    }
+
+    /// Up to `n` SFTP sessions on this connection, the first being
+    /// [`Self::sftp`]: each is its own SSH channel with its own flow-control
+    /// window, so several carry more than one across a long link. Sessions
+    /// beyond the first are opened on first use and kept; a server that
+    /// refuses another channel (a per-connection session limit) leaves
+    /// fewer, never an error.
+    pub async fn sessions(&self, n: usize) -> Vec<Arc<RawSftpSession>> {
+        let mut more = self.more_sessions.lock().await;
+        while more.len() + 1 < n {
+            match start_sftp(&self.handle, self.request_timeout, &self.addr).await {
+                Ok((sftp, _)) => more.push(Arc::new(sftp)),
+                Err(e) => {
+                    tracing::debug!(addr = %self.addr, sessions = more.len() + 1, error = %e, "no further SFTP channel on this connection");
+                    break;
+                }
+            }
+        }
+        std::iter::once(self.sftp.clone())
+            .chain(more.iter().take(n.saturating_sub(1)).cloned())
+            .collect()
     }
 
     /// Say goodbye politely; errors are irrelevant by now.
     pub async fn close(self) {
+        for s in self.more_sessions.into_inner() {
+            let _ = s.close_session();
+        }
         let _ = self.sftp.close_session();
         let _ = self
             .handle

@@ -47,6 +47,12 @@ pub(super) struct RawEndpoint {
     /// false: such a delivery fails, naming the file, and nothing is replaced.
     #[serde(default)]
     overwrite: bool,
+    /// SFTP sessions (SSH channels) one upload of a large file writes
+    /// through at once, each with its own flow-control window: across a long
+    /// round trip one window, not the link, bounds a transfer. 1 to 16,
+    /// default 4; a server that allows fewer sessions per connection gets
+    /// as many as it allows.
+    upload_channels: Option<usize>,
     /// Cron schedule (with seconds, in `timezone`) on which queued
     /// deliveries go out together. Absent: each goes as soon as it is recorded.
     upload_schedule: Option<String>,
@@ -125,6 +131,8 @@ pub struct Upload {
     pub done_suffix: Option<String>,
     pub overwrite: bool,
     pub schedule: Option<Schedule>,
+    /// SFTP sessions a large upload is spread over.
+    pub channels: usize,
 }
 
 impl Upload {
@@ -262,9 +270,10 @@ pub(super) fn build(e: RawEndpoint, base: &Path) -> Result<Endpoint, String> {
                 || e.upload_temp_suffix.is_some()
                 || e.overwrite
                 || e.upload_schedule.is_some()
+                || e.upload_channels.is_some()
             {
                 return Err(
-                    "upload_temp_prefix, upload_temp_suffix, overwrite and upload_schedule need upload_dir".into(),
+                    "upload_temp_prefix, upload_temp_suffix, upload_channels, overwrite and upload_schedule need upload_dir".into(),
                 );
             }
             None
@@ -282,7 +291,12 @@ pub(super) fn build(e: RawEndpoint, base: &Path) -> Result<Endpoint, String> {
                     "upload_temp_prefix and upload_temp_suffix must not contain '/'".into(),
                 );
             }
+            let channels = e.upload_channels.unwrap_or(4);
+            if !(1..=16).contains(&channels) {
+                return Err(format!("upload_channels = {channels}: expected 1 to 16"));
+            }
             Some(Upload {
+                channels,
                 dir,
                 temp_prefix,
                 temp_suffix,

@@ -546,6 +546,14 @@ mod tests {
                 "archive_dir is the remote_dir",
             ),
             (format!("{fp}key_file = \"k\"\nsecret = \"x\"\n"), "secret"),
+            (
+                format!("{fp}key_file = \"k\"\nupload_dir = \"in\"\nupload_channels = 0\n"),
+                "upload_channels = 0: expected 1 to 16",
+            ),
+            (
+                format!("{fp}key_file = \"k\"\nupload_channels = 2\n"),
+                "need upload_dir",
+            ),
         ] {
             let text = format!("{EP}{extra}");
             let e = load(&text).unwrap_err().to_string();

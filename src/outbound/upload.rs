@@ -1,6 +1,7 @@
 //! One upload to a partner's SFTP server: the final name checked to be free
 //! (unless the endpoint may overwrite), the bytes written under a temporary
-//! name with many writes in flight, the size checked by `stat`, a rename to
+//! name with many writes in flight (spread over several SFTP sessions on
+//! the connection for a large file), the size checked by `stat`, a rename to
 //! the final name, then the control file the same way and an optional done
 //! marker. How far it got is recorded before each step, so a crash is
 //! resolved without a second copy (see [`super::state`]).
@@ -8,6 +9,9 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use std::sync::Arc;
+
+use russh_sftp::client::RawSftpSession;
 use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
 
@@ -18,7 +22,8 @@ use crate::ledger::{DeliveryRow, LedgerError};
 use crate::model::UploadProgress;
 use crate::stage::StoreError;
 
-/// Writes in flight at most: 64 writes of up to 255 KiB fill a 16 MiB window.
+/// Writes in flight at most per SFTP session: 64 writes of up to 255 KiB
+/// fill a 16 MiB window.
 const WRITES_IN_FLIGHT: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
@@ -130,7 +135,15 @@ pub async fn upload(
     gw.ledger
         .set_progress(d.id, owner, UploadProgress::Checked, &temp_path, now())
         .await?;
-    put(gw, conn, &d.checksum, d.size as u64, &temp_path).await?;
+    put(
+        gw,
+        conn,
+        &d.checksum,
+        d.size as u64,
+        &temp_path,
+        up.channels,
+    )
+    .await?;
     if let Some((name, checksum)) = control {
         let size = gw
             .store
@@ -144,6 +157,7 @@ pub async fn upload(
             checksum,
             size,
             &remote_path(&up.dir, &up.temp_name(name)),
+            up.channels,
         )
         .await?;
     }
@@ -252,28 +266,70 @@ fn writes_in_flight(sent: u64, elapsed: Duration, io_timeout: Duration, len: u64
     ((carried / len as f64) as usize).clamp(1, WRITES_IN_FLIGHT)
 }
 
+/// Files smaller than this go through one SFTP session: opening more costs
+/// round trips that a small file does not win back.
+const SPREAD_FROM_BYTES: u64 = 16 * 1024 * 1024;
+
+/// One SFTP session writing a share of a file, through its own handle.
+struct Lane {
+    sftp: Arc<RawSftpSession>,
+    handle: String,
+    in_flight: usize,
+    acked: u64,
+}
+
 /// Write a stored blob to `path` on the partner's side (created or
-/// truncated), then check its size there.
+/// truncated) through up to `channels` SFTP sessions at once, each writing
+/// its share of the blocks at their own offsets, then check its size there.
 async fn put(
     gw: &Gateway,
     conn: &SftpConnection,
     checksum: &str,
     size: u64,
     path: &str,
+    channels: usize,
 ) -> Result<(), UploadError> {
     let addr = conn.addr.as_str();
-    let handle = conn
-        .sftp
-        .open(
-            path,
-            OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE,
-            FileAttributes::default(),
-        )
-        .await
-        .map_err(sftp_err(addr, "open", path))?
-        .handle;
-    let written = write_all(gw, conn, &handle, checksum, size, path).await;
-    let closed = conn.sftp.close(handle.as_str()).await;
+    let sessions = conn
+        .sessions(if size >= SPREAD_FROM_BYTES {
+            channels
+        } else {
+            1
+        })
+        .await;
+    let mut lanes = Vec::with_capacity(sessions.len());
+    let mut opened = Ok(());
+    for (i, sftp) in sessions.into_iter().enumerate() {
+        // The first open creates (or truncates) the file; the others only
+        // open it again for writing.
+        let flags = if i == 0 {
+            OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE
+        } else {
+            OpenFlags::WRITE
+        };
+        match sftp.open(path, flags, FileAttributes::default()).await {
+            Ok(h) => lanes.push(Lane {
+                sftp,
+                handle: h.handle,
+                in_flight: 0,
+                acked: 0,
+            }),
+            Err(e) => {
+                opened = Err(sftp_err(addr, "open", path)(e));
+                break;
+            }
+        }
+    }
+    let written = match opened {
+        Ok(()) => write_all(gw, conn, &mut lanes, checksum, size, path).await,
+        Err(e) => Err(e),
+    };
+    let mut closed = Ok(());
+    for lane in &lanes {
+        if let Err(e) = lane.sftp.close(lane.handle.as_str()).await {
+            closed = closed.and(Err(e));
+        }
+    }
     written?;
     closed.map_err(sftp_err(addr, "close", path))?;
     let found = remote_size(conn, path).await?.unwrap_or(0);
@@ -291,12 +347,11 @@ async fn put(
 async fn write_all(
     gw: &Gateway,
     conn: &SftpConnection,
-    handle: &str,
+    lanes: &mut [Lane],
     checksum: &str,
     size: u64,
     path: &str,
 ) -> Result<(), UploadError> {
-    let sftp = conn.sftp.clone();
     let addr = conn.addr.as_str();
     let len = u64::from(conn.write_len.max(1));
     // The blob is read on a blocking thread, a few blocks ahead.
@@ -328,16 +383,34 @@ async fn write_all(
         }
     });
     let mut writes = futures::stream::FuturesUnordered::new();
-    let (started, mut acked, mut offset, mut window) = (Instant::now(), 0u64, 0u64, 1usize);
+    let (started, mut offset) = (Instant::now(), 0u64);
     let mut source_done = false;
     let blob_path = gw.store.path_of(checksum);
     let result = 'upload: loop {
-        while !source_done && writes.len() < window {
+        while !source_done {
+            // The lane with the most room under its own window takes the
+            // next block.
+            let room = |l: &Lane| {
+                writes_in_flight(l.acked, started.elapsed(), conn.io_timeout, len)
+                    .saturating_sub(l.in_flight)
+            };
+            let Some((i, _)) = lanes
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (i, room(l)))
+                .filter(|(_, r)| *r > 0)
+                .max_by_key(|(_, r)| *r)
+            else {
+                break;
+            };
             match rx.recv().await {
                 Some(Ok(block)) => {
-                    let (sftp, h, at, n) = (sftp.clone(), handle.to_string(), offset, block.len());
+                    let lane = &mut lanes[i];
+                    lane.in_flight += 1;
+                    let (sftp, h, at, n) =
+                        (lane.sftp.clone(), lane.handle.clone(), offset, block.len());
                     offset += n as u64;
-                    writes.push(async move { (n, sftp.write(h, at, block).await) });
+                    writes.push(async move { (i, n, sftp.write(h, at, block).await) });
                 }
                 Some(Err(source)) => {
                     break 'upload Err(UploadError::Store(StoreError {
@@ -349,14 +422,14 @@ async fn write_all(
                 None => source_done = true,
             }
         }
-        let Some((n, r)) = writes.next().await else {
+        let Some((i, n, r)) = writes.next().await else {
             break Ok(());
         };
         if let Err(e) = r {
             break Err(sftp_err(addr, "write", path)(e));
         }
-        acked += n as u64;
-        window = writes_in_flight(acked, started.elapsed(), conn.io_timeout, len);
+        lanes[i].in_flight -= 1;
+        lanes[i].acked += n as u64;
     };
     drop(rx);
     let _ = reader.await;

@@ -44,15 +44,27 @@ fn free_port() -> u16 {
 
 impl Sshd {
     pub fn start() -> Sshd {
-        Sshd::start_inner(false)
+        Sshd::start_inner(false, "")
     }
 
     /// With an RSA host key besides the ed25519 one.
     pub fn start_with_rsa_host_key() -> Sshd {
-        Sshd::start_inner(true)
+        Sshd::start_inner(true, "")
     }
 
-    fn start_inner(rsa: bool) -> Sshd {
+    /// With `config` lines that come before (and so win over, as sshd takes
+    /// the first value of a keyword) the usual ones, e.g. `MaxSessions 1`.
+    pub fn start_with_config(config: &str) -> Sshd {
+        Sshd::start_inner(false, config)
+    }
+
+    /// What sshd has logged (LogLevel VERBOSE: logins and each session,
+    /// `Starting session: subsystem 'sftp' …`).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
+    }
+
+    fn start_inner(rsa: bool, first_lines: &str) -> Sshd {
         let sshd = Path::new("/usr/sbin/sshd");
         assert!(
             sshd.exists(),
@@ -91,12 +103,13 @@ impl Sshd {
             std::fs::write(
                 &config,
                 format!(
-                    "Port {port}\nListenAddress 127.0.0.1\nHostKey {dir}/host_key\n{extra_host_key}PidFile {dir}/sshd.pid\n\
+                    "{config}Port {port}\nListenAddress 127.0.0.1\nHostKey {dir}/host_key\n{extra_host_key}PidFile {dir}/sshd.pid\n\
                      AuthorizedKeysFile {dir}/authorized_keys\nStrictModes no\nUsePAM no\n\
                      PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
                      PermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\n\
-                     MaxStartups 100\nMaxSessions 20\nLogLevel ERROR\n",
-                    dir = d.display()
+                     MaxStartups 100\nMaxSessions 20\nLogLevel VERBOSE\n",
+                    dir = d.display(),
+                    config = first_lines.lines().map(|l| format!("{l}\n")).collect::<String>()
                 ),
             )
             .expect("sshd_config");
