@@ -36,6 +36,8 @@ listen = "127.0.0.1:$port"
 max_file_bytes = 4294967296
 verdict_wait_seconds = 10
 max_sessions_per_partner = 4
+# Every partner connects from 127.0.0.1 here, all at once.
+max_unauthenticated_per_address = $((partners * 2))
 CFG
   for i in $(seq -w "$partners"); do
     printf '[[sftp_server.accounts]]\npartner = "p%s"\nauthorized_keys = ["%s"]\n' "$i" "$key"

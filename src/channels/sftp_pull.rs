@@ -391,7 +391,7 @@ async fn pickup_on(
     let mut ended = None;
     for (_, step) in steps {
         match step {
-            Step::Taken(taken) => report.taken.push(taken),
+            Step::Taken(taken) => report.taken.push(*taken),
             Step::Skip => {}
             Step::End(e) => {
                 ended.get_or_insert(e);
@@ -407,7 +407,7 @@ const DOWNLOADS_IN_FLIGHT: usize = 8;
 /// What became of one candidate.
 enum Step {
     /// Taken, or reported as not taken (too large, a problem with this file).
-    Taken(Taken),
+    Taken(Box<Taken>),
     /// Taken before (under `leave`), or not reached because the attempt ended.
     Skip,
     /// A problem that ends this attempt (a dropped connection is retried).
@@ -476,7 +476,7 @@ async fn take_in_turn(
             c.listed.size, ep.max_file_bytes
         );
         tracing::error!(partner = %p.id, endpoint = %ep.name, name = %c.name.escape_debug(), %message, "file not taken");
-        return Step::Taken(Taken::failed(c, &remote, message));
+        return Step::Taken(Box::new(Taken::failed(c, &remote, message)));
     }
     let end = |e: PullError| {
         stop.store(true, Ordering::SeqCst);
@@ -505,7 +505,7 @@ async fn take_in_turn(
             return end(e);
         }
         tracing::error!(partner = %p.id, endpoint = %ep.name, name = %c.name.escape_debug(), error = %e, "file not taken");
-        Step::Taken(Taken::failed(c, &remote, e.to_string()))
+        Step::Taken(Box::new(Taken::failed(c, &remote, e.to_string())))
     };
     let fetched = match fetch(gw, p, ep, conn, c, &remote).await {
         Ok(f) => f,
@@ -520,7 +520,7 @@ async fn take_in_turn(
         Err(e) => return failed(e),
     };
     drop(turn);
-    Step::Taken(finish(conn, p, ep, c, taken).await)
+    Step::Taken(Box::new(finish(conn, p, ep, c, taken).await))
 }
 
 fn remote_path(dir: &str, name: &str) -> String {
@@ -855,8 +855,11 @@ async fn download(
 /// [`Writer::commit`], it discards the bytes.
 struct Writer {
     tx: tokio::sync::mpsc::Sender<Block>,
-    thread: tokio::task::JoinHandle<Result<Option<(Stored, Option<Verified>)>, StoreError>>,
+    thread: tokio::task::JoinHandle<Result<Option<Written>, StoreError>>,
 }
+
+/// A download made durable, with its facts when verified on the way in.
+type Written = (Stored, Option<Verified>);
 
 enum WriterError {
     Store(StoreError),

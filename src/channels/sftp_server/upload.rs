@@ -30,7 +30,7 @@ use crate::stage::{StoreError, Stored};
 /// One half of what is taken: the upload just closed, or a file held in
 /// the spool for its counterpart.
 enum Piece {
-    Upload(Arriving),
+    Upload(Box<Arriving>),
     Held(PathBuf),
 }
 
@@ -219,7 +219,7 @@ impl Uploads {
         if !is_control && wanted.is_none() {
             // The common case: a file that stands alone.
             return self
-                .take(&inflight, peer, name, Piece::Upload(upload), None)
+                .take(&inflight, peer, name, Piece::Upload(Box::new(upload)), None)
                 .await;
         }
         // Hold-or-take decisions of one partner are made one at a time.
@@ -241,7 +241,7 @@ impl Uploads {
                         peer,
                         &d,
                         Piece::Held(held_path(&d)),
-                        Some(Piece::Upload(upload)),
+                        Some(Piece::Upload(Box::new(upload))),
                     )
                     .await
                 }
@@ -258,7 +258,7 @@ impl Uploads {
                         &inflight,
                         peer,
                         name,
-                        Piece::Upload(upload),
+                        Piece::Upload(Box::new(upload)),
                         Some(Piece::Held(held_path(ctl))),
                     )
                     .await
