@@ -4,9 +4,9 @@
 # run, alternating, RUNS times each. Both on loopback, same client, same key
 # type, the client's default cipher. settlegate's figure is the whole `put`
 # as the partner sees it: transfer, then the close, which is answered only
-# after the bytes are staged in the content store (copy, SHA-256, fsync) and
-# recorded in the ledger (the file is random bytes in no settlement format,
-# so judging it takes no time).
+# after the bytes are staged in the content store (fsync, rename) and
+# recorded in the ledger, and judged (the file is random bytes: verified as
+# card-settlement on its way in, invalid at record 1).
 # Usage: benches/sftp_server.sh [SIZE_MIB] [RUNS]     (default 1024 3)
 #        VERDICT_WAIT=0 benches/sftp_server.sh   (close answered right after
 #        staging + recording; default: the sample's verdict_wait_seconds)
