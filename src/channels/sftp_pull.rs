@@ -1091,16 +1091,18 @@ async fn after_pickup(
                 let from = remote_path(&ep.remote_dir, n);
                 let to = remote_path(dir, n);
                 if let Err(e) = posix_rename(conn, &from, &to).await {
-                    // The archive directory may not exist yet: create it once.
+                    // The archive directory may not exist yet: create it
+                    // once. Another file's action may have just made it
+                    // (several are in flight): the rename is tried again
+                    // either way.
                     let created = conn
                         .sftp
                         .mkdir(dir.as_str(), FileAttributes::default())
                         .await
                         .is_ok();
-                    if !created {
-                        return Err(e);
+                    if let Err(again) = posix_rename(conn, &from, &to).await {
+                        return Err(if created { again } else { e });
                     }
-                    posix_rename(conn, &from, &to).await?;
                 }
             }
             Ok(())
