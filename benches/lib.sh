@@ -2,9 +2,13 @@
 # directory removed on exit, a throwaway OpenSSH sshd on loopback ($port,
 # host key pin $fp, client key $work/client_key) and a delay proxy in front
 # of it ($proxy, $DELAY ms each way). Source it after setting DELAY.
+# BIN_DIR=dir runs the binaries in dir instead (another build, compared).
 
-cargo build --release --quiet --bin settlegate
-bin=${CARGO_TARGET_DIR:-$PWD/target}/release/settlegate
+if [ -z "${BIN_DIR:-}" ]; then
+  cargo build --release --quiet --bins
+  BIN_DIR=${CARGO_TARGET_DIR:-$PWD/target}/release
+fi
+bin=$BIN_DIR/settlegate
 work=$(mktemp -d)
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"; }
 pids=()
@@ -51,3 +55,6 @@ key_file = "$work/client_key"
 host_key = "$fp"
 CFG
 }
+
+# The median of the numbers given.
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }

@@ -314,7 +314,8 @@ impl ContentStore {
                     return Ok(Incoming {
                         store: self.clone(),
                         tmp,
-                        hasher: Some((Sha256::new(), 0)),
+                        in_order: Some(0),
+                        hasher: Some(Sha256::new()),
                         size: 0,
                     });
                 }
@@ -350,9 +351,12 @@ impl ContentStore {
 pub struct Incoming {
     store: ContentStore,
     tmp: tempfile::NamedTempFile,
-    /// The hash of bytes `0..hashed`, while every write continued where the
-    /// last one ended; `None` once one did not.
-    hasher: Option<(Sha256, u64)>,
+    /// The end of the bytes written in order from 0, while every write
+    /// continued where the last one ended; `None` once one did not.
+    in_order: Option<u64>,
+    /// The hash of those bytes, unless the caller hashes them
+    /// ([`Incoming::hash_elsewhere`]) or a write went out of order.
+    hasher: Option<Sha256>,
     size: u64,
 }
 
@@ -377,18 +381,20 @@ impl Incoming {
             return Err(self.error("write to", e));
         }
         let end = offset.saturating_add(bytes.len() as u64);
-        match &mut self.hasher {
-            Some((hasher, hashed)) if *hashed == offset => {
+        if self.in_order == Some(offset) {
+            if let Some(hasher) = &mut self.hasher {
                 hasher.update(bytes);
-                *hashed = end;
-                // Bytes bound for the database never need to be on this
-                // disk: no writeback for them.
-                if self.store.db.is_none() && end / WRITEBACK_EVERY > offset / WRITEBACK_EVERY {
-                    let start = (offset / WRITEBACK_EVERY) * WRITEBACK_EVERY;
-                    start_writeback(self.tmp.as_file(), start, end - start);
-                }
             }
-            _ => self.hasher = None,
+            self.in_order = Some(end);
+            // Bytes bound for the database never need to be on this disk:
+            // no writeback for them.
+            if self.store.db.is_none() && end / WRITEBACK_EVERY > offset / WRITEBACK_EVERY {
+                let start = (offset / WRITEBACK_EVERY) * WRITEBACK_EVERY;
+                start_writeback(self.tmp.as_file(), start, end - start);
+            }
+        } else {
+            self.in_order = None;
+            self.hasher = None;
         }
         self.size = self.size.max(end);
         Ok(())
@@ -408,7 +414,7 @@ impl Incoming {
     /// not come in order.
     fn checksum(&mut self) -> Result<String, StoreError> {
         match self.hasher.take() {
-            Some((hasher, hashed)) if hashed == self.size => Ok(hex::encode(hasher.finalize())),
+            Some(hasher) if self.written_in_order() => Ok(hex::encode(hasher.finalize())),
             _ => {
                 let mut file = self.tmp.reopen().map_err(|e| self.error("reopen", e))?;
                 let mut hasher = Sha256::new();
@@ -429,6 +435,32 @@ impl Incoming {
     /// Make the blob durable under its checksum.
     pub fn commit(mut self) -> Result<Stored, StoreError> {
         let checksum = self.checksum()?;
+        self.store.adopt(self.tmp, checksum)
+    }
+
+    /// Whether every byte was written in order, each write continuing where
+    /// the last one ended.
+    pub fn written_in_order(&self) -> bool {
+        self.in_order == Some(self.size)
+    }
+
+    /// Leave the hashing of the bytes written in order to the caller, who
+    /// hashes them anyway (the format verifier on the way in); commit with
+    /// [`Incoming::commit_hashed`]. Call it before the first write.
+    pub fn hash_elsewhere(&mut self) {
+        self.hasher = None;
+    }
+
+    /// Make the blob durable under `checksum`, the caller's SHA-256 of
+    /// every byte it wrote, in order. Taken only when the writes did come in
+    /// order from the first byte to the last; otherwise the file is read
+    /// back and hashed, as [`Incoming::commit`] does.
+    pub fn commit_hashed(mut self, checksum: String) -> Result<Stored, StoreError> {
+        let checksum = if self.written_in_order() {
+            checksum
+        } else {
+            self.checksum()?
+        };
         self.store.adopt(self.tmp, checksum)
     }
 

@@ -695,6 +695,54 @@ async fn two_hundred_files_in_one_pickup() {
     assert_eq!(names_in(&remote.join("archive")).len(), 200);
 }
 
+/// Several files are downloaded at once, yet recorded and judged in
+/// listing order, each once: the large file listed first finishes its
+/// download after the small ones behind it and is still recorded first.
+#[tokio::test]
+async fn files_downloaded_together_are_recorded_once_in_listing_order() {
+    let sshd = Sshd::start();
+    let remote = sshd.remote_dir("outbox");
+    let mut sums = std::collections::BTreeMap::new();
+    // Listed first (names sort by sequence number): 24 MiB of random bytes.
+    let first = "CSTL_031_20261121_0001.dat".to_string();
+    sums.insert(first.clone(), random_file(&remote.join(&first), 24 << 20));
+    for i in 1..40u16 {
+        let (n, s) = put(&remote, &card(i + 1, u64::from(i) * 10, 2));
+        sums.insert(n, s);
+    }
+    let env = env(
+        &TestLedger::sqlite(),
+        &endpoint(&sshd, "primary", &remote, ""),
+    );
+    let (code, reports) = pull(&env, &[]);
+    assert_eq!(code, 0, "{reports:?}");
+    let taken = reports[0]["taken"].as_array().unwrap();
+    let names: Vec<&str> = taken.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, sums.keys().map(String::as_str).collect::<Vec<_>>());
+    for t in taken {
+        assert_eq!(
+            t["checksum"].as_str(),
+            sums.get(t["name"].as_str().unwrap()).map(String::as_str),
+            "{t}"
+        );
+    }
+    assert_eq!(taken[0]["verdict"], "invalid", "{}", taken[0]);
+    for t in &taken[1..] {
+        assert_eq!(t["verdict"], "fed", "{t}");
+    }
+    // Recorded in listing order: the file ids rise with it.
+    let ids: Vec<i64> = taken
+        .iter()
+        .map(|t| t["file_id"].as_i64().unwrap())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    // Each recorded once; nothing left half-written in the store.
+    let (_, files) = env.json(&["files", "--json"]);
+    assert_eq!(files.as_array().map(Vec::len), Some(40), "{files}");
+    assert!(store_tmp_is_empty(&env));
+    assert_eq!(names_in(&remote.join("archive")).len(), 40);
+}
+
 /// Bytes the server sent the client through [`CuttingProxy`] before the
 /// first connection is cut.
 const CUT_AFTER: usize = 8 << 20;

@@ -21,10 +21,12 @@ use tokio::sync::watch;
 use super::ssh::{SftpConnection, SshError};
 use crate::cluster::Lease;
 use crate::config::{AfterPickup, Completion, Endpoint, Partner};
-use crate::intake::{Arrival, Bytes, Gateway, IntakeError, Outcome, gateway_actor};
+use crate::intake::{
+    Arrival, Arriving, Bytes, Gateway, IntakeError, Outcome, Verified, gateway_actor,
+};
 use crate::ledger::{LedgerError, RemoteFile};
 use crate::model::Channel;
-use crate::stage::{ContentStore, StoreError, Stored};
+use crate::stage::{StoreError, Stored};
 
 /// Reads in flight per download at most: enough to fill a 16 MiB window
 /// with 255 KiB reads across a long link, like `sftp -R`.
@@ -401,51 +403,173 @@ async fn pickup_on(
     waiting.sort();
     report.waiting = waiting;
 
-    for c in candidates {
-        if let Some(l) = lease
-            && l.fence().is_none()
-        {
-            return Err(PullError::LeaseLost(l.name().to_string()));
-        }
-        let remote = RemoteFile {
-            partner: p.id.clone(),
-            endpoint: ep.name.clone(),
-            path: remote_path(&ep.remote_dir, &c.name),
-            size: c.listed.size,
-            mtime: c.listed.mtime,
-        };
-        // A partner's server must not be able to fill the data directory.
-        if c.listed.size > ep.max_file_bytes {
-            let message = format!(
-                "{} bytes is more than max_file_bytes ({}); left on the server",
-                c.listed.size, ep.max_file_bytes
-            );
-            tracing::error!(partner = %p.id, endpoint = %ep.name, name = %c.name.escape_debug(), %message, "file not taken");
-            report.taken.push(Taken::failed(&c, &remote, message));
-            continue;
-        }
-        // Under `leave` the ledger remembers what was taken. Under `archive`
-        // and `delete` a file still (or again) present is downloaded again,
-        // even if it looks the same: a re-publication with equal size and
-        // mtime must not be archived unread. When its bytes are those taken
-        // before, only the failed after-pickup action is redone (`take_one`).
-        if ep.after_pickup == AfterPickup::Leave && gw.ledger.remote_taken(&remote).await?.is_some()
-        {
-            continue;
-        }
-        // A connection problem ends this attempt (and is retried); a problem
-        // with one file (permissions, the store, the ledger) is reported and
-        // the other files are still taken.
-        match take_one(gw, p, ep, conn, &c, &remote, lease).await {
-            Ok(taken) => report.taken.push(taken),
-            Err(e) if e.is_transient() || e.is_lease_lost() => return Err(e),
-            Err(e) => {
-                tracing::error!(partner = %p.id, endpoint = %ep.name, name = %c.name.escape_debug(), error = %e, "file not taken");
-                report.taken.push(Taken::failed(&c, &remote, e.to_string()));
+    // Several files in flight: each download is a few round trips (open;
+    // stat, reads and the end-of-file check together; close and stat
+    // together), so across a long link the files overlap. They are still
+    // recorded and judged one at a time in listing order (`Turns`), and the
+    // report keeps that order.
+    let turns = Turns::default();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let mut steps: Vec<(usize, Step)> = futures::stream::iter(candidates.into_iter().enumerate())
+        .map(|(i, c)| {
+            let (turns, stop) = (&turns, &stop);
+            async move {
+                let turn = Turn { turns, index: i };
+                (
+                    i,
+                    take_in_turn(gw, p, ep, conn, &c, turn, stop, lease).await,
+                )
+            }
+        })
+        .buffer_unordered(DOWNLOADS_IN_FLIGHT)
+        .collect()
+        .await;
+    steps.sort_by_key(|(i, _)| *i);
+    let mut ended = None;
+    for (_, step) in steps {
+        match step {
+            Step::Taken(taken) => report.taken.push(*taken),
+            Step::Skip => {}
+            Step::End(e) => {
+                ended.get_or_insert(e);
             }
         }
     }
-    Ok(())
+    ended.map_or(Ok(()), Err)
+}
+
+/// Files downloaded at once per pickup at most.
+const DOWNLOADS_IN_FLIGHT: usize = 8;
+
+/// What became of one candidate.
+enum Step {
+    /// Taken, or reported as not taken (too large, a problem with this file).
+    Taken(Box<Taken>),
+    /// Taken before (under `leave`), or not reached because the attempt ended.
+    Skip,
+    /// A problem that ends this attempt (a dropped connection is retried).
+    End(PullError),
+}
+
+/// Whose turn it is to be recorded: candidates are recorded in listing
+/// order, whatever order their downloads finish in.
+#[derive(Default)]
+struct Turns {
+    next: tokio::sync::watch::Sender<usize>,
+    /// Indexes done while an earlier one was not.
+    done: std::sync::Mutex<std::collections::BTreeSet<usize>>,
+}
+
+/// One candidate's place in [`Turns`]; its turn passes on when it is dropped.
+struct Turn<'a> {
+    turns: &'a Turns,
+    index: usize,
+}
+
+impl Turn<'_> {
+    /// Wait until every earlier candidate is done.
+    async fn wait(&self) {
+        let mut next = self.turns.next.subscribe();
+        // The sender lives as long as `self.turns`.
+        let _ = next.wait_for(|n| *n >= self.index).await;
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut done = self.turns.done.lock().unwrap_or_else(|e| e.into_inner());
+        done.insert(self.index);
+        self.turns.next.send_modify(|n| {
+            while done.remove(n) {
+                *n += 1;
+            }
+        });
+    }
+}
+
+/// One candidate: checks, download, then — in its turn — record and judge,
+/// then the after-pickup action.
+async fn take_in_turn(
+    gw: &Gateway,
+    p: &Partner,
+    ep: &Endpoint,
+    conn: &SftpConnection,
+    c: &Candidate,
+    turn: Turn<'_>,
+    stop: &std::sync::atomic::AtomicBool,
+    lease: Option<&Lease>,
+) -> Step {
+    use std::sync::atomic::Ordering;
+    let remote = RemoteFile {
+        partner: p.id.clone(),
+        endpoint: ep.name.clone(),
+        path: remote_path(&ep.remote_dir, &c.name),
+        size: c.listed.size,
+        mtime: c.listed.mtime,
+    };
+    // A partner's server must not be able to fill the data directory.
+    if c.listed.size > ep.max_file_bytes {
+        let message = format!(
+            "{} bytes is more than max_file_bytes ({}); left on the server",
+            c.listed.size, ep.max_file_bytes
+        );
+        tracing::error!(partner = %p.id, endpoint = %ep.name, name = %c.name.escape_debug(), %message, "file not taken");
+        return Step::Taken(Box::new(Taken::failed(c, &remote, message)));
+    }
+    let end = |e: PullError| {
+        stop.store(true, Ordering::SeqCst);
+        Step::End(e)
+    };
+    if stop.load(Ordering::SeqCst) {
+        return Step::Skip;
+    }
+    if let Some(l) = lease
+        && l.fence().is_none()
+    {
+        return end(PullError::LeaseLost(l.name().to_string()));
+    }
+    // Under `leave` the ledger remembers what was taken. Under `archive`
+    // and `delete` a file still (or again) present is downloaded again,
+    // even if it looks the same: a re-publication with equal size and
+    // mtime must not be archived unread. When its bytes are those taken
+    // before, only the failed after-pickup action is redone (`record_in_turn`).
+    if ep.after_pickup == AfterPickup::Leave {
+        match gw.ledger.remote_taken(&remote).await {
+            Ok(Some(_)) => return Step::Skip,
+            Ok(None) => {}
+            Err(e) => return end(e.into()),
+        }
+    }
+    // A connection problem ends this attempt (and is retried); a problem
+    // with one file (permissions, the store, the ledger) is reported and
+    // the other files are still taken.
+    let failed = |e: PullError| {
+        if e.is_transient() || e.is_lease_lost() {
+            return end(e);
+        }
+        tracing::error!(partner = %p.id, endpoint = %ep.name, name = %c.name.escape_debug(), error = %e, "file not taken");
+        Step::Taken(Box::new(Taken::failed(c, &remote, e.to_string())))
+    };
+    let fetched = match fetch(gw, p, ep, conn, c, &remote).await {
+        Ok(f) => f,
+        Err(e) => return failed(e),
+    };
+    turn.wait().await;
+    if stop.load(Ordering::SeqCst) {
+        return Step::Skip;
+    }
+    let taken = match record_in_turn(gw, p, ep, c, &remote, fetched, lease).await {
+        Ok(t) => t,
+        Err(e) => return failed(e),
+    };
+    drop(turn);
+    if let Some(l) = lease
+        && ep.after_pickup != AfterPickup::Leave
+        && !l.still_held().await
+    {
+        return end(PullError::LeaseLost(l.name().to_string()));
+    }
+    Step::Taken(Box::new(finish(conn, p, ep, c, taken).await))
 }
 
 fn remote_path(dir: &str, name: &str) -> String {
@@ -455,23 +579,58 @@ fn remote_path(dir: &str, name: &str) -> String {
     }
 }
 
-/// Download, record and judge one file, then the after-pickup action.
-async fn take_one(
+/// A downloaded file (and its control file), with its facts when it was
+/// verified on the way in.
+struct Fetched {
+    data: Stored,
+    control: Option<Stored>,
+    verified: Option<Verified>,
+}
+
+/// Download a candidate and its control file into the store.
+async fn fetch(
     gw: &Gateway,
     p: &Partner,
     ep: &Endpoint,
     conn: &SftpConnection,
     c: &Candidate,
     remote: &RemoteFile,
-    lease: Option<&Lease>,
-) -> Result<Taken, PullError> {
-    let side = match &c.sidecar {
-        Some((name, l)) => {
-            Some(download(conn, &gw.store, &remote_path(&ep.remote_dir, name), *l).await?)
-        }
+) -> Result<Fetched, PullError> {
+    let control = match &c.sidecar {
+        Some((name, l)) => Some(
+            download(conn, gw, &remote_path(&ep.remote_dir, name), *l, None)
+                .await?
+                .0,
+        ),
         None => None,
     };
-    let stored = download(conn, &gw.store, &remote.path, c.listed).await?;
+    let (data, verified) = download(
+        conn,
+        gw,
+        &remote.path,
+        c.listed,
+        Some((p.id.as_str(), c.name.as_str())),
+    )
+    .await?;
+    Ok(Fetched {
+        data,
+        control,
+        verified,
+    })
+}
+
+/// Record and judge a downloaded file — unless these very bytes of this
+/// very remote file were taken before and only its after-pickup action
+/// failed then.
+async fn record_in_turn(
+    gw: &Gateway,
+    p: &Partner,
+    ep: &Endpoint,
+    c: &Candidate,
+    remote: &RemoteFile,
+    fetched: Fetched,
+    lease: Option<&Lease>,
+) -> Result<Taken, PullError> {
     let mut arrival = Arrival::new(&p.id, Channel::SftpPull, &c.name, &gateway_actor());
     arrival.endpoint = Some(ep.name.clone());
     arrival.source_path = Some(format!(
@@ -497,7 +656,7 @@ async fn take_one(
     // archived unread.
     let source = arrival.source_path.as_deref().unwrap_or_default();
     let earlier = if gw.ledger.remote_taken(remote).await?.is_some() {
-        let checksum = &stored.checksum;
+        let checksum = &fetched.data.checksum;
         gw.ledger
             .taken_from(&p.id, &ep.name, source, checksum)
             .await?
@@ -514,23 +673,29 @@ async fn take_one(
             c,
             remote,
             &arrival,
-            &stored,
-            side.as_ref(),
+            &fetched.data,
+            fetched.control.as_ref(),
+            fetched.verified,
             &mut taken,
         )
         .await?;
     }
-    if let Some(l) = lease
-        && ep.after_pickup != AfterPickup::Leave
-        && !l.still_held().await
-    {
-        return Err(PullError::LeaseLost(l.name().to_string()));
-    }
+    Ok(taken)
+}
+
+/// The after-pickup action of a file recorded (or taken before).
+async fn finish(
+    conn: &SftpConnection,
+    p: &Partner,
+    ep: &Endpoint,
+    c: &Candidate,
+    mut taken: Taken,
+) -> Taken {
     if let Err(e) = after_pickup(conn, ep, c).await {
         tracing::warn!(partner = %p.id, endpoint = %ep.name, name = %c.name.escape_debug(), error = %e, "after-pickup action failed; retried next pickup");
         taken.after_pickup_error = Some(e.to_string());
     }
-    Ok(taken)
+    taken
 }
 
 /// Record and judge a downloaded file (judging writes its receipt).
@@ -543,13 +708,14 @@ async fn record_and_judge(
     arrival: &Arrival,
     stored: &Stored,
     side: Option<&Stored>,
+    verified: Option<Verified>,
     taken: &mut Taken,
 ) -> Result<(), PullError> {
     let bytes = Bytes::Stored {
         data: stored,
         control: side,
     };
-    match gw.intake(arrival, bytes).await {
+    match gw.intake_verified(arrival, bytes, verified).await {
         Ok(out) => {
             tracing::info!(partner = %arrival.partner, endpoint = %ep.name, name = %c.name.escape_debug(), file_id = out.file_id, verdict = %out.verdict, "pulled");
             taken.outcome = Some(out);
@@ -684,16 +850,23 @@ enum Block {
     Commit,
 }
 
+/// Blocks queued for the writer at most (a slow disk holds the reads back
+/// rather than filling memory).
+const BLOCKS_QUEUED: usize = 16;
+
 /// Download one remote file into the store: many reads in flight, bytes
-/// written and hashed in order on a blocking thread, the size checked
+/// written and hashed in order on a blocking thread — and verified there,
+/// as the file of `verify` (partner, name), when given — the size checked
 /// against the server's stat before and after. Any failure discards the
-/// partial bytes.
+/// partial bytes. Three round trips for a small file: open; stat, reads
+/// and the end-of-file check together; close and stat together.
 async fn download(
     conn: &SftpConnection,
-    store: &ContentStore,
+    gw: &Gateway,
     path: &str,
     listed: Listed,
-) -> Result<Stored, PullError> {
+    verify: Option<(&str, &str)>,
+) -> Result<(Stored, Option<Verified>), PullError> {
     let sftp: &Arc<RawSftpSession> = &conn.sftp;
     let addr = conn.addr.as_str();
     let handle = sftp
@@ -701,142 +874,191 @@ async fn download(
         .await
         .map_err(sftp_err(addr, "open", path))?
         .handle;
-    let result = read_all(conn, store, &handle, path, listed).await;
-    let _ = sftp.close(handle).await;
-    let stored = result?;
-    // The file must not have changed while it was read.
-    let after = sftp
-        .stat(path)
-        .await
-        .map_err(sftp_err(addr, "stat", path))?
-        .attrs;
-    let now = Listed {
-        size: after.size.unwrap_or(0),
-        mtime: i64::from(after.mtime.unwrap_or(0)),
-    };
-    if now != listed || stored.size != listed.size {
-        return Err(PullError::Download {
-            addr: addr.to_string(),
-            path: path.to_string(),
-            message: format!(
-                "changed while being read (listed {} bytes, mtime {}; read {} bytes; now {} bytes, mtime {}); discarded",
-                listed.size, listed.mtime, stored.size, now.size, now.mtime
-            ),
-        });
-    }
-    Ok(stored)
-}
-
-async fn read_all(
-    conn: &SftpConnection,
-    store: &ContentStore,
-    handle: &str,
-    path: &str,
-    listed: Listed,
-) -> Result<Stored, PullError> {
-    let sftp = conn.sftp.clone();
-    let addr = conn.addr.as_str();
-    let size = sftp
-        .fstat(handle)
-        .await
-        .map_err(sftp_err(addr, "stat", path))?
-        .attrs
-        .size
-        .unwrap_or(0);
-    if size != listed.size {
-        return Err(PullError::Download {
-            addr: addr.to_string(),
-            path: path.to_string(),
-            message: format!(
-                "size changed since listing ({} → {size} bytes)",
-                listed.size
-            ),
-        });
-    }
-    let mut incoming = store.begin()?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Block>(READS_IN_FLIGHT);
-    let writer = tokio::task::spawn_blocking(move || {
-        while let Some(block) = rx.blocking_recv() {
-            match block {
-                Block::Data(bytes) => incoming.write(&bytes)?,
-                Block::Commit => return incoming.commit().map(Some),
-            }
+    let writer = match read_all(conn, gw, &handle, path, listed, verify).await {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = sftp.close(handle).await;
+            return Err(e);
         }
-        // The sender went away without committing: the temp file is dropped.
-        Ok(None)
-    });
-    let len = u64::from(conn.read_len);
-    let mut offsets = (0..size).step_by(len as usize);
-    let mut reads = futures::stream::FuturesOrdered::new();
-    let (started, mut received, mut window) = (Instant::now(), 0u64, 1usize);
+    };
+    // The file must not have changed while it was read: its stat now, while
+    // the bytes are made durable.
+    let (committed, _, after) = tokio::join!(writer.commit(), sftp.close(handle), sftp.stat(path));
     let fail = |message: String| PullError::Download {
         addr: addr.to_string(),
         path: path.to_string(),
         message,
     };
-    let mut outcome: Result<(), PullError> = Ok(());
-    loop {
-        while reads.len() < window
-            && let Some(offset) = offsets.next()
-        {
-            let sftp = sftp.clone();
-            let want = len.min(size - offset) as u32;
-            reads.push_back(async move { (offset, want, sftp.read(handle, offset, want).await) });
-        }
-        let Some((offset, want, data)) = reads.next().await else {
-            break;
-        };
-        let mut data = match data {
-            Ok(d) => d.data,
-            Err(SftpError::Status(s)) if s.status_code == StatusCode::Eof => {
-                outcome = Err(fail(format!("ended at byte {offset} of {size}")));
-                break;
-            }
-            Err(e) => {
-                outcome = Err(sftp_err(addr, "read", path)(e));
-                break;
-            }
-        };
-        // A server may answer with fewer bytes than asked: fetch the rest
-        // before moving on, so blocks stay in order.
-        while (data.len() as u64) < u64::from(want) && outcome.is_ok() {
-            let at = offset + data.len() as u64;
-            match sftp.read(handle, at, want - data.len() as u32).await {
-                Ok(more) if !more.data.is_empty() => data.extend_from_slice(&more.data),
-                Ok(_) => outcome = Err(fail(format!("ended at byte {at} of {size}"))),
-                Err(SftpError::Status(s)) if s.status_code == StatusCode::Eof => {
-                    outcome = Err(fail(format!("ended at byte {at} of {size}")));
+    let (stored, verified) = committed.map_err(|e| match e {
+        WriterError::Store(e) => PullError::Store(e),
+        WriterError::Stopped(why) => fail(format!("writer stopped: {why}")),
+    })?;
+    let after = after.map_err(sftp_err(addr, "stat", path))?.attrs;
+    let now = Listed {
+        size: after.size.unwrap_or(0),
+        mtime: i64::from(after.mtime.unwrap_or(0)),
+    };
+    if now != listed || stored.size != listed.size {
+        return Err(fail(format!(
+            "changed while being read (listed {} bytes, mtime {}; read {} bytes; now {} bytes, mtime {}); discarded",
+            listed.size, listed.mtime, stored.size, now.size, now.mtime
+        )));
+    }
+    Ok((stored, verified))
+}
+
+/// The thread writing a download into the store. Dropped without
+/// [`Writer::commit`], it discards the bytes.
+struct Writer {
+    tx: tokio::sync::mpsc::Sender<Block>,
+    thread: tokio::task::JoinHandle<Result<Option<Written>, StoreError>>,
+}
+
+/// A download made durable, with its facts when verified on the way in.
+type Written = (Stored, Option<Verified>);
+
+enum WriterError {
+    Store(StoreError),
+    Stopped(String),
+}
+
+impl Writer {
+    fn start(mut arriving: Arriving) -> Writer {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Block>(BLOCKS_QUEUED);
+        let thread = tokio::task::spawn_blocking(move || {
+            while let Some(block) = rx.blocking_recv() {
+                match block {
+                    Block::Data(bytes) => arriving.write(bytes)?,
+                    Block::Commit => return arriving.commit().map(Some),
                 }
-                Err(e) => outcome = Err(sftp_err(addr, "read", path)(e)),
+            }
+            // The sender went away without committing: the temp file is dropped.
+            Ok(None)
+        });
+        Writer { tx, thread }
+    }
+
+    async fn write(&self, bytes: Vec<u8>) -> bool {
+        self.tx.send(Block::Data(bytes)).await.is_ok()
+    }
+
+    /// Make the bytes durable in the store.
+    async fn commit(self) -> Result<(Stored, Option<Verified>), WriterError> {
+        let _ = self.tx.send(Block::Commit).await;
+        drop(self.tx);
+        match self.thread.await {
+            Ok(Ok(Some(stored))) => Ok(stored),
+            Ok(Ok(None)) => Err(WriterError::Stopped("before the end".into())),
+            Ok(Err(e)) => Err(WriterError::Store(e)),
+            Err(e) => Err(WriterError::Stopped(e.to_string())),
+        }
+    }
+}
+
+/// Read the whole file through `handle` into a writer (not committed yet).
+/// The listed size is read; the handle's stat must say the same, and a
+/// read at that size must find the end of the file. Both are asked along
+/// with the first reads, not before them.
+async fn read_all(
+    conn: &SftpConnection,
+    gw: &Gateway,
+    handle: &str,
+    path: &str,
+    listed: Listed,
+    verify: Option<(&str, &str)>,
+) -> Result<Writer, PullError> {
+    let sftp = conn.sftp.clone();
+    let addr = conn.addr.as_str();
+    let size = listed.size;
+    let fail = |message: String| PullError::Download {
+        addr: addr.to_string(),
+        path: path.to_string(),
+        message,
+    };
+    let incoming = gw.store.begin()?;
+    let writer = Writer::start(match verify {
+        Some((partner, name)) => gw.arriving(incoming, partner, name),
+        None => Arriving::plain(incoming),
+    });
+    let same_size = async {
+        let now = sftp
+            .fstat(handle)
+            .await
+            .map_err(sftp_err(addr, "stat", path))?
+            .attrs
+            .size
+            .unwrap_or(0);
+        if now != size {
+            return Err(fail(format!(
+                "size changed since listing ({size} → {now} bytes)"
+            )));
+        }
+        Ok(())
+    };
+    // The file must end where its stat said: a read there finds nothing.
+    let ends = async {
+        match sftp.read(handle, size, 1).await {
+            Err(SftpError::Status(s)) if s.status_code == StatusCode::Eof => Ok(()),
+            Ok(d) if d.data.is_empty() => Ok(()),
+            Ok(_) => Err(fail(format!("longer than the {size} bytes its stat said"))),
+            Err(e) => Err(sftp_err(addr, "read", path)(e)),
+        }
+    };
+    let body = async {
+        let len = u64::from(conn.read_len);
+        let mut offsets = (0..size).step_by(len as usize);
+        let mut reads = futures::stream::FuturesOrdered::new();
+        let (started, mut received, mut window) = (Instant::now(), 0u64, 1usize);
+        loop {
+            while reads.len() < window
+                && let Some(offset) = offsets.next()
+            {
+                let sftp = sftp.clone();
+                let want = len.min(size - offset) as u32;
+                reads.push_back(
+                    async move { (offset, want, sftp.read(handle, offset, want).await) },
+                );
+            }
+            let Some((offset, want, data)) = reads.next().await else {
+                return Ok(());
+            };
+            let mut data = match data {
+                Ok(d) => d.data,
+                Err(SftpError::Status(s)) if s.status_code == StatusCode::Eof => {
+                    return Err(fail(format!("ended at byte {offset} of {size}")));
+                }
+                Err(e) => return Err(sftp_err(addr, "read", path)(e)),
+            };
+            // A server may answer with fewer bytes than asked: fetch the rest
+            // before moving on, so blocks stay in order.
+            while (data.len() as u64) < u64::from(want) {
+                let at = offset + data.len() as u64;
+                match sftp.read(handle, at, want - data.len() as u32).await {
+                    Ok(more) if !more.data.is_empty() => data.extend_from_slice(&more.data),
+                    Ok(_) => return Err(fail(format!("ended at byte {at} of {size}"))),
+                    Err(SftpError::Status(s)) if s.status_code == StatusCode::Eof => {
+                        return Err(fail(format!("ended at byte {at} of {size}")));
+                    }
+                    Err(e) => return Err(sftp_err(addr, "read", path)(e)),
+                }
+            }
+            received += data.len() as u64;
+            window = reads_in_flight(received, started.elapsed(), conn.io_timeout, len);
+            if !writer.write(data).await {
+                return Err(fail("writer stopped before the end".into()));
             }
         }
-        received += data.len() as u64;
-        window = reads_in_flight(received, started.elapsed(), conn.io_timeout, len);
-        if outcome.is_err() || tx.send(Block::Data(data)).await.is_err() {
-            break;
+    };
+    if let Err(e) = tokio::try_join!(same_size, ends, body) {
+        // The writer gave up first (a full disk): its error is the one to report.
+        if writer.tx.is_closed()
+            && let Err(WriterError::Store(e)) = writer.commit().await
+        {
+            return Err(e.into());
         }
+        return Err(e);
     }
-    if outcome.is_ok() {
-        // The file must end where its stat said: a read there finds nothing.
-        match sftp.read(handle, size, 1).await {
-            Err(SftpError::Status(s)) if s.status_code == StatusCode::Eof => {}
-            Ok(d) if d.data.is_empty() => {}
-            Ok(_) => outcome = Err(fail(format!("longer than the {size} bytes its stat said"))),
-            Err(e) => outcome = Err(sftp_err(addr, "read", path)(e)),
-        }
-    }
-    if outcome.is_ok() {
-        let _ = tx.send(Block::Commit).await;
-    }
-    drop(tx);
-    let written = writer
-        .await
-        .map_err(|e| fail(format!("writer stopped: {e}")))?;
-    outcome?;
-    match written? {
-        Some(stored) => Ok(stored),
-        None => Err(fail("writer stopped before the end".into())),
-    }
+    Ok(writer)
 }
 
 /// Encode an SSH string (u32 length, bytes).
@@ -925,16 +1147,18 @@ async fn after_pickup(
                 let from = remote_path(&ep.remote_dir, n);
                 let to = remote_path(dir, n);
                 if let Err(e) = posix_rename(conn, &from, &to).await {
-                    // The archive directory may not exist yet: create it once.
+                    // The archive directory may not exist yet: create it
+                    // once. Another file's action may have just made it
+                    // (several are in flight): the rename is tried again
+                    // either way.
                     let created = conn
                         .sftp
                         .mkdir(dir.as_str(), FileAttributes::default())
                         .await
                         .is_ok();
-                    if !created {
-                        return Err(e);
+                    if let Err(again) = posix_rename(conn, &from, &to).await {
+                        return Err(if created { again } else { e });
                     }
-                    posix_rename(conn, &from, &to).await?;
                 }
             }
             Ok(())

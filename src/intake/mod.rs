@@ -16,6 +16,7 @@
 //! who feeds. If a guard constraint fires because another process fed the
 //! same data a moment earlier, the file is looked up and judged again.
 
+mod arriving;
 mod day;
 mod four_eyes;
 mod operator;
@@ -36,6 +37,7 @@ use crate::ledger::{Ledger, LedgerError, RemoteFile};
 use crate::model::Channel;
 use crate::stage::{ContentStore, StoreError, Stored};
 
+pub use arriving::{Arriving, Verified};
 pub use four_eyes::Carried;
 pub use records::{MAX_RECORDS, StoredRecords};
 pub use recovery::Recovery;
@@ -204,6 +206,15 @@ pub struct Gateway {
     pub clock: Arc<dyn Clock>,
     /// This process's own metrics and tasks (`/metrics`, `/healthz`).
     pub telemetry: crate::telemetry::Telemetry,
+    /// Which configuration and formats this is: each gateway opened or
+    /// reconfigured gets its own, so facts found under one are not taken
+    /// for another's.
+    generation: u64,
+}
+
+fn next_generation() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -237,6 +248,7 @@ impl Gateway {
             ledger,
             clock,
             telemetry: crate::telemetry::Telemetry::default(),
+            generation: next_generation(),
         })
     }
 
@@ -250,6 +262,7 @@ impl Gateway {
             ledger: self.ledger.clone(),
             clock: self.clock.clone(),
             telemetry: self.telemetry.clone(),
+            generation: next_generation(),
         }
     }
 

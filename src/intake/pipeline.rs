@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::{Arrival, Bytes, Gateway, IntakeError, Outcome, ReceiptStatus, blocking, receipt};
+use super::{
+    Arrival, Bytes, Gateway, IntakeError, Outcome, ReceiptStatus, Verified, blocking, receipt,
+};
 use crate::format::{FileContext, FileFacts, FormatSpec, RecordSink, VerifyError};
 use crate::identify::choose_format;
 use crate::judge::{self, ArrivalContext, Evidence, Judgement, Overlap, Verdict};
@@ -29,10 +31,21 @@ impl Gateway {
         arrival: &Arrival,
         bytes: Bytes<'_>,
     ) -> Result<Outcome, IntakeError> {
+        self.intake_verified(arrival, bytes, None).await
+    }
+
+    /// [`Gateway::intake`] of bytes streamed in with [`Gateway::arriving`]:
+    /// judged from the facts found on the way in when they still hold.
+    pub async fn intake_verified(
+        &self,
+        arrival: &Arrival,
+        bytes: Bytes<'_>,
+        verified: Option<Verified>,
+    ) -> Result<Outcome, IntakeError> {
         let started = std::time::Instant::now();
         let id = self.record(arrival, bytes).await?;
         let out = self
-            .judge(id, &arrival.actor)
+            .judge_verified(id, &arrival.actor, verified)
             .await
             .map_err(|source| IntakeError::Staged {
                 file_id: id,
@@ -103,6 +116,18 @@ impl Gateway {
     /// then, for a file that came by a channel, write its receipt. Also
     /// finishes files a crash left `received`.
     pub async fn judge(&self, file_id: i64, actor: &str) -> Result<Outcome, IntakeError> {
+        self.judge_verified(file_id, actor, None).await
+    }
+
+    /// [`Gateway::judge`] with the facts of a file verified on its way in
+    /// ([`Gateway::arriving`]); they stand in for verifying the stored
+    /// bytes when they are of this file, under this configuration.
+    pub async fn judge_verified(
+        &self,
+        file_id: i64,
+        actor: &str,
+        verified: Option<Verified>,
+    ) -> Result<Outcome, IntakeError> {
         // One node judges a file at a time: a claim in the ledger, renewed
         // while judging lasts; a node that dies mid-judgement lets it go
         // when the claim expires, and another node judges the file.
@@ -117,20 +142,25 @@ impl Gateway {
         if claimed && claim.hold().await?.is_none() {
             return Err(IntakeError::Elsewhere(file_id));
         }
-        let out = self.judge_claimed(file_id, actor).await;
+        let out = self.judge_claimed(file_id, actor, verified).await;
         if claimed {
             claim.release().await;
         }
         out
     }
 
-    async fn judge_claimed(&self, file_id: i64, actor: &str) -> Result<Outcome, IntakeError> {
+    async fn judge_claimed(
+        &self,
+        file_id: i64,
+        actor: &str,
+        verified: Option<Verified>,
+    ) -> Result<Outcome, IntakeError> {
         let row = self
             .ledger
             .file(file_id)
             .await?
             .ok_or(IntakeError::NoSuchFile(file_id))?;
-        let mut out = self.judge_row(&row, actor).await?;
+        let mut out = self.judge_row(&row, actor, verified).await?;
         if row.channel.answers_with_receipts() {
             out.receipt = match self.write_receipt(file_id).await {
                 Ok(path) => ReceiptStatus::Written(path),
@@ -204,7 +234,12 @@ impl Gateway {
         .await
     }
 
-    async fn judge_row(&self, row: &FileRow, actor: &str) -> Result<Outcome, IntakeError> {
+    async fn judge_row(
+        &self,
+        row: &FileRow,
+        actor: &str,
+        verified: Option<Verified>,
+    ) -> Result<Outcome, IntakeError> {
         if row.state != FileState::Received {
             return Err(IntakeError::Internal(format!(
                 "file {} is already {}; it is judged once",
@@ -220,9 +255,22 @@ impl Gateway {
                 return self.quarantine(row, actor, facts, Vec::new()).await;
             }
         };
-        let facts = self
-            .verify_stored(&spec, row, sidecar.clone(), None)
-            .await?;
+        let on_the_way = verified.and_then(|v| {
+            v.facts_for(
+                self.generation,
+                &spec,
+                &row.name,
+                &row.checksum,
+                row.sidecar_checksum.is_some(),
+            )
+        });
+        let facts = match on_the_way {
+            Some(facts) => facts,
+            None => {
+                self.verify_stored(&spec, row, sidecar.clone(), None)
+                    .await?
+            }
+        };
         let now = self.clock.now();
         let ctx = ArrivalContext {
             name: &row.name,

@@ -18,8 +18,7 @@ use super::outbox::Collecting;
 use super::session::Activity;
 use super::upload::{Completion, Peer, Uploads};
 use crate::channels::watch::is_temporary;
-use crate::intake::receipt;
-use crate::stage::Incoming;
+use crate::intake::{Arriving, receipt};
 
 /// Handles one session may hold open at once.
 const MAX_HANDLES: usize = 64;
@@ -56,8 +55,9 @@ enum Open {
 
 struct Upload {
     name: String,
-    /// The store's hashing writer (the spool file); `None` once refused.
-    writer: Option<Incoming>,
+    /// The store's hashing writer (the spool file), verifying on the way
+    /// in; `None` once refused.
+    writer: Option<Arriving>,
     size: u64,
     /// The byte ranges the client wrote: at the close they must cover the
     /// whole file, so a hole (a resume of bytes this server does not hold)
@@ -81,7 +81,7 @@ pub struct SftpSession {
     next_handle: u64,
     /// Closed uploads under a temporary name (`x.part`), waiting to be renamed
     /// to their final name in the same SFTP session.
-    parked: HashMap<String, Incoming>,
+    parked: HashMap<String, Arriving>,
     /// Names taken in the same SFTP session: their size, and when.
     recent: HashMap<String, (u64, std::time::Instant)>,
     initialized: bool,
@@ -524,7 +524,7 @@ impl SftpSession {
                 ));
             }
         }
-        let writer = self.uploads.new_upload(&self.peer.partner).map_err(|e| {
+        let writer = self.uploads.new_upload(&self.peer.partner, name).map_err(|e| {
             tracing::error!(partner = %self.peer.partner, error = %e, "cannot create a spool file");
             refuse(StatusCode::Failure, "cannot accept uploads right now")
         })?;
@@ -544,7 +544,7 @@ impl SftpSession {
         &mut self,
         id: u32,
         name: String,
-        upload: Incoming,
+        upload: Arriving,
     ) -> Result<Status, StatusReply> {
         let size = upload.metadata().map(|m| m.len()).unwrap_or(0);
         let completed = self.uploads.complete(&self.peer, &name, upload).await;
@@ -807,7 +807,7 @@ impl russh_sftp::server::Handler for SftpSession {
         };
         // Hashing and writing are blocking work: off the async threads.
         let written = tokio::task::spawn_blocking(move || {
-            let r = writer.write_at(offset, &data);
+            let r = writer.write_at(offset, data);
             (writer, r)
         })
         .await;
@@ -1313,6 +1313,56 @@ mod tests {
         let mut changed = bytes.clone();
         changed[0] = b'X';
         assert_eq!(receipt_checksum(dir.path(), name), sha(&changed));
+    }
+
+    /// A file verified on its way in (written in order) and one verified
+    /// from the store at the close (written out of order) get the same
+    /// verdict and the same reason, down to the record and byte.
+    #[tokio::test]
+    async fn in_order_and_out_of_order_uploads_are_judged_alike() {
+        let bytes = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fixtures/card-settlement/bad-digit/CSTL_031_20261121_0001.dat"),
+        )
+        .expect("fixture");
+        let mid = bytes.len() / 2;
+        let mut answers = Vec::new();
+        for order in [
+            [(0, mid), (mid, bytes.len())],
+            [(mid, bytes.len()), (0, mid)],
+        ] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut s = session(dir.path(), 1 << 20).await;
+            let h = s
+                .open(
+                    1,
+                    "/inbox/CSTL_031_20261121_0001.dat".into(),
+                    W,
+                    FileAttributes::default(),
+                )
+                .await
+                .expect("open")
+                .handle;
+            for (i, (from, to)) in order.into_iter().enumerate() {
+                s.write(
+                    2 + i as u32,
+                    h.clone(),
+                    from as u64,
+                    bytes[from..to].to_vec(),
+                )
+                .await
+                .expect("write");
+            }
+            let st = s.close(4, h).await.expect("close");
+            assert!(st.error_message.contains("invalid"), "{}", st.error_message);
+            let receipt = std::fs::read_to_string(
+                dir.path()
+                    .join("data/receipts/cardco/CSTL_031_20261121_0001.dat.verdict"),
+            )
+            .expect("receipt");
+            answers.push((st.error_message, receipt));
+        }
+        assert_eq!(answers[0], answers[1]);
     }
 
     #[tokio::test]

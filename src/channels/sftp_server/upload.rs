@@ -24,15 +24,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::identify;
-use crate::intake::{Arrival, Bytes, Gateway, IntakeError, Outcome, blocking, receipt};
+use crate::intake::{
+    Arrival, Arriving, Bytes, Gateway, IntakeError, Outcome, Verified, blocking, receipt,
+};
 use crate::ledger::Pairing;
 use crate::model::Channel;
-use crate::stage::{Incoming, StoreError, Stored};
+use crate::stage::{StoreError, Stored};
 
 /// One half of what is taken: the upload just closed, or a file held in
 /// the spool for its counterpart.
 enum Piece {
-    Upload(Incoming),
+    Upload(Box<Arriving>),
     Held(PathBuf),
     /// Already in the content store (a half held in the ledger).
     Stored(Stored),
@@ -151,12 +153,20 @@ impl Uploads {
         })
     }
 
-    /// A new upload in the partner's spool, written through the store's
-    /// hashing writer (removed when dropped uncommitted).
-    pub fn new_upload(&self, partner: &str) -> Result<Incoming, StoreError> {
-        self.gw()
+    /// A new upload named `name` in the partner's spool, written through
+    /// the store's hashing writer (removed when dropped uncommitted) and
+    /// verified on the way in. One under a temporary name is verified when
+    /// judged, under the name it is given then.
+    pub fn new_upload(&self, partner: &str, name: &str) -> Result<Arriving, StoreError> {
+        let gw = self.gw();
+        let incoming = gw
             .store
-            .begin_in(&self.spool_dir(partner), ".upload-", "")
+            .begin_in(&self.spool_dir(partner), ".upload-", "")?;
+        Ok(if crate::channels::watch::is_temporary(name) {
+            Arriving::plain(incoming)
+        } else {
+            gw.arriving(incoming, partner, name)
+        })
     }
 
     /// Files held for their counterpart: (name, size, mtime).
@@ -200,7 +210,7 @@ impl Uploads {
         self: &Arc<Self>,
         peer: &Peer,
         name: &str,
-        upload: Incoming,
+        upload: Arriving,
     ) -> Result<Completion, UploadError> {
         let inflight: Inflight = Arc::new(self.inflight.clone().read_owned().await);
         if self.stopping.load(Ordering::SeqCst) {
@@ -215,7 +225,7 @@ impl Uploads {
         if !is_control && wanted.is_none() {
             // The common case: a file that stands alone.
             return self
-                .take(&inflight, peer, name, Piece::Upload(upload), None)
+                .take(&inflight, peer, name, Piece::Upload(Box::new(upload)), None)
                 .await;
         }
         if gw.store.in_database() {
@@ -242,7 +252,7 @@ impl Uploads {
                         peer,
                         &d,
                         Piece::Held(held_path(&d)),
-                        Some(Piece::Upload(upload)),
+                        Some(Piece::Upload(Box::new(upload))),
                     )
                     .await
                 }
@@ -259,7 +269,7 @@ impl Uploads {
                         &inflight,
                         peer,
                         name,
-                        Piece::Upload(upload),
+                        Piece::Upload(Box::new(upload)),
                         Some(Piece::Held(held_path(ctl))),
                     )
                     .await
@@ -277,7 +287,7 @@ impl Uploads {
         inflight: &Inflight,
         peer: &Peer,
         name: &str,
-        upload: Incoming,
+        upload: Arriving,
         is_control: bool,
         wanted: Option<String>,
     ) -> Result<Completion, UploadError> {
@@ -285,7 +295,8 @@ impl Uploads {
         let Some(partner) = gw.config.partner(&peer.partner) else {
             return Err(IntakeError::UnknownPartner(peer.partner.clone()).into());
         };
-        let stored = self.store(Piece::Upload(upload)).await?;
+        // A half of a pair is verified from the store with its counterpart.
+        let (stored, _) = self.store(Piece::Upload(Box::new(upload))).await?;
         let waiting_for = match (&wanted, is_control) {
             (Some(w), false) => w.clone(),
             _ => "its data file".to_string(),
@@ -359,13 +370,14 @@ impl Uploads {
     }
 
     /// Put a piece in the content store: an upload by rename (it was hashed
-    /// on the way in), a held file by copy.
-    async fn store(&self, piece: Piece) -> Result<Stored, IntakeError> {
+    /// on the way in; with its facts when it was verified there too), a held
+    /// file by copy.
+    async fn store(&self, piece: Piece) -> Result<(Stored, Option<Verified>), IntakeError> {
         let store = self.gw().store.clone();
         blocking(move || match piece {
             Piece::Upload(upload) => upload.commit(),
-            Piece::Held(path) => store.put_file(&path),
-            Piece::Stored(s) => Ok(s),
+            Piece::Held(path) => store.put_file(&path).map(|s| (s, None)),
+            Piece::Stored(s) => Ok((s, None)),
         })
         .await
     }
@@ -376,7 +388,7 @@ impl Uploads {
         inflight: &Inflight,
         peer: &Peer,
         name: &str,
-        upload: Incoming,
+        upload: Arriving,
         waiting_for: String,
     ) -> Result<Completion, UploadError> {
         let dest = self.held_dir(&peer.partner).join(name);
@@ -420,20 +432,21 @@ impl Uploads {
             })
             .collect();
         let staged = async {
-            let data = self.store(data).await?;
+            let (data, verified) = self.store(data).await?;
             let control = match control {
-                Some(c) => Some(self.store(c).await?),
+                Some(c) => Some(self.store(c).await?.0),
                 None => None,
             };
             let bytes = Bytes::Stored {
                 data: &data,
                 control: control.as_ref(),
             };
-            self.gw().record(&arrival, bytes).await
+            let id = self.gw().record(&arrival, bytes).await?;
+            Ok::<_, IntakeError>((id, verified))
         }
         .await;
-        let file_id = match staged {
-            Ok(id) => id,
+        let (file_id, verified) = match staged {
+            Ok(staged) => staged,
             Err(e) => {
                 let e = self.gw().explain(e).await;
                 tracing::error!(partner = %peer.partner, user = %peer.user, addr = %peer.addr, name = %name.escape_debug(), error = %e, "upload could not be stored; nothing recorded");
@@ -456,7 +469,7 @@ impl Uploads {
         );
         let judging = tokio::spawn(async move {
             let _inflight = guard;
-            match me.gw().judge(file_id, &actor).await {
+            match me.gw().judge_verified(file_id, &actor, verified).await {
                 Ok(out) => {
                     tracing::info!(
                         partner = %peer.partner, user = %peer.user, addr = %peer.addr, file_id,
