@@ -409,16 +409,12 @@ async fn pickup_on(
     // recorded and judged one at a time in listing order (`Turns`), and the
     // report keeps that order.
     let turns = Turns::default();
-    let stop = std::sync::atomic::AtomicBool::new(false);
     let mut steps: Vec<(usize, Step)> = futures::stream::iter(candidates.into_iter().enumerate())
         .map(|(i, c)| {
-            let (turns, stop) = (&turns, &stop);
+            let turns = &turns;
             async move {
                 let turn = Turn { turns, index: i };
-                (
-                    i,
-                    take_in_turn(gw, p, ep, conn, &c, turn, stop, lease).await,
-                )
+                (i, take_in_turn(gw, p, ep, conn, &c, turn, lease).await)
             }
         })
         .buffer_unordered(DOWNLOADS_IN_FLIGHT)
@@ -458,6 +454,9 @@ struct Turns {
     next: tokio::sync::watch::Sender<usize>,
     /// Indexes done while an earlier one was not.
     done: std::sync::Mutex<std::collections::BTreeSet<usize>>,
+    /// Set when one candidate ended the pickup (the link, the lease): the
+    /// others take nothing further.
+    stop: std::sync::atomic::AtomicBool,
 }
 
 /// One candidate's place in [`Turns`]; its turn passes on when it is dropped.
@@ -496,10 +495,11 @@ async fn take_in_turn(
     conn: &SftpConnection,
     c: &Candidate,
     turn: Turn<'_>,
-    stop: &std::sync::atomic::AtomicBool,
     lease: Option<&Lease>,
 ) -> Step {
     use std::sync::atomic::Ordering;
+    let turns: &Turns = turn.turns;
+    let stop = &turns.stop;
     let remote = RemoteFile {
         partner: p.id.clone(),
         endpoint: ep.name.clone(),

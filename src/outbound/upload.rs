@@ -309,8 +309,14 @@ async fn put(
                 in_flight: 0,
                 acked: 0,
             }),
-            Err(e) => {
+            Err(e) if i == 0 => {
                 opened = Err(sftp_err(addr, "open", path)(e));
+                break;
+            }
+            // Some servers refuse a second open of a file being written
+            // (a share lock): the upload goes through the handles it has.
+            Err(e) => {
+                tracing::debug!(addr, path, sessions = lanes.len(), error = %e, "a further handle on the temporary file refused");
                 break;
             }
         }
