@@ -81,7 +81,8 @@ const VERA: &str = "vera-pw-3";
 
 /// cardco expects one card-settlement file for the day, bankco one
 /// bank-transfer-result; release needs a second operator; three console
-/// logins (alice and bob operate, vera views).
+/// logins (alice and bob operate, vera views); on PostgreSQL the content
+/// store in the database.
 fn env(ledger: &TestLedger, extra_console: &str) -> Env {
     let console = format!(
         "[operators]\nfour_eyes = [\"release\"]\n\n[console]\nlisten = \"127.0.0.1:0\"\n{extra_console}\n\
@@ -105,6 +106,13 @@ fn env(ledger: &TestLedger, extra_console: &str) -> Env {
             "[[partners.expect]]\nformat = \"bank-transfer-result\"\nby = \"09:00\"\n\n[[partners]]\nid = \"pgco\"",
             1,
         );
+    // On PostgreSQL the content store is the ledger's database too, so the
+    // console's download reads through the store, not a path on disk.
+    let text = if ledger.backend == "postgres" {
+        format!("store = \"postgres\"\n{text}")
+    } else {
+        text
+    };
     std::fs::write(&env.config, text).expect("config");
     env
 }

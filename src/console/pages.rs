@@ -727,15 +727,43 @@ pub async fn file_bytes(
         .file(id)
         .await?
         .ok_or_else(|| ConsoleError::NotFound(format!("no file {id} in the ledger")))?;
-    let path = gw.store.path_of(&f.checksum);
-    let file = tokio::fs::File::open(&path).await.map_err(|e| {
-        ConsoleError::NotFound(format!(
-            "file {id}: its bytes ({}) cannot be read from the content store: {e}",
-            f.checksum
-        ))
-    })?;
+    // Through the store's reader, whichever store it is (a directory or
+    // the database), with the bytes checked against the checksum as they
+    // go: a damaged blob ends the download short instead of passing.
+    let (store, sum) = (gw.store.clone(), f.checksum.clone());
+    let mut blob = tokio::task::spawn_blocking(move || store.open_blob(&sum))
+        .await
+        .map_err(|e| ConsoleError::NotFound(format!("file {id}: {e}")))?
+        .map_err(|e| {
+            ConsoleError::NotFound(format!(
+                "file {id}: its bytes ({}) cannot be read from the content store: {e}",
+                f.checksum
+            ))
+        })?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        loop {
+            let mut buf = vec![0u8; 256 * 1024];
+            let item = match blob.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Ok(Bytes::from(buf))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
+            let failed = item.is_err();
+            if tx.blocking_send(item).is_err() || failed {
+                return;
+            }
+        }
+    });
     tracing::info!(login = %u.login, file_id = id, "console: stored bytes downloaded");
-    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    let body = Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }));
     let mut resp = (StatusCode::OK, body).into_response();
     let h = resp.headers_mut();
     h.insert(
