@@ -435,7 +435,7 @@ async fn pickup_on(
 }
 
 /// Files downloaded at once per pickup at most.
-const DOWNLOADS_IN_FLIGHT: usize = 8;
+pub const DOWNLOADS_IN_FLIGHT: usize = 8;
 
 /// What became of one candidate.
 enum Step {
