@@ -15,7 +15,8 @@ use settlegate::format::generate::{CardFile, CardRecord, LineEnding};
 use settlegate::intake::{Arrival, Bytes, FixedClock, Gateway};
 use settlegate::judge::{Judgement, Verdict};
 use settlegate::ledger::{
-    Decision, FeedPlan, Guard, Identity, Ledger, LedgerError, NewArrival, NewEntry, execute_raw,
+    Decision, FeedPlan, Guard, HeldUpload, Identity, Ledger, LedgerError, NewArrival, NewEntry,
+    Pairing, execute_raw,
 };
 use settlegate::model::{Channel, FileState};
 use tokio::sync::mpsc;
@@ -47,6 +48,7 @@ async fn arrive(l: &Ledger, checksum: &str) -> i64 {
         claim: None,
         redelivery_of: None,
         fence: None,
+        takes_held: &[],
     })
     .await
     .expect("record arrival")
@@ -509,6 +511,83 @@ async fn arrival_drills_do_not_block_their_twin(t: TestLedger) {
     t.drop_db().await;
 }
 
+/// A held half of a pushed pair leaves the ledger only with the arrival
+/// that takes it: pairing alone changes nothing (a node dying before it
+/// records the pair loses nothing), and a second arrival taking the same
+/// half is refused whole.
+async fn a_held_half_leaves_only_with_its_arrival(t: TestLedger) {
+    let dir = tempfile::tempdir().unwrap();
+    let l = open(&t, dir.path()).await;
+    let data = "CSTL_031_20261121_0001.dat";
+    let held = l
+        .pair_upload("cardco", data, "c-data", 10, now(), |_| None)
+        .await
+        .expect("hold");
+    assert_eq!(held, Pairing::Held);
+    let pick = |h: &[HeldUpload]| h.first().map(|h| h.name.clone());
+    let complete = l
+        .pair_upload(
+            "cardco",
+            "CSTL_031_20261121_0001.ctl",
+            "c-ctl",
+            3,
+            now(),
+            pick,
+        )
+        .await
+        .expect("pair");
+    let Pairing::Complete(other) = complete else {
+        panic!(
+            "{}: the data file completes the pair: {complete:?}",
+            t.backend
+        );
+    };
+    assert_eq!(other.checksum, "c-data");
+    // Paired, not yet recorded (as when the node dies here): still held.
+    assert_eq!(l.held_uploads("cardco").await.unwrap().len(), 1);
+    // A same-named half offered meanwhile is told the earlier one is there.
+    let again = l
+        .pair_upload("cardco", data, "c-data-2", 10, now(), |_| None)
+        .await
+        .expect("offer");
+    assert_eq!(again, Pairing::Occupied(other.clone()));
+
+    let takes = [other];
+    let arrival = NewArrival {
+        partner: "cardco",
+        channel: Channel::SftpPush,
+        endpoint: Some("cardco"),
+        source_path: None,
+        name: data,
+        received_at: now(),
+        size: 10,
+        checksum: "c-data",
+        sidecar_checksum: Some("c-ctl"),
+        actor: "test",
+        reason: None,
+        remote: None,
+        claim: None,
+        redelivery_of: None,
+        fence: None,
+        takes_held: &takes,
+    };
+    let id = l.record_arrival(&arrival).await.expect("record").id();
+    assert!(l.held_uploads("cardco").await.unwrap().is_empty());
+    match l.record_arrival(&arrival).await {
+        Err(LedgerError::HeldGone(name)) => assert_eq!(name, data),
+        other => panic!("{}: a second taker is refused: {other:?}", t.backend),
+    }
+    let files = l.files(&Default::default()).await.expect("files");
+    assert_eq!(
+        files.iter().map(|f| f.id).collect::<Vec<_>>(),
+        vec![id],
+        "{}: the refused arrival recorded nothing",
+        t.backend
+    );
+    l.close().await;
+    t.drop_db().await;
+}
+
 /// A connection left inside a transaction (as a COMMIT that failed on a
 /// full disk leaves it) is closed when it goes back to the pool: it neither
 /// blocks other writers nor swallows the next transaction.
@@ -553,3 +632,4 @@ both!(append_only, the_audit_log_and_entries_are_append_only);
 both!(races, racing_gateways_feed_once);
 both!(recovery, recovery_judges_and_answers_with_receipts);
 both!(drill_twins, arrival_drills_do_not_block_their_twin);
+both!(held_halves, a_held_half_leaves_only_with_its_arrival);

@@ -133,6 +133,9 @@ pub struct Arrival {
     /// The lease a scheduled pickup holds: the arrival is recorded only
     /// while this node still holds it.
     pub fence: Option<crate::ledger::Fence>,
+    /// Halves of a pushed pair held in the ledger that this arrival takes
+    /// out when it is recorded.
+    pub takes_held: Vec<crate::ledger::HeldUpload>,
 }
 
 impl Arrival {
@@ -151,6 +154,7 @@ impl Arrival {
             claim: None,
             redelivery_of: None,
             fence: None,
+            takes_held: Vec::new(),
         }
     }
 }

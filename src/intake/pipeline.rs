@@ -81,6 +81,7 @@ impl Gateway {
                 claim: arrival.claim.as_deref(),
                 redelivery_of: arrival.redelivery_of,
                 fence: arrival.fence.as_ref(),
+                takes_held: &arrival.takes_held,
             })
             .await?;
         match recorded {

@@ -37,6 +37,10 @@ pub struct NewArrival<'a> {
     /// The lease the arrival is taken under (a scheduled pickup): checked in
     /// the recording transaction, so a node that lost it records nothing.
     pub fence: Option<&'a super::Fence>,
+    /// Halves of a pushed pair held in the ledger that this arrival takes:
+    /// taken out in the recording transaction, which fails
+    /// ([`LedgerError::HeldGone`]) when one is no longer held.
+    pub takes_held: &'a [super::HeldUpload],
 }
 
 /// A file on a partner's SFTP server as listed: the ledger remembers which
@@ -432,6 +436,20 @@ impl Ledger {
                 && !super::cluster::check_fence!(&mut *tx, fence_sql, fence)?
             {
                 return Err(LedgerError::LeaseLost(fence.lease.clone()));
+            }
+            for h in a.takes_held {
+                let taken = sqlx::query(
+                    "DELETE FROM held_uploads WHERE partner = $1 AND name = $2 AND checksum = $3",
+                )
+                .bind(a.partner)
+                .bind(&h.name)
+                .bind(&h.checksum)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error("take a held upload"))?;
+                if taken.rows_affected() != 1 {
+                    return Err(LedgerError::HeldGone(h.name.clone()));
+                }
             }
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO files (partner, channel, endpoint, source_path, name, received_at, size, checksum, sidecar_checksum, verdict, claim, redelivery_of) \

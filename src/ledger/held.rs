@@ -16,16 +16,19 @@ pub struct HeldUpload {
     pub held_at: DateTime<Utc>,
 }
 
-/// What became of a half offered with [`Ledger::pair_upload`].
+/// What the ledger says of a half offered with [`Ledger::pair_upload`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pairing {
-    /// Its counterpart was held: taken out, the pair is complete.
+    /// Its counterpart is held: the pair is complete. The held half stays
+    /// in the ledger until the pair's arrival is recorded, which takes it
+    /// out in the same transaction (`NewArrival::takes_held`), so a node
+    /// that dies in between loses nothing.
     Complete(HeldUpload),
     /// Held until its counterpart comes.
     Held,
-    /// Held; an earlier half of the same name was taken out (it is taken
-    /// alone, so no arrival is lost).
-    Replaced(HeldUpload),
+    /// An earlier half of the same name is held: it is to be taken alone
+    /// (no arrival is lost) before this one is offered again.
+    Occupied(HeldUpload),
 }
 
 impl Ledger {
@@ -33,7 +36,8 @@ impl Ledger {
     /// picks, among the partner's held halves, the one that completes it.
     /// Decided in one transaction, one decision per partner at a time
     /// (PostgreSQL: a transaction advisory lock on the partner), so two
-    /// halves arriving on two nodes at once pair with each other.
+    /// halves arriving on two nodes at once pair with each other. Only
+    /// [`Pairing::Held`] changes the ledger.
     pub async fn pair_upload(
         &self,
         partner: &str,
@@ -60,36 +64,14 @@ impl Ledger {
             .fetch_all(&mut *tx)
             .await
             .map_err(query_error("list held uploads"))?;
-            let held: Vec<HeldUpload> = rows
-                .into_iter()
-                .map(|(name, checksum, size, held_at)| HeldUpload {
-                    name,
-                    checksum,
-                    size: u64::try_from(size).unwrap_or_default(),
-                    held_at,
-                })
-                .collect();
-            let take = |n: &str| {
-                sqlx::query("DELETE FROM held_uploads WHERE partner = $1 AND name = $2")
-                    .bind(partner)
-                    .bind(n.to_string())
-            };
+            let held = held_rows(rows);
             let outcome = if let Some(other) = counterpart(&held)
                 && let Some(h) = held.iter().find(|h| h.name == other)
             {
-                take(&h.name)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(query_error("take a held upload"))?;
                 Pairing::Complete(h.clone())
+            } else if let Some(earlier) = held.iter().find(|h| h.name == name) {
+                Pairing::Occupied(earlier.clone())
             } else {
-                let earlier = held.iter().find(|h| h.name == name).cloned();
-                if let Some(e) = &earlier {
-                    take(&e.name)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(query_error("take a held upload"))?;
-                }
                 sqlx::query(
                     "INSERT INTO held_uploads (partner, name, checksum, size, held_at) VALUES ($1, $2, $3, $4, $5)",
                 )
@@ -101,10 +83,7 @@ impl Ledger {
                 .execute(&mut *tx)
                 .await
                 .map_err(query_error("hold an upload"))?;
-                match earlier {
-                    Some(e) => Pairing::Replaced(e),
-                    None => Pairing::Held,
-                }
+                Pairing::Held
             };
             tx.commit().await.map_err(query_error("commit"))?;
             Ok(outcome)
@@ -120,15 +99,7 @@ impl Ledger {
         .fetch_all(pool)
         .await)
         .map_err(query_error("list held uploads"))?;
-        Ok(rows
-            .into_iter()
-            .map(|(name, checksum, size, held_at)| HeldUpload {
-                name,
-                checksum,
-                size: u64::try_from(size).unwrap_or_default(),
-                held_at,
-            })
-            .collect())
+        Ok(held_rows(rows))
     }
 
     /// The partner's files that came by `channels` since `since` and are
@@ -156,4 +127,15 @@ impl Ledger {
             .filter(|r| channels.contains(&r.channel.as_str()))
             .collect())
     }
+}
+
+fn held_rows(rows: Vec<(String, String, i64, DateTime<Utc>)>) -> Vec<HeldUpload> {
+    rows.into_iter()
+        .map(|(name, checksum, size, held_at)| HeldUpload {
+            name,
+            checksum,
+            size: u64::try_from(size).unwrap_or_default(),
+            held_at,
+        })
+        .collect()
 }

@@ -155,6 +155,10 @@ pub enum LedgerError {
     /// expired): nothing was written.
     #[error("the lease {0} is no longer held by this node; nothing recorded")]
     LeaseLost(String),
+    /// A held half of a pair that an arrival was to take is no longer held
+    /// (another node's arrival took it): nothing was written.
+    #[error("the held upload {0} was taken by another arrival; nothing recorded")]
+    HeldGone(String),
     #[error("ledger: {0}")]
     State(String),
     /// No connection could be had; `cause` is what connecting says.

@@ -27,7 +27,7 @@ use crate::identify;
 use crate::intake::{
     Arrival, Arriving, Bytes, Gateway, IntakeError, Outcome, Verified, blocking, receipt,
 };
-use crate::ledger::Pairing;
+use crate::ledger::{HeldUpload, LedgerError, Pairing};
 use crate::model::Channel;
 use crate::stage::{StoreError, Stored};
 
@@ -225,7 +225,14 @@ impl Uploads {
         if !is_control && wanted.is_none() {
             // The common case: a file that stands alone.
             return self
-                .take(&inflight, peer, name, Piece::Upload(Box::new(upload)), None)
+                .take(
+                    &inflight,
+                    peer,
+                    name,
+                    Piece::Upload(Box::new(upload)),
+                    None,
+                    Vec::new(),
+                )
                 .await;
         }
         if gw.store.in_database() {
@@ -253,6 +260,7 @@ impl Uploads {
                         &d,
                         Piece::Held(held_path(&d)),
                         Some(Piece::Upload(Box::new(upload))),
+                        Vec::new(),
                     )
                     .await
                 }
@@ -271,6 +279,7 @@ impl Uploads {
                         name,
                         Piece::Upload(Box::new(upload)),
                         Some(Piece::Held(held_path(ctl))),
+                        Vec::new(),
                     )
                     .await
                 }
@@ -301,70 +310,77 @@ impl Uploads {
             (Some(w), false) => w.clone(),
             _ => "its data file".to_string(),
         };
-        let pairing = gw
-            .ledger
-            .pair_upload(
-                &peer.partner,
-                name,
-                &stored.checksum,
-                stored.size,
-                gw.clock.now(),
-                |held| {
-                    held.iter()
-                        .find(|h| {
-                            if is_control {
-                                identify::controls(&gw.formats, partner, &h.name, name)
-                            } else {
-                                wanted
-                                    .as_deref()
-                                    .is_some_and(|w| h.name.eq_ignore_ascii_case(w))
-                            }
-                        })
-                        .map(|h| h.name.clone())
-                },
-            )
-            .await
-            .map_err(IntakeError::from)?;
-        let as_stored = |h: &crate::ledger::HeldUpload| Stored {
+        let as_stored = |h: &HeldUpload| Stored {
             checksum: h.checksum.clone(),
             size: h.size,
             path: gw.store.path_of(&h.checksum),
         };
-        match pairing {
-            Pairing::Complete(other) if is_control => {
-                self.take(
-                    inflight,
-                    peer,
-                    &other.name,
-                    Piece::Stored(as_stored(&other)),
-                    Some(Piece::Stored(stored)),
-                )
-                .await
-            }
-            Pairing::Complete(other) => {
-                self.take(
-                    inflight,
-                    peer,
+        // Each pass either completes the pair, holds this half, or takes an
+        // earlier held half of the same name alone; a held half another
+        // node's arrival took in the meantime sends it round again.
+        loop {
+            let pairing = gw
+                .ledger
+                .pair_upload(
+                    &peer.partner,
                     name,
-                    Piece::Stored(stored),
-                    Some(Piece::Stored(as_stored(&other))),
+                    &stored.checksum,
+                    stored.size,
+                    gw.clock.now(),
+                    |held| {
+                        held.iter()
+                            .find(|h| {
+                                if is_control {
+                                    identify::controls(&gw.formats, partner, &h.name, name)
+                                } else {
+                                    wanted
+                                        .as_deref()
+                                        .is_some_and(|w| h.name.eq_ignore_ascii_case(w))
+                                }
+                            })
+                            .map(|h| h.name.clone())
+                    },
                 )
                 .await
-            }
-            Pairing::Held | Pairing::Replaced(_) => {
-                if let Pairing::Replaced(earlier) = &pairing {
-                    tracing::warn!(partner = %peer.partner, user = %peer.user, addr = %peer.addr, name = %name.escape_debug(), "a held upload is replaced by a new one of the same name; the held one is taken alone");
-                    self.take(
-                        inflight,
-                        peer,
-                        &earlier.name,
-                        Piece::Stored(as_stored(earlier)),
-                        None,
-                    )
-                    .await?;
+                .map_err(IntakeError::from)?;
+            match pairing {
+                Pairing::Complete(other) => {
+                    let (data_name, data, control) = if is_control {
+                        (other.name.clone(), as_stored(&other), stored.clone())
+                    } else {
+                        (name.to_string(), stored.clone(), as_stored(&other))
+                    };
+                    match self
+                        .take(
+                            inflight,
+                            peer,
+                            &data_name,
+                            Piece::Stored(data),
+                            Some(Piece::Stored(control)),
+                            vec![other],
+                        )
+                        .await
+                    {
+                        Err(e) if held_gone(&e) => continue,
+                        taken => return taken,
+                    }
                 }
-                tracing::info!(partner = %peer.partner, user = %peer.user, addr = %peer.addr, name = %name.escape_debug(), waiting_for = %waiting_for.escape_debug(), "upload held until its counterpart arrives (on any node)");
-                Ok(Completion::Held { waiting_for })
+                Pairing::Occupied(earlier) => {
+                    tracing::warn!(partner = %peer.partner, user = %peer.user, addr = %peer.addr, name = %name.escape_debug(), "a held upload is replaced by a new one of the same name; the held one is taken alone");
+                    let alone = Piece::Stored(as_stored(&earlier));
+                    let earlier_name = earlier.name.clone();
+                    match self
+                        .take(inflight, peer, &earlier_name, alone, None, vec![earlier])
+                        .await
+                    {
+                        Err(e) if !held_gone(&e) => return Err(e),
+                        _ => continue,
+                    }
+                }
+                Pairing::Held => {
+                    tracing::info!(partner = %peer.partner, user = %peer.user, addr = %peer.addr, name = %name.escape_debug(), waiting_for = %waiting_for.escape_debug(), "upload held until its counterpart arrives (on any node)");
+                    return Ok(Completion::Held { waiting_for });
+                }
             }
         }
     }
@@ -397,8 +413,15 @@ impl Uploads {
             // taken alone (judged without its counterpart) before the new
             // one takes its place.
             tracing::warn!(partner = %peer.partner, user = %peer.user, addr = %peer.addr, name = %name.escape_debug(), "a held upload is replaced by a new one of the same name; the held one is taken alone");
-            self.take(inflight, peer, name, Piece::Held(dest.clone()), None)
-                .await?;
+            self.take(
+                inflight,
+                peer,
+                name,
+                Piece::Held(dest.clone()),
+                None,
+                Vec::new(),
+            )
+            .await?;
         }
         let d = dest.clone();
         blocking(move || upload.persist_at(&d))
@@ -418,9 +441,11 @@ impl Uploads {
         name: &str,
         data: Piece,
         control: Option<Piece>,
+        takes_held: Vec<HeldUpload>,
     ) -> Result<Completion, UploadError> {
         let actor = format!("{}:{}", Channel::SftpPush, peer.user);
         let mut arrival = Arrival::new(&peer.partner, Channel::SftpPush, name, &actor);
+        arrival.takes_held = takes_held;
         arrival.endpoint = Some(peer.user.clone());
         arrival.source_path = Some(format!("/inbox/{name}"));
         let held: Vec<PathBuf> = [Some(&data), control.as_ref()]
@@ -447,6 +472,10 @@ impl Uploads {
         .await;
         let (file_id, verified) = match staged {
             Ok(staged) => staged,
+            Err(IntakeError::Ledger(LedgerError::HeldGone(held))) => {
+                tracing::info!(partner = %peer.partner, name = %name.escape_debug(), held = %held.escape_debug(), "the held half was taken by another arrival; offering this one again");
+                return Err(IntakeError::Ledger(LedgerError::HeldGone(held)).into());
+            }
             Err(e) => {
                 let e = self.gw().explain(e).await;
                 tracing::error!(partner = %peer.partner, user = %peer.user, addr = %peer.addr, name = %name.escape_debug(), error = %e, "upload could not be stored; nothing recorded");
@@ -497,4 +526,12 @@ impl Uploads {
             },
         )
     }
+}
+
+/// Whether a take failed only because a held half it was to take is gone.
+fn held_gone(e: &UploadError) -> bool {
+    matches!(
+        e,
+        UploadError::Intake(IntakeError::Ledger(LedgerError::HeldGone(_)))
+    )
 }
