@@ -113,6 +113,13 @@ impl Lease {
         Ok(Some(fence))
     }
 
+    /// [`Lease::hold`] for a claim on one piece of work: the guard lets
+    /// the claim go when dropped, also when the work is cancelled midway,
+    /// so it is never renewed past its work.
+    pub async fn hold_claim(self) -> Result<Option<Claimed>, LedgerError> {
+        Ok(self.hold().await?.map(|_| Claimed { lease: self }))
+    }
+
     /// Whether the database says this node still holds the lease (checked
     /// before an action outside the ledger, such as archiving a remote file).
     pub async fn still_held(&self) -> bool {
@@ -151,6 +158,38 @@ impl Lease {
         if let Some(h) = held {
             h.keeper.abort();
             tracing::warn!(lease = %self.name, generation = h.fence.generation, why, "lease lost");
+        }
+    }
+}
+
+/// A claim held by this node ([`Lease::hold_claim`]).
+pub struct Claimed {
+    lease: Lease,
+}
+
+impl Claimed {
+    /// Give the claim up once its work is done.
+    pub async fn release(self) {
+        self.lease.release().await;
+    }
+}
+
+impl Drop for Claimed {
+    fn drop(&mut self) {
+        // Released already, or its work was cancelled: stop renewing it at
+        // once and give it up in the background (if that cannot run, it
+        // expires after the lease time).
+        let held = self.lease.state.lock().ok().and_then(|mut s| s.take());
+        if let Some(h) = held {
+            h.keeper.abort();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let ledger = self.lease.ledger.clone();
+                rt.spawn(async move {
+                    if let Err(e) = ledger.release_lease(&h.fence, true).await {
+                        tracing::warn!(claim = %h.fence.lease, error = %e, "cannot release a claim; it expires by itself");
+                    }
+                });
+            }
         }
     }
 }

@@ -627,9 +627,24 @@ impl Blob {
                     *cached = Some((n, data.unwrap_or_default()));
                 }
                 let data = cached.as_ref().map(|(_, d)| d.as_slice()).unwrap_or(&[]);
-                let Some(rest) = data.get(within..) else {
-                    return Ok(0);
-                };
+                let rest = data.get(within..).unwrap_or_default();
+                if rest.is_empty() && !buf.is_empty() {
+                    // The end of the blob, or a chunk missing or cut short:
+                    // the blob's row says which.
+                    let (ledger, sum) = (db.ledger.clone(), self.checksum.clone());
+                    let size = db.run(async move { ledger.blob_size(&sum).await })?;
+                    return match size {
+                        Some(size) if offset >= size => Ok(0),
+                        _ => Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!(
+                                "{}: no stored bytes at offset {offset} (chunk {n}) of a blob of {} bytes; the content store is damaged",
+                                self.what.display(),
+                                size.map_or("unknown".to_string(), |s| s.to_string())
+                            ),
+                        )),
+                    };
+                }
                 let k = rest.len().min(buf.len());
                 buf[..k].copy_from_slice(&rest[..k]);
                 Ok(k)

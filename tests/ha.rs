@@ -739,6 +739,31 @@ async fn the_postgres_store_round_trips_a_large_blob() {
         .expect("join")
         .expect_err("damaged bytes are refused");
     assert!(err.to_string().contains("damaged"), "{err}");
+
+    // A chunk of the large blob gone: a reader at any offset (SFTP
+    // `/outbox`) gets an error there, never a short file.
+    sqlx::query("DELETE FROM blob_chunks WHERE checksum = $1 AND n = 1")
+        .bind(&stored.checksum)
+        .execute(&db)
+        .await
+        .expect("remove a chunk");
+    let (s2, sum) = (store.clone(), stored.checksum.clone());
+    let (first, missing, end) = tokio::task::spawn_blocking(move || {
+        let mut blob = s2.open_blob(&sum).expect("open");
+        let mut buf = vec![0u8; 4096];
+        let first = blob.read_at(&mut buf, 0).map_err(|e| e.to_string());
+        let missing = blob
+            .read_at(&mut buf, (1 << 20) + 10)
+            .map_err(|e| e.to_string());
+        let end = blob.read_at(&mut buf, size).map_err(|e| e.to_string());
+        (first, missing, end)
+    })
+    .await
+    .expect("join");
+    assert_eq!(first, Ok(4096), "chunk 0 is there");
+    let missing = missing.expect_err("a missing chunk is an error");
+    assert!(missing.contains("damaged"), "{missing}");
+    assert_eq!(end, Ok(0), "the end of the blob reads as its end");
     db.close().await;
     drop(store);
     ledger.drop_db().await;
@@ -812,6 +837,7 @@ async fn a_lost_lease_fences_the_write() {
         claim: None,
         redelivery_of: None,
         fence,
+        takes_held: &[],
     };
     match l.record_arrival(&arrival(Some(&a))).await {
         Err(LedgerError::LeaseLost(name)) => assert_eq!(name, "pickup:p/e"),
@@ -830,6 +856,57 @@ async fn a_lost_lease_fences_the_write() {
         n
     };
     assert_eq!(files, 1);
+    l.close().await;
+    ledger.drop_db().await;
+}
+
+/// A claim on one piece of work (judging a file) is given up when the work
+/// holding it is dropped midway (cancelled), not renewed for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_dropped_midway_is_given_up() {
+    use settlegate::cluster::Lease;
+    use settlegate::ledger::Ledger;
+    let Some(ledger) = pg_ledger().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = Ledger::open(ledger.url.as_deref(), dir.path())
+        .await
+        .expect("open");
+    let work = {
+        let l = l.clone();
+        tokio::spawn(async move {
+            let claimed = Lease::claim(&l, "judge:42", Duration::from_secs(3600))
+                .hold_claim()
+                .await
+                .expect("claim")
+                .expect("free");
+            std::future::pending::<()>().await;
+            drop(claimed);
+        })
+    };
+    let held = |l: Ledger| async move {
+        l.held_leases()
+            .await
+            .expect("leases")
+            .iter()
+            .any(|r| r.name == "judge:42")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !held(l.clone()).await {
+        assert!(std::time::Instant::now() < deadline, "never claimed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    work.abort();
+    let _ = work.await;
+    // Held for an hour unless given up: gone means given up.
+    while held(l.clone()).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the claim outlived its work"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     l.close().await;
     ledger.drop_db().await;
 }

@@ -139,14 +139,14 @@ impl Gateway {
         );
         // An SQLite ledger has one machine: the ledger's compare-and-set of
         // the verdict is enough there, without two more commits a file.
-        let claimed = self.ledger.backend() == crate::ledger::Backend::Postgres;
-        if claimed && claim.hold().await?.is_none() {
+        if self.ledger.backend() != crate::ledger::Backend::Postgres {
+            return self.judge_claimed(file_id, actor, verified).await;
+        }
+        let Some(claimed) = claim.hold_claim().await? else {
             return Err(IntakeError::Elsewhere(file_id));
-        }
+        };
         let out = self.judge_claimed(file_id, actor, verified).await;
-        if claimed {
-            claim.release().await;
-        }
+        claimed.release().await;
         out
     }
 
