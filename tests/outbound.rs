@@ -491,17 +491,25 @@ async fn a_link_cut_mid_upload_is_retried_to_one_whole_file() {
 /// Put a delivery in the state a crash leaves it in: recorded `sending`
 /// by a process that stopped saying it is alive, `progress` as far as it got.
 fn crashed_mid_attempt(env: &Env, id: i64, progress: &str, remote_path: &Path) {
-    let sql = format!(
-        "UPDATE deliveries SET state = 'sending', progress = '{progress}', remote_path = '{}', \
-         attempts = attempts + 1, attempt_owner = 'dead-1-1', heartbeat_at = '2000-01-01T00:00:00+00:00' WHERE id = {id}",
-        remote_path.display()
+    execute(
+        env,
+        &format!(
+            "UPDATE deliveries SET state = 'sending', progress = '{progress}', remote_path = '{}', \
+             attempts = attempts + 1, attempt_owner = 'dead-1-1', heartbeat_at = '2000-01-01T00:00:00+00:00', \
+             heartbeat_ms = 0 WHERE id = {id}",
+            remote_path.display()
+        ),
     );
+}
+
+/// Change one row of the ledger behind the gateway's back.
+fn execute(env: &Env, sql: &str) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let ledger = settlegate::ledger::Ledger::open(env.ledger.as_deref(), &env.data)
             .await
             .expect("ledger");
-        let n = settlegate::ledger::execute_raw(&ledger, &sql)
+        let n = settlegate::ledger::execute_raw(&ledger, sql)
             .await
             .expect("prepare the crash");
         assert_eq!(n, 1);
@@ -529,7 +537,7 @@ fn a_crash_between_upload_and_record_is_resolved_without_a_second_copy() {
     std::fs::write(&unreachable, text).unwrap();
     let mut ids = Vec::new();
     let mut names = Vec::new();
-    for k in [1, 2] {
+    for k in [1, 2, 3] {
         let (file, bytes) = payout(&local, k);
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_settlegate"))
             .args(["--config"])
@@ -574,12 +582,40 @@ fn a_crash_between_upload_and_record_is_resolved_without_a_second_copy() {
         &upload.join(format!(".{n2}.part")),
     );
 
+    // The third is being sent by a live process on another machine whose
+    // clock is years behind: its heartbeat is fresh by the database's clock
+    // (the one that counts), stale by its own.
+    execute(
+        &env,
+        &format!(
+            "UPDATE deliveries SET state = 'sending', attempts = attempts + 1, attempt_owner = 'alive-1-1', \
+             heartbeat_at = '2000-01-01T00:00:00+00:00', heartbeat_ms = {} WHERE id = {}",
+            (chrono::Utc::now() + chrono::Duration::hours(1)).timestamp_millis(),
+            ids[2]
+        ),
+    );
+
     let mut server = Server::start(&env);
     server.wait_until("both deliveries resolved", Duration::from_secs(60), || {
         let d = deliveries(&env);
         d.iter().filter(|x| x["state"] == "delivered").count() == 2
     });
     assert_eq!(server.stop(), 0);
+    let live = deliveries(&env);
+    let live = live
+        .iter()
+        .find(|d| d["id"] == ids[2])
+        .expect("the third delivery");
+    assert_eq!(
+        live["state"], "sending",
+        "a live attempt is not taken over: {live}"
+    );
+    // One refused `send`, then the live process's attempt: none of this node's.
+    assert_eq!(live["attempts"], 2, "{live}");
+    assert!(
+        !upload.join(&names[2].0).exists(),
+        "not uploaded by this node"
+    );
     assert_eq!(std::fs::read(upload.join(n1)).unwrap(), *b1);
     assert_eq!(std::fs::read(upload.join(n2)).unwrap(), *b2);
     let mut left = files_in(&upload);

@@ -21,6 +21,7 @@ macro_rules! both {
     (@pg $($part:tt)*) => { concat!($(both!(@one pg $part)),*) };
     (@sqlite $($part:tt)*) => { concat!($(both!(@one sqlite $part)),*) };
     (@one $d:ident NOW) => { now_ms!($d) };
+    (@one $d:ident { $m:ident }) => { $m!() };
     (@one $d:ident $s:literal) => { $s };
     ($($part:tt)*) => {
         (
@@ -44,7 +45,7 @@ macro_rules! check_fence {
         Ok::<bool, LedgerError>(row.is_some())
     }};
 }
-pub(super) use check_fence;
+pub(super) use {both, check_fence, now_ms};
 
 /// A node (a `serve` process) as the ledger last heard of it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -76,7 +77,7 @@ pub struct Fence {
 }
 
 impl Ledger {
-    fn pick(&self, (pg, sqlite): (&'static str, &'static str)) -> &'static str {
+    pub(super) fn pick(&self, (pg, sqlite): (&'static str, &'static str)) -> &'static str {
         match self.backend() {
             Backend::Postgres => pg,
             Backend::Sqlite => sqlite,

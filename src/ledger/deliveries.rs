@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::cluster::{both, now_ms};
 use super::{Guard, Ledger, LedgerError, on_pool, query_error, where_clause};
 use crate::model::{DeliverySource, DeliveryState, UploadProgress};
 
@@ -166,6 +167,16 @@ macro_rules! delivery_columns {
          related_delivery_id, reason, created_at, updated_at, delivered_at, collected_by, \
          collected_from, acknowledged_at, ack_file_id"
     };
+}
+
+/// When an upload attempt counts as abandoned: silent for `silent_ms` by
+/// the database's clock; a row without such a heartbeat (written by an
+/// older version during a rolling upgrade) by `heartbeat_at` before
+/// `before`.
+#[derive(Debug, Clone, Copy)]
+pub struct Staleness {
+    pub silent_ms: i64,
+    pub before: DateTime<Utc>,
 }
 
 /// Filters of `settlegate deliveries`.
@@ -443,25 +454,18 @@ impl Ledger {
     }
 
     /// Take over an attempt whose process stopped saying it is alive (no
-    /// heartbeat since `stale_before`): it stays `sending`, now `owner`'s,
-    /// to be resolved from its progress.
+    /// heartbeat for `stale` by the database's clock): it stays `sending`,
+    /// now `owner`'s, to be resolved from its progress.
     pub async fn take_over_attempt(
         &self,
         id: i64,
         owner: &str,
-        stale_before: DateTime<Utc>,
+        stale: Staleness,
         at: DateTime<Utc>,
         actor: &str,
     ) -> Result<bool, LedgerError> {
-        self.take_attempt(
-            id,
-            owner,
-            at,
-            actor,
-            DeliveryState::Sending,
-            Some(stale_before),
-        )
-        .await
+        self.take_attempt(id, owner, at, actor, DeliveryState::Sending, Some(stale))
+            .await
     }
 
     async fn take_attempt(
@@ -471,25 +475,29 @@ impl Ledger {
         at: DateTime<Utc>,
         actor: &str,
         from: DeliveryState,
-        stale_before: Option<DateTime<Utc>>,
+        stale: Option<Staleness>,
     ) -> Result<bool, LedgerError> {
         // A fresh attempt starts from nothing; a taken-over one keeps how far
         // the dead process got.
-        const FRESH: &str = "UPDATE deliveries SET state = 'sending', progress = NULL, attempts = attempts + 1, \
-             attempt_owner = $3, heartbeat_at = $4, updated_at = $4 \
-             WHERE id = $1 AND state = $2 AND endpoint IS NOT NULL";
-        const TAKE_OVER: &str = "UPDATE deliveries SET attempt_owner = $3, heartbeat_at = $4, updated_at = $4 \
-             WHERE id = $1 AND state = $2 AND endpoint IS NOT NULL \
-             AND (heartbeat_at IS NULL OR heartbeat_at < $5)";
+        let fresh = self.pick(both!(
+            "UPDATE deliveries SET state = 'sending', progress = NULL, attempts = attempts + 1, \
+             attempt_owner = $3, heartbeat_at = $4, heartbeat_ms = " NOW ", updated_at = $4 \
+             WHERE id = $1 AND state = $2 AND endpoint IS NOT NULL"
+        ));
+        let take_over = self.pick(both!(
+            "UPDATE deliveries SET attempt_owner = $3, heartbeat_at = $4, heartbeat_ms = " NOW ", updated_at = $4 \
+             WHERE id = $1 AND state = $2 AND endpoint IS NOT NULL AND (heartbeat_ms < " NOW " - $5 \
+             OR (heartbeat_ms IS NULL AND (heartbeat_at IS NULL OR heartbeat_at < $6)))"
+        ));
         on_pool!(self, pool => {
             let mut tx = pool.begin().await.map_err(query_error("begin"))?;
-            let q = sqlx::query(if stale_before.is_some() { TAKE_OVER } else { FRESH })
+            let q = sqlx::query(if stale.is_some() { take_over } else { fresh })
                 .bind(id)
                 .bind(from.as_str())
                 .bind(owner)
                 .bind(at);
-            let q = match stale_before {
-                Some(t) => q.bind(t),
+            let q = match &stale {
+                Some(s) => q.bind(s.silent_ms).bind(s.before),
                 None => q,
             };
             let n = q
@@ -498,7 +506,7 @@ impl Ledger {
                 .map_err(query_error("take an upload attempt"))?
                 .rows_affected();
             if n == 1 {
-                let details = serde_json::json!({ "owner": owner, "took_over": stale_before.is_some() }).to_string();
+                let details = serde_json::json!({ "owner": owner, "took_over": stale.is_some() }).to_string();
                 delivery_event!(&mut *tx, at, id, DeliveryState::Sending.as_str(), actor, None::<&str>, Some(details))?;
             }
             tx.commit().await.map_err(query_error("commit attempt"))?;
@@ -513,9 +521,11 @@ impl Ledger {
         owner: &str,
         at: DateTime<Utc>,
     ) -> Result<bool, LedgerError> {
-        let n: u64 = on_pool!(self, pool => sqlx::query(
-            "UPDATE deliveries SET heartbeat_at = $3 WHERE id = $1 AND attempt_owner = $2 AND state = 'sending'",
-        )
+        let sql = self.pick(both!(
+            "UPDATE deliveries SET heartbeat_at = $3, heartbeat_ms = " NOW " \
+             WHERE id = $1 AND attempt_owner = $2 AND state = 'sending'"
+        ));
+        let n: u64 = on_pool!(self, pool => sqlx::query(sql)
         .bind(id)
         .bind(owner)
         .bind(at)
@@ -526,19 +536,26 @@ impl Ledger {
         Ok(n == 1)
     }
 
-    /// Attempts whose process stopped saying it is alive before `before`.
+    /// Attempts at uploads to `partner`'s `endpoint` whose process stopped
+    /// saying it is alive (see [`Staleness`]).
     pub async fn stale_attempts(
         &self,
-        before: DateTime<Utc>,
+        partner: &str,
+        endpoint: &str,
+        stale: Staleness,
     ) -> Result<Vec<DeliveryRow>, LedgerError> {
-        let sql = concat!(
-            "SELECT ",
-            delivery_columns!(),
-            " FROM deliveries WHERE state = 'sending' AND (heartbeat_at IS NULL OR heartbeat_at < $1) ORDER BY id"
-        );
-        let rows: Vec<StoredDelivery> =
-            on_pool!(self, pool => sqlx::query_as(sql).bind(before).fetch_all(pool).await)
-                .map_err(query_error("list stale upload attempts"))?;
+        let sql = self.pick(both!(
+            "SELECT " {delivery_columns} " FROM deliveries WHERE state = 'sending' AND partner = $1 AND endpoint = $2 \
+             AND (heartbeat_ms < " NOW " - $3 OR (heartbeat_ms IS NULL AND (heartbeat_at IS NULL OR heartbeat_at < $4))) ORDER BY id"
+        ));
+        let rows: Vec<StoredDelivery> = on_pool!(self, pool => sqlx::query_as(sql)
+            .bind(partner)
+            .bind(endpoint)
+            .bind(stale.silent_ms)
+            .bind(stale.before)
+            .fetch_all(pool)
+            .await)
+        .map_err(query_error("list stale upload attempts"))?;
         typed(rows)
     }
 
@@ -551,10 +568,11 @@ impl Ledger {
         remote_path: &str,
         at: DateTime<Utc>,
     ) -> Result<(), LedgerError> {
-        let n: u64 = on_pool!(self, pool => sqlx::query(
-            "UPDATE deliveries SET progress = $2, remote_path = $3, updated_at = $4, heartbeat_at = $4 \
-             WHERE id = $1 AND state = 'sending' AND attempt_owner = $5",
-        )
+        let sql = self.pick(both!(
+            "UPDATE deliveries SET progress = $2, remote_path = $3, updated_at = $4, heartbeat_at = $4, heartbeat_ms = " NOW " \
+             WHERE id = $1 AND state = 'sending' AND attempt_owner = $5"
+        ));
+        let n: u64 = on_pool!(self, pool => sqlx::query(sql)
         .bind(id)
         .bind(progress.as_str())
         .bind(remote_path)

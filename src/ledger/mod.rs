@@ -45,7 +45,7 @@ pub use cluster::{Fence, LeaseRow, NodeRow};
 pub use console::{ConsoleSession, EntryAmount, FedTotal, NewSession};
 pub use day::{DeliveryCount, FileCount};
 pub use deliveries::{
-    AttemptEnd, DeliveryFilter, DeliveryRow, NewDelivery, Recorded as DeliveryRecorded,
+    AttemptEnd, DeliveryFilter, DeliveryRow, NewDelivery, Recorded as DeliveryRecorded, Staleness,
 };
 pub use feed::{FeedPlan, IntakeRow, NewEntry};
 pub use files::{

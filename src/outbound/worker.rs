@@ -19,7 +19,7 @@ use super::upload::{self, UploadError};
 use crate::channels::ssh::SftpConnection;
 use crate::config::{Endpoint, Upload};
 use crate::intake::{Gateway, gateway_actor, process_owner};
-use crate::ledger::{AttemptEnd, DeliveryRow};
+use crate::ledger::{AttemptEnd, DeliveryRow, Staleness};
 use crate::model::{DeliveryState, UploadProgress};
 
 /// Queued deliveries to an endpoint without a schedule are looked for this often.
@@ -280,17 +280,25 @@ impl Gateway {
         })
     }
 
-    /// Take over and finish attempts of processes that died mid-upload
-    /// (silent for `lease_seconds`), by what the partner's side holds.
-    pub async fn resolve_stale_attempts(&self) -> Result<usize, OutboundError> {
-        let before = Utc::now()
-            - chrono::Duration::from_std(self.config.lease)
-                .unwrap_or(chrono::Duration::seconds(30));
+    /// Take over and finish the attempts at uploads to `partner`'s
+    /// `endpoint` (whose lease this node holds) of processes that died
+    /// mid-upload: silent for `lease_seconds` by the database's clock.
+    pub async fn resolve_stale_attempts(
+        &self,
+        partner: &str,
+        endpoint: &str,
+    ) -> Result<usize, OutboundError> {
+        let lease =
+            chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::seconds(30));
+        let stale = Staleness {
+            silent_ms: lease.num_milliseconds(),
+            before: Utc::now() - lease,
+        };
         let mut n = 0;
-        for d in self.ledger.stale_attempts(before).await? {
+        for d in self.ledger.stale_attempts(partner, endpoint, stale).await? {
             if !self
                 .ledger
-                .take_over_attempt(d.id, process_owner(), before, Utc::now(), &gateway_actor())
+                .take_over_attempt(d.id, process_owner(), stale, Utc::now(), &gateway_actor())
                 .await?
             {
                 continue;
@@ -337,7 +345,7 @@ pub async fn run_endpoint(
     );
     let mut holding = false;
     loop {
-        if holding && let Err(e) = gw.resolve_stale_attempts().await {
+        if holding && let Err(e) = gw.resolve_stale_attempts(&partner, &endpoint).await {
             tracing::error!(partner = %partner, endpoint = %endpoint, error = %e, "cannot resolve uploads left in progress");
         }
         let (wait, scheduled) = match &up.schedule {
