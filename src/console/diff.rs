@@ -37,8 +37,9 @@ pub struct RecordDiff {
     pub changed: Vec<Changed>,
     /// Records with the same key and amount in both.
     pub same: usize,
-    /// What the re-send pays minus what the fed file paid.
-    pub net: Decimal,
+    /// What the re-send pays minus what the fed file paid; `None` when
+    /// the sums are beyond what a decimal holds (no amount is made up).
+    pub net: Option<Decimal>,
 }
 
 /// Compare `fed` (what was fed) with `new` (the re-send). A key repeated
@@ -75,8 +76,11 @@ pub fn diff(fed: &[EntryAmount], new: &[EntryAmount]) -> RecordDiff {
             }
         }
     }
-    let sum = |v: &[EntryAmount]| v.iter().fold(Decimal::ZERO, |s, e| s + e.amount);
-    out.net = sum(new) - sum(fed);
+    let sum = |v: &[EntryAmount]| {
+        v.iter()
+            .try_fold(Decimal::ZERO, |s, e| s.checked_add(e.amount))
+    };
+    out.net = sum(new).zip(sum(fed)).and_then(|(n, f)| n.checked_sub(f));
     out
 }
 
@@ -124,7 +128,7 @@ mod tests {
             }]
         );
         assert_eq!(d.same, 1, "C moved but did not change");
-        assert_eq!(d.net, Decimal::from(600 - 600));
+        assert_eq!(d.net, Some(Decimal::from(600 - 600)));
     }
 
     #[test]
@@ -132,10 +136,10 @@ mod tests {
         let fed = [e(2, "A", 100), e(3, "B", 200)];
         let d = diff(&fed, &fed);
         assert!(d.added.is_empty() && d.removed.is_empty() && d.changed.is_empty());
-        assert_eq!((d.same, d.net), (2, Decimal::ZERO));
+        assert_eq!((d.same, d.net), (2, Some(Decimal::ZERO)));
         let d = diff(&fed, &[]);
         assert_eq!(d.removed.len(), 2);
-        assert_eq!(d.net, Decimal::from(-300));
+        assert_eq!(d.net, Some(Decimal::from(-300)));
         let d = diff(&[], &fed);
         assert_eq!(d.added.len(), 2);
     }
@@ -147,5 +151,18 @@ mod tests {
         let d = diff(&fed, &new);
         assert_eq!((d.same, d.added.len()), (1, 1));
         assert_eq!(d.added[0].record_no, 3);
+    }
+
+    #[test]
+    fn sums_beyond_a_decimal_are_no_net_not_a_panic() {
+        let big = |no: i64, key: &str| EntryAmount {
+            record_no: no,
+            record_key: key.into(),
+            amount: Decimal::MAX,
+        };
+        let d = diff(&[e(2, "A", -1)], &[big(2, "A"), big(3, "B")]);
+        assert_eq!(d.net, None);
+        assert_eq!(d.changed.len(), 1);
+        assert_eq!(d.added.len(), 1);
     }
 }

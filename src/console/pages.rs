@@ -23,6 +23,9 @@ use crate::config::{Console, Role};
 use crate::day::Status;
 use crate::intake::{Carried, Gateway};
 use crate::ledger::{FileRow, NewSession};
+
+/// Shown where a difference of amounts is beyond what a decimal holds.
+const OUT_OF_RANGE: &str = "beyond range";
 use crate::model::{FileState, OverrideAction, Verdict};
 
 /// Rows per page of a list.
@@ -643,10 +646,10 @@ pub async fn file(State(st): State<ConsoleState>, headers: HeaderMap, Path(id): 
                         "new_no": c.new_no,
                         "fed": amount(c.fed_amount),
                         "new": amount(c.new_amount),
-                        "delta": amount(c.new_amount - c.fed_amount),
+                        "delta": c.new_amount.checked_sub(c.fed_amount).map_or_else(|| OUT_OF_RANGE.to_string(), amount),
                     })).collect::<Vec<_>>(),
                     "same": d.same,
-                    "net": amount(d.net),
+                    "net": d.net.map_or_else(|| OUT_OF_RANGE.to_string(), amount),
                     "truncated": new.truncated,
                 });
             }
