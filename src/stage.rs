@@ -325,21 +325,113 @@ impl ContentStore {
         Err(err(io::Error::other("temp files keep vanishing")))
     }
 
-    /// Store a file from disk.
+    /// Store a file from disk. Into the directory store the bytes are
+    /// copied by the kernel (no trip through this process), a slice at a
+    /// time, while a second thread hashes the copy just behind it: the
+    /// checksum is of the bytes stored, whatever happens to the source.
     pub fn put_file(&self, path: &Path) -> Result<Stored, StoreError> {
-        let f = File::open(path).map_err(|source| StoreError {
+        let read_err = |source| StoreError {
             action: "read",
             path: path.to_path_buf(),
             source,
+        };
+        let f = File::open(path).map_err(read_err)?;
+        if self.db.is_some() {
+            return self.put(f).map_err(|mut e| {
+                if e.action == "read the arrival into" {
+                    e.path = path.to_path_buf();
+                    e.action = "read";
+                }
+                e
+            });
+        }
+        let incoming = self.begin()?;
+        let checksum = copy_hashing(&f, incoming.tmp.as_file()).map_err(|e| match e {
+            Copy::Copy(source) => StoreError {
+                action: "copy into the store",
+                path: path.to_path_buf(),
+                source,
+            },
+            Copy::Hash(e) => incoming.error("read back", e),
         })?;
-        self.put(f).map_err(|mut e| {
-            if e.action == "read the arrival into" {
-                e.path = path.to_path_buf();
-                e.action = "read";
-            }
-            e
-        })
+        incoming.store.adopt(incoming.tmp, checksum)
     }
+}
+
+/// What failed in [`copy_hashing`].
+enum Copy {
+    /// The copy itself (reading the source, or writing the store's file).
+    Copy(io::Error),
+    /// Reading the copy back to hash it.
+    Hash(io::Error),
+}
+
+/// Bytes copied by the kernel before the hashing thread is told.
+const COPY_SLICE: u64 = 8 << 20;
+
+/// Copy `src` to the empty `dst` (in the kernel: `copy_file_range` where
+/// the file system has it), a slice at a time, starting each slice's
+/// writeback; a second thread hashes `dst` behind the copy. Returns the
+/// SHA-256 of what `dst` holds.
+fn copy_hashing(src: &File, dst: &File) -> Result<String, Copy> {
+    use std::os::unix::fs::FileExt;
+    let (copied_tx, copied_rx) = std::sync::mpsc::channel::<u64>();
+    std::thread::scope(|scope| {
+        let hashing = scope.spawn(move || {
+            let mut hasher = Sha256::new();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut at = 0u64;
+            for end in copied_rx {
+                while at < end {
+                    let want = usize::try_from(end - at)
+                        .unwrap_or(usize::MAX)
+                        .min(buf.len());
+                    match dst.read_at(&mut buf[..want], at) {
+                        Ok(0) => {
+                            return Err(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                format!("the copy ends at byte {at}, before {end}"),
+                            ));
+                        }
+                        Ok(n) => {
+                            hasher.update(&buf[..n]);
+                            at += n as u64;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            Ok(hex::encode(hasher.finalize()))
+        });
+        let mut reader = src;
+        let mut writer = dst;
+        let mut end = 0u64;
+        let copied = loop {
+            // `io::copy` between two files is `copy_file_range` on Linux.
+            match io::copy(&mut io::Read::take(&mut reader, COPY_SLICE), &mut writer) {
+                Ok(0) => break Ok(()),
+                Ok(n) => {
+                    start_writeback(dst, end, n);
+                    end += n;
+                    if copied_tx.send(end).is_err() {
+                        break Ok(());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        drop(copied_tx);
+        let hashed = hashing
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the hashing thread panicked")));
+        match (copied, hashed) {
+            (Err(e), _) => Err(Copy::Copy(e)),
+            (Ok(()), Err(e)) => Err(Copy::Hash(e)),
+            (Ok(()), Ok(sum)) => Ok(sum),
+        }
+    })
 }
 
 /// A blob being written into the store; see [`ContentStore::begin`]. The
