@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
-use crate::ledger::{BLOB_CHUNK, Ledger, LedgerError};
+use crate::ledger::{BLOB_CHUNK, BlobPiece, Ledger, LedgerError};
 
 #[derive(Debug, thiserror::Error)]
 #[error("content store: cannot {action} {path}: {source}")]
@@ -265,6 +265,9 @@ impl ContentStore {
     /// checksum, size and final path. A failure (disk full, read error) leaves
     /// nothing behind but an unlinked temp file.
     pub fn put<R: Read>(&self, mut input: R) -> Result<Stored, StoreError> {
+        if let Some(db) = &self.db {
+            return self.put_streamed(db, input);
+        }
         let mut incoming = self.begin()?;
         let mut buf = vec![0u8; 1 << 20];
         loop {
@@ -277,6 +280,68 @@ impl ContentStore {
             incoming.write(&buf[..n])?;
         }
         incoming.commit()
+    }
+
+    /// [`ContentStore::put`] into the database: read and hashed here a
+    /// chunk at a time while the store's runtime writes the chunks before
+    /// (one transaction); nothing touches this disk.
+    fn put_streamed<R: Read>(&self, db: &BlobDb, mut input: R) -> Result<Stored, StoreError> {
+        let pending = PathBuf::from("postgres:blobs/(incoming)");
+        let err = |action, source| StoreError {
+            action,
+            path: pending.clone(),
+            source,
+        };
+        let handle = db.handle().ok_or_else(|| {
+            err(
+                "store",
+                io::Error::other("the store's database runtime is stopped"),
+            )
+        })?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let ledger = db.ledger.clone();
+        let writing = handle.spawn(async move { ledger.put_blob_streamed(rx).await });
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let read = loop {
+            let mut buf = vec![0u8; BLOB_CHUNK];
+            let mut filled = 0;
+            while filled < buf.len() {
+                match input.read(&mut buf[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(err("read the arrival into", e)),
+                }
+            }
+            buf.truncate(filled);
+            hasher.update(&buf);
+            size += filled as u64;
+            let last = filled < BLOB_CHUNK;
+            if filled > 0 && tx.blocking_send(BlobPiece::Data(buf)).is_err() {
+                break Err(());
+            }
+            if last {
+                break Ok(());
+            }
+        };
+        let checksum = hex::encode(hasher.finalize());
+        if read.is_ok() {
+            let end = BlobPiece::End {
+                checksum: checksum.clone(),
+                size,
+            };
+            let _ = tx.blocking_send(end);
+        }
+        drop(tx);
+        futures::executor::block_on(writing)
+            .map_err(|e| err("store", io::Error::other(e)))?
+            .map_err(|e| err("store", io::Error::other(e)))?;
+        Ok(Stored {
+            path: self.path_of(&checksum),
+            checksum,
+            size,
+        })
     }
 
     /// Start a blob written piece by piece (a download): bytes go to a temp

@@ -723,11 +723,27 @@ async fn the_postgres_store_round_trips_a_large_blob() {
         .expect("join")
         .expect("put");
     let db = pool(&ledger).await;
+    // The same bytes stored again (a re-send): nothing more is kept.
+    let s2 = store.clone();
+    let again = tokio::task::spawn_blocking(move || s2.put(&b"H20261121 T00000000"[..]))
+        .await
+        .expect("join")
+        .expect("put again");
+    assert_eq!(again.checksum, small.checksum);
+    let orphans: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM blob_chunks c WHERE NOT EXISTS (SELECT 1 FROM blobs b WHERE b.blob_key = c.blob_key)",
+    )
+    .fetch_one(&db)
+    .await
+    .expect("count");
+    assert_eq!(orphans, 0, "chunks of no blob");
     sqlx::query("ALTER TABLE blob_chunks DISABLE TRIGGER blob_chunks_append_only")
         .execute(&db)
         .await
         .expect("disable trigger");
-    sqlx::query("UPDATE blob_chunks SET data = $2 WHERE checksum = $1")
+    sqlx::query(
+        "UPDATE blob_chunks SET data = $2 WHERE blob_key = (SELECT blob_key FROM blobs WHERE checksum = $1)",
+    )
         .bind(&small.checksum)
         .bind(&b"H20261121 T00000001"[..])
         .execute(&db)
@@ -742,7 +758,9 @@ async fn the_postgres_store_round_trips_a_large_blob() {
 
     // A chunk of the large blob gone: a reader at any offset (SFTP
     // `/outbox`) gets an error there, never a short file.
-    sqlx::query("DELETE FROM blob_chunks WHERE checksum = $1 AND n = 1")
+    sqlx::query(
+        "DELETE FROM blob_chunks WHERE blob_key = (SELECT blob_key FROM blobs WHERE checksum = $1) AND n = 1",
+    )
         .bind(&stored.checksum)
         .execute(&db)
         .await

@@ -31,6 +31,23 @@ async fn fill(
     Ok(filled)
 }
 
+/// A piece of a blob streamed into the store ([`Ledger::put_blob_streamed`]).
+#[derive(Debug)]
+pub enum BlobPiece {
+    /// The next bytes, in order (a chunk row each).
+    Data(Vec<u8>),
+    /// The end: the checksum and size of every byte sent.
+    End { checksum: String, size: u64 },
+}
+
+/// A fresh key for a blob's chunks.
+fn blob_key() -> Result<String, LedgerError> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b)
+        .map_err(|e| LedgerError::State(format!("no randomness for a blob key: {e}")))?;
+    Ok(format!("k{}", hex::encode(b)))
+}
+
 impl Ledger {
     fn blob_pool(&self) -> Result<&PgPool, LedgerError> {
         match &self.pool {
@@ -51,74 +68,122 @@ impl Ledger {
         Ok(size.map(|s| u64::try_from(s).unwrap_or_default()))
     }
 
-    /// Store `size` bytes read from `file` as the blob `checksum`, in one
-    /// transaction; a blob already whole is left as it is (another node
-    /// storing the same bytes at the same moment waits, then does nothing).
-    /// The caller hashed the bytes; they are read once, a chunk at a time.
+    /// Store `size` bytes read from `file` as the blob `checksum` (hashed
+    /// by the caller), in one transaction; a blob already whole is left as
+    /// it is. The bytes are read once, a chunk at a time.
     pub async fn put_blob(
         &self,
         checksum: &str,
         size: u64,
         mut file: tokio::fs::File,
     ) -> Result<(), LedgerError> {
-        let pool = self.blob_pool()?;
         if self.blob_size(checksum).await?.is_some() {
             return Ok(());
         }
+        let (tx, rx) = mpsc::channel(2);
+        let reading = async move {
+            loop {
+                let mut buf = vec![0u8; CHUNK];
+                let filled = fill(&mut file, &mut buf, checksum).await?;
+                buf.truncate(filled);
+                if filled > 0 && tx.send(BlobPiece::Data(buf)).await.is_err() {
+                    return Ok(());
+                }
+                if filled < CHUNK {
+                    let end = BlobPiece::End {
+                        checksum: checksum.to_string(),
+                        size,
+                    };
+                    let _ = tx.send(end).await;
+                    return Ok::<(), LedgerError>(());
+                }
+            }
+        };
+        let (read, stored) = tokio::join!(reading, self.put_blob_streamed(rx));
+        read?;
+        stored
+    }
+
+    /// Store a blob streamed in as its pieces come, in one transaction:
+    /// chunks under a key of their own, then (at [`BlobPiece::End`]) the
+    /// blob's row naming them. Nothing is kept when the stream stops before
+    /// its end, when the bytes are fewer or more than it says, or when the
+    /// blob was already whole (also when another node stored the same bytes
+    /// meanwhile).
+    pub async fn put_blob_streamed(
+        &self,
+        mut pieces: mpsc::Receiver<BlobPiece>,
+    ) -> Result<(), LedgerError> {
+        let pool = self.blob_pool()?;
+        let key = blob_key()?;
         let mut tx = pool.begin().await.map_err(query_error("begin"))?;
         let mut n: i32 = 0;
         let mut written = 0u64;
-        // Two buffers: the next chunk is read while the last one is sent.
-        let (mut this, mut next) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
-        let mut filled = fill(&mut file, &mut this, checksum).await?;
         loop {
-            let insert = sqlx::query(
-                "INSERT INTO blob_chunks (checksum, n, data) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            )
-            .bind(checksum)
-            .bind(n)
-            .bind(&this[..filled])
-            .execute(&mut *tx);
-            let last = filled < CHUNK;
-            let (inserted, read) = if last {
-                (insert.await, Ok(0))
-            } else {
-                tokio::join!(insert, fill(&mut file, &mut next, checksum))
-            };
-            inserted.map_err(query_error("store a blob chunk"))?;
-            written += filled as u64;
-            n += 1;
-            filled = read?;
-            if last || filled == 0 {
-                break;
+            match pieces.recv().await {
+                Some(BlobPiece::Data(data)) => {
+                    // Chunks are whole but for the last: a reader finds an
+                    // offset's chunk by division.
+                    if data.len() > CHUNK || written % CHUNK as u64 != 0 {
+                        return Err(LedgerError::State(format!(
+                            "a blob's chunk {n} is not whole; nothing stored"
+                        )));
+                    }
+                    sqlx::query("INSERT INTO blob_chunks (blob_key, n, data) VALUES ($1, $2, $3)")
+                        .bind(&key)
+                        .bind(n)
+                        .bind(&data)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(query_error("store a blob chunk"))?;
+                    written += data.len() as u64;
+                    n += 1;
+                }
+                Some(BlobPiece::End { checksum, size }) => {
+                    if written != size {
+                        return Err(LedgerError::State(format!(
+                            "blob {checksum}: {written} bytes came, {size} expected; not stored"
+                        )));
+                    }
+                    let whole = sqlx::query(
+                        "INSERT INTO blobs (checksum, size, chunks, blob_key) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&checksum)
+                    .bind(i64::try_from(size).unwrap_or(i64::MAX))
+                    .bind(n)
+                    .bind(&key)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_error("store a blob"))?
+                    .rows_affected();
+                    if whole == 1 {
+                        tx.commit().await.map_err(query_error("commit a blob"))?;
+                    } else {
+                        // Stored already: these chunks are not needed.
+                        tx.rollback().await.map_err(query_error("roll back"))?;
+                    }
+                    return Ok(());
+                }
+                None => {
+                    return Err(LedgerError::State(
+                        "a blob's bytes stopped before their end; nothing stored".into(),
+                    ));
+                }
             }
-            std::mem::swap(&mut this, &mut next);
         }
-        if written != size {
-            return Err(LedgerError::State(format!(
-                "blob {checksum}: read {written} bytes, expected {size}; not stored"
-            )));
-        }
-        sqlx::query(
-            "INSERT INTO blobs (checksum, size, chunks) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        )
-        .bind(checksum)
-        .bind(i64::try_from(size).unwrap_or(i64::MAX))
-        .bind(n)
-        .execute(&mut *tx)
-        .await
-        .map_err(query_error("store a blob"))?;
-        tx.commit().await.map_err(query_error("commit a blob"))
     }
 
     /// Chunk `n` of a blob (`None`: past its end or not stored).
     pub async fn blob_chunk(&self, checksum: &str, n: i32) -> Result<Option<Vec<u8>>, LedgerError> {
-        sqlx::query_scalar("SELECT data FROM blob_chunks WHERE checksum = $1 AND n = $2")
-            .bind(checksum)
-            .bind(n)
-            .fetch_optional(self.blob_pool()?)
-            .await
-            .map_err(query_error("read a blob chunk"))
+        sqlx::query_scalar(
+            "SELECT c.data FROM blobs b JOIN blob_chunks c ON c.blob_key = b.blob_key \
+             WHERE b.checksum = $1 AND c.n = $2",
+        )
+        .bind(checksum)
+        .bind(n)
+        .fetch_optional(self.blob_pool()?)
+        .await
+        .map_err(query_error("read a blob chunk"))
     }
 
     /// Send a whole blob's chunks from chunk `from` on, in order, to `tx`
@@ -132,21 +197,21 @@ impl Ledger {
     ) {
         let result = async {
             let pool = self.blob_pool()?;
-            let chunks: Option<i32> =
-                sqlx::query_scalar("SELECT chunks FROM blobs WHERE checksum = $1")
+            let blob: Option<(i32, String)> =
+                sqlx::query_as("SELECT chunks, blob_key FROM blobs WHERE checksum = $1")
                     .bind(checksum)
                     .fetch_optional(pool)
                     .await
                     .map_err(query_error("look up a blob"))?;
-            let Some(chunks) = chunks else {
+            let Some((chunks, key)) = blob else {
                 return Err(LedgerError::State(format!(
                     "blob {checksum} is not in the store"
                 )));
             };
             let mut rows = sqlx::query_as::<_, (i32, Vec<u8>)>(
-                "SELECT n, data FROM blob_chunks WHERE checksum = $1 AND n >= $2 ORDER BY n",
+                "SELECT n, data FROM blob_chunks WHERE blob_key = $1 AND n >= $2 ORDER BY n",
             )
-            .bind(checksum)
+            .bind(&key)
             .bind(from)
             .fetch(pool);
             let mut next = from;

@@ -40,7 +40,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-pub use blobs::CHUNK as BLOB_CHUNK;
+pub use blobs::{BlobPiece, CHUNK as BLOB_CHUNK};
 pub use cluster::{Fence, LeaseRow, NodeRow};
 pub use console::{ConsoleSession, EntryAmount, FedTotal, NewSession};
 pub use day::{DeliveryCount, FileCount};
