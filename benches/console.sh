@@ -78,7 +78,10 @@ measure() { # $@: ledger args
   local pid=$!
   for _ in $(seq 300); do curl -sf -o /dev/null "http://127.0.0.1:$port/login" && break; sleep 0.2; done
   rm -f "$dir/jar"
-  curl -sf -o /dev/null -c "$dir/jar" --data-urlencode login=bench --data-urlencode password=bench-password "http://127.0.0.1:$port/login"
+  local token
+  token=$(curl -sf -c "$dir/jar" "http://127.0.0.1:$port/login" | sed -n 's/.*name="csrf" value="\([0-9a-f]*\)".*/\1/p')
+  curl -sf -o /dev/null -b "$dir/jar" -c "$dir/jar" --data-urlencode login=bench --data-urlencode password=bench-password \
+    --data-urlencode "csrf=$token" "http://127.0.0.1:$port/login"
   local mid=$(( files / 2 ))
   local fed=$(( mid - mid % 200 + 1 ))
   local mid_delivery=$(( ${DELIVERIES:-100000} / 2 ))

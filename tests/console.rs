@@ -216,20 +216,32 @@ impl Curl {
         self.call(path, Some(form))
     }
 
+    /// Log in through the form: fetched first (its token and cookie), then
+    /// posted back.
     fn login(&self, login: &str, password: &str) -> Answer {
-        self.post("/login", &[("login", login), ("password", password)])
+        let token = form_token(&self.get("/login").body);
+        self.post(
+            "/login",
+            &[("login", login), ("password", password), ("csrf", &token)],
+        )
     }
 
     /// This session's CSRF token, read from a page's logout form.
     fn csrf(&self) -> String {
-        let page = self.get("/day").body;
-        let at = page
-            .find("name=\"csrf\" value=\"")
-            .unwrap_or_else(|| panic!("no CSRF token in {page}"));
-        let rest = &page[at + "name=\"csrf\" value=\"".len()..];
-        rest[..rest.find('"').expect("end of token")].to_string()
+        form_token(&self.get("/day").body)
     }
 }
+
+/// The CSRF token a page's form carries.
+fn form_token(page: &str) -> String {
+    let at = page
+        .find("name=\"csrf\" value=\"")
+        .unwrap_or_else(|| panic!("no CSRF token in {page}"));
+    let rest = &page[at + "name=\"csrf\" value=\"".len()..];
+    rest[..rest.find('"').expect("end of token")].to_string()
+}
+
+impl Curl {}
 
 /// Refusals over plain HTTP: no CSRF token, a viewer, one's own approval,
 /// an expired session after logout; the right approval feeds the file.
@@ -248,12 +260,34 @@ async fn refusals(ledger: TestLedger) {
     assert_eq!(a.status, 303, "{backend}");
     assert!(a.headers.to_lowercase().contains("location: /login"));
 
+    // A login posted without the form's token (from another site, say),
+    // or with a token other than its cookie's, logs nobody in.
+    let forged = alice.post("/login", &[("login", "alice"), ("password", ALICE)]);
+    assert_eq!(forged.status, 403, "{backend}: {}", forged.body);
+    assert!(!forged.headers.contains("settlegate_console="));
+    alice.get("/login");
+    let forged = alice.post(
+        "/login",
+        &[
+            ("login", "alice"),
+            ("password", ALICE),
+            ("csrf", &"0".repeat(64)),
+        ],
+    );
+    assert_eq!(forged.status, 403, "{backend}: {}", forged.body);
+    assert!(!forged.headers.contains("settlegate_console="));
+    assert_eq!(alice.get("/day").status, 303, "still not logged in");
+    server.wait_log("the login form did not carry its CSRF token");
+
     let a = alice.login("alice", ALICE);
     assert_eq!(a.status, 303, "{backend}: {}", a.body);
     let cookie = a
         .headers
         .lines()
-        .find(|l| l.to_lowercase().starts_with("set-cookie:"))
+        .find(|l| {
+            l.to_lowercase()
+                .starts_with("set-cookie: settlegate_console=")
+        })
         .expect("a session cookie")
         .to_string();
     for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
@@ -471,7 +505,11 @@ async fn wrong_passwords_are_rate_limited() {
     let blocked = c.login("alice", ALICE);
     assert_eq!(blocked.status, 429, "{}", blocked.body);
     assert!(blocked.body.contains("Too many failed logins"));
-    assert!(!blocked.headers.to_lowercase().contains("set-cookie"));
+    assert!(
+        !blocked.headers.contains("settlegate_console="),
+        "no session: {}",
+        blocked.headers
+    );
     assert!(c.get("/day").status == 303, "not logged in");
     server.wait_log("address blocked");
     assert!(!server.log_text().contains("not her password"));

@@ -146,13 +146,33 @@ pub async fn home() -> Response {
     Redirect::to("/day").into_response()
 }
 
-pub async fn login_form(State(st): State<ConsoleState>) -> Page {
-    st.render("login.html", None, json!({}))
+pub async fn login_form(State(st): State<ConsoleState>, headers: HeaderMap) -> Page {
+    login_page(&st, &headers, StatusCode::OK, json!({}))
+}
+
+/// The login form with its token (the browser's, or a new one in a
+/// cookie), `ctx` its error and login.
+fn login_page(st: &ConsoleState, headers: &HeaderMap, status: StatusCode, mut ctx: Value) -> Page {
+    let secure = console(&st.gw())?.secure_cookies;
+    let token = match session::login_token(headers) {
+        Some(t) => t,
+        None => session::random_token().map_err(|e| {
+            ConsoleError::BadRequest(format!("no randomness for the form token: {e}"))
+        })?,
+    };
+    ctx["csrf"] = Value::String(token.clone());
+    let mut page = st.render("login.html", None, ctx)?;
+    *page.status_mut() = status;
+    if let Ok(v) = HeaderValue::from_str(&session::set_login_cookie(Some(&token), secure)) {
+        page.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    Ok(page)
 }
 
 pub async fn login(
     State(st): State<ConsoleState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Page {
     let gw = st.gw();
@@ -161,6 +181,18 @@ pub async fn login(
     let login = fields.get("login").cloned().unwrap_or_default();
     let password = fields.get("password").cloned().unwrap_or_default();
     let shown = login.escape_debug().to_string();
+    // The form's token must be the one its cookie holds: a form posted from
+    // another site has neither, and logs nobody in.
+    let carried = fields.get("csrf").map(String::as_str).unwrap_or_default();
+    if !session::login_token(&headers).is_some_and(|t| session::same_token(&t, carried)) {
+        tracing::warn!(login = %shown, addr = %addr, "console: refused: the login form did not carry its CSRF token");
+        return login_page(
+            &st,
+            &headers,
+            StatusCode::FORBIDDEN,
+            json!({ "error": "The login form has expired: log in again.", "login": login }),
+        );
+    }
     let began = st
         .failed
         .lock()
@@ -168,13 +200,12 @@ pub async fn login(
         .unwrap_or(Err(NotChecked::AtLimit));
     if let Err(why) = began {
         tracing::warn!(login = %shown, addr = %addr, reason = ?why, "console: refused: too many failed logins from this address");
-        let mut page = st.render(
-            "login.html",
-            None,
+        return login_page(
+            &st,
+            &headers,
+            StatusCode::TOO_MANY_REQUESTS,
             json!({ "error": "Too many failed logins from this address: try again later." }),
-        )?;
-        *page.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-        return Ok(page);
+        );
     }
     let operator = c.operator(&login).cloned();
     let ok = match &operator {
@@ -197,13 +228,12 @@ pub async fn login(
         if blocked {
             tracing::warn!(addr = %addr, block_seconds = c.login_limit.block.as_secs(), "console: too many failed logins; address blocked");
         }
-        let mut page = st.render(
-            "login.html",
-            None,
+        return login_page(
+            &st,
+            &headers,
+            StatusCode::UNAUTHORIZED,
             json!({ "error": "Wrong login or password.", "login": login }),
-        )?;
-        *page.status_mut() = StatusCode::UNAUTHORIZED;
-        return Ok(page);
+        );
     };
     let random = |what: &str| {
         session::random_token()
@@ -227,8 +257,13 @@ pub async fn login(
         .await?;
     tracing::info!(login = %op.login, role = op.role.as_str(), addr = %addr, "console: logged in");
     let mut resp = Redirect::to("/day").into_response();
-    if let Ok(v) = HeaderValue::from_str(&session::set_cookie(Some(&token), c.secure_cookies)) {
-        resp.headers_mut().insert(header::SET_COOKIE, v);
+    for cookie in [
+        session::set_cookie(Some(&token), c.secure_cookies),
+        session::set_login_cookie(None, c.secure_cookies),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            resp.headers_mut().append(header::SET_COOKIE, v);
+        }
     }
     Ok(resp)
 }

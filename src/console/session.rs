@@ -44,25 +44,50 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// The login form's cookie: a random token the form carries back as well
+/// (double submit), so another site cannot log a browser in under its own
+/// account (login CSRF).
+pub const LOGIN_COOKIE: &str = "settlegate_login";
+
 /// The session token from the request's cookies.
 pub fn session_token(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, COOKIE)
+}
+
+/// The login form's token from the request's cookies.
+pub fn login_token(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, LOGIN_COOKIE)
+}
+
+/// A token cookie (64 hex digits) by name.
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(axum::http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(n, _)| *n == name)
         .map(|(_, value)| value.to_string())
         .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// The `Set-Cookie` value for a new session (`None`: one that ends it).
 pub fn set_cookie(token: Option<&str>, secure: bool) -> String {
+    cookie_header(COOKIE, "/", token, secure)
+}
+
+/// The `Set-Cookie` value for the login form's token (`None`: removed once
+/// logged in).
+pub fn set_login_cookie(token: Option<&str>, secure: bool) -> String {
+    cookie_header(LOGIN_COOKIE, "/login", token, secure)
+}
+
+fn cookie_header(name: &str, path: &str, token: Option<&str>, secure: bool) -> String {
     let secure = if secure { "; Secure" } else { "" };
     match token {
-        Some(t) => format!("{COOKIE}={t}; Path=/; HttpOnly; SameSite=Strict{secure}"),
-        None => format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}"),
+        Some(t) => format!("{name}={t}; Path={path}; HttpOnly; SameSite=Strict{secure}"),
+        None => format!("{name}=; Path={path}; HttpOnly; SameSite=Strict; Max-Age=0{secure}"),
     }
 }
 
