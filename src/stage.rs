@@ -30,6 +30,17 @@ pub struct StoreError {
     pub source: io::Error,
 }
 
+impl StoreError {
+    /// A failure reading the input, said of the file it came from.
+    fn of_source(mut self, path: &Path) -> StoreError {
+        if self.action == "read the arrival into" {
+            self.path = path.to_path_buf();
+            self.action = "read";
+        }
+        self
+    }
+}
+
 /// Where a staged blob lives and what it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
@@ -266,7 +277,13 @@ impl ContentStore {
     /// nothing behind but an unlinked temp file.
     pub fn put<R: Read>(&self, mut input: R) -> Result<Stored, StoreError> {
         if let Some(db) = &self.db {
-            return self.put_streamed(db, input);
+            return self
+                .put_streamed(db, input, &mut |_| {}, None)?
+                .ok_or_else(|| StoreError {
+                    action: "store",
+                    path: PathBuf::from("postgres:blobs/(incoming)"),
+                    source: io::Error::other("the blob's checksum is unknown"),
+                });
         }
         let mut incoming = self.begin()?;
         let mut buf = vec![0u8; 1 << 20];
@@ -282,10 +299,19 @@ impl ContentStore {
         incoming.commit()
     }
 
-    /// [`ContentStore::put`] into the database: read and hashed here a
-    /// chunk at a time while the store's runtime writes the chunks before
-    /// (one transaction); nothing touches this disk.
-    fn put_streamed<R: Read>(&self, db: &BlobDb, mut input: R) -> Result<Stored, StoreError> {
+    /// [`ContentStore::put`] into the database: read a chunk at a time
+    /// while the store's runtime writes the chunks before (one
+    /// transaction); nothing touches this disk. Every byte is handed to
+    /// `tap` in order. Hashed here, or, with `caller_checksum`, by the
+    /// caller, who then says the SHA-256 of the bytes it was handed (`None`:
+    /// nothing is stored, `Ok(None)`).
+    fn put_streamed<R: Read>(
+        &self,
+        db: &BlobDb,
+        mut input: R,
+        tap: &mut (dyn FnMut(&[u8]) + Send),
+        caller_checksum: Option<&mut dyn FnMut() -> Option<String>>,
+    ) -> Result<Option<Stored>, StoreError> {
         let pending = PathBuf::from("postgres:blobs/(incoming)");
         let err = |action, source| StoreError {
             action,
@@ -301,7 +327,7 @@ impl ContentStore {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let ledger = db.ledger.clone();
         let writing = handle.spawn(async move { ledger.put_blob_streamed(rx).await });
-        let mut hasher = Sha256::new();
+        let mut hasher = caller_checksum.is_none().then(Sha256::new);
         let mut size = 0u64;
         let read = loop {
             let mut buf = vec![0u8; BLOB_CHUNK];
@@ -315,7 +341,10 @@ impl ContentStore {
                 }
             }
             buf.truncate(filled);
-            hasher.update(&buf);
+            if let Some(h) = &mut hasher {
+                h.update(&buf);
+            }
+            tap(&buf);
             size += filled as u64;
             let last = filled < BLOB_CHUNK;
             if filled > 0 && tx.blocking_send(BlobPiece::Data(buf)).is_err() {
@@ -325,23 +354,55 @@ impl ContentStore {
                 break Ok(());
             }
         };
-        let checksum = hex::encode(hasher.finalize());
-        if read.is_ok() {
+        let checksum = match (hasher, caller_checksum) {
+            (Some(h), _) => Some(hex::encode(h.finalize())),
+            (None, Some(said)) => said(),
+            (None, None) => None,
+        };
+        let whole = read.is_ok() && checksum.is_some();
+        if let (true, Some(checksum)) = (whole, &checksum) {
             let end = BlobPiece::End {
                 checksum: checksum.clone(),
                 size,
             };
             let _ = tx.blocking_send(end);
         }
+        // Without its end the transaction is rolled back.
         drop(tx);
-        futures::executor::block_on(writing)
-            .map_err(|e| err("store", io::Error::other(e)))?
-            .map_err(|e| err("store", io::Error::other(e)))?;
-        Ok(Stored {
+        let written =
+            futures::executor::block_on(writing).map_err(|e| err("store", io::Error::other(e)))?;
+        let Some(checksum) = checksum.filter(|_| whole) else {
+            return Ok(None);
+        };
+        written.map_err(|e| err("store", io::Error::other(e)))?;
+        Ok(Some(Stored {
             path: self.path_of(&checksum),
             checksum,
             size,
-        })
+        }))
+    }
+
+    /// Into the database store: [`ContentStore::put_file`] with the bytes
+    /// hashed by the caller (a verifier, which hashes them anyway): each is
+    /// handed to `tap` in order, then `checksum` says their SHA-256.
+    /// `Ok(None)` when it cannot (nothing is stored), and from a directory
+    /// store, which reads its copy back cheaply.
+    pub fn put_file_hashed_by(
+        &self,
+        path: &Path,
+        tap: &mut (dyn FnMut(&[u8]) + Send),
+        checksum: &mut dyn FnMut() -> Option<String>,
+    ) -> Result<Option<Stored>, StoreError> {
+        let Some(db) = &self.db else {
+            return Ok(None);
+        };
+        let f = File::open(path).map_err(|source| StoreError {
+            action: "read",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        self.put_streamed(db, f, tap, Some(checksum))
+            .map_err(|e| e.of_source(path))
     }
 
     /// Start a blob written piece by piece (a download): bytes go to a temp
@@ -395,20 +456,13 @@ impl ContentStore {
     /// time, while a second thread hashes the copy just behind it: the
     /// checksum is of the bytes stored, whatever happens to the source.
     pub fn put_file(&self, path: &Path) -> Result<Stored, StoreError> {
-        let read_err = |source| StoreError {
+        let f = File::open(path).map_err(|source| StoreError {
             action: "read",
             path: path.to_path_buf(),
             source,
-        };
-        let f = File::open(path).map_err(read_err)?;
+        })?;
         if self.db.is_some() {
-            return self.put(f).map_err(|mut e| {
-                if e.action == "read the arrival into" {
-                    e.path = path.to_path_buf();
-                    e.action = "read";
-                }
-                e
-            });
+            return self.put(f).map_err(|e| e.of_source(path));
         }
         let incoming = self.begin()?;
         let checksum = copy_hashing(&f, incoming.tmp.as_file()).map_err(|e| match e {

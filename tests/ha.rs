@@ -928,3 +928,93 @@ async fn a_claim_dropped_midway_is_given_up() {
     l.close().await;
     ledger.drop_db().await;
 }
+
+/// A file ingested by hand into the PostgreSQL store is verified as it
+/// streams into the database (not read back out of it): a valid one is
+/// fed, a spoiled one is invalid with its first error, the same bytes again
+/// are a duplicate, and the stored bytes read back exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingest_into_the_postgres_store_is_verified_on_the_way_in() {
+    let Some(ledger) = pg_ledger().await else {
+        return;
+    };
+    let env = node_env(&ledger, "");
+    let dir = env.path("in");
+    std::fs::create_dir_all(&dir).expect("dir");
+    // Several chunks' worth, so the pieces the verifier reads span chunks.
+    let f = card(1, 1, 20_000);
+    let good = dir.join(f.file_name());
+    let bytes = f.render();
+    assert!(bytes.len() > 3 << 20, "{} bytes", bytes.len());
+    std::fs::write(&good, &bytes).expect("write");
+    let ingest = |path: &Path| {
+        let out = env.run(&[
+            "ingest",
+            "--partner",
+            "cardco",
+            "--json",
+            path.to_str().expect("utf-8 path"),
+        ]);
+        let v: serde_json::Value =
+            serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stderr));
+        v
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_settlegate"))
+        .arg("--config")
+        .arg(&env.config)
+        .arg("--data-dir")
+        .arg(&env.data)
+        .args(["--ledger", ledger.url.as_deref().expect("url")])
+        .args(["ingest", "--partner", "cardco", "--json"])
+        .arg(&good)
+        .env("RUST_LOG", "settlegate=debug")
+        .output()
+        .expect("ingest");
+    let log = String::from_utf8_lossy(&out.stderr);
+    let fed: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {log}"));
+    assert_eq!(fed["verdict"], "fed", "{fed}");
+    assert!(
+        log.contains("verified on the way in"),
+        "judged from the facts found while streaming into the database: {log}"
+    );
+    let again = ingest(&good);
+    assert_eq!(again["verdict"], "duplicate", "{again}");
+
+    // The trailer's record count spoiled (its last digit; the trailer is
+    // the last 202 bytes): verified to the end, then invalid.
+    let spoiled = card(2, 1, 20_000);
+    let mut spoiled_bytes = spoiled.render();
+    let at = spoiled_bytes.len() - 202 + 7;
+    spoiled_bytes[at] = if spoiled_bytes[at] == b'9' {
+        b'0'
+    } else {
+        spoiled_bytes[at] + 1
+    };
+    let bad = dir.join(spoiled.file_name());
+    std::fs::write(&bad, &spoiled_bytes).expect("write");
+    let invalid = ingest(&bad);
+    assert_eq!(invalid["verdict"], "invalid", "{invalid}");
+    assert!(
+        invalid["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("trailer"),
+        "{invalid}"
+    );
+
+    // The bytes in the database are the file's.
+    let store = settlegate::stage::ContentStore::open_database(
+        &env.data.join("store"),
+        ledger.url.as_deref().expect("url"),
+    )
+    .await
+    .expect("store");
+    let sum = fed["checksum"].as_str().expect("checksum").to_string();
+    let back = tokio::task::spawn_blocking(move || store.read_blob(&sum))
+        .await
+        .expect("join")
+        .expect("read back");
+    assert_eq!(back, bytes);
+    ledger.drop_db().await;
+}

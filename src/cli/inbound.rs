@@ -114,12 +114,21 @@ pub async fn ingest(
         .ok()
         .and_then(|spec| control_file_beside(spec, file));
     let actor = operator_actor();
-    let (stored, control) = gw
-        .stage(Bytes::Files {
-            data: file,
-            control: control.as_deref(),
-        })
-        .await?;
+    let (stored, control, verified) = match control {
+        None => {
+            let (stored, verified) = gw.stage_file(file, partner, &name).await?;
+            (stored, None, verified)
+        }
+        Some(control) => {
+            let (stored, control) = gw
+                .stage(Bytes::Files {
+                    data: file,
+                    control: Some(&control),
+                })
+                .await?;
+            (stored, control, None)
+        }
+    };
     // These bytes recorded by an interrupted run (a killed ingest, a full
     // disk) and never judged: finish that arrival instead of recording a
     // second one that would be its duplicate.
@@ -158,7 +167,7 @@ pub async fn ingest(
         data: &stored,
         control: control.as_ref(),
     };
-    let out = gw.intake(&arrival, bytes).await?;
+    let out = gw.intake_verified(&arrival, bytes, verified).await?;
     Ok(print_ingested(&out, &name, json))
 }
 

@@ -533,7 +533,12 @@ async fn ledger_command(gw: &Gateway, command: Command) -> Result<Exit, CliError
             channel,
             reason,
             json,
-        } => inbound::ingest(gw, &partner, &file, channel, reason, json).await,
+        } => {
+            // Warnings (a store or ledger retry, a verifier that fell back)
+            // show on stderr.
+            init_logging(LogFormat::Text, "warn");
+            inbound::ingest(gw, &partner, &file, channel, reason, json).await
+        }
         Command::Pull {
             partner,
             endpoint,

@@ -9,7 +9,7 @@
 use std::io::{self, Read};
 use std::sync::mpsc::{Receiver, SyncSender};
 
-use super::Gateway;
+use super::{Gateway, IntakeError};
 use crate::format::{FileContext, FileFacts, FormatSpec, Parallelism};
 use crate::stage::{Incoming, StoreError, Stored};
 
@@ -160,6 +160,69 @@ impl Gateway {
             incoming.hash_elsewhere();
         }
         Arriving { incoming, verifier }
+    }
+}
+
+impl Gateway {
+    /// Stage a file from disk arriving from `partner` as `name`. Into the
+    /// database store it is verified as it streams in (reading it back out
+    /// of the database would be a second, costlier pass); the directory
+    /// store's copy is verified when judged, in parallel, from the page
+    /// cache.
+    pub async fn stage_file(
+        &self,
+        path: &std::path::Path,
+        partner: &str,
+        name: &str,
+    ) -> Result<(Stored, Option<Verified>), IntakeError> {
+        let verifier = self
+            .store
+            .in_database()
+            .then(|| {
+                self.config
+                    .partner(partner)
+                    .and_then(|p| crate::identify::choose_format(&self.formats, p, name).ok())
+                    .filter(|spec| spec.sidecar.is_none())
+                    .and_then(|spec| Verifier::start(spec, name, self.generation))
+            })
+            .flatten();
+        let (store, path) = (self.store.clone(), path.to_path_buf());
+        super::blocking(move || {
+            let Some(v) = verifier else {
+                return store.put_file(&path).map(|s| (s, None));
+            };
+            // The verifier hashes every byte it is given: the store takes
+            // its checksum instead of hashing them a second time.
+            let verifier = std::sync::Mutex::new(Some(v));
+            let mut verified = None;
+            let stored = store.put_file_hashed_by(
+                &path,
+                &mut |piece| {
+                    if let Ok(mut v) = verifier.lock()
+                        && let Some(live) = v.as_mut()
+                    {
+                        live.fed += piece.len() as u64;
+                        if live.tx.send(piece.to_vec()).is_err() {
+                            *v = None;
+                        }
+                    }
+                },
+                &mut || {
+                    let v = verifier.lock().ok()?.take()?;
+                    let facts = v.finish()?;
+                    let checksum = facts.facts.checksum_hex();
+                    verified = Some(facts);
+                    Some(checksum)
+                },
+            )?;
+            match stored {
+                Some(stored) => Ok((stored, verified)),
+                // The verifier stopped early: stored as any file, verified
+                // from the store when judged.
+                None => store.put_file(&path).map(|s| (s, None)),
+            }
+        })
+        .await
     }
 }
 

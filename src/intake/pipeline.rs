@@ -266,7 +266,13 @@ impl Gateway {
             )
         });
         let facts = match on_the_way {
-            Some(facts) => facts,
+            Some(facts) => {
+                tracing::debug!(
+                    file_id = row.id,
+                    "verified on the way in; the stored bytes are not read again"
+                );
+                facts
+            }
             None => {
                 self.verify_stored(&spec, row, sidecar.clone(), None)
                     .await?
