@@ -31,8 +31,9 @@ async fn open(ledger: &TestLedger, dir: &std::path::Path) -> Ledger {
         .expect("open ledger")
 }
 
-async fn arrive(l: &Ledger, checksum: &str) -> i64 {
-    l.record_arrival(&NewArrival {
+/// A manual arrival of cardco's file with `checksum`.
+fn arrival(checksum: &str) -> NewArrival<'_> {
+    NewArrival {
         partner: "cardco",
         channel: Channel::Manual,
         endpoint: None,
@@ -49,10 +50,14 @@ async fn arrive(l: &Ledger, checksum: &str) -> i64 {
         redelivery_of: None,
         fence: None,
         takes_held: &[],
-    })
-    .await
-    .expect("record arrival")
-    .id()
+    }
+}
+
+async fn arrive(l: &Ledger, checksum: &str) -> i64 {
+    l.record_arrival(&arrival(checksum))
+        .await
+        .expect("record arrival")
+        .id()
 }
 
 fn identity(fingerprint: &str, key: &str) -> Identity {
@@ -554,22 +559,13 @@ async fn a_held_half_leaves_only_with_its_arrival(t: TestLedger) {
 
     let takes = [other];
     let arrival = NewArrival {
-        partner: "cardco",
         channel: Channel::SftpPush,
         endpoint: Some("cardco"),
-        source_path: None,
         name: data,
-        received_at: now(),
         size: 10,
-        checksum: "c-data",
         sidecar_checksum: Some("c-ctl"),
-        actor: "test",
-        reason: None,
-        remote: None,
-        claim: None,
-        redelivery_of: None,
-        fence: None,
         takes_held: &takes,
+        ..arrival("c-data")
     };
     let id = l.record_arrival(&arrival).await.expect("record").id();
     assert!(l.held_uploads("cardco").await.unwrap().is_empty());
