@@ -241,6 +241,7 @@ impl ContentStore {
                 chunk: Vec::new(),
                 at: 0,
                 cached: None,
+                size: None,
             },
             None => {
                 let path = self.path_of(checksum);
@@ -347,7 +348,8 @@ impl ContentStore {
             tap(&buf);
             size += filled as u64;
             let last = filled < BLOB_CHUNK;
-            if filled > 0 && tx.blocking_send(BlobPiece::Data(buf)).is_err() {
+            // The writer stopped (its error is told below).
+            if filled > 0 && futures::executor::block_on(tx.send(BlobPiece::Data(buf))).is_err() {
                 break Err(());
             }
             if last {
@@ -365,14 +367,19 @@ impl ContentStore {
                 checksum: checksum.clone(),
                 size,
             };
-            let _ = tx.blocking_send(end);
+            let _ = futures::executor::block_on(tx.send(end));
         }
         // Without its end the transaction is rolled back.
         drop(tx);
         let written =
             futures::executor::block_on(writing).map_err(|e| err("store", io::Error::other(e)))?;
         let Some(checksum) = checksum.filter(|_| whole) else {
-            return Ok(None);
+            // The writer's own failure first; else the caller could not
+            // say the checksum, and nothing was stored.
+            return match (read, written) {
+                (Err(()), Err(e)) => Err(err("store", io::Error::other(e))),
+                _ => Ok(None),
+            };
         };
         written.map_err(|e| err("store", io::Error::other(e)))?;
         Ok(Some(Stored {
@@ -811,6 +818,8 @@ enum Source {
         at: usize,
         /// The last chunk read by `read_at`.
         cached: Option<(i32, Vec<u8>)>,
+        /// The blob's size, once `read_at` asked.
+        size: Option<u64>,
     },
 }
 
@@ -828,9 +837,41 @@ impl Blob {
                 use std::os::unix::fs::FileExt;
                 f.read_at(buf, offset)
             }
-            Source::Db { db, cached, .. } => {
-                let n = i32::try_from(offset / BLOB_CHUNK as u64)
-                    .map_err(|_| io::Error::other("offset past any blob"))?;
+            Source::Db {
+                db, cached, size, ..
+            } => {
+                // The blob's size once (the end is where reads past it stop,
+                // without a query each).
+                let total = match *size {
+                    Some(t) => t,
+                    None => {
+                        let (ledger, sum) = (db.ledger.clone(), self.checksum.clone());
+                        let t = db
+                            .run(async move { ledger.blob_size(&sum).await })?
+                            .ok_or_else(|| {
+                                io::Error::new(
+                                    io::ErrorKind::NotFound,
+                                    format!("{}: not in the store", self.what.display()),
+                                )
+                            })?;
+                        *size = Some(t);
+                        t
+                    }
+                };
+                if offset >= total || buf.is_empty() {
+                    return Ok(0);
+                }
+                let damaged = |n: u64| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "{}: no stored bytes at offset {offset} (chunk {n}) of a blob of {total} bytes; the content store is damaged",
+                            self.what.display()
+                        ),
+                    )
+                };
+                let chunk = offset / BLOB_CHUNK as u64;
+                let n = i32::try_from(chunk).map_err(|_| damaged(chunk))?;
                 let within = (offset % BLOB_CHUNK as u64) as usize;
                 if cached.as_ref().is_none_or(|(c, _)| *c != n) {
                     let (ledger, sum) = (db.ledger.clone(), self.checksum.clone());
@@ -838,23 +879,10 @@ impl Blob {
                     *cached = Some((n, data.unwrap_or_default()));
                 }
                 let data = cached.as_ref().map(|(_, d)| d.as_slice()).unwrap_or(&[]);
+                // Short of the blob's end: a chunk missing or cut short.
                 let rest = data.get(within..).unwrap_or_default();
-                if rest.is_empty() && !buf.is_empty() {
-                    // The end of the blob, or a chunk missing or cut short:
-                    // the blob's row says which.
-                    let (ledger, sum) = (db.ledger.clone(), self.checksum.clone());
-                    let size = db.run(async move { ledger.blob_size(&sum).await })?;
-                    return match size {
-                        Some(size) if offset >= size => Ok(0),
-                        _ => Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            format!(
-                                "{}: no stored bytes at offset {offset} (chunk {n}) of a blob of {} bytes; the content store is damaged",
-                                self.what.display(),
-                                size.map_or("unknown".to_string(), |s| s.to_string())
-                            ),
-                        )),
-                    };
+                if rest.is_empty() {
+                    return Err(damaged(chunk));
                 }
                 let k = rest.len().min(buf.len());
                 buf[..k].copy_from_slice(&rest[..k]);

@@ -731,7 +731,7 @@ async fn the_postgres_store_round_trips_a_large_blob() {
         .expect("put again");
     assert_eq!(again.checksum, small.checksum);
     let orphans: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM blob_chunks c WHERE NOT EXISTS (SELECT 1 FROM blobs b WHERE b.blob_key = c.blob_key)",
+        "SELECT count(*) FROM blob_chunks c WHERE NOT EXISTS (SELECT 1 FROM blobs b WHERE COALESCE(b.blob_key, b.checksum) = c.checksum)",
     )
     .fetch_one(&db)
     .await
@@ -742,7 +742,7 @@ async fn the_postgres_store_round_trips_a_large_blob() {
         .await
         .expect("disable trigger");
     sqlx::query(
-        "UPDATE blob_chunks SET data = $2 WHERE blob_key = (SELECT blob_key FROM blobs WHERE checksum = $1)",
+        "UPDATE blob_chunks SET data = $2 WHERE checksum = (SELECT COALESCE(blob_key, checksum) FROM blobs WHERE checksum = $1)",
     )
         .bind(&small.checksum)
         .bind(&b"H20261121 T00000001"[..])
@@ -756,10 +756,31 @@ async fn the_postgres_store_round_trips_a_large_blob() {
         .expect_err("damaged bytes are refused");
     assert!(err.to_string().contains("damaged"), "{err}");
 
+    // A blob stored before chunks had keys of their own (as an older node
+    // still writes it): its chunks under its checksum, no key.
+    let hello = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+    sqlx::query("INSERT INTO blob_chunks (checksum, n, data) VALUES ($1, 0, $2)")
+        .bind(hello)
+        .bind(&b"hello"[..])
+        .execute(&db)
+        .await
+        .expect("an old chunk");
+    sqlx::query("INSERT INTO blobs (checksum, size, chunks) VALUES ($1, 5, 1)")
+        .bind(hello)
+        .execute(&db)
+        .await
+        .expect("an old blob");
+    let s2 = store.clone();
+    let old = tokio::task::spawn_blocking(move || s2.read_blob(hello))
+        .await
+        .expect("join")
+        .expect("an older node's blob reads");
+    assert_eq!(old, b"hello");
+
     // A chunk of the large blob gone: a reader at any offset (SFTP
     // `/outbox`) gets an error there, never a short file.
     sqlx::query(
-        "DELETE FROM blob_chunks WHERE blob_key = (SELECT blob_key FROM blobs WHERE checksum = $1) AND n = 1",
+        "DELETE FROM blob_chunks WHERE checksum = (SELECT COALESCE(blob_key, checksum) FROM blobs WHERE checksum = $1) AND n = 1",
     )
         .bind(&stored.checksum)
         .execute(&db)

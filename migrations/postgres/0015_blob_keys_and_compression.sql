@@ -1,13 +1,9 @@
 -- A blob streamed into the store is written before its checksum is known
 -- (hashed on the way, not read twice): its chunks go under a key of their
--- own, which the blob's row names once it is whole. Blobs stored so far are
--- keyed by their checksum.
-ALTER TABLE blob_chunks RENAME COLUMN checksum TO blob_key;
+-- own (in `blob_chunks.checksum`), which the blob's row names in `blob_key`
+-- once it is whole. A row without one (stored before this version) has its
+-- chunks under its checksum. Additive: older nodes keep running.
 ALTER TABLE blobs ADD COLUMN blob_key TEXT;
-ALTER TABLE blobs DISABLE TRIGGER blobs_append_only;
-UPDATE blobs SET blob_key = checksum;
-ALTER TABLE blobs ENABLE TRIGGER blobs_append_only;
-ALTER TABLE blobs ALTER COLUMN blob_key SET NOT NULL;
 CREATE UNIQUE INDEX blobs_blob_key ON blobs (blob_key);
 
 -- Settlement files are text and compress several times over: chunks are

@@ -1,4 +1,3 @@
--- The same tables as PostgreSQL's (an SQLite ledger keeps no blobs): chunks
--- under a key of their own, named by the blob's row.
-ALTER TABLE blob_chunks RENAME COLUMN checksum TO blob_key;
-ALTER TABLE blobs ADD COLUMN blob_key TEXT NOT NULL DEFAULT '';
+-- The same tables as PostgreSQL's (an SQLite ledger keeps no blobs): the key
+-- a blob's chunks are stored under, when it is not its checksum.
+ALTER TABLE blobs ADD COLUMN blob_key TEXT;

@@ -1,6 +1,9 @@
 //! The content store's blobs kept in PostgreSQL (`store = "postgres"`):
 //! chunks of at most [`CHUNK`] bytes, written in one transaction with the
-//! `blobs` row that says the blob is whole, and streamed back in order.
+//! `blobs` row that says the blob is whole, and streamed back in order. A
+//! blob's chunks are under a key of its own (`blob_chunks.checksum` holds
+//! it; `blobs.blob_key` names it), or under its checksum for blobs stored
+//! before keys (`blob_key` NULL).
 
 use futures::TryStreamExt;
 use sqlx::postgres::PgPool;
@@ -129,7 +132,7 @@ impl Ledger {
                             "a blob's chunk {n} is not whole; nothing stored"
                         )));
                     }
-                    sqlx::query("INSERT INTO blob_chunks (blob_key, n, data) VALUES ($1, $2, $3)")
+                    sqlx::query("INSERT INTO blob_chunks (checksum, n, data) VALUES ($1, $2, $3)")
                         .bind(&key)
                         .bind(n)
                         .bind(&data)
@@ -176,7 +179,7 @@ impl Ledger {
     /// Chunk `n` of a blob (`None`: past its end or not stored).
     pub async fn blob_chunk(&self, checksum: &str, n: i32) -> Result<Option<Vec<u8>>, LedgerError> {
         sqlx::query_scalar(
-            "SELECT c.data FROM blobs b JOIN blob_chunks c ON c.blob_key = b.blob_key \
+            "SELECT c.data FROM blobs b JOIN blob_chunks c ON c.checksum = COALESCE(b.blob_key, b.checksum) \
              WHERE b.checksum = $1 AND c.n = $2",
         )
         .bind(checksum)
@@ -197,19 +200,20 @@ impl Ledger {
     ) {
         let result = async {
             let pool = self.blob_pool()?;
-            let blob: Option<(i32, String)> =
-                sqlx::query_as("SELECT chunks, blob_key FROM blobs WHERE checksum = $1")
-                    .bind(checksum)
-                    .fetch_optional(pool)
-                    .await
-                    .map_err(query_error("look up a blob"))?;
+            let blob: Option<(i32, String)> = sqlx::query_as(
+                "SELECT chunks, COALESCE(blob_key, checksum) FROM blobs WHERE checksum = $1",
+            )
+            .bind(checksum)
+            .fetch_optional(pool)
+            .await
+            .map_err(query_error("look up a blob"))?;
             let Some((chunks, key)) = blob else {
                 return Err(LedgerError::State(format!(
                     "blob {checksum} is not in the store"
                 )));
             };
             let mut rows = sqlx::query_as::<_, (i32, Vec<u8>)>(
-                "SELECT n, data FROM blob_chunks WHERE blob_key = $1 AND n >= $2 ORDER BY n",
+                "SELECT n, data FROM blob_chunks WHERE checksum = $1 AND n >= $2 ORDER BY n",
             )
             .bind(&key)
             .bind(from)

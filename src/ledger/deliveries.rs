@@ -170,9 +170,10 @@ macro_rules! delivery_columns {
 }
 
 /// When an upload attempt counts as abandoned: silent for `silent_ms` by
-/// the database's clock; a row without such a heartbeat (written by an
-/// older version during a rolling upgrade) by `heartbeat_at` before
-/// `before`.
+/// the database's clock, and its `heartbeat_at` (its node's clock, the
+/// only one an older version writes during a rolling upgrade) before
+/// `before`. Both must say so: a live attempt is never taken over, whichever
+/// version runs it; a dead node whose clock ran ahead is taken over late.
 #[derive(Debug, Clone, Copy)]
 pub struct Staleness {
     pub silent_ms: i64,
@@ -486,8 +487,8 @@ impl Ledger {
         ));
         let take_over = self.pick(both!(
             "UPDATE deliveries SET attempt_owner = $3, heartbeat_at = $4, heartbeat_ms = " NOW ", updated_at = $4 \
-             WHERE id = $1 AND state = $2 AND endpoint IS NOT NULL AND (heartbeat_ms < " NOW " - $5 \
-             OR (heartbeat_ms IS NULL AND (heartbeat_at IS NULL OR heartbeat_at < $6)))"
+             WHERE id = $1 AND state = $2 AND endpoint IS NOT NULL AND (heartbeat_ms IS NULL OR heartbeat_ms < " NOW " - $5) \
+             AND (heartbeat_at IS NULL OR heartbeat_at < $6)"
         ));
         on_pool!(self, pool => {
             let mut tx = pool.begin().await.map_err(query_error("begin"))?;
@@ -546,7 +547,7 @@ impl Ledger {
     ) -> Result<Vec<DeliveryRow>, LedgerError> {
         let sql = self.pick(both!(
             "SELECT " {delivery_columns} " FROM deliveries WHERE state = 'sending' AND partner = $1 AND endpoint = $2 \
-             AND (heartbeat_ms < " NOW " - $3 OR (heartbeat_ms IS NULL AND (heartbeat_at IS NULL OR heartbeat_at < $4))) ORDER BY id"
+             AND (heartbeat_ms IS NULL OR heartbeat_ms < " NOW " - $3) AND (heartbeat_at IS NULL OR heartbeat_at < $4) ORDER BY id"
         ));
         let rows: Vec<StoredDelivery> = on_pool!(self, pool => sqlx::query_as(sql)
             .bind(partner)

@@ -345,7 +345,12 @@ pub async fn run_endpoint(
     );
     let mut holding = false;
     loop {
-        if holding && let Err(e) = gw.resolve_stale_attempts(&partner, &endpoint).await {
+        // Only while the endpoint's lease is still this node's (the last
+        // round of deliveries may have outlasted it).
+        if holding
+            && lease.fence().is_some()
+            && let Err(e) = gw.resolve_stale_attempts(&partner, &endpoint).await
+        {
             tracing::error!(partner = %partner, endpoint = %endpoint, error = %e, "cannot resolve uploads left in progress");
         }
         let (wait, scheduled) = match &up.schedule {
