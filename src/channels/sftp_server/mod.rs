@@ -223,11 +223,7 @@ fn ssh_config(settings: &SftpServerConfig, key: PrivateKey) -> russh::server::Co
         // Throughput: a large receive window; packets up to 64 KiB.
         window_size: 64 * 1024 * 1024,
         maximum_packet_size: 65535,
-        // Messages queued per channel before reading from the socket
-        // waits (the rest of the window waits in the kernel): bounds what a
-        // session behind its client holds, 2 MiB at 64 KiB a packet, so
-        // many partners pushing at once fit in little memory.
-        channel_buffer_size: 32,
+        channel_buffer_size: 256,
         nodelay: true,
         preferred: russh::Preferred {
             // RSA keys sign with SHA-2 only: `server-sig-algs` lists these.
