@@ -127,7 +127,7 @@ impl Ledger {
                 Some(BlobPiece::Data(data)) => {
                     // Chunks are whole but for the last: a reader finds an
                     // offset's chunk by division.
-                    if data.len() > CHUNK || written % CHUNK as u64 != 0 {
+                    if data.len() > CHUNK || !written.is_multiple_of(CHUNK as u64) {
                         return Err(LedgerError::State(format!(
                             "a blob's chunk {n} is not whole; nothing stored"
                         )));
