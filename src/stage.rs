@@ -473,6 +473,18 @@ impl ContentStore {
         }
         let incoming = self.begin()?;
         let checksum = copy_hashing(&f, incoming.tmp.as_file()).map_err(|e| match e {
+            // The copy does not say which side failed; these are the store's.
+            Copy::Copy(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::StorageFull
+                        | io::ErrorKind::QuotaExceeded
+                        | io::ErrorKind::FileTooLarge
+                        | io::ErrorKind::ReadOnlyFilesystem
+                ) =>
+            {
+                incoming.error("write to", e)
+            }
             Copy::Copy(source) => StoreError {
                 action: "copy into the store",
                 path: path.to_path_buf(),

@@ -460,8 +460,10 @@ async fn full_disk(ledger: TestLedger) {
         // Again, with room for the file's bytes but not for what feeding it
         // writes into the SQLite ledger on this disk.
         let filler = disk.fill();
-        free_some(&filler, 3 << 20);
         let big = card_drop(&card_file(99, 900_000, 8_000), "fed");
+        // Room for the bytes and a little more (the arrival's row), not
+        // for the feed's 8 000 entries.
+        free_some(&filler, big.bytes.len() as u64 + (256 << 10));
         let big_name = big.name.clone();
         drop_file(&inbox_of("cardco"), &big.name, &big.bytes, true);
         drops.push(big);
