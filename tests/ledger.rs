@@ -79,10 +79,29 @@ fn fed() -> Judgement {
     }
 }
 
+/// How a test's entries reach the ledger: in one batch, as a small file's
+/// do, or one record a batch, as a large file's do (PostgreSQL takes a
+/// stream of several batches by `COPY`, one batch by an `INSERT`).
+#[derive(Debug, Clone, Copy)]
+enum Stream {
+    OneBatch,
+    RecordPerBatch,
+}
+
 /// Feed straight into the ledger, no judge involved.
 async fn feed(l: &Ledger, id: i64, id_: &Identity, keys: &[&str]) -> Result<u64, LedgerError> {
-    let (tx, rx) = mpsc::channel(2);
-    let batch: Vec<NewEntry> = keys
+    feed_as(l, id, id_, keys, Stream::OneBatch).await
+}
+
+async fn feed_as(
+    l: &Ledger,
+    id: i64,
+    id_: &Identity,
+    keys: &[&str],
+    how: Stream,
+) -> Result<u64, LedgerError> {
+    let (tx, rx) = mpsc::channel(keys.len() + 1);
+    let entries: Vec<NewEntry> = keys
         .iter()
         .enumerate()
         .map(|(i, k)| NewEntry {
@@ -92,7 +111,14 @@ async fn feed(l: &Ledger, id: i64, id_: &Identity, keys: &[&str]) -> Result<u64,
             fields: "{}".into(),
         })
         .collect();
-    tx.send(batch).await.expect("send");
+    match how {
+        Stream::OneBatch => tx.send(entries).await.expect("send"),
+        Stream::RecordPerBatch => {
+            for e in entries {
+                tx.send(vec![e]).await.expect("send");
+            }
+        }
+    }
     tx.send(Vec::new()).await.expect("send end");
     drop(tx);
     let judgement = fed();
@@ -126,11 +152,19 @@ async fn verdict(l: &Ledger, id: i64) -> String {
 }
 
 async fn constraints_refuse_a_second_feed(t: TestLedger) {
+    second_feeds_refused(t, Stream::OneBatch).await
+}
+
+async fn constraints_refuse_a_second_feed_streamed(t: TestLedger) {
+    second_feeds_refused(t, Stream::RecordPerBatch).await
+}
+
+async fn second_feeds_refused(t: TestLedger, how: Stream) {
     let dir = tempfile::tempdir().unwrap();
     let l = open(&t, dir.path()).await;
     let first = arrive(&l, "c1").await;
     assert_eq!(
-        feed(&l, first, &identity("f1", "k1"), &["a", "b"])
+        feed_as(&l, first, &identity("f1", "k1"), &["a", "b"], how)
             .await
             .expect("first feed"),
         2
@@ -145,7 +179,7 @@ async fn constraints_refuse_a_second_feed(t: TestLedger) {
     ];
     for (checksum, ident, keys, guard) in cases {
         let id = arrive(&l, checksum).await;
-        match feed(&l, id, &ident, keys).await {
+        match feed_as(&l, id, &ident, keys, how).await {
             Err(LedgerError::Guard(g)) => assert_eq!(g, guard, "{}", t.backend),
             other => panic!("{}: expected {guard:?}, got {other:?}", t.backend),
         }
@@ -156,13 +190,13 @@ async fn constraints_refuse_a_second_feed(t: TestLedger) {
     // A record key twice in one file.
     let id = arrive(&l, "c6").await;
     assert!(matches!(
-        feed(&l, id, &identity("f6", "k6"), &["g", "g"]).await,
+        feed_as(&l, id, &identity("f6", "k6"), &["g", "g"], how).await,
         Err(LedgerError::Guard(Guard::RecordKey))
     ));
     assert_eq!(entries(&l, id).await, 0);
     // A file is judged once: feeding the first again is refused.
     assert!(matches!(
-        feed(&l, first, &identity("f7", "k7"), &["h"]).await,
+        feed_as(&l, first, &identity("f7", "k7"), &["h"], how).await,
         Err(LedgerError::State(_))
     ));
     assert_eq!(entries(&l, first).await, 2);
@@ -183,12 +217,20 @@ async fn constraints_refuse_a_second_feed(t: TestLedger) {
 /// key fed again is refused, while the key spelled with the escapes'
 /// letters is a different key.
 async fn keys_with_control_characters_are_stored_exactly(t: TestLedger) {
+    control_characters_stored_exactly(t, Stream::OneBatch).await
+}
+
+async fn keys_with_control_characters_are_stored_exactly_streamed(t: TestLedger) {
+    control_characters_stored_exactly(t, Stream::RecordPerBatch).await
+}
+
+async fn control_characters_stored_exactly(t: TestLedger, how: Stream) {
     let dir = tempfile::tempdir().unwrap();
     let l = open(&t, dir.path()).await;
     let first = arrive(&l, "c1").await;
     let odd = "a\tb\\c\nd\re|N";
     assert_eq!(
-        feed(&l, first, &identity("f1", "k1"), &[odd, "plain"])
+        feed_as(&l, first, &identity("f1", "k1"), &[odd, "plain"], how)
             .await
             .expect("first feed"),
         2
@@ -196,7 +238,7 @@ async fn keys_with_control_characters_are_stored_exactly(t: TestLedger) {
     let again = arrive(&l, "c2").await;
     assert!(
         matches!(
-            feed(&l, again, &identity("f2", "k2"), &[odd]).await,
+            feed_as(&l, again, &identity("f2", "k2"), &[odd], how).await,
             Err(LedgerError::Guard(Guard::RecordKey))
         ),
         "{}",
@@ -204,11 +246,12 @@ async fn keys_with_control_characters_are_stored_exactly(t: TestLedger) {
     );
     let spelled = arrive(&l, "c3").await;
     assert_eq!(
-        feed(
+        feed_as(
             &l,
             spelled,
             &identity("f3", "k3"),
-            &["a\\tb\\\\c\\nd\\re|N"]
+            &["a\\tb\\\\c\\nd\\re|N"],
+            how
         )
         .await
         .expect("a different key"),
@@ -623,7 +666,12 @@ macro_rules! both {
 }
 
 both!(guards, constraints_refuse_a_second_feed);
+both!(guards_streamed, constraints_refuse_a_second_feed_streamed);
 both!(escapes, keys_with_control_characters_are_stored_exactly);
+both!(
+    escapes_streamed,
+    keys_with_control_characters_are_stored_exactly_streamed
+);
 both!(append_only, the_audit_log_and_entries_are_append_only);
 both!(races, racing_gateways_feed_once);
 both!(recovery, recovery_judges_and_answers_with_receipts);
