@@ -471,6 +471,21 @@ impl ContentStore {
         if self.db.is_some() {
             return self.put(f).map_err(|e| e.of_source(path));
         }
+        // A small file is read and written here: a kernel copy and a
+        // hashing thread cost more than it.
+        if let Ok(m) = f.metadata()
+            && m.len() <= SMALL_COPY
+        {
+            let mut bytes = Vec::with_capacity(m.len() as usize + 1);
+            (&f).read_to_end(&mut bytes).map_err(|source| StoreError {
+                action: "read",
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let mut incoming = self.begin()?;
+            incoming.write(&bytes)?;
+            return incoming.commit();
+        }
         let incoming = self.begin()?;
         let checksum = copy_hashing(&f, incoming.tmp.as_file()).map_err(|e| match e {
             // The copy does not say which side failed; these are the store's.
@@ -503,6 +518,10 @@ enum Copy {
     /// Reading the copy back to hash it.
     Hash(io::Error),
 }
+
+/// Files up to this size are staged by [`ContentStore::put_file`] without a
+/// kernel copy or a hashing thread.
+const SMALL_COPY: u64 = 256 << 10;
 
 /// Bytes copied by the kernel before the hashing thread is told.
 const COPY_SLICE: u64 = 8 << 20;

@@ -637,3 +637,37 @@ fn a_line_break_outside_quotes_is_named() {
         )
     );
 }
+
+/// A file up to 256 KiB is read whole and checked on the calling thread; a
+/// larger one streams past its first 256 KiB. Files on either side of that
+/// limit (a valid file cut at each size, so invalid where it is cut) give
+/// the facts of the in-order pass: the same checksum, size and error, byte
+/// offset for byte offset.
+#[test]
+fn files_either_side_of_the_in_memory_limit_verify_alike() {
+    use sha2::Digest;
+    let registry = FormatRegistry::load_dir(&root().join("formats")).expect("formats load");
+    let spec = registry.get("card-settlement").unwrap();
+    let whole = hangul_card_file(3_000);
+    assert!(whole.len() > (256 << 10) + 2);
+    let ctx = FileContext {
+        name: "CSTL_031_20261121_0001.dat",
+        sidecar: None,
+    };
+    for size in [
+        (256 << 10) - 1,
+        256 << 10,
+        (256 << 10) + 1,
+        (256 << 10) + 2,
+        whole.len(),
+    ] {
+        let raw = &whole[..size];
+        let facts = verify(spec, raw, ctx, &mut ()).unwrap();
+        let in_order = verify_with(spec, raw, ctx, &mut (), Parallelism::SEQUENTIAL).unwrap();
+        assert_eq!(facts, in_order, "{size} bytes");
+        assert_eq!(facts.size, size as u64);
+        assert_eq!(facts.checksum_hex(), hex::encode(sha2::Sha256::digest(raw)));
+        // Only the whole file is valid; a cut one names where it was cut.
+        assert_eq!(facts.is_valid(), size == whole.len(), "{size} bytes");
+    }
+}

@@ -518,10 +518,10 @@ impl Gateway {
                 name: &owned_name,
                 sidecar: sidecar.as_deref(),
             };
-            let reader = std::io::BufReader::with_capacity(1 << 20, blob);
+            // The verifier reads in large blocks itself: no buffer between.
             match sink.as_deref_mut() {
-                Some(s) => crate::format::verify(&spec, reader, ctx, s),
-                None => crate::format::verify(&spec, reader, ctx, &mut ()),
+                Some(s) => crate::format::verify(&spec, blob, ctx, s),
+                None => crate::format::verify(&spec, blob, ctx, &mut ()),
             }
         })
         .await

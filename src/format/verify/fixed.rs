@@ -11,6 +11,9 @@ use super::super::codec::{self, FieldValue};
 use super::super::spec::{FixedLayout, FormatSpec, RecordDef, Role, Terminator};
 use super::{CHUNK, FileContext, Phase, RecordSink, State, Stop, field_error, invalid};
 
+/// Bytes of the first read of a file checked in order.
+const FIRST_READ: usize = 16 << 10;
+
 /// Check a fixed-width file in order, record by record.
 pub(super) fn verify_fixed<R: Read>(
     spec: &FormatSpec,
@@ -23,8 +26,11 @@ pub(super) fn verify_fixed<R: Read>(
     state.read_name(ctx.name)?;
     let len = layout.record_length;
     // Room for a chunk plus one partial record (and its terminator): what
-    // `fixed_records` leaves unconsumed is always shorter than that.
-    let mut buf = vec![0u8; CHUNK + len + 2];
+    // `fixed_records` leaves unconsumed is always shorter than that. It
+    // starts small and grows while reads fill it, so a small file does not
+    // pay for a chunk's buffer.
+    let full = CHUNK + len + 2;
+    let mut buf = vec![0u8; full.min(FIRST_READ + len + 2)];
     let mut end = 0usize;
     // File offset of buf[0].
     let mut base: u64 = 0;
@@ -33,6 +39,9 @@ pub(super) fn verify_fixed<R: Read>(
         let n = read_full(input, &mut buf[end..])?;
         end += n;
         let eof = n < want;
+        if !eof && buf.len() < full {
+            buf.resize(full.min(buf.len() * 4), 0);
+        }
         let consumed = fixed_records(spec, layout, state, &buf[..end], base, eof, sink)?;
         if eof {
             return fixed_end(state, base + end as u64);

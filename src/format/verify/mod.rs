@@ -59,10 +59,20 @@ const CHUNK: usize = 1 << 20;
 /// are free; the facts are the same either way.
 pub fn verify<R: Read>(
     spec: &FormatSpec,
-    input: R,
+    mut input: R,
     ctx: FileContext<'_>,
     sink: &mut dyn RecordSink,
 ) -> io::Result<FileFacts> {
+    // Most files are small: one read and one thread check them faster than
+    // a checksum thread and chunk buffers would.
+    let mut head = Vec::with_capacity(16 << 10);
+    (&mut input)
+        .take(SMALL_FILE as u64 + 1)
+        .read_to_end(&mut head)?;
+    if head.len() <= SMALL_FILE {
+        return verify_in_memory(spec, &head, ctx, sink);
+    }
+    let input = io::Cursor::new(head).chain(input);
     let chunked = match spec.layout {
         Layout::Fixed(_) => !sink.wants_records(),
         Layout::Csv(_) => false,
@@ -73,6 +83,62 @@ pub fn verify<R: Read>(
         ..Parallelism::SEQUENTIAL
     };
     verify_with(spec, input, ctx, sink, par)
+}
+
+/// Files up to this size are read whole and checked on the calling thread.
+const SMALL_FILE: usize = 256 << 10;
+
+/// [`verify`] of a whole file held in memory, in order, on this thread.
+fn verify_in_memory(
+    spec: &FormatSpec,
+    bytes: &[u8],
+    ctx: FileContext<'_>,
+    sink: &mut dyn RecordSink,
+) -> io::Result<FileFacts> {
+    let plans = plans_for(spec, sink);
+    let mut state = State::new(spec);
+    state.plans = &plans;
+    let mut input = bytes;
+    let result = match &spec.layout {
+        Layout::Fixed(layout) => verify_fixed(spec, layout, &mut input, &ctx, &mut state, sink),
+        Layout::Csv(layout) => verify_csv(spec, layout, &mut input, &ctx, &mut state, sink),
+    };
+    let checksum = <[u8; 32]>::from(<sha2::Sha256 as sha2::Digest>::digest(bytes));
+    conclude(spec, &ctx, state, result, (checksum, bytes.len() as u64))
+}
+
+/// Plain verification checks data records by their compiled plans; a sink
+/// gets every record decoded by the general path.
+fn plans_for(spec: &FormatSpec, sink: &dyn RecordSink) -> Vec<Option<compiled::RecordPlan>> {
+    if sink.wants_records() {
+        Vec::new()
+    } else {
+        compiled::compile(spec)
+    }
+}
+
+/// The facts of a finished pass: its state, how it stopped, and the
+/// checksum and size of what it read.
+fn conclude(
+    spec: &FormatSpec,
+    ctx: &FileContext<'_>,
+    state: State<'_>,
+    result: Result<(), Stop>,
+    (checksum, size): ([u8; 32], u64),
+) -> io::Result<FileFacts> {
+    let error = match result {
+        Ok(()) => None,
+        Err(Stop::Io(e)) => return Err(e),
+        Err(Stop::Invalid(e)) => Some(e),
+    };
+    let mut facts = state.into_facts(spec, checksum, size, error);
+    if facts.error.is_none()
+        && let Some(e) = check_sidecar(spec, ctx, &facts)
+    {
+        facts.error = Some(e);
+        facts.fingerprint = None;
+    }
+    Ok(facts)
 }
 
 /// [`verify`] with the work spread as `par` says. Fixed-width files are
@@ -90,13 +156,7 @@ pub fn verify_with<R: Read>(
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Block>(8);
         let hasher = scope.spawn(move || checksum::of_blocks(rx));
-        // Plain verification checks data records by their compiled plans;
-        // a sink gets every record decoded by the general path.
-        let plans = if sink.wants_records() {
-            Vec::new()
-        } else {
-            compiled::compile(spec)
-        };
+        let plans = plans_for(spec, sink);
         let mut state = State::new(spec);
         state.plans = &plans;
         let result = match &spec.layout {
@@ -120,22 +180,13 @@ pub fn verify_with<R: Read>(
                 result
             }
         };
-        let error = match result {
-            Ok(()) => None,
-            Err(Stop::Io(e)) => return Err(e),
-            Err(Stop::Invalid(e)) => Some(e),
-        };
-        let (checksum, size) = hasher
+        if let Err(Stop::Io(e)) = result {
+            return Err(e);
+        }
+        let hashed = hasher
             .join()
             .map_err(|_| io::Error::other("the checksum thread failed"))?;
-        let mut facts = state.into_facts(spec, checksum, size, error);
-        if facts.error.is_none()
-            && let Some(e) = check_sidecar(spec, &ctx, &facts)
-        {
-            facts.error = Some(e);
-            facts.fingerprint = None;
-        }
-        Ok(facts)
+        conclude(spec, &ctx, state, result, hashed)
     })
 }
 
