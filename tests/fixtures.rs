@@ -10,7 +10,7 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use settlegate::format::{
     DataRecord, FileContext, FileFacts, FormatRegistry, FormatSpec, Parallelism, verify,
-    verify_with,
+    verify_whole, verify_with,
 };
 
 #[derive(Debug, Deserialize)]
@@ -92,9 +92,13 @@ fn check_case(spec: &FormatSpec, dir: &Path) -> Result<(), String> {
     let bytes = std::fs::File::open(&file).unwrap();
     let facts = verify(spec, bytes, ctx, &mut ()).unwrap();
     let mut problems = Vec::new();
+    let raw = std::fs::read(&file).unwrap();
+    let whole = verify_whole(spec, &raw, ctx, &mut ()).unwrap();
+    if whole != facts {
+        problems.push(format!("whole in memory: {whole:?}\ndefault: {facts:?}"));
+    }
     // Checked in order or in chunks over several threads, a file gives the
     // same facts, error for error.
-    let raw = std::fs::read(&file).unwrap();
     let in_order = verify_with(spec, &raw[..], ctx, &mut (), Parallelism::SEQUENTIAL).unwrap();
     if in_order != facts {
         problems.push(format!("in order: {in_order:?}\ndefault: {facts:?}"));
@@ -274,8 +278,8 @@ fn fingerprints_are_pinned() {
 }
 
 /// Every way of verifying a file — the default (chunks on the free
-/// workers), in order, record by record (the feed pass) and in small chunks
-/// on three workers — and the fingerprint each gives.
+/// workers), whole in memory, in order, record by record (the feed pass)
+/// and in small chunks on three workers — and the fingerprint each gives.
 fn fingerprints_every_way(spec: &FormatSpec, raw: &[u8], ctx: FileContext<'_>) -> Vec<String> {
     let mut out = Vec::new();
     let fp = |f: FileFacts| {
@@ -283,6 +287,7 @@ fn fingerprints_every_way(spec: &FormatSpec, raw: &[u8], ctx: FileContext<'_>) -
             .unwrap_or_else(|| format!("{:?}", f.error))
     };
     out.push(fp(verify(spec, raw, ctx, &mut ()).unwrap()));
+    out.push(fp(verify_whole(spec, raw, ctx, &mut ()).unwrap()));
     out.push(fp(verify_with(
         spec,
         raw,
@@ -638,36 +643,32 @@ fn a_line_break_outside_quotes_is_named() {
     );
 }
 
-/// A file up to 256 KiB is read whole and checked on the calling thread; a
-/// larger one streams past its first 256 KiB. Files on either side of that
-/// limit (a valid file cut at each size, so invalid where it is cut) give
-/// the facts of the in-order pass: the same checksum, size and error, byte
-/// offset for byte offset.
+/// A whole file held in memory (how the gateway verifies a small stored
+/// file) gives the facts of the in-order pass: a valid file, and the same
+/// file cut at several sizes (so invalid where it is cut), checksum, size
+/// and error alike, byte offset for byte offset.
 #[test]
-fn files_either_side_of_the_in_memory_limit_verify_alike() {
+fn a_file_verified_whole_in_memory_gives_the_same_facts() {
     use sha2::Digest;
     let registry = FormatRegistry::load_dir(&root().join("formats")).expect("formats load");
     let spec = registry.get("card-settlement").unwrap();
-    let whole = hangul_card_file(3_000);
-    assert!(whole.len() > (256 << 10) + 2);
+    let whole = hangul_card_file(300);
     let ctx = FileContext {
         name: "CSTL_031_20261121_0001.dat",
         sidecar: None,
     };
-    for size in [
-        (256 << 10) - 1,
-        256 << 10,
-        (256 << 10) + 1,
-        (256 << 10) + 2,
-        whole.len(),
-    ] {
+    for size in [0, 1, 150, 202, 203, 20_000, whole.len() - 1, whole.len()] {
         let raw = &whole[..size];
-        let facts = verify(spec, raw, ctx, &mut ()).unwrap();
+        let facts = verify_whole(spec, raw, ctx, &mut ()).unwrap();
         let in_order = verify_with(spec, raw, ctx, &mut (), Parallelism::SEQUENTIAL).unwrap();
         assert_eq!(facts, in_order, "{size} bytes");
+        let mut every = |_: &DataRecord<'_>| ControlFlow::Continue(());
+        let decoded = verify_whole(spec, raw, ctx, &mut every).unwrap();
+        assert_eq!(decoded, in_order, "{size} bytes, record by record");
         assert_eq!(facts.size, size as u64);
         assert_eq!(facts.checksum_hex(), hex::encode(sha2::Sha256::digest(raw)));
-        // Only the whole file is valid; a cut one names where it was cut.
-        assert_eq!(facts.is_valid(), size == whole.len(), "{size} bytes");
+        // Cut inside a record, a file is invalid (the last record may go
+        // without its line feed: cut there, it is whole).
+        assert_eq!(facts.is_valid(), size + 1 >= whole.len(), "{size} bytes");
     }
 }

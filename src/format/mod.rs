@@ -11,5 +11,6 @@ pub mod verify;
 pub use codec::Encoding;
 pub use spec::{FormatRegistry, FormatSpec, SpecError};
 pub use verify::{
-    DataRecord, FileContext, FileFacts, Parallelism, RecordSink, VerifyError, verify, verify_with,
+    DataRecord, FileContext, FileFacts, Parallelism, RecordSink, VerifyError, verify, verify_whole,
+    verify_with,
 };

@@ -19,6 +19,10 @@ use crate::ledger::{
 use crate::model::{DrillSignal, FileState};
 use crate::stage::Stored;
 
+/// Stored files up to this size are read whole and verified on one thread:
+/// a checksum thread and chunk buffers cost more than such a file.
+const IN_MEMORY: u64 = 256 << 10;
+
 /// Entries per batch handed from the parsing thread to the feeding task.
 const FEED_BATCH: usize = 4096;
 
@@ -488,41 +492,55 @@ impl Gateway {
         sidecar: Option<Vec<u8>>,
         sink: Option<Box<dyn RecordSink + Send>>,
     ) -> Result<FileFacts, IntakeError> {
-        self.verify_blob(spec, &row.checksum, &row.name, sidecar, sink)
-            .await
-            .map_err(|e| match e {
-                IntakeError::Corrupt { checksum, .. } => IntakeError::Corrupt {
-                    what: format!("file {}", row.id),
-                    checksum,
-                },
-                other => other,
-            })
+        self.verify_blob(
+            spec,
+            (&row.checksum, row.size as u64),
+            &row.name,
+            sidecar,
+            sink,
+        )
+        .await
+        .map_err(|e| match e {
+            IntakeError::Corrupt { checksum, .. } => IntakeError::Corrupt {
+                what: format!("file {}", row.id),
+                checksum,
+            },
+            other => other,
+        })
     }
 
-    /// Verify a blob of the store as the file `name`, on a blocking thread,
-    /// optionally streaming its records to `sink`; its bytes must still be
-    /// those of `checksum`.
+    /// Verify a blob of the store (of `size` bytes) as the file `name`, on
+    /// a blocking thread, optionally streaming its records to `sink`; its
+    /// bytes must still be those of `checksum`.
     pub async fn verify_blob(
         &self,
         spec: &FormatSpec,
-        checksum: &str,
+        (checksum, size): (&str, u64),
         name: &str,
         sidecar: Option<Vec<u8>>,
         sink: Option<Box<dyn RecordSink + Send>>,
     ) -> Result<FileFacts, IntakeError> {
-        let blob = self.store.open_blob_unhashed(checksum)?;
+        let mut blob = self.store.open_blob_unhashed(checksum)?;
         let (spec, owned_name, sum) = (spec.clone(), name.to_string(), checksum.to_string());
         let facts = tokio::task::spawn_blocking(move || {
             let mut sink = sink;
+            let sink: &mut dyn RecordSink = match sink.as_deref_mut() {
+                Some(s) => s,
+                None => &mut (),
+            };
             let ctx = FileContext {
                 name: &owned_name,
                 sidecar: sidecar.as_deref(),
             };
             // The verifier reads in large blocks itself: no buffer between.
-            match sink.as_deref_mut() {
-                Some(s) => crate::format::verify(&spec, blob, ctx, s),
-                None => crate::format::verify(&spec, blob, ctx, &mut ()),
+            if size > IN_MEMORY {
+                return crate::format::verify(&spec, blob, ctx, sink);
             }
+            // Whatever the blob holds is checked (its checksum says whether
+            // it is still the file recorded).
+            let mut bytes = Vec::with_capacity(size as usize + 1);
+            std::io::Read::read_to_end(&mut blob, &mut bytes)?;
+            crate::format::verify_whole(&spec, &bytes, ctx, sink)
         })
         .await
         .map_err(|e| IntakeError::Internal(e.to_string()))?

@@ -118,7 +118,7 @@ impl Gateway {
                         None => None,
                     };
                     let f = self
-                        .verify_blob(spec, &stored.checksum, s.name, sidecar, None)
+                        .verify_blob(spec, (&stored.checksum, stored.size), s.name, sidecar, None)
                         .await?;
                     error = f.error.as_ref().map(|e| format!("{}: {e}", spec.id));
                     facts = Some(f);

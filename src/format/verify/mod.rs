@@ -59,20 +59,10 @@ const CHUNK: usize = 1 << 20;
 /// are free; the facts are the same either way.
 pub fn verify<R: Read>(
     spec: &FormatSpec,
-    mut input: R,
+    input: R,
     ctx: FileContext<'_>,
     sink: &mut dyn RecordSink,
 ) -> io::Result<FileFacts> {
-    // Most files are small: one read and one thread check them faster than
-    // a checksum thread and chunk buffers would.
-    let mut head = Vec::with_capacity(16 << 10);
-    (&mut input)
-        .take(SMALL_FILE as u64 + 1)
-        .read_to_end(&mut head)?;
-    if head.len() <= SMALL_FILE {
-        return verify_in_memory(spec, &head, ctx, sink);
-    }
-    let input = io::Cursor::new(head).chain(input);
     let chunked = match spec.layout {
         Layout::Fixed(_) => !sink.wants_records(),
         Layout::Csv(_) => false,
@@ -85,11 +75,10 @@ pub fn verify<R: Read>(
     verify_with(spec, input, ctx, sink, par)
 }
 
-/// Files up to this size are read whole and checked on the calling thread.
-const SMALL_FILE: usize = 256 << 10;
-
-/// [`verify`] of a whole file held in memory, in order, on this thread.
-fn verify_in_memory(
+/// [`verify`] of a whole file held in memory, in order, on the calling
+/// thread: for small files, which a checksum thread and chunk buffers
+/// would slow down. The facts are those of [`verify`].
+pub fn verify_whole(
     spec: &FormatSpec,
     bytes: &[u8],
     ctx: FileContext<'_>,
