@@ -288,6 +288,49 @@ async fn the_audit_log_and_entries_are_append_only(t: TestLedger) {
     t.drop_db().await;
 }
 
+/// Entries name a file that exists, whichever way they go in: an insert of
+/// one entry, of several, and (PostgreSQL) the stream of a feed, checked a
+/// statement at a time there. Nothing of a refused statement stays.
+async fn entries_name_files(t: TestLedger) {
+    let dir = tempfile::tempdir().unwrap();
+    let l = open(&t, dir.path()).await;
+    let id = arrive(&l, "c1").await;
+    feed_as(
+        &l,
+        id,
+        &identity("f1", "k1"),
+        &["a", "b"],
+        Stream::RecordPerBatch,
+    )
+    .await
+    .expect("feed");
+    let ghost = id + 1000;
+    for sql in [
+        format!(
+            "INSERT INTO entries (file_id, partner, format, business_date, record_no, record_key, amount, kind, fields) \
+             VALUES ({ghost}, 'cardco', 'card-settlement', '2026-11-21', 2, 'x', '1', 'original', '{{}}')"
+        ),
+        format!(
+            "INSERT INTO entries (file_id, partner, format, business_date, record_no, record_key, amount, kind, fields) \
+             VALUES ({id}, 'cardco', 'card-settlement', '2026-11-21', 4, 'y', '1', 'original', '{{}}'), \
+                    ({ghost}, 'cardco', 'card-settlement', '2026-11-21', 5, 'z', '1', 'original', '{{}}')"
+        ),
+        format!("UPDATE entries SET reversed_by = {ghost} WHERE record_key = 'a'"),
+    ] {
+        let r = execute_raw(&l, &sql).await;
+        assert!(r.is_err(), "{}: {sql} was allowed", t.backend);
+        let msg = r.unwrap_err().to_string().to_lowercase();
+        assert!(
+            msg.contains("foreign key") || msg.contains("name a file"),
+            "{}: {msg}",
+            t.backend
+        );
+    }
+    assert_eq!(entries(&l, id).await, 2);
+    l.close().await;
+    t.drop_db().await;
+}
+
 fn card(lf: bool) -> CardFile {
     let d = NaiveDate::from_ymd_opt(2026, 11, 21).unwrap();
     let mut f = CardFile::new(d);
@@ -673,6 +716,7 @@ both!(
     keys_with_control_characters_are_stored_exactly_streamed
 );
 both!(append_only, the_audit_log_and_entries_are_append_only);
+both!(entries_name_files_that_exist, entries_name_files);
 both!(races, racing_gateways_feed_once);
 both!(recovery, recovery_judges_and_answers_with_receipts);
 both!(drill_twins, arrival_drills_do_not_block_their_twin);
