@@ -477,11 +477,19 @@ impl ContentStore {
             && m.len() <= SMALL_COPY
         {
             let mut bytes = Vec::with_capacity(m.len() as usize + 1);
-            (&f).read_to_end(&mut bytes).map_err(|source| StoreError {
-                action: "read",
-                path: path.to_path_buf(),
-                source,
-            })?;
+            (&f).take(SMALL_COPY + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|source| StoreError {
+                    action: "read",
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+            if bytes.len() as u64 > SMALL_COPY {
+                // It grew since it was looked at: the rest streams in after.
+                return self
+                    .put(io::Cursor::new(bytes).chain(&f))
+                    .map_err(|e| e.of_source(path));
+            }
             let mut incoming = self.begin()?;
             incoming.write(&bytes)?;
             return incoming.commit();

@@ -536,10 +536,10 @@ impl Gateway {
             if size > IN_MEMORY {
                 return crate::format::verify(&spec, blob, ctx, sink);
             }
-            // Whatever the blob holds is checked (its checksum says whether
-            // it is still the file recorded).
+            // What the blob holds is checked, up to a byte more than
+            // recorded: its checksum says whether it is still the file.
             let mut bytes = Vec::with_capacity(size as usize + 1);
-            std::io::Read::read_to_end(&mut blob, &mut bytes)?;
+            std::io::Read::read_to_end(&mut std::io::Read::take(&mut blob, size + 1), &mut bytes)?;
             crate::format::verify_whole(&spec, &bytes, ctx, sink)
         })
         .await
