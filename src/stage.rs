@@ -474,17 +474,17 @@ impl ContentStore {
         // A small file is read and written here: a kernel copy and a
         // hashing thread cost more than it.
         if let Ok(m) = f.metadata()
-            && m.len() <= SMALL_COPY
+            && m.len() <= SMALL_FILE
         {
             let mut bytes = Vec::with_capacity(m.len() as usize + 1);
-            (&f).take(SMALL_COPY + 1)
+            (&f).take(SMALL_FILE + 1)
                 .read_to_end(&mut bytes)
                 .map_err(|source| StoreError {
                     action: "read",
                     path: path.to_path_buf(),
                     source,
                 })?;
-            if bytes.len() as u64 > SMALL_COPY {
+            if bytes.len() as u64 > SMALL_FILE {
                 // It grew since it was looked at: the rest streams in after.
                 return self
                     .put(io::Cursor::new(bytes).chain(&f))
@@ -527,9 +527,10 @@ enum Copy {
     Hash(io::Error),
 }
 
-/// Files up to this size are staged by [`ContentStore::put_file`] without a
-/// kernel copy or a hashing thread.
-const SMALL_COPY: u64 = 256 << 10;
+/// A small file: staged by [`ContentStore::put_file`] without a kernel copy
+/// or a hashing thread, and verified whole in memory on one thread (a
+/// checksum thread and chunk buffers cost more than such a file).
+pub const SMALL_FILE: u64 = 256 << 10;
 
 /// Bytes copied by the kernel before the hashing thread is told.
 const COPY_SLICE: u64 = 8 << 20;

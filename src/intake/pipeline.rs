@@ -19,10 +19,6 @@ use crate::ledger::{
 use crate::model::{DrillSignal, FileState};
 use crate::stage::Stored;
 
-/// Stored files up to this size are read whole and verified on one thread:
-/// a checksum thread and chunk buffers cost more than such a file.
-const IN_MEMORY: u64 = 256 << 10;
-
 /// Entries per batch handed from the parsing thread to the feeding task.
 const FEED_BATCH: usize = 4096;
 
@@ -533,7 +529,7 @@ impl Gateway {
                 sidecar: sidecar.as_deref(),
             };
             // The verifier reads in large blocks itself: no buffer between.
-            if size > IN_MEMORY {
+            if size > crate::stage::SMALL_FILE {
                 return crate::format::verify(&spec, blob, ctx, sink);
             }
             // What the blob holds is checked, up to a byte more than
