@@ -50,6 +50,9 @@ use totals::Total;
 /// Bytes read from the input at a time.
 const CHUNK: usize = 1 << 20;
 
+/// Bytes read at a time past the point where a pass stopped.
+const DRAIN: usize = 256 * 1024;
+
 /// Verify one file. I/O errors from `input` are returned as such (they say
 /// nothing about the file's validity); everything wrong with the content is
 /// in `FileFacts::error`.
@@ -162,9 +165,13 @@ pub fn verify_with<R: Read>(
                         verify_csv(spec, layout, &mut input, &ctx, &mut state, sink)
                     }
                 };
-                // Read what is left so the checksum always covers the whole file.
+                // Read what is left so the checksum always covers the whole
+                // file, in large reads: each read is a block for the
+                // checksum thread, and `io::copy`'s 8 KiB would make a
+                // hand-off of every 8 KiB of an invalid file's rest.
                 if !matches!(result, Err(Stop::Io(_))) {
-                    io::copy(&mut input, &mut io::sink())?;
+                    let mut rest = vec![0u8; DRAIN];
+                    while input.read(&mut rest)? > 0 {}
                 }
                 result
             }
