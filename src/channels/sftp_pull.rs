@@ -22,7 +22,8 @@ use super::ssh::{SftpConnection, SshError};
 use crate::cluster::Lease;
 use crate::config::{AfterPickup, Completion, Endpoint, Partner};
 use crate::intake::{
-    Arrival, Arriving, Bytes, Gateway, IntakeError, Outcome, Verified, gateway_actor,
+    Arrival, Arriving, Bytes, Gateway, IntakeError, Outcome, Verified, WriteBehind,
+    WriteBehindError, gateway_actor,
 };
 use crate::ledger::{LedgerError, RemoteFile};
 use crate::model::Channel;
@@ -844,16 +845,6 @@ async fn list(conn: &SftpConnection, ep: &Endpoint) -> Result<(Listing, Vec<Skip
     Ok((listing, skipped))
 }
 
-/// Blocks handed from the network to the writer thread.
-enum Block {
-    Data(Vec<u8>),
-    Commit,
-}
-
-/// Blocks queued for the writer at most (a slow disk holds the reads back
-/// rather than filling memory).
-const BLOCKS_QUEUED: usize = 16;
-
 /// Download one remote file into the store: many reads in flight, bytes
 /// written and hashed in order on a blocking thread — and verified there,
 /// as the file of `verify` (partner, name), when given — the size checked
@@ -890,8 +881,8 @@ async fn download(
         message,
     };
     let (stored, verified) = committed.map_err(|e| match e {
-        WriterError::Store(e) => PullError::Store(e),
-        WriterError::Stopped(why) => fail(format!("writer stopped: {why}")),
+        WriteBehindError::Store(e) => PullError::Store(e),
+        WriteBehindError::Stopped(why) => fail(format!("writer stopped: {why}")),
     })?;
     let after = after.map_err(sftp_err(addr, "stat", path))?.attrs;
     let now = Listed {
@@ -907,54 +898,6 @@ async fn download(
     Ok((stored, verified))
 }
 
-/// The thread writing a download into the store. Dropped without
-/// [`Writer::commit`], it discards the bytes.
-struct Writer {
-    tx: tokio::sync::mpsc::Sender<Block>,
-    thread: tokio::task::JoinHandle<Result<Option<Written>, StoreError>>,
-}
-
-/// A download made durable, with its facts when verified on the way in.
-type Written = (Stored, Option<Verified>);
-
-enum WriterError {
-    Store(StoreError),
-    Stopped(String),
-}
-
-impl Writer {
-    fn start(mut arriving: Arriving) -> Writer {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Block>(BLOCKS_QUEUED);
-        let thread = tokio::task::spawn_blocking(move || {
-            while let Some(block) = rx.blocking_recv() {
-                match block {
-                    Block::Data(bytes) => arriving.write(bytes)?,
-                    Block::Commit => return arriving.commit().map(Some),
-                }
-            }
-            // The sender went away without committing: the temp file is dropped.
-            Ok(None)
-        });
-        Writer { tx, thread }
-    }
-
-    async fn write(&self, bytes: Vec<u8>) -> bool {
-        self.tx.send(Block::Data(bytes)).await.is_ok()
-    }
-
-    /// Make the bytes durable in the store.
-    async fn commit(self) -> Result<(Stored, Option<Verified>), WriterError> {
-        let _ = self.tx.send(Block::Commit).await;
-        drop(self.tx);
-        match self.thread.await {
-            Ok(Ok(Some(stored))) => Ok(stored),
-            Ok(Ok(None)) => Err(WriterError::Stopped("before the end".into())),
-            Ok(Err(e)) => Err(WriterError::Store(e)),
-            Err(e) => Err(WriterError::Stopped(e.to_string())),
-        }
-    }
-}
-
 /// Read the whole file through `handle` into a writer (not committed yet).
 /// The listed size is read; the handle's stat must say the same, and a
 /// read at that size must find the end of the file. Both are asked along
@@ -966,7 +909,7 @@ async fn read_all(
     path: &str,
     listed: Listed,
     verify: Option<(&str, &str)>,
-) -> Result<Writer, PullError> {
+) -> Result<WriteBehind, PullError> {
     let sftp = conn.sftp.clone();
     let addr = conn.addr.as_str();
     let size = listed.size;
@@ -976,7 +919,7 @@ async fn read_all(
         message,
     };
     let incoming = gw.store.begin()?;
-    let writer = Writer::start(match verify {
+    let writer = WriteBehind::start(match verify {
         Some((partner, name)) => gw.arriving(incoming, partner, name),
         None => Arriving::plain(incoming),
     });
@@ -1051,8 +994,8 @@ async fn read_all(
     };
     if let Err(e) = tokio::try_join!(same_size, ends, body) {
         // The writer gave up first (a full disk): its error is the one to report.
-        if writer.tx.is_closed()
-            && let Err(WriterError::Store(e)) = writer.commit().await
+        if writer.stopped()
+            && let Err(WriteBehindError::Store(e)) = writer.finish().await
         {
             return Err(e.into());
         }

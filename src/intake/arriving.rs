@@ -15,7 +15,11 @@ use crate::stage::{Incoming, StoreError, Stored};
 
 /// Pieces queued for the verifier at most (a slow verifier holds the
 /// writer back rather than filling memory).
-const QUEUED: usize = 8;
+const QUEUED: usize = 4;
+
+/// Bytes gathered into one piece for the verifier: a network's writes of
+/// 32 KiB each would wake its thread once a write.
+const PIECE: usize = 256 * 1024;
 
 /// A blob being written into the store, verified on the way in when its
 /// format is known. Blocking: use it on a blocking thread.
@@ -26,8 +30,10 @@ pub struct Arriving {
 
 struct Verifier {
     tx: SyncSender<Vec<u8>>,
-    /// Bytes handed over: `0..fed`, in order.
+    /// Bytes handed over: `0..fed`, in order (the last of them, `gathered`,
+    /// not yet sent).
     fed: u64,
+    gathered: Vec<u8>,
     thread: std::thread::JoinHandle<io::Result<FileFacts>>,
     spec: String,
     name: String,
@@ -113,6 +119,7 @@ impl Verifier {
         Some(Verifier {
             tx,
             fed: 0,
+            gathered: Vec::new(),
             thread,
             spec: spec.id.clone(),
             name: name.to_string(),
@@ -120,8 +127,25 @@ impl Verifier {
         })
     }
 
+    /// Hand over the next bytes. False when the verifier has stopped.
+    fn feed(&mut self, bytes: Vec<u8>) -> bool {
+        self.fed += bytes.len() as u64;
+        if self.gathered.is_empty() && bytes.len() >= PIECE {
+            return self.tx.send(bytes).is_ok();
+        }
+        if self.gathered.capacity() == 0 {
+            self.gathered.reserve_exact(PIECE.max(bytes.len()));
+        }
+        self.gathered.extend_from_slice(&bytes);
+        self.gathered.len() < PIECE || self.tx.send(std::mem::take(&mut self.gathered)).is_ok()
+    }
+
     /// The facts, once every piece is in.
-    fn finish(self) -> Option<Verified> {
+    fn finish(mut self) -> Option<Verified> {
+        if !self.gathered.is_empty() {
+            // A verifier that stopped early says why from its thread.
+            let _ = self.tx.send(std::mem::take(&mut self.gathered));
+        }
         drop(self.tx);
         match self.thread.join() {
             Ok(Ok(facts)) => Some(Verified {
@@ -201,8 +225,7 @@ impl Gateway {
                     if let Ok(mut v) = verifier.lock()
                         && let Some(live) = v.as_mut()
                     {
-                        live.fed += piece.len() as u64;
-                        if live.tx.send(piece.to_vec()).is_err() {
+                        if !live.feed(piece.to_vec()) {
                             *v = None;
                         }
                     }
@@ -226,6 +249,79 @@ impl Gateway {
     }
 }
 
+/// Writes queued for a [`WriteBehind`] at most (a slow disk holds the
+/// network back rather than filling memory).
+const WRITES_QUEUED: usize = 16;
+
+/// An [`Arriving`] written on a blocking thread of its own: a write is
+/// queued and returns at once, so the channel reads on while the disk, the
+/// checksum and the verifier work behind it. The first failure stops the
+/// writer: later writes say so, and [`WriteBehind::finish`] says why.
+/// Dropped unfinished, the writer ends and the bytes are discarded.
+pub struct WriteBehind {
+    tx: tokio::sync::mpsc::Sender<(Option<u64>, Vec<u8>)>,
+    thread: tokio::task::JoinHandle<Result<Arriving, StoreError>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteBehindError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the writer stopped: {0}")]
+    Stopped(String),
+}
+
+impl WriteBehind {
+    /// Start writing `arriving` behind the caller. Call within a tokio runtime.
+    pub fn start(mut arriving: Arriving) -> WriteBehind {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(Option<u64>, Vec<u8>)>(WRITES_QUEUED);
+        let thread = tokio::task::spawn_blocking(move || {
+            while let Some((offset, bytes)) = rx.blocking_recv() {
+                match offset {
+                    Some(at) => arriving.write_at(at, bytes)?,
+                    None => arriving.write(bytes)?,
+                }
+            }
+            Ok(arriving)
+        });
+        WriteBehind { tx, thread }
+    }
+
+    /// Queue `bytes` for `offset`. False once the writer has stopped.
+    pub async fn write_at(&self, offset: u64, bytes: Vec<u8>) -> bool {
+        self.tx.send((Some(offset), bytes)).await.is_ok()
+    }
+
+    /// Queue `bytes` after the last ones. False once the writer has stopped.
+    pub async fn write(&self, bytes: Vec<u8>) -> bool {
+        self.tx.send((None, bytes)).await.is_ok()
+    }
+
+    /// Whether the writer has stopped (a write failed).
+    pub fn stopped(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Wait for every queued write: the arrival, or the first failure.
+    pub async fn finish(self) -> Result<Arriving, WriteBehindError> {
+        drop(self.tx);
+        match self.thread.await {
+            Ok(r) => Ok(r?),
+            Err(e) => Err(WriteBehindError::Stopped(e.to_string())),
+        }
+    }
+
+    /// Wait for every queued write, then make the blob durable (see
+    /// [`Arriving::commit`]).
+    pub async fn commit(self) -> Result<(Stored, Option<Verified>), WriteBehindError> {
+        let arriving = self.finish().await?;
+        match tokio::task::spawn_blocking(move || arriving.commit()).await {
+            Ok(r) => Ok(r?),
+            Err(e) => Err(WriteBehindError::Stopped(e.to_string())),
+        }
+    }
+}
+
 impl Arriving {
     /// Bytes written through the store's writer alone, verified when judged.
     pub fn plain(incoming: Incoming) -> Arriving {
@@ -245,10 +341,9 @@ impl Arriving {
         self.incoming.write_at(offset, &bytes)?;
         if let Some(v) = &mut self.verifier {
             if v.fed == offset {
-                v.fed += bytes.len() as u64;
                 // A verifier that stopped early leaves the file to be
                 // verified from the store.
-                if !bytes.is_empty() && v.tx.send(bytes).is_err() {
+                if !v.feed(bytes) {
                     self.verifier = None;
                 }
             } else {

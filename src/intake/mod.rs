@@ -37,7 +37,7 @@ use crate::ledger::{Ledger, LedgerError, RemoteFile};
 use crate::model::Channel;
 use crate::stage::{ContentStore, StoreError, Stored};
 
-pub use arriving::{Arriving, Verified};
+pub use arriving::{Arriving, Verified, WriteBehind, WriteBehindError};
 pub use four_eyes::Carried;
 pub use records::{MAX_RECORDS, StoredRecords};
 pub use recovery::Recovery;

@@ -18,7 +18,7 @@ use super::outbox::Collecting;
 use super::session::Activity;
 use super::upload::{Completion, Peer, Uploads};
 use crate::channels::watch::is_temporary;
-use crate::intake::{Arriving, receipt};
+use crate::intake::{Arriving, WriteBehind, receipt};
 
 /// Handles one session may hold open at once.
 const MAX_HANDLES: usize = 64;
@@ -56,8 +56,8 @@ enum Open {
 struct Upload {
     name: String,
     /// The store's hashing writer (the spool file), verifying on the way
-    /// in; `None` once refused.
-    writer: Option<Arriving>,
+    /// in, written behind the session's requests; `None` once refused.
+    writer: Option<WriteBehind>,
     size: u64,
     /// The byte ranges the client wrote: at the close they must cover the
     /// whole file, so a hole (a resume of bytes this server does not hold)
@@ -98,6 +98,12 @@ fn status(id: u32, message: &str) -> Status {
 
 fn refuse(code: StatusCode, message: impl Into<String>) -> StatusReply {
     code.with_message(message)
+}
+
+/// A write to the spool failed: logged, and what the client is told.
+fn spool_failed(peer: &Peer, name: &str, error: &str) -> String {
+    tracing::error!(partner = %peer.partner, user = %peer.user, addr = %peer.addr, name = %name.escape_debug(), error = %error, "spool write failed; upload discarded");
+    format!("cannot write the upload: {error}")
 }
 
 fn jail_refusal(e: JailError) -> StatusReply {
@@ -492,7 +498,7 @@ impl SftpSession {
             tracing::info!(partner = %self.peer.partner, addr = %self.peer.addr, name = %name.escape_debug(), bytes = size, "upload reopened to continue");
             return Ok(Upload {
                 name: name.to_string(),
-                writer: Some(writer),
+                writer: Some(WriteBehind::start(writer)),
                 size,
                 written,
                 append,
@@ -530,7 +536,7 @@ impl SftpSession {
         })?;
         Ok(Upload {
             name: name.to_string(),
-            writer: Some(writer),
+            writer: Some(WriteBehind::start(writer)),
             size: 0,
             written: rangemap::RangeSet::new(),
             append,
@@ -797,35 +803,36 @@ impl russh_sftp::server::Handler for SftpSession {
                 "file exceeds the maximum size of {max} bytes; upload refused and discarded"
             );
             u.refused = Some(why.clone());
-            u.writer = None;
+            // Discarded before the answer: nothing of it stays in the spool.
+            if let Some(writer) = u.writer.take() {
+                let _ = writer.finish().await;
+            }
             let name = u.name.clone();
             tracing::warn!(partner = %self.peer.partner, user = %self.peer.user, addr = %self.peer.addr, name = %name.escape_debug(), max_bytes = max, "refused: upload larger than the maximum file size");
             return Err(refuse(StatusCode::Failure, why));
         }
-        let Some(mut writer) = u.writer.take() else {
+        let Some(writer) = &u.writer else {
             return Err(refuse(StatusCode::Failure, "upload already refused"));
         };
-        // Hashing and writing are blocking work: off the async threads.
-        let written = tokio::task::spawn_blocking(move || {
-            let r = writer.write_at(offset, data);
-            (writer, r)
-        })
-        .await;
-        let error = match written {
-            Ok((writer, Ok(()))) => {
-                u.writer = Some(writer);
-                u.size = u.size.max(end);
-                if end > offset {
-                    u.written.insert(offset..end);
-                }
-                return Ok(status(id, "Ok"));
+        // Answered once queued: the disk, the checksum and the verifier
+        // work behind the requests. A write that fails refuses the upload
+        // at the next write or at the close, before anything is kept.
+        if writer.write_at(offset, data).await {
+            u.size = u.size.max(end);
+            if end > offset {
+                u.written.insert(offset..end);
             }
-            Ok((_, Err(e))) => e.to_string(),
-            Err(e) => e.to_string(),
+            return Ok(status(id, "Ok"));
+        }
+        let error = match u.writer.take().map(WriteBehind::finish) {
+            Some(finishing) => match finishing.await {
+                Err(e) => e.to_string(),
+                Ok(_) => "the writer stopped".to_string(),
+            },
+            None => "the writer stopped".to_string(),
         };
-        let why = format!("cannot write the upload: {error}");
+        let why = spool_failed(&self.peer, &u.name, &error);
         u.refused = Some(why.clone());
-        tracing::error!(partner = %self.peer.partner, addr = %self.peer.addr, error = %error, "spool write failed; upload discarded");
         Err(refuse(StatusCode::Failure, why))
     }
 
@@ -875,6 +882,13 @@ impl russh_sftp::server::Handler for SftpSession {
                 }
                 let Some(writer) = u.writer else {
                     return Err(refuse(StatusCode::Failure, "upload refused"));
+                };
+                let writer = match writer.finish().await {
+                    Ok(w) => w,
+                    Err(e) => {
+                        let why = spool_failed(&self.peer, &u.name, &e.to_string());
+                        return Err(refuse(StatusCode::Failure, why));
+                    }
                 };
                 if let Some(gap) = u.written.gaps(&(0..u.size)).next() {
                     let path = format!("/inbox/{}", u.name);
@@ -1448,6 +1462,55 @@ mod tests {
         s.write(7, h, 0, vec![b'x'; 5]).await.expect("write");
         assert!(!spool_empty(dir.path()));
         drop(s);
+        // The writer behind the session ends on its own thread.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !spool_empty(dir.path()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the partial upload is still in the spool"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    /// A write the disk refuses fails the upload, at a later write or at
+    /// the close: nothing is recorded and nothing stays in the spool.
+    #[tokio::test]
+    async fn a_failed_spool_write_refuses_the_upload() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = session(dir.path(), u64::MAX).await;
+        let name = "CSTL_031_20261121_0001.dat";
+        let h = s
+            .open(1, format!("/inbox/{name}"), W, FileAttributes::default())
+            .await
+            .expect("open")
+            .handle;
+        s.write(2, h.clone(), 0, valid_card())
+            .await
+            .expect("a write that succeeds");
+        // No file has an offset this large: the spool's write fails. Its
+        // answer comes before the write is made, so it may still be "Ok".
+        let _ = s.write(3, h.clone(), 1 << 63, b"x".to_vec()).await;
+        let e = s.close(4, h).await.expect_err("close of a failed upload");
+        assert_eq!(e.status_code, StatusCode::Failure);
+        let message = e.error_message.unwrap_or_default();
+        assert!(
+            message.starts_with("cannot write the upload: content store: cannot write to"),
+            "{message}"
+        );
         assert!(spool_empty(dir.path()));
+        assert!(
+            !dir.path()
+                .join(format!("data/receipts/cardco/{name}.verdict"))
+                .exists()
+        );
+        let files = s
+            .uploads
+            .gw()
+            .ledger
+            .files(&crate::ledger::FileFilter::default())
+            .await
+            .expect("files");
+        assert!(files.is_empty(), "nothing recorded: {files:?}");
     }
 }
