@@ -786,8 +786,10 @@ async fn a_collecting_partner_reads_its_deliveries_from_the_outbox() {
         let server = Server::start(&env);
         let local = env.path("out");
         std::fs::create_dir_all(&local).unwrap();
-        // About 5 MB: a download cut after 1 MiB is cut mid-file.
-        let (file, bytes) = big_payout(&local, 3, 40_000);
+        // About 20 MB: a download cut after 1 MiB is cut mid-file, and a
+        // whole one keeps many reads in flight, more than the client's
+        // window lets the server answer at once.
+        let (file, bytes) = big_payout(&local, 3, 160_000);
         let name = name_of(&file);
         let (code, d) = send(&env, &file, &[]);
         assert_eq!(code, 0, "queued for collection: {d}");

@@ -922,7 +922,8 @@ async fn read_all(
     let writer = WriteBehind::start(match verify {
         Some((partner, name)) => gw.arriving(incoming, partner, name),
         None => Arriving::plain(incoming),
-    });
+    })
+    .map_err(|e| fail(format!("cannot start its writer: {e}")))?;
     let same_size = async {
         let now = sftp
             .fstat(handle)

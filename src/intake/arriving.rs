@@ -17,9 +17,12 @@ use crate::stage::{Incoming, StoreError, Stored};
 /// writer back rather than filling memory).
 const QUEUED: usize = 4;
 
-/// Bytes gathered into one piece for the verifier: a network's writes of
-/// 32 KiB each would wake its thread once a write.
+/// Bytes gathered into one piece for the verifier: small writes (32 KiB
+/// from many SFTP clients) would wake its thread once a write.
 const PIECE: usize = 256 * 1024;
+
+/// Writes this large go to the verifier as they are, not gathered.
+const LARGE: usize = 64 * 1024;
 
 /// A blob being written into the store, verified on the way in when its
 /// format is known. Blocking: use it on a blocking thread.
@@ -130,7 +133,7 @@ impl Verifier {
     /// Hand over the next bytes. False when the verifier has stopped.
     fn feed(&mut self, bytes: Vec<u8>) -> bool {
         self.fed += bytes.len() as u64;
-        if self.gathered.is_empty() && bytes.len() >= PIECE {
+        if self.gathered.is_empty() && bytes.len() >= LARGE {
             return self.tx.send(bytes).is_ok();
         }
         if self.gathered.capacity() == 0 {
@@ -250,17 +253,20 @@ impl Gateway {
 }
 
 /// Writes queued for a [`WriteBehind`] at most (a slow disk holds the
-/// network back rather than filling memory).
-const WRITES_QUEUED: usize = 16;
+/// network back rather than filling memory): 2 MiB of OpenSSH's 255 KiB
+/// writes.
+const WRITES_QUEUED: usize = 8;
 
-/// An [`Arriving`] written on a blocking thread of its own: a write is
-/// queued and returns at once, so the channel reads on while the disk, the
-/// checksum and the verifier work behind it. The first failure stops the
-/// writer: later writes say so, and [`WriteBehind::finish`] says why.
-/// Dropped unfinished, the writer ends and the bytes are discarded.
+/// An [`Arriving`] written on a thread of its own: a write is queued (it
+/// waits only while the queue is full), so the channel reads on while the
+/// disk, the checksum and the verifier work behind it. The first failure
+/// stops the writer: later writes say so, and [`WriteBehind::finish`] says
+/// why. Dropped unfinished, the writer ends after the writes queued and
+/// the bytes are discarded. Its own thread, not tokio's blocking pool: an
+/// upload left open idle must not hold a thread other work waits for.
 pub struct WriteBehind {
     tx: tokio::sync::mpsc::Sender<(Option<u64>, Vec<u8>)>,
-    thread: tokio::task::JoinHandle<Result<Arriving, StoreError>>,
+    done: tokio::sync::oneshot::Receiver<Result<Arriving, StoreError>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -272,19 +278,27 @@ pub enum WriteBehindError {
 }
 
 impl WriteBehind {
-    /// Start writing `arriving` behind the caller. Call within a tokio runtime.
-    pub fn start(mut arriving: Arriving) -> WriteBehind {
+    /// Start writing `arriving` behind the caller. Fails only when no
+    /// thread can be started (the bytes are discarded).
+    pub fn start(mut arriving: Arriving) -> io::Result<WriteBehind> {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(Option<u64>, Vec<u8>)>(WRITES_QUEUED);
-        let thread = tokio::task::spawn_blocking(move || {
-            while let Some((offset, bytes)) = rx.blocking_recv() {
-                match offset {
-                    Some(at) => arriving.write_at(at, bytes)?,
-                    None => arriving.write(bytes)?,
-                }
-            }
-            Ok(arriving)
-        });
-        WriteBehind { tx, thread }
+        let (report, done) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("write-behind".into())
+            .spawn(move || {
+                let written = (|| {
+                    while let Some((offset, bytes)) = rx.blocking_recv() {
+                        match offset {
+                            Some(at) => arriving.write_at(at, bytes)?,
+                            None => arriving.write(bytes)?,
+                        }
+                    }
+                    Ok(())
+                })();
+                // Nobody waiting (the upload was dropped): the bytes go with it.
+                let _ = report.send(written.map(|()| arriving));
+            })?;
+        Ok(WriteBehind { tx, done })
     }
 
     /// Queue `bytes` for `offset`. False once the writer has stopped.
@@ -305,9 +319,11 @@ impl WriteBehind {
     /// Wait for every queued write: the arrival, or the first failure.
     pub async fn finish(self) -> Result<Arriving, WriteBehindError> {
         drop(self.tx);
-        match self.thread.await {
+        match self.done.await {
             Ok(r) => Ok(r?),
-            Err(e) => Err(WriteBehindError::Stopped(e.to_string())),
+            Err(_) => Err(WriteBehindError::Stopped(
+                "its thread ended without a result".into(),
+            )),
         }
     }
 

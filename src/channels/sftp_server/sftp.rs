@@ -498,7 +498,7 @@ impl SftpSession {
             tracing::info!(partner = %self.peer.partner, addr = %self.peer.addr, name = %name.escape_debug(), bytes = size, "upload reopened to continue");
             return Ok(Upload {
                 name: name.to_string(),
-                writer: Some(WriteBehind::start(writer)),
+                writer: Some(self.write_behind(writer)?),
                 size,
                 written,
                 append,
@@ -536,12 +536,20 @@ impl SftpSession {
         })?;
         Ok(Upload {
             name: name.to_string(),
-            writer: Some(WriteBehind::start(writer)),
+            writer: Some(self.write_behind(writer)?),
             size: 0,
             written: rangemap::RangeSet::new(),
             append,
             refused: None,
             opened: std::time::Instant::now(),
+        })
+    }
+
+    /// An upload's writer, on a thread of its own.
+    fn write_behind(&self, upload: Arriving) -> Result<WriteBehind, StatusReply> {
+        WriteBehind::start(upload).map_err(|e| {
+            tracing::error!(partner = %self.peer.partner, error = %e, "cannot start an upload's writer");
+            refuse(StatusCode::Failure, "cannot accept uploads right now")
         })
     }
 
@@ -610,7 +618,8 @@ impl Drop for SftpSession {
                 "session ended before a temporary upload was renamed; it is discarded, nothing recorded"
             );
         }
-        // The temp files are removed as their handles drop.
+        // The temp files are removed as their handles drop (an open
+        // upload's by its writer, once the writes queued are done).
     }
 }
 
@@ -816,7 +825,7 @@ impl russh_sftp::server::Handler for SftpSession {
         };
         // Answered once queued: the disk, the checksum and the verifier
         // work behind the requests. A write that fails refuses the upload
-        // at the next write or at the close, before anything is kept.
+        // at a later write or at the close, before anything is kept.
         if writer.write_at(offset, data).await {
             u.size = u.size.max(end);
             if end > offset {
@@ -1107,12 +1116,22 @@ impl russh_sftp::server::Handler for SftpSession {
                 Ok(Packet::ExtendedReply(ExtendedReply { id, data: out }))
             }
             // Uploads are made durable when they are taken (before the close
-            // is answered); an fsync of an open upload has nothing to add.
+            // is answered); an fsync of an open upload has nothing to add,
+            // unless a write to it has failed.
             "fsync@openssh.com" => {
                 let _busy = self.activity.busy();
                 let mut r = data.as_slice();
                 match ssh_string(&mut r).and_then(|h| self.handles.get(&h)) {
-                    Some(Open::Upload(_)) => Ok(Packet::Status(status(id, "Ok"))),
+                    Some(Open::Upload(u))
+                        if u.refused.is_none()
+                            && u.writer.as_ref().is_some_and(|w| !w.stopped()) =>
+                    {
+                        Ok(Packet::Status(status(id, "Ok")))
+                    }
+                    Some(Open::Upload(_)) => Err(refuse(
+                        StatusCode::Failure,
+                        "fsync: the upload has failed; its close says why",
+                    )),
                     _ => Err(refuse(StatusCode::Failure, "fsync: not an upload handle")),
                 }
             }
@@ -1488,9 +1507,11 @@ mod tests {
         s.write(2, h.clone(), 0, valid_card())
             .await
             .expect("a write that succeeds");
-        // No file has an offset this large: the spool's write fails. Its
-        // answer comes before the write is made, so it may still be "Ok".
-        let _ = s.write(3, h.clone(), 1 << 63, b"x".to_vec()).await;
+        // No file has an offset this large: the spool's write fails, after
+        // its answer (a write is answered once queued).
+        s.write(3, h.clone(), 1 << 63, b"x".to_vec())
+            .await
+            .expect("queued");
         let e = s.close(4, h).await.expect_err("close of a failed upload");
         assert_eq!(e.status_code, StatusCode::Failure);
         let message = e.error_message.unwrap_or_default();
@@ -1512,5 +1533,46 @@ mod tests {
             .await
             .expect("files");
         assert!(files.is_empty(), "nothing recorded: {files:?}");
+    }
+
+    /// Once the writer has stopped on a failed write, later writes and an
+    /// fsync are refused, saying why, and so is the close.
+    #[tokio::test]
+    async fn writes_after_a_failed_one_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = session(dir.path(), u64::MAX).await;
+        let h = s
+            .open(1, "/inbox/x.dat".into(), W, FileAttributes::default())
+            .await
+            .expect("open")
+            .handle;
+        s.write(2, h.clone(), 1 << 63, b"x".to_vec())
+            .await
+            .expect("queued");
+        let mut id = 3;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let refused = loop {
+            match s.write(id, h.clone(), 0, b"y".to_vec()).await {
+                Err(e) => break e,
+                Ok(_) => assert!(
+                    std::time::Instant::now() < deadline,
+                    "writes still taken after the failed one"
+                ),
+            }
+            id += 1;
+        };
+        assert_eq!(refused.status_code, StatusCode::Failure);
+        let why = refused.error_message.unwrap_or_default();
+        assert!(why.starts_with("cannot write the upload: "), "{why}");
+        let mut handle = (h.len() as u32).to_be_bytes().to_vec();
+        handle.extend_from_slice(h.as_bytes());
+        let fsync = s
+            .extended(id + 1, "fsync@openssh.com".into(), handle)
+            .await
+            .expect_err("fsync of a failed upload");
+        assert_eq!(fsync.status_code, StatusCode::Failure);
+        let e = s.close(id + 2, h).await.expect_err("close");
+        assert_eq!(e.error_message.unwrap_or_default(), why);
+        assert!(spool_empty(dir.path()));
     }
 }
