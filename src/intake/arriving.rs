@@ -227,10 +227,9 @@ impl Gateway {
                 &mut |piece| {
                     if let Ok(mut v) = verifier.lock()
                         && let Some(live) = v.as_mut()
+                        && !live.feed(piece.to_vec())
                     {
-                        if !live.feed(piece.to_vec()) {
-                            *v = None;
-                        }
+                        *v = None;
                     }
                 },
                 &mut || {

@@ -1213,6 +1213,14 @@ mod tests {
         .union(OpenFlags::CREATE)
         .union(OpenFlags::TRUNCATE);
 
+    /// Open `path` for a new upload; its handle.
+    async fn upload(s: &mut SftpSession, id: u32, path: String) -> String {
+        s.open(id, path, W, FileAttributes::default())
+            .await
+            .expect("open")
+            .handle
+    }
+
     #[tokio::test]
     async fn upload_close_judges_and_writes_the_receipt() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1298,11 +1306,7 @@ mod tests {
         let sha = |b: &[u8]| hex::encode(Sha256::digest(b));
         // In order, in three writes.
         let name = "CSTL_031_20261121_0001.dat";
-        let h = s
-            .open(1, format!("/inbox/{name}"), W, FileAttributes::default())
-            .await
-            .expect("open")
-            .handle;
+        let h = upload(&mut s, 1, format!("/inbox/{name}")).await;
         let third = bytes.len() / 3;
         for (i, (from, to)) in [(0, third), (third, 2 * third), (2 * third, bytes.len())]
             .into_iter()
@@ -1499,11 +1503,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut s = session(dir.path(), u64::MAX).await;
         let name = "CSTL_031_20261121_0001.dat";
-        let h = s
-            .open(1, format!("/inbox/{name}"), W, FileAttributes::default())
-            .await
-            .expect("open")
-            .handle;
+        let h = upload(&mut s, 1, format!("/inbox/{name}")).await;
         s.write(2, h.clone(), 0, valid_card())
             .await
             .expect("a write that succeeds");
@@ -1541,11 +1541,7 @@ mod tests {
     async fn writes_after_a_failed_one_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut s = session(dir.path(), u64::MAX).await;
-        let h = s
-            .open(1, "/inbox/x.dat".into(), W, FileAttributes::default())
-            .await
-            .expect("open")
-            .handle;
+        let h = upload(&mut s, 1, "/inbox/x.dat".into()).await;
         s.write(2, h.clone(), 1 << 63, b"x".to_vec())
             .await
             .expect("queued");
