@@ -820,25 +820,23 @@ impl russh_sftp::server::Handler for SftpSession {
             tracing::warn!(partner = %self.peer.partner, user = %self.peer.user, addr = %self.peer.addr, name = %name.escape_debug(), max_bytes = max, "refused: upload larger than the maximum file size");
             return Err(refuse(StatusCode::Failure, why));
         }
-        let Some(writer) = &u.writer else {
+        let Some(writer) = u.writer.take() else {
             return Err(refuse(StatusCode::Failure, "upload already refused"));
         };
         // Answered once queued: the disk, the checksum and the verifier
         // work behind the requests. A write that fails refuses the upload
         // at a later write or at the close, before anything is kept.
         if writer.write_at(offset, data).await {
+            u.writer = Some(writer);
             u.size = u.size.max(end);
             if end > offset {
                 u.written.insert(offset..end);
             }
             return Ok(status(id, "Ok"));
         }
-        let error = match u.writer.take().map(WriteBehind::finish) {
-            Some(finishing) => match finishing.await {
-                Err(e) => e.to_string(),
-                Ok(_) => "the writer stopped".to_string(),
-            },
-            None => "the writer stopped".to_string(),
+        let error = match writer.finish().await {
+            Err(e) => e.to_string(),
+            Ok(_) => "the writer stopped".to_string(),
         };
         let why = spool_failed(&self.peer, &u.name, &error);
         u.refused = Some(why.clone());
@@ -1122,10 +1120,8 @@ impl russh_sftp::server::Handler for SftpSession {
                 let _busy = self.activity.busy();
                 let mut r = data.as_slice();
                 match ssh_string(&mut r).and_then(|h| self.handles.get(&h)) {
-                    Some(Open::Upload(u))
-                        if u.refused.is_none()
-                            && u.writer.as_ref().is_some_and(|w| !w.stopped()) =>
-                    {
+                    // A refused upload has no writer.
+                    Some(Open::Upload(u)) if u.writer.as_ref().is_some_and(|w| !w.stopped()) => {
                         Ok(Packet::Status(status(id, "Ok")))
                     }
                     Some(Open::Upload(_)) => Err(refuse(
