@@ -100,14 +100,28 @@ async fn feed_as(
     keys: &[&str],
     how: Stream,
 ) -> Result<u64, LedgerError> {
+    let amounts = vec![Decimal::new(-12345, 2); keys.len()];
+    feed_amounts(l, id, id_, keys, &amounts, how).await
+}
+
+/// Feed an entry per key, each with its amount.
+async fn feed_amounts(
+    l: &Ledger,
+    id: i64,
+    id_: &Identity,
+    keys: &[&str],
+    amounts: &[Decimal],
+    how: Stream,
+) -> Result<u64, LedgerError> {
     let (tx, rx) = mpsc::channel(keys.len() + 1);
     let entries: Vec<NewEntry> = keys
         .iter()
+        .zip(amounts)
         .enumerate()
-        .map(|(i, k)| NewEntry {
+        .map(|(i, (k, amount))| NewEntry {
             record_no: i as i64 + 2,
             record_key: (*k).into(),
-            amount: Decimal::new(-12345, 2),
+            amount: *amount,
             fields: "{}".into(),
         })
         .collect();
@@ -212,7 +226,7 @@ async fn second_feeds_refused(t: TestLedger, how: Stream) {
     t.drop_db().await;
 }
 
-/// Record keys holding the characters a bulk load must escape (tab,
+/// Record keys holding the characters a text bulk load would escape (tab,
 /// backslash, line feed, carriage return) are stored as they are: the same
 /// key fed again is refused, while the key spelled with the escapes'
 /// letters is a different key.
@@ -257,6 +271,73 @@ async fn control_characters_stored_exactly(t: TestLedger, how: Stream) {
         .expect("a different key"),
         1
     );
+    l.close().await;
+    t.drop_db().await;
+}
+
+/// Amounts come back exactly as fed, scale included, whichever way the
+/// entries went in (PostgreSQL: an `INSERT` of decimal text for one batch,
+/// `COPY`'s binary numeric for a stream).
+async fn amounts_are_stored_exactly(t: TestLedger) {
+    let dir = tempfile::tempdir().unwrap();
+    let l = open(&t, dir.path()).await;
+    let mut negative_zero = Decimal::new(0, 2);
+    negative_zero.set_sign_negative(true);
+    let amounts = [
+        Decimal::new(0, 0),
+        Decimal::new(0, 2),
+        negative_zero,
+        Decimal::new(12340, 2),
+        Decimal::new(-1, 2),
+        Decimal::new(10000, 0),
+        Decimal::new(99999999, 4),
+        Decimal::new(-100000001, 4),
+        Decimal::new(123456789, 5),
+        Decimal::new(1, 28),
+        // The file's sum stays in range: MIN, then MAX.
+        Decimal::MIN,
+        Decimal::MAX,
+        Decimal::from_i128_with_scale(-79_228_162_514_264_337_593_543_950_335, 28),
+    ];
+    for (n, how) in [Stream::OneBatch, Stream::RecordPerBatch]
+        .into_iter()
+        .enumerate()
+    {
+        let id = arrive(&l, &format!("c{n}")).await;
+        let keys: Vec<String> = (0..amounts.len()).map(|i| format!("{n}-{i}")).collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let fed = feed_amounts(
+            &l,
+            id,
+            &identity(&format!("f{n}"), &format!("k{n}")),
+            &keys,
+            &amounts,
+            how,
+        )
+        .await
+        .expect("feed");
+        assert_eq!(fed, amounts.len() as u64);
+        let stored: Vec<String> = l
+            .file_entries(id)
+            .await
+            .expect("entries")
+            .iter()
+            .map(|e| e.amount.to_string())
+            .collect();
+        // A zero has no sign in either ledger.
+        let expected: Vec<String> = amounts
+            .iter()
+            .map(|a| {
+                if a.is_zero() {
+                    Decimal::new(0, a.scale())
+                } else {
+                    *a
+                }
+                .to_string()
+            })
+            .collect();
+        assert_eq!(stored, expected, "{} {how:?}", t.backend);
+    }
     l.close().await;
     t.drop_db().await;
 }
@@ -715,6 +796,7 @@ both!(
     escapes_streamed,
     keys_with_control_characters_are_stored_exactly_streamed
 );
+both!(amounts, amounts_are_stored_exactly);
 both!(append_only, the_audit_log_and_entries_are_append_only);
 both!(entries_name_files_that_exist, entries_name_files);
 both!(races, racing_gateways_feed_once);

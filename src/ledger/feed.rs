@@ -3,7 +3,6 @@
 //! will pay per business date.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
@@ -79,17 +78,97 @@ fn entry_writer_sql<T: EntryWriter>(_: &T) -> &'static str {
     T::REVERSE_ENTRIES
 }
 
-/// `text` as a column of `COPY`'s text format: backslash, tab, line feed
-/// and carriage return escaped.
-fn copy_text(text: &str, out: &mut Vec<u8>) {
-    for &b in text.as_bytes() {
-        match b {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            _ => out.push(b),
+/// Rows in `COPY`'s binary format, PostgreSQL's own encoding of each
+/// value: the server converts nothing from text, and text columns go as
+/// they are (no escaping).
+struct CopyRows {
+    buf: Vec<u8>,
+    /// Where sqlx encodes a date or a decimal before it is framed.
+    value: sqlx::postgres::PgArgumentBuffer,
+}
+
+/// How much of a `COPY` is gathered before it is sent.
+const SEND_AT: usize = 1 << 20;
+
+impl CopyRows {
+    /// The signature, no flags, no header extension.
+    const HEADER: &'static [u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+    /// A field count of -1.
+    const TRAILER: [u8; 2] = (-1i16).to_be_bytes();
+
+    fn with_capacity(bytes: usize) -> Self {
+        CopyRows {
+            buf: Vec::with_capacity(bytes),
+            value: Default::default(),
         }
+    }
+
+    fn field_count(&mut self, n: i16) {
+        self.buf.extend_from_slice(&n.to_be_bytes());
+    }
+
+    fn bytes(&mut self, b: &[u8]) -> Result<(), LedgerError> {
+        frame(&mut self.buf, b)
+    }
+
+    fn int8(&mut self, v: i64) {
+        self.buf.extend_from_slice(&8i32.to_be_bytes());
+        self.buf.extend_from_slice(&v.to_be_bytes());
+    }
+
+    /// An amount as `numeric`: sqlx's encoding, except for a zero, which
+    /// sqlx sends without its scale; a zero keeps it here (as `0.00` in
+    /// text would), so entries read the same however they were fed.
+    fn numeric(&mut self, amount: &Decimal) -> Result<(), LedgerError> {
+        if !amount.is_zero() {
+            return self.encoded(amount);
+        }
+        // No digits, weight 0, positive, the display scale (at most 28).
+        let scale = amount.scale() as i16;
+        self.buf.extend_from_slice(&8i32.to_be_bytes());
+        self.buf.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        self.buf.extend_from_slice(&scale.to_be_bytes());
+        Ok(())
+    }
+
+    /// A value in the encoding sqlx gives it (the binary protocol's, which
+    /// `COPY` shares).
+    fn encoded<'q, T: sqlx::Encode<'q, sqlx::Postgres>>(
+        &mut self,
+        v: &T,
+    ) -> Result<(), LedgerError> {
+        self.value.clear();
+        let null = v.encode_by_ref(&mut self.value).map_err(|e| {
+            LedgerError::State(format!("cannot encode {}: {e}", std::any::type_name::<T>()))
+        })?;
+        match null {
+            // A length of -1 is NULL (the column then refuses it).
+            sqlx::encode::IsNull::Yes => {
+                self.buf.extend_from_slice(&(-1i32).to_be_bytes());
+                Ok(())
+            }
+            sqlx::encode::IsNull::No => frame(&mut self.buf, &self.value),
+        }
+    }
+}
+
+/// A field: its length, then its bytes.
+fn frame(out: &mut Vec<u8>, b: &[u8]) -> Result<(), LedgerError> {
+    let len = i32::try_from(b.len()).map_err(|_| {
+        LedgerError::State(format!("a value of {} bytes is too long to feed", b.len()))
+    })?;
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(b);
+    Ok(())
+}
+
+/// An amount as exact decimal text, a zero without a sign (`-0.00` is
+/// `0.00`, as PostgreSQL's `numeric` has it).
+fn amount_text(amount: &Decimal) -> String {
+    if amount.is_zero() {
+        Decimal::new(0, amount.scale()).to_string()
+    } else {
+        amount.to_string()
     }
 }
 
@@ -365,7 +444,7 @@ impl SqliteBatch for sqlx::Transaction<'_, Sqlite> {
                     .bind(t.date)
                     .bind(r.record_no)
                     .bind(&r.record_key)
-                    .bind(r.amount.to_string())
+                    .bind(amount_text(&r.amount))
                     .bind(&r.fields);
             }
             q.execute(&mut **self)
@@ -377,8 +456,8 @@ impl SqliteBatch for sqlx::Transaction<'_, Sqlite> {
 }
 
 impl EntryWriter for sqlx::Transaction<'_, sqlx::Postgres> {
-    /// One `COPY … FROM STDIN` (text format) for the whole stream, the bulk
-    /// loader's own path; the unique index still refuses a record key fed
+    /// One `COPY … FROM STDIN` (binary format) for the whole stream, the
+    /// bulk loader's own path; the unique index still refuses a record key fed
     /// before (at the end of the copy, rolling the transaction back). A
     /// stream of one batch is one `INSERT` of arrays instead: the copy's
     /// data and its end go out as two small writes, and the socket (sqlx
@@ -401,19 +480,24 @@ impl EntryWriter for sqlx::Transaction<'_, sqlx::Postgres> {
             }
             Some(rows) => rows,
         };
+        // The columns every row shares, encoded once.
+        let shared = {
+            let mut s = CopyRows::with_capacity(64);
+            s.field_count(9);
+            s.int8(t.file_id);
+            s.bytes(t.partner.as_bytes())?;
+            s.bytes(t.format.as_bytes())?;
+            s.encoded(&t.date)?;
+            s.buf
+        };
         let mut copy = self
             .copy_in_raw(
-                "COPY entries (file_id, partner, format, business_date, record_no, record_key, amount, kind, fields) FROM STDIN",
+                "COPY entries (file_id, partner, format, business_date, record_no, record_key, amount, kind, fields) FROM STDIN (FORMAT binary)",
             )
             .await
             .map_err(query_error("insert entries"))?;
-        // The columns every row shares, escaped once.
-        let mut shared = format!("{}\t", t.file_id).into_bytes();
-        copy_text(t.partner, &mut shared);
-        shared.push(b'\t');
-        copy_text(t.format, &mut shared);
-        shared.extend_from_slice(format!("\t{}\t", t.date).as_bytes());
-        let mut buf = Vec::with_capacity(1 << 20);
+        let mut out = CopyRows::with_capacity(2 * SEND_AT);
+        out.buf.extend_from_slice(CopyRows::HEADER);
         let mut ready = [first, second].into_iter();
         loop {
             let next = match ready.next() {
@@ -430,20 +514,23 @@ impl EntryWriter for sqlx::Transaction<'_, sqlx::Postgres> {
                     return Err(e);
                 }
             };
-            buf.clear();
-            for r in &rows {
-                buf.extend_from_slice(&shared);
-                // Writing to a Vec cannot fail.
-                let _ = write!(buf, "{}\t", r.record_no);
-                copy_text(&r.record_key, &mut buf);
-                let _ = write!(buf, "\t{}\toriginal\t", r.amount);
-                copy_text(&r.fields, &mut buf);
-                buf.push(b'\n');
+            // What is encoded goes out once the next batch is in hand, so
+            // the last batch and the end of the data go in one write.
+            if out.buf.len() >= SEND_AT {
+                copy.send(&out.buf[..])
+                    .await
+                    .map_err(query_error("insert entries"))?;
+                out.buf.clear();
             }
-            copy.send(&buf[..])
-                .await
-                .map_err(query_error("insert entries"))?;
+            if let Err(e) = encode_rows(&mut out, &shared, &rows) {
+                let _ = copy.abort("an entry could not be encoded").await;
+                return Err(e);
+            }
         }
+        out.buf.extend_from_slice(&CopyRows::TRAILER);
+        copy.send(&out.buf[..])
+            .await
+            .map_err(query_error("insert entries"))?;
         copy.finish().await.map_err(query_error("insert entries"))?;
         Ok(tally)
     }
@@ -451,6 +538,19 @@ impl EntryWriter for sqlx::Transaction<'_, sqlx::Postgres> {
     const REVERSE_ENTRIES: &'static str = "INSERT INTO entries (file_id, partner, format, business_date, record_no, record_key, amount, kind, fields) \
          SELECT file_id, partner, format, business_date, record_no, record_key, -amount, 'reversal', fields \
          FROM entries WHERE file_id = $1 AND kind = 'original' AND reversed_by IS NULL ORDER BY id";
+}
+
+/// A batch's rows after the columns they share.
+fn encode_rows(out: &mut CopyRows, shared: &[u8], rows: &[NewEntry]) -> Result<(), LedgerError> {
+    for r in rows {
+        out.buf.extend_from_slice(shared);
+        out.int8(r.record_no);
+        out.bytes(r.record_key.as_bytes())?;
+        out.numeric(&r.amount)?;
+        out.bytes(b"original")?;
+        out.bytes(r.fields.as_bytes())?;
+    }
+    Ok(())
 }
 
 /// Entries of one batch in one `INSERT`, each column bound as an array (in
@@ -462,7 +562,7 @@ async fn insert_array(
 ) -> Result<(), LedgerError> {
     let record_no: Vec<i64> = rows.iter().map(|r| r.record_no).collect();
     let record_key: Vec<&str> = rows.iter().map(|r| r.record_key.as_str()).collect();
-    let amount: Vec<String> = rows.iter().map(|r| r.amount.to_string()).collect();
+    let amount: Vec<String> = rows.iter().map(|r| amount_text(&r.amount)).collect();
     let fields: Vec<&str> = rows.iter().map(|r| r.fields.as_str()).collect();
     sqlx::query(
         "INSERT INTO entries (file_id, partner, format, business_date, record_no, record_key, amount, kind, fields) \
