@@ -5,19 +5,23 @@
 # with `sqlite3 .import` and `psql \copy`, in the same run.
 # Usage: benches/ingest.sh [SIZE]         (default 1GiB)
 # Needs: sqlite3, psql, PostgreSQL at $PGURL (default postgres://postgres@127.0.0.1:5432/postgres).
-# BACKENDS="sqlite postgres" (default) selects which halves run.
+# BACKENDS="sqlite postgres" (default) selects which halves run; BIN_DIR=dir
+# runs the binaries in dir instead of a fresh release build (another build, compared).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size=${1:-1GiB}
 dir=${BENCH_DIR:-target/bench/ingest}
 pgurl=${PGURL:-postgres://postgres@127.0.0.1:5432/postgres}
 mkdir -p "$dir"
-cargo build --release --quiet --bins
+if [ -z "${BIN_DIR:-}" ]; then
+  cargo build --release --quiet --bins
+  BIN_DIR=${CARGO_TARGET_DIR:-$PWD/target}/release
+fi
 data="$dir/src/CSTL_031_20261121_0001.dat"
 csv="$dir/entries.csv"
 mkdir -p "$dir/src"
 if [ ! -s "$data" ] || [ "$(cat "$dir/.size" 2>/dev/null)" != "$size" ]; then
-  target/release/settlegate-generate card-settlement --size "$size" --entries-csv "$csv" "$data"
+  "$BIN_DIR/settlegate-generate" card-settlement --size "$size" --entries-csv "$csv" "$data"
   echo "$size" > "$dir/.size"
 fi
 records=$(wc -l < "$csv")
@@ -41,7 +45,7 @@ backends=${BACKENDS:-sqlite postgres}
 if [[ " $backends " == *" sqlite "* ]]; then
 # --- SQLite ---------------------------------------------------------------
 rm -rf "$dir/sg-sqlite"; t0=$(now)
-target/release/settlegate --config "$cfg" --data-dir "$dir/sg-sqlite" ingest --partner cardco "$data" > /dev/null
+"$BIN_DIR/settlegate" --config "$cfg" --data-dir "$dir/sg-sqlite" ingest --partner cardco "$data" > /dev/null
 t1=$(now); sg_sqlite=$(secs "$t0" "$t1")
 rm -f "$dir/import.db"*
 # Same columns as settlegate's entries; the implicit rowid is its id.
@@ -60,7 +64,7 @@ if [[ " $backends " == *" postgres "* ]]; then
 db=settlegate_bench_$$
 psql -q "$pgurl" -c "CREATE DATABASE $db" ; url="${pgurl%/*}/$db"
 rm -rf "$dir/sg-pg"; t0=$(now)
-target/release/settlegate --config "$cfg" --data-dir "$dir/sg-pg" --ledger "$url" ingest --partner cardco "$data" > /dev/null
+"$BIN_DIR/settlegate" --config "$cfg" --data-dir "$dir/sg-pg" --ledger "$url" ingest --partner cardco "$data" > /dev/null
 t1=$(now); sg_pg=$(secs "$t0" "$t1")
 psql -q "$pgurl" -c "DROP DATABASE $db WITH (FORCE)"; psql -q "$pgurl" -c "CREATE DATABASE $db"
 psql -q "$url" -c "${table/id INTEGER PRIMARY KEY/id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY}"
