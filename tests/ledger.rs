@@ -113,7 +113,25 @@ async fn feed_amounts(
     amounts: &[Decimal],
     how: Stream,
 ) -> Result<u64, LedgerError> {
-    let (tx, rx) = mpsc::channel(keys.len() + 1);
+    feed_stream(l, id, id_, None, complete_stream(keys, amounts, how)).await
+}
+
+/// A complete stream of entries, one per key, in the batches of `how`.
+fn complete_stream(
+    keys: &[&str],
+    amounts: &[Decimal],
+    how: Stream,
+) -> mpsc::Receiver<Vec<NewEntry>> {
+    let batches = batches(keys, amounts, how);
+    let (tx, rx) = mpsc::channel(batches.len() + 1);
+    for batch in batches.into_iter().chain([Vec::new()]) {
+        tx.try_send(batch).expect("room for every batch");
+    }
+    rx
+}
+
+/// An entry per key, each with its amount, in the batches of `how`.
+fn batches(keys: &[&str], amounts: &[Decimal], how: Stream) -> Vec<Vec<NewEntry>> {
     let entries: Vec<NewEntry> = keys
         .iter()
         .zip(amounts)
@@ -126,15 +144,20 @@ async fn feed_amounts(
         })
         .collect();
     match how {
-        Stream::OneBatch => tx.send(entries).await.expect("send"),
-        Stream::RecordPerBatch => {
-            for e in entries {
-                tx.send(vec![e]).await.expect("send");
-            }
-        }
+        Stream::OneBatch => vec![entries],
+        Stream::RecordPerBatch => entries.into_iter().map(|e| vec![e]).collect(),
     }
-    tx.send(Vec::new()).await.expect("send end");
-    drop(tx);
+}
+
+/// Feed the entries that arrive on `rx` (a complete stream ends with an
+/// empty batch), superseding a fed file or not.
+async fn feed_stream(
+    l: &Ledger,
+    id: i64,
+    id_: &Identity,
+    supersedes: Option<i64>,
+    rx: mpsc::Receiver<Vec<NewEntry>>,
+) -> Result<u64, LedgerError> {
     let judgement = fed();
     let decision = Decision {
         file_id: id,
@@ -147,7 +170,7 @@ async fn feed_amounts(
         decision,
         partner: "cardco",
         from: FileState::Received,
-        supersedes: None,
+        supersedes,
     };
     l.feed(&plan, rx).await
 }
@@ -408,6 +431,155 @@ async fn entries_name_files(t: TestLedger) {
         );
     }
     assert_eq!(entries(&l, id).await, 2);
+    l.close().await;
+    t.drop_db().await;
+}
+
+/// A file's entries are found by the ids its feed took: its originals in
+/// record order, its reversals once superseded (a re-send of the same keys
+/// with other amounts), and nothing of a file fed in between. The ranges
+/// never move once set.
+async fn entries_are_found_by_their_feeds_ids(t: TestLedger) {
+    let dir = tempfile::tempdir().unwrap();
+    let l = open(&t, dir.path()).await;
+    let d = |units: i64| Decimal::new(units, 2);
+    let (a, b) = (arrive(&l, "ca").await, arrive(&l, "cb").await);
+    feed_amounts(
+        &l,
+        a,
+        &identity("fa", "ka"),
+        &["1", "2", "3"],
+        &[d(100), d(-20), d(3)],
+        Stream::RecordPerBatch,
+    )
+    .await
+    .expect("feed a");
+    feed_amounts(
+        &l,
+        b,
+        &identity("fb", "kb"),
+        &["4", "5"],
+        &[d(7), d(11)],
+        Stream::OneBatch,
+    )
+    .await
+    .expect("feed b");
+    // A re-send of a's keys supersedes it.
+    let c = arrive(&l, "cc").await;
+    let resend = complete_stream(
+        &["1", "2", "3", "9"],
+        &[d(101), d(-20), d(3), d(1)],
+        Stream::RecordPerBatch,
+    );
+    feed_stream(&l, c, &identity("fc", "kc"), Some(a), resend)
+        .await
+        .expect("supersede a");
+    check_found(
+        &l,
+        &t,
+        [(a, 3, 6), (b, 2, 2), (c, 4, 4)],
+        d(7 + 11 + 101 - 20 + 3 + 1),
+    )
+    .await;
+    for sql in [
+        format!("UPDATE files SET entries_from = entries_from + 1 WHERE id = {a}"),
+        format!("UPDATE files SET entries_to = NULL WHERE id = {b}"),
+        format!("UPDATE files SET reversals_to = reversals_to - 1 WHERE id = {a}"),
+    ] {
+        let r = execute_raw(&l, &sql).await;
+        assert!(r.is_err(), "{}: {sql} was allowed", t.backend);
+        assert!(r.unwrap_err().to_string().contains("never change"));
+    }
+    l.close().await;
+    t.drop_db().await;
+}
+
+/// Each file's original entries, how many entries name it (reversals
+/// included), and what settlement pays for the date.
+async fn check_found(l: &Ledger, t: &TestLedger, files: [(i64, usize, i64); 3], total: Decimal) {
+    for (id, originals, named) in files {
+        let keys: Vec<i64> = l
+            .file_entries(id)
+            .await
+            .expect("entries")
+            .iter()
+            .map(|e| e.record_no)
+            .collect();
+        assert_eq!(
+            keys,
+            (2..2 + originals as i64).collect::<Vec<_>>(),
+            "{} file {id}",
+            t.backend
+        );
+        assert_eq!(entries(l, id).await, named, "{} file {id}", t.backend);
+    }
+    let rows = l
+        .intake(NaiveDate::from_ymd_opt(2026, 11, 21).unwrap())
+        .await
+        .expect("intake");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].total, total, "{}", t.backend);
+}
+
+/// On PostgreSQL another node's feed can take ids inside a feed's range:
+/// file b is fed whole while a's feed is open (a has taken its first id,
+/// b's entries come before a's). a's look-ups and the reversal of a still
+/// touch a's entries only.
+async fn interleaved_feeds_keep_their_entries(t: TestLedger) {
+    let dir = tempfile::tempdir().unwrap();
+    let l = open(&t, dir.path()).await;
+    let d = |units: i64| Decimal::new(units, 2);
+    let (a, b, c) = (
+        arrive(&l, "ca").await,
+        arrive(&l, "cb").await,
+        arrive(&l, "cc").await,
+    );
+    // Room for one batch: the second send returns once the feed has taken
+    // the first, after it took its first id.
+    let (tx, rx) = mpsc::channel(1);
+    let feeding_a = {
+        let l = l.clone();
+        tokio::spawn(async move { feed_stream(&l, a, &identity("fa", "ka"), None, rx).await })
+    };
+    let mut a_batches = batches(
+        &["1", "2", "3"],
+        &[d(100), d(-20), d(3)],
+        Stream::RecordPerBatch,
+    )
+    .into_iter();
+    for batch in a_batches.by_ref().take(2) {
+        tx.send(batch).await.expect("send");
+    }
+    feed_amounts(
+        &l,
+        b,
+        &identity("fb", "kb"),
+        &["4", "5"],
+        &[d(7), d(11)],
+        Stream::RecordPerBatch,
+    )
+    .await
+    .expect("feed b while a's feed is open");
+    for batch in a_batches {
+        tx.send(batch).await.expect("send");
+    }
+    tx.send(Vec::new()).await.expect("send end");
+    assert_eq!(feeding_a.await.expect("join").expect("feed a"), 3);
+    let resend = complete_stream(
+        &["1", "2", "3", "9"],
+        &[d(101), d(-20), d(3), d(1)],
+        Stream::OneBatch,
+    );
+    feed_stream(&l, c, &identity("fc", "kc"), Some(a), resend)
+        .await
+        .expect("supersede a");
+    check_found(
+        &l,
+        &t,
+        [(a, 3, 6), (b, 2, 2), (c, 4, 4)],
+        d(7 + 11 + 101 - 20 + 3 + 1),
+    )
+    .await;
     l.close().await;
     t.drop_db().await;
 }
@@ -797,6 +969,18 @@ both!(
     keys_with_control_characters_are_stored_exactly_streamed
 );
 both!(amounts, amounts_are_stored_exactly);
+both!(found_by_ids, entries_are_found_by_their_feeds_ids);
+
+mod interleaved_feeds {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        if let Some(t) = TestLedger::postgres().await {
+            interleaved_feeds_keep_their_entries(t).await;
+        }
+    }
+}
 both!(append_only, the_audit_log_and_entries_are_append_only);
 both!(entries_name_files_that_exist, entries_name_files);
 both!(races, racing_gateways_feed_once);

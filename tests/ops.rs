@@ -814,6 +814,105 @@ async fn migrate_check(t: TestLedger) {
     t.drop_db().await;
 }
 
+/// A ledger an older version fed, entries of files interleaved: after the
+/// upgrade each file's entries are found by the ids they hold, its
+/// originals and (for the superseded one) its reversals, and nothing else.
+async fn entries_found_after_upgrade(t: TestLedger) {
+    let env = Env::new(&t, "");
+    std::fs::create_dir_all(&env.data).expect("data dir");
+    let url = t
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", env.data.join("ledger.db").display()));
+    older_ledger(&url, 16).await;
+    let at = "'2026-11-22 01:00:00+00:00'";
+    let file = |name: &str, verdict: &str| {
+        format!(
+            "INSERT INTO files (partner, channel, name, received_at, size, checksum, verdict) \
+             VALUES ('cardco', 'manual', '{name}', {at}, 1, 'c-{name}', '{verdict}')"
+        )
+    };
+    // a (1) fed 2, 3, 4 with b (2) fed between; c (3) superseded a.
+    let entry = |file: i64, no: i64, amount: &str, kind: &str, by: &str| {
+        format!(
+            "INSERT INTO entries (file_id, partner, format, business_date, record_no, record_key, amount, kind, reversed_by, fields) \
+             VALUES ({file}, 'cardco', 'card-settlement', '2026-11-21', {no}, 'k{file}-{no}', '{amount}', '{kind}', {by}, '{{}}')"
+        )
+    };
+    let statements = [
+        file("a", "superseded"),
+        file("b", "fed"),
+        file("c", "fed"),
+        entry(1, 2, "1.00", "original", "3"),
+        entry(2, 2, "5.00", "original", "NULL"),
+        entry(1, 3, "2.00", "original", "3"),
+        entry(1, 4, "3.00", "original", "3"),
+        entry(2, 3, "6.00", "original", "NULL"),
+        entry(1, 2, "-1.00", "reversal", "NULL"),
+        entry(1, 3, "-2.00", "reversal", "NULL"),
+        entry(1, 4, "-3.00", "reversal", "NULL"),
+        entry(3, 2, "1.50", "original", "NULL"),
+        entry(3, 3, "2.00", "original", "NULL"),
+    ];
+    if t.url.is_none() {
+        let pool = sqlx::SqlitePool::connect(&url).await.expect("sqlite");
+        for sql in &statements {
+            sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+                .execute(&pool)
+                .await
+                .expect(sql);
+        }
+        pool.close().await;
+    } else {
+        let pool = sqlx::PgPool::connect(&url).await.expect("postgres");
+        for sql in &statements {
+            sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+                .execute(&pool)
+                .await
+                .expect(sql);
+        }
+        pool.close().await;
+    }
+    let ledger = settlegate::ledger::Ledger::open(Some(&url), &env.data)
+        .await
+        .expect("open and migrate");
+    for (id, originals, named) in [
+        (1, vec![2, 3, 4], 6),
+        (2, vec![2, 3], 2),
+        (3, vec![2, 3], 2),
+    ] {
+        let found: Vec<i64> = ledger
+            .file_entries(id)
+            .await
+            .expect("entries")
+            .iter()
+            .map(|e| e.record_no)
+            .collect();
+        assert_eq!(found, originals, "{} file {id}", t.backend);
+        assert_eq!(
+            ledger.entry_count(id).await.expect("count"),
+            named,
+            "{} file {id}",
+            t.backend
+        );
+    }
+    ledger.close().await;
+    t.drop_db().await;
+}
+
+#[tokio::test]
+async fn entries_found_after_upgrade_sqlite() {
+    entries_found_after_upgrade(TestLedger::sqlite()).await;
+}
+
+#[tokio::test]
+async fn entries_found_after_upgrade_postgres() {
+    let Some(t) = TestLedger::postgres().await else {
+        return;
+    };
+    entries_found_after_upgrade(t).await;
+}
+
 #[tokio::test]
 async fn migrate_check_on_older_and_newer_ledgers_sqlite() {
     migrate_check(TestLedger::sqlite()).await;

@@ -215,8 +215,11 @@ impl Ledger {
 
     /// A file's original entries (what it fed), in record order.
     pub async fn file_entries(&self, file_id: i64) -> Result<Vec<EntryAmount>, LedgerError> {
-        let sql = "SELECT record_no, record_key, CAST(amount AS TEXT) FROM entries \
-                   WHERE file_id = $1 AND kind = 'original' ORDER BY record_no";
+        let sql = concat!(
+            "SELECT record_no, record_key, CAST(amount AS TEXT) FROM entries WHERE ",
+            super::feed::originals_of_file!(),
+            " ORDER BY record_no"
+        );
         let rows: Vec<(i64, String, String)> = on_pool!(self, pool => sqlx::query_as(sql)
             .bind(file_id)
             .fetch_all(pool)

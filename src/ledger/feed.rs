@@ -44,38 +44,86 @@ trait EntryWriter {
         entries: &mut mpsc::Receiver<Vec<NewEntry>>,
         file_id: i64,
     ) -> impl std::future::Future<Output = Result<Tally, LedgerError>> + Send;
-    /// Insert reversal entries (negated amounts) for a file's live originals.
-    const REVERSE_ENTRIES: &'static str;
+    const SQL: EntrySql;
 }
 
+/// A backend's statements for entries.
+#[derive(Clone, Copy)]
+struct EntrySql {
+    /// Insert reversal entries (negated amounts) for file `$1`'s live originals.
+    reverse: &'static str,
+    /// The least id an entry this transaction inserts from now on can take.
+    ids_from: &'static str,
+    /// Record file `$1`'s feed: what it paid (`$2`), how many entries (`$3`),
+    /// and their ids, from `$4` to the greatest this transaction has taken.
+    record_fed: &'static str,
+    /// Record the range of the reversals of file `$1` (from `$2`), when
+    /// they are as many as it fed (`$3`).
+    record_reversed: &'static str,
+}
+
+/// The entries of file `$1` that it fed (its originals), found on the
+/// primary key by the range of ids its feed took.
+macro_rules! originals_of_file {
+    () => {
+        "file_id = $1 AND kind = 'original' \
+         AND id BETWEEN (SELECT entries_from FROM files WHERE id = $1) AND (SELECT entries_to FROM files WHERE id = $1)"
+    };
+}
+pub(super) use originals_of_file;
+
 /// Offset a file's live originals with reversal entries, then mark them
-/// reversed by `by` (the only update entries allow).
+/// reversed by `by` (the only update entries allow); the reversals' ids are
+/// recorded on the file, and they must be as many as it fed.
 macro_rules! reverse_entries {
     ($tx:expr, $file_id:expr, $by:expr) => {{
         let tx = $tx;
+        let sql = entry_sql(&*tx);
         async {
-            sqlx::query(entry_writer_sql(&*tx))
+            let from: i64 = sqlx::query_scalar(sql.ids_from)
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(query_error("take the reversals' first id"))?;
+            let reversed = sqlx::query(sql.reverse)
                 .bind($file_id)
                 .execute(&mut **tx)
                 .await
-                .map_err(query_error("insert reversals"))?;
-            sqlx::query(
-                "UPDATE entries SET reversed_by = $2 WHERE file_id = $1 AND kind = 'original' AND reversed_by IS NULL",
-            )
+                .map_err(query_error("insert reversals"))?
+                .rows_affected();
+            let marked = sqlx::query(concat!(
+                "UPDATE entries SET reversed_by = $2 WHERE ",
+                originals_of_file!(),
+                " AND reversed_by IS NULL"
+            ))
             .bind($file_id)
             .bind($by)
             .execute(&mut **tx)
             .await
-            .map(|_| ())
-            .map_err(query_error("mark reversed"))
+            .map_err(query_error("mark reversed"))?
+            .rows_affected();
+            let recorded = sqlx::query(sql.record_reversed)
+                .bind($file_id)
+                .bind(from)
+                .bind(reversed as i64)
+                .execute(&mut **tx)
+                .await
+                .map_err(query_error("record the reversals"))?
+                .rows_affected();
+            if marked != reversed || recorded != 1 {
+                return Err(LedgerError::State(format!(
+                    "file {}: {reversed} entries reversed and {marked} marked, not the entries it fed; nothing was superseded",
+                    $file_id
+                )));
+            }
+            Ok(())
         }
         .await
     }};
 }
 
-/// The reversal statement of the transaction's backend.
-fn entry_writer_sql<T: EntryWriter>(_: &T) -> &'static str {
-    T::REVERSE_ENTRIES
+/// The statements of the transaction's backend.
+fn entry_sql<T: EntryWriter>(_: &T) -> EntrySql {
+    T::SQL
 }
 
 /// Rows in `COPY`'s binary format, PostgreSQL's own encoding of each
@@ -263,15 +311,6 @@ impl Ledger {
                 .business_date
                 .ok_or_else(|| LedgerError::State("a fed file needs a business date".into()))?,
         };
-        // Exact decimal text in SQLite; NUMERIC in PostgreSQL.
-        let set_paid = match self.backend() {
-            super::Backend::Sqlite => {
-                "UPDATE files SET fed_amount = $2, fed_entries = $3 WHERE id = $1"
-            }
-            super::Backend::Postgres => {
-                "UPDATE files SET fed_amount = CAST($2 AS NUMERIC), fed_entries = $3 WHERE id = $1"
-            }
-        };
         on_pool!(self, pool => {
             let mut tx = pool.begin().await.map_err(query_error("begin"))?;
             if let Some(old) = plan.supersedes {
@@ -292,11 +331,17 @@ impl Ledger {
                 insert_event!(&mut *tx, at, old, FileState::Superseded.as_str(), actor, &judgement.reason, related_details(Some(id)))?;
             }
             set_verdict!(&mut *tx, id, identity, judgement, at, plan.from)?;
+            let sql = entry_sql(&tx);
+            let from: i64 = sqlx::query_scalar(sql.ids_from)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(query_error("take the entries' first id"))?;
             let tally = tx.insert_entries(&target, &mut entries, id).await?;
-            sqlx::query(sqlx::AssertSqlSafe(set_paid))
+            sqlx::query(sql.record_fed)
                 .bind(id)
                 .bind(tally.paid.to_string())
                 .bind(tally.entries as i64)
+                .bind(from)
                 .execute(&mut *tx)
                 .await
                 .map_err(query_error("record what the file paid"))?;
@@ -343,9 +388,11 @@ impl Ledger {
             .collect())
     }
 
-    /// Entries of a file (for `show` and tests).
+    /// Entries of a file, its originals and their reversals (for `show` and tests).
     pub async fn entry_count(&self, file_id: i64) -> Result<i64, LedgerError> {
-        on_pool!(self, pool => sqlx::query_scalar("SELECT COUNT(*) FROM entries WHERE file_id = $1").bind(file_id).fetch_one(pool).await)
+        let sql = "SELECT COUNT(*) FROM entries e JOIN files f ON f.id = $1 WHERE e.file_id = $1 \
+                   AND (e.id BETWEEN f.entries_from AND f.entries_to OR e.id BETWEEN f.reversals_from AND f.reversals_to)";
+        on_pool!(self, pool => sqlx::query_scalar(sql).bind(file_id).fetch_one(pool).await)
             .map_err(query_error("count entries"))
     }
 }
@@ -396,13 +443,29 @@ impl EntryWriter for sqlx::Transaction<'_, Sqlite> {
         Ok(tally)
     }
 
-    // Negate the decimal text exactly (SQLite arithmetic would go through floats).
-    const REVERSE_ENTRIES: &'static str = "INSERT INTO entries (file_id, partner, format, business_date, record_no, record_key, amount, kind, fields) \
-         SELECT file_id, partner, format, business_date, record_no, record_key, \
-                CASE WHEN amount LIKE '-%' THEN substr(amount, 2) \
-                     WHEN amount = '0' THEN '0' ELSE '-' || amount END, \
-                'reversal', fields \
-         FROM entries WHERE file_id = $1 AND kind = 'original' AND reversed_by IS NULL ORDER BY id";
+    const SQL: EntrySql = EntrySql {
+        // Negate the decimal text exactly (SQLite arithmetic would go through floats).
+        reverse: concat!(
+            "INSERT INTO entries (file_id, partner, format, business_date, record_no, record_key, amount, kind, fields) \
+             SELECT file_id, partner, format, business_date, record_no, record_key, \
+                    CASE WHEN amount LIKE '-%' THEN substr(amount, 2) \
+                         WHEN amount = '0' THEN '0' ELSE '-' || amount END, \
+                    'reversal', fields \
+             FROM entries WHERE ",
+            originals_of_file!(),
+            " AND reversed_by IS NULL ORDER BY id"
+        ),
+        // Rowids only grow (entries are never deleted), and the transaction
+        // holds the only writer's lock.
+        ids_from: "SELECT COALESCE(MAX(id), 0) + 1 FROM entries",
+        // Amounts as exact decimal text.
+        record_fed: "UPDATE files SET fed_amount = $2, fed_entries = $3, \
+                     entries_from = CASE WHEN $3 > 0 THEN $4 END, \
+                     entries_to = CASE WHEN $3 > 0 THEN (SELECT MAX(id) FROM entries) END WHERE id = $1",
+        record_reversed: "UPDATE files SET reversals_from = CASE WHEN $3 > 0 THEN $2 END, \
+                          reversals_to = CASE WHEN $3 > 0 THEN (SELECT MAX(id) FROM entries) END \
+                          WHERE id = $1 AND (fed_entries IS NULL OR fed_entries = $3)",
+    };
 }
 
 /// SQLite's multi-row inserts.
@@ -535,9 +598,26 @@ impl EntryWriter for sqlx::Transaction<'_, sqlx::Postgres> {
         Ok(tally)
     }
 
-    const REVERSE_ENTRIES: &'static str = "INSERT INTO entries (file_id, partner, format, business_date, record_no, record_key, amount, kind, fields) \
-         SELECT file_id, partner, format, business_date, record_no, record_key, -amount, 'reversal', fields \
-         FROM entries WHERE file_id = $1 AND kind = 'original' AND reversed_by IS NULL ORDER BY id";
+    const SQL: EntrySql = EntrySql {
+        reverse: concat!(
+            "INSERT INTO entries (file_id, partner, format, business_date, record_no, record_key, amount, kind, fields) \
+             SELECT file_id, partner, format, business_date, record_no, record_key, -amount, 'reversal', fields \
+             FROM entries WHERE ",
+            originals_of_file!(),
+            " AND reversed_by IS NULL ORDER BY id"
+        ),
+        // The value taken is used by no entry; this session's next ones are
+        // greater (another session's may fall between, hence file_id in
+        // every look-up).
+        ids_from: "SELECT nextval(pg_get_serial_sequence('entries', 'id')) + 1",
+        record_fed: "UPDATE files SET fed_amount = CAST($2 AS NUMERIC), fed_entries = $3, \
+                     entries_from = CASE WHEN $3 > 0 THEN $4 END, \
+                     entries_to = CASE WHEN $3 > 0 THEN nextval(pg_get_serial_sequence('entries', 'id')) - 1 END \
+                     WHERE id = $1",
+        record_reversed: "UPDATE files SET reversals_from = CASE WHEN $3 > 0 THEN $2 END, \
+                          reversals_to = CASE WHEN $3 > 0 THEN nextval(pg_get_serial_sequence('entries', 'id')) - 1 END \
+                          WHERE id = $1 AND (fed_entries IS NULL OR fed_entries = $3)",
+    };
 }
 
 /// A batch's rows after the columns they share.
