@@ -461,11 +461,6 @@ impl Ledger {
                 // 32 MiB of page cache per connection: feeding millions of
                 // entries touches the record-key index all over.
                 .pragma("cache_size", "-32768")
-                // A multi-row insert keeps the pages it changes, to undo
-                // itself alone on a refused row: in memory, a few dozen pages,
-                // rather than written to a temporary file (a seventh of
-                // SQLite's time in a large feed).
-                .pragma("temp_store", "MEMORY")
                 // The WAL shrinks back after a checkpoint: space a failed
                 // feed took on a full disk is given back.
                 .pragma("journal_size_limit", "67108864");
