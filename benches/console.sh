@@ -118,6 +118,8 @@ WITH RECURSIVE k(r) AS (SELECT 1 UNION ALL SELECT r + 1 FROM k WHERE r < $per)
 INSERT INTO entries (file_id, partner, format, business_date, record_no, record_key, amount, kind, fields)
 SELECT f.id, f.partner, f.format, f.business_date, k.r, 'r' || f.id || '.' || k.r, CAST(1000 + k.r AS TEXT), 'original', '{}'
 FROM files f, k WHERE f.verdict = 'fed' ORDER BY f.id, k.r;
+UPDATE files SET entries_from = s.lo, entries_to = s.hi
+FROM (SELECT file_id, MIN(id) AS lo, MAX(id) AS hi FROM entries GROUP BY file_id) s WHERE files.id = s.file_id;
 COMMIT;
 BEGIN;
 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $deliveries)
@@ -157,6 +159,8 @@ UPDATE files SET fed_amount = 1000 * $per + $per * ($per + 1) / 2, fed_entries =
 INSERT INTO entries (file_id, partner, format, business_date, record_no, record_key, amount, kind, fields)
 SELECT f.id, f.partner, f.format, f.business_date, r, 'r' || f.id || '.' || r, 1000 + r, 'original', '{}'
 FROM files f, generate_series(1, $per) AS r WHERE f.verdict = 'fed' ORDER BY f.id, r;
+UPDATE files SET entries_from = s.lo, entries_to = s.hi
+FROM (SELECT file_id, MIN(id) AS lo, MAX(id) AS hi FROM entries GROUP BY file_id) s WHERE files.id = s.file_id;
 INSERT INTO deliveries (partner, endpoint, name, source, size, checksum, state, attempts, created_at, updated_at, delivered_at)
 SELECT CASE i % 3 WHEN 0 THEN 'cardco' WHEN 1 THEN 'bankco' ELSE 'pgco' END, 'primary', 'PAY' || i || '.dat', 'outbox', 2048, 'd' || i,
        'delivered', 1, TIMESTAMPTZ '2020-01-01 00:00:00+00' + (i / 100) * INTERVAL '1 day',

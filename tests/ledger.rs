@@ -437,7 +437,7 @@ async fn entries_name_files(t: TestLedger) {
 
 /// A file's entries are found by the ids its feed took: its originals in
 /// record order, its reversals once superseded (a re-send of the same keys
-/// with other amounts), and nothing of a file fed in between. The ranges
+/// with other amounts), and nothing of another file. The ranges
 /// never move once set.
 async fn entries_are_found_by_their_feeds_ids(t: TestLedger) {
     let dir = tempfile::tempdir().unwrap();
@@ -466,21 +466,19 @@ async fn entries_are_found_by_their_feeds_ids(t: TestLedger) {
     .expect("feed b");
     // A re-send of a's keys supersedes it.
     let c = arrive(&l, "cc").await;
-    let resend = complete_stream(
-        &["1", "2", "3", "9"],
-        &[d(101), d(-20), d(3), d(1)],
-        Stream::RecordPerBatch,
+    supersede_and_check(&l, &t, [a, b, c], Stream::RecordPerBatch).await;
+    // Each range is exactly the ids of what it holds (a no-op update counts
+    // the files whose ranges match).
+    let exact = "UPDATE files SET reason = reason WHERE \
+        entries_from = (SELECT MIN(id) FROM entries e WHERE e.file_id = files.id AND kind = 'original') \
+        AND entries_to = (SELECT MAX(id) FROM entries e WHERE e.file_id = files.id AND kind = 'original') \
+        AND (reversals_from IS NULL OR reversals_from = (SELECT MIN(id) FROM entries e WHERE e.file_id = files.id AND kind = 'reversal')) \
+        AND (reversals_to IS NULL OR reversals_to = (SELECT MAX(id) FROM entries e WHERE e.file_id = files.id AND kind = 'reversal'))";
+    assert_eq!(execute_raw(&l, exact).await.expect("compare ranges"), 3);
+    let reversed = format!(
+        "UPDATE files SET reason = reason WHERE id = {a} AND reversals_from > (SELECT entries_to FROM files WHERE id = {b})"
     );
-    feed_stream(&l, c, &identity("fc", "kc"), Some(a), resend)
-        .await
-        .expect("supersede a");
-    check_found(
-        &l,
-        &t,
-        [(a, 3, 6), (b, 2, 2), (c, 4, 4)],
-        d(7 + 11 + 101 - 20 + 3 + 1),
-    )
-    .await;
+    assert_eq!(execute_raw(&l, &reversed).await.expect("compare ranges"), 1);
     for sql in [
         format!("UPDATE files SET entries_from = entries_from + 1 WHERE id = {a}"),
         format!("UPDATE files SET entries_to = NULL WHERE id = {b}"),
@@ -492,6 +490,23 @@ async fn entries_are_found_by_their_feeds_ids(t: TestLedger) {
     }
     l.close().await;
     t.drop_db().await;
+}
+
+/// File c, a re-send of a's keys (one amount changed, one record added),
+/// supersedes a; then each file's entries are found, b's untouched.
+async fn supersede_and_check(l: &Ledger, t: &TestLedger, [a, b, c]: [i64; 3], how: Stream) {
+    let d = |units: i64| Decimal::new(units, 2);
+    let resend = complete_stream(&["1", "2", "3", "9"], &[d(101), d(-20), d(3), d(1)], how);
+    feed_stream(l, c, &identity("fc", "kc"), Some(a), resend)
+        .await
+        .expect("supersede a");
+    check_found(
+        l,
+        t,
+        [(a, 3, 6), (b, 2, 2), (c, 4, 4)],
+        d(7 + 11 + 101 - 20 + 3 + 1),
+    )
+    .await;
 }
 
 /// Each file's original entries, how many entries name it (reversals
@@ -565,21 +580,14 @@ async fn interleaved_feeds_keep_their_entries(t: TestLedger) {
     }
     tx.send(Vec::new()).await.expect("send end");
     assert_eq!(feeding_a.await.expect("join").expect("feed a"), 3);
-    let resend = complete_stream(
-        &["1", "2", "3", "9"],
-        &[d(101), d(-20), d(3), d(1)],
-        Stream::OneBatch,
+    // b's entries lie inside a's range (a no-op update counts the match).
+    let inside = format!(
+        "UPDATE files SET reason = reason WHERE id = {a} \
+         AND entries_from < (SELECT MIN(id) FROM entries WHERE file_id = {b}) \
+         AND entries_to > (SELECT MAX(id) FROM entries WHERE file_id = {b})"
     );
-    feed_stream(&l, c, &identity("fc", "kc"), Some(a), resend)
-        .await
-        .expect("supersede a");
-    check_found(
-        &l,
-        &t,
-        [(a, 3, 6), (b, 2, 2), (c, 4, 4)],
-        d(7 + 11 + 101 - 20 + 3 + 1),
-    )
-    .await;
+    assert_eq!(execute_raw(&l, &inside).await.expect("compare ranges"), 1);
+    supersede_and_check(&l, &t, [a, b, c], Stream::OneBatch).await;
     l.close().await;
     t.drop_db().await;
 }
