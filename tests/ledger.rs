@@ -513,15 +513,8 @@ async fn supersede_and_check(l: &Ledger, t: &TestLedger, [a, b, c]: [i64; 3], ho
 /// included), and what settlement pays for the date.
 async fn check_found(l: &Ledger, t: &TestLedger, files: [(i64, usize, i64); 3], total: Decimal) {
     for (id, originals, named) in files {
-        let keys: Vec<i64> = l
-            .file_entries(id)
-            .await
-            .expect("entries")
-            .iter()
-            .map(|e| e.record_no)
-            .collect();
         assert_eq!(
-            keys,
+            common::fed_record_nos(l, id).await,
             (2..2 + originals as i64).collect::<Vec<_>>(),
             "{} file {id}",
             t.backend

@@ -612,9 +612,9 @@ impl EntryWriter for sqlx::Transaction<'_, sqlx::Postgres> {
             originals_of_file!(),
             " AND reversed_by IS NULL ORDER BY id"
         ),
-        // The value taken is used by no entry; this session's next ones are
-        // greater (another session's may fall between, hence file_id in
-        // every look-up).
+        // nextval's own value names no entry; the ids this transaction
+        // inserts are greater, and a concurrent feed's may lie between
+        // (hence file_id in every look-up).
         ids_from: "SELECT nextval(pg_get_serial_sequence('entries', 'id')) + 1",
         record_fed: "UPDATE files SET fed_amount = CAST($2 AS NUMERIC), fed_entries = $3, \
                      entries_from = CASE WHEN $3 > 0 THEN $4 END, \

@@ -216,3 +216,14 @@ pub struct Output {
     pub stdout: String,
     pub stderr: String,
 }
+
+/// The record numbers of a file's original entries, as the ledger finds them.
+pub async fn fed_record_nos(ledger: &settlegate::ledger::Ledger, file_id: i64) -> Vec<i64> {
+    ledger
+        .file_entries(file_id)
+        .await
+        .expect("a file's entries")
+        .iter()
+        .map(|e| e.record_no)
+        .collect()
+}
