@@ -894,6 +894,72 @@ async fn entries_found_after_upgrade(t: TestLedger) {
             t.backend
         );
     }
+    // SQLite rebuilt the table (migration 0018): the same rows under the
+    // same ids, and every guard still refuses.
+    let rows_sql = "SELECT id, file_id, record_no, kind FROM entries ORDER BY id";
+    let rows: Vec<(i64, i64, i64, String)> = if t.url.is_none() {
+        let pool = sqlx::SqlitePool::connect(&url).await.expect("sqlite");
+        let rows = sqlx::query_as(rows_sql)
+            .fetch_all(&pool)
+            .await
+            .expect("rows");
+        pool.close().await;
+        rows
+    } else {
+        let pool = sqlx::PgPool::connect(&url).await.expect("postgres");
+        let rows = sqlx::query_as(rows_sql)
+            .fetch_all(&pool)
+            .await
+            .expect("rows");
+        pool.close().await;
+        rows
+    };
+    let expected: Vec<(i64, i64, i64, String)> = [
+        (1, 2, "original"),
+        (2, 2, "original"),
+        (1, 3, "original"),
+        (1, 4, "original"),
+        (2, 3, "original"),
+        (1, 2, "reversal"),
+        (1, 3, "reversal"),
+        (1, 4, "reversal"),
+        (3, 2, "original"),
+        (3, 3, "original"),
+    ]
+    .iter()
+    .zip(1..)
+    .map(|(&(file, no, kind), id)| (id, file, no, kind.to_string()))
+    .collect();
+    assert_eq!(rows, expected, "{}", t.backend);
+    for (sql, refusal) in [
+        (
+            "DELETE FROM entries WHERE id = 2".to_string(),
+            "append-only",
+        ),
+        (
+            "UPDATE entries SET amount = '9.00' WHERE id = 2".to_string(),
+            "append-only",
+        ),
+        (entry(2, 2, "5.00", "original", "NULL"), "unique"),
+        (entry(3, 3, "2.00", "original", "NULL"), "unique"),
+        (entry(99, 9, "1.00", "original", "NULL"), "foreign key"),
+        (entry(2, 9, "1.00", "original", "99"), "foreign key"),
+    ] {
+        let r = settlegate::ledger::execute_raw(&ledger, &sql).await;
+        let msg = r.expect_err(&sql).to_string().to_lowercase();
+        let named = match refusal {
+            "unique" => msg.contains("unique") || msg.contains("duplicate key"),
+            "foreign key" => msg.contains("foreign key") || msg.contains("name a file"),
+            _ => msg.contains(refusal),
+        };
+        assert!(named, "{}: {sql}: {msg}", t.backend);
+    }
+    assert_eq!(
+        common::fed_record_nos(&ledger, 2).await,
+        [2, 3],
+        "{}",
+        t.backend
+    );
     ledger.close().await;
     t.drop_db().await;
 }

@@ -492,9 +492,13 @@ impl SqliteBatch for sqlx::Transaction<'_, Sqlite> {
         for chunk in rows.chunks(SQLITE_BATCH) {
             // Anonymous `?` placeholders: binding numbered ones makes SQLite
             // look each name up in a list, quadratic in a statement this long.
+            // OR FAIL: a refused row stops the statement and fails the whole
+            // feed, whose transaction rolls back, so the statement need not
+            // undo itself alone and SQLite keeps no statement journal for it
+            // (with the foreign keys checked at commit, migration 0018).
             let mut sql = String::with_capacity(128 + chunk.len() * 32);
             sql.push_str(
-                "INSERT INTO entries (file_id, partner, format, business_date, record_no, record_key, amount, kind, fields) VALUES ",
+                "INSERT OR FAIL INTO entries (file_id, partner, format, business_date, record_no, record_key, amount, kind, fields) VALUES ",
             );
             for i in 0..chunk.len() {
                 if i > 0 {
