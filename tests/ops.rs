@@ -832,47 +832,54 @@ async fn entries_found_after_upgrade(t: TestLedger) {
              VALUES ('cardco', 'manual', '{name}', {at}, 1, 'c-{name}', '{verdict}')"
         )
     };
-    // a (1) fed 2, 3, 4 with b (2) fed between; c (3) superseded a.
-    let entry = |file: i64, no: i64, amount: &str, kind: &str, by: &str| {
+    let entry = |(file, no, amount, kind, by): Spec| {
+        let by = by.map_or("NULL".to_string(), |b| b.to_string());
         format!(
             "INSERT INTO entries (file_id, partner, format, business_date, record_no, record_key, amount, kind, reversed_by, fields) \
-             VALUES ({file}, 'cardco', 'card-settlement', '2026-11-21', {no}, 'k{file}-{no}', '{amount}', '{kind}', {by}, '{{}}')"
+             VALUES ({file}, 'cardco', 'card-settlement', '2026-11-21', {no}, 'k{file}-{no}', '{amount}', '{kind}', {by}, '{{\"no\":{no}}}')"
         )
     };
-    let statements = [
-        file("a", "superseded"),
-        file("b", "fed"),
-        file("c", "fed"),
-        entry(1, 2, "1.00", "original", "3"),
-        entry(2, 2, "5.00", "original", "NULL"),
-        entry(1, 3, "2.00", "original", "3"),
-        entry(1, 4, "3.00", "original", "3"),
-        entry(2, 3, "6.00", "original", "NULL"),
-        entry(1, 2, "-1.00", "reversal", "NULL"),
-        entry(1, 3, "-2.00", "reversal", "NULL"),
-        entry(1, 4, "-3.00", "reversal", "NULL"),
-        entry(3, 2, "1.50", "original", "NULL"),
-        entry(3, 3, "2.00", "original", "NULL"),
+    type Spec = (i64, i64, &'static str, &'static str, Option<i64>);
+    // a (1) fed 2, 3, 4 with b (2) fed between; c (3) superseded a.
+    let entries: [Spec; 10] = [
+        (1, 2, "1.00", "original", Some(3)),
+        (2, 2, "5.00", "original", None),
+        (1, 3, "2.00", "original", Some(3)),
+        (1, 4, "3.00", "original", Some(3)),
+        (2, 3, "6.00", "original", None),
+        (1, 2, "-1.00", "reversal", None),
+        (1, 3, "-2.00", "reversal", None),
+        (1, 4, "-3.00", "reversal", None),
+        (3, 2, "1.50", "original", None),
+        (3, 3, "2.00", "original", None),
     ];
-    if t.url.is_none() {
-        let pool = sqlx::SqlitePool::connect(&url).await.expect("sqlite");
-        for sql in &statements {
-            sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
-                .execute(&pool)
-                .await
-                .expect(sql);
-        }
-        pool.close().await;
-    } else {
-        let pool = sqlx::PgPool::connect(&url).await.expect("postgres");
-        for sql in &statements {
-            sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
-                .execute(&pool)
-                .await
-                .expect(sql);
-        }
-        pool.close().await;
+    let statements: Vec<String> = [file("a", "superseded"), file("b", "fed"), file("c", "fed")]
+        .into_iter()
+        .chain(entries.iter().map(|e| entry(*e)))
+        .collect();
+    let raw = RawLedger::connect(&url).await;
+    for sql in &statements {
+        raw.execute(sql).await.expect(sql);
     }
+    let before = raw.entries().await;
+    let expected: Vec<EntryRow> = entries
+        .iter()
+        .zip(1..)
+        .map(|(&(file, no, amount, kind, by), id)| EntryRow {
+            id,
+            file_id: file,
+            partner: "cardco".into(),
+            format: "card-settlement".into(),
+            business_date: "2026-11-21".into(),
+            record_no: no,
+            record_key: format!("k{file}-{no}"),
+            amount: amount.into(),
+            kind: kind.into(),
+            reversed_by: by,
+            fields: format!("{{\"no\":{no}}}"),
+        })
+        .collect();
+    assert_eq!(before, expected, "{}", t.backend);
     let ledger = settlegate::ledger::Ledger::open(Some(&url), &env.data)
         .await
         .expect("open and migrate");
@@ -894,43 +901,20 @@ async fn entries_found_after_upgrade(t: TestLedger) {
             t.backend
         );
     }
-    // SQLite rebuilt the table (migration 0018): the same rows under the
-    // same ids, and every guard still refuses.
-    let rows_sql = "SELECT id, file_id, record_no, kind FROM entries ORDER BY id";
-    let rows: Vec<(i64, i64, i64, String)> = if t.url.is_none() {
-        let pool = sqlx::SqlitePool::connect(&url).await.expect("sqlite");
-        let rows = sqlx::query_as(rows_sql)
-            .fetch_all(&pool)
-            .await
-            .expect("rows");
-        pool.close().await;
-        rows
-    } else {
-        let pool = sqlx::PgPool::connect(&url).await.expect("postgres");
-        let rows = sqlx::query_as(rows_sql)
-            .fetch_all(&pool)
-            .await
-            .expect("rows");
-        pool.close().await;
-        rows
-    };
-    let expected: Vec<(i64, i64, i64, String)> = [
-        (1, 2, "original"),
-        (2, 2, "original"),
-        (1, 3, "original"),
-        (1, 4, "original"),
-        (2, 3, "original"),
-        (1, 2, "reversal"),
-        (1, 3, "reversal"),
-        (1, 4, "reversal"),
-        (3, 2, "original"),
-        (3, 3, "original"),
-    ]
-    .iter()
-    .zip(1..)
-    .map(|(&(file, no, kind), id)| (id, file, no, kind.to_string()))
-    .collect();
-    assert_eq!(rows, expected, "{}", t.backend);
+    // SQLite rebuilt the table (migration 0018): every row, every column,
+    // under the same id; its indexes and triggers; and every guard refuses.
+    assert_eq!(raw.entries().await, expected, "{}", t.backend);
+    if t.url.is_none() {
+        assert_eq!(
+            raw.sqlite_objects_on_entries().await,
+            [
+                "index entries_business_date",
+                "index entries_fed_record_key",
+                "trigger entries_no_delete",
+                "trigger entries_only_reverse",
+            ],
+        );
+    }
     for (sql, refusal) in [
         (
             "DELETE FROM entries WHERE id = 2".to_string(),
@@ -940,28 +924,126 @@ async fn entries_found_after_upgrade(t: TestLedger) {
             "UPDATE entries SET amount = '9.00' WHERE id = 2".to_string(),
             "append-only",
         ),
-        (entry(2, 2, "5.00", "original", "NULL"), "unique"),
-        (entry(3, 3, "2.00", "original", "NULL"), "unique"),
-        (entry(99, 9, "1.00", "original", "NULL"), "foreign key"),
-        (entry(2, 9, "1.00", "original", "99"), "foreign key"),
+        (entry((2, 2, "5.00", "original", None)), "unique"),
+        (entry((3, 3, "2.00", "original", None)), "unique"),
+        (entry((99, 9, "1.00", "original", None)), "foreign key"),
+        (entry((2, 9, "1.00", "original", Some(99))), "foreign key"),
     ] {
         let r = settlegate::ledger::execute_raw(&ledger, &sql).await;
         let msg = r.expect_err(&sql).to_string().to_lowercase();
-        let named = match refusal {
-            "unique" => msg.contains("unique") || msg.contains("duplicate key"),
-            "foreign key" => msg.contains("foreign key") || msg.contains("name a file"),
-            _ => msg.contains(refusal),
-        };
-        assert!(named, "{}: {sql}: {msg}", t.backend);
+        assert!(refused_for(&msg, refusal), "{}: {sql}: {msg}", t.backend);
     }
-    assert_eq!(
-        common::fed_record_nos(&ledger, 2).await,
-        [2, 3],
-        "{}",
-        t.backend
-    );
+    // In a transaction, SQLite checks an entry's file at commit (so a
+    // multi-row insert keeps no statement journal), PostgreSQL at the end of
+    // the statement; either way the transaction does not commit.
+    let ghost = entry((99, 9, "1.00", "original", None));
+    let msg = raw.in_transaction(&ghost).await.to_lowercase();
+    let when = if t.url.is_none() {
+        "commit"
+    } else {
+        "statement"
+    };
+    assert!(msg.starts_with(when), "{}: {msg}", t.backend);
+    assert!(refused_for(&msg, "foreign key"), "{}: {msg}", t.backend);
+    assert_eq!(raw.entries().await, expected, "{}", t.backend);
+    raw.close().await;
     ledger.close().await;
     t.drop_db().await;
+}
+
+/// Whether a refusal's message names what refused it.
+fn refused_for(msg: &str, refusal: &str) -> bool {
+    match refusal {
+        "unique" => msg.contains("unique") || msg.contains("duplicate key"),
+        "foreign key" => msg.contains("foreign key") || msg.contains("name a file"),
+        _ => msg.contains(refusal),
+    }
+}
+
+/// A ledger's table of entries, read as text where the dialects differ.
+#[derive(Debug, PartialEq, sqlx::FromRow)]
+struct EntryRow {
+    id: i64,
+    file_id: i64,
+    partner: String,
+    format: String,
+    business_date: String,
+    record_no: i64,
+    record_key: String,
+    amount: String,
+    kind: String,
+    reversed_by: Option<i64>,
+    fields: String,
+}
+
+/// A ledger reached without settlegate: to write what an older version
+/// wrote and read what a migration left.
+enum RawLedger {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+macro_rules! on_raw {
+    ($raw:expr, $pool:ident => $body:expr) => {
+        match $raw {
+            RawLedger::Sqlite($pool) => $body,
+            RawLedger::Postgres($pool) => $body,
+        }
+    };
+}
+
+impl RawLedger {
+    async fn connect(url: &str) -> RawLedger {
+        if url.starts_with("sqlite") {
+            RawLedger::Sqlite(sqlx::SqlitePool::connect(url).await.expect("sqlite"))
+        } else {
+            RawLedger::Postgres(sqlx::PgPool::connect(url).await.expect("postgres"))
+        }
+    }
+
+    async fn execute(&self, sql: &str) -> Result<(), sqlx::Error> {
+        on_raw!(self, pool => sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pool).await.map(|_| ()))
+    }
+
+    async fn entries(&self) -> Vec<EntryRow> {
+        let sql = "SELECT id, file_id, partner, format, CAST(business_date AS TEXT) AS business_date, \
+                   record_no, record_key, CAST(amount AS TEXT) AS amount, kind, reversed_by, fields \
+                   FROM entries ORDER BY id";
+        on_raw!(self, pool => sqlx::query_as(sql).fetch_all(pool).await).expect("entries")
+    }
+
+    /// `<type> <name>` of every index and trigger on SQLite's entries.
+    async fn sqlite_objects_on_entries(&self) -> Vec<String> {
+        let RawLedger::Sqlite(pool) = self else {
+            panic!("SQLite only");
+        };
+        sqlx::query_scalar(
+            "SELECT type || ' ' || name FROM sqlite_schema \
+             WHERE tbl_name = 'entries' AND type <> 'table' ORDER BY type, name",
+        )
+        .fetch_all(pool)
+        .await
+        .expect("schema")
+    }
+
+    /// Run `sql` in a transaction expected to be refused: `statement: …`
+    /// when the statement is, `commit: …` when only the commit is.
+    async fn in_transaction(&self, sql: &str) -> String {
+        on_raw!(self, pool => {
+            let mut tx = pool.begin().await.expect("begin");
+            match sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await {
+                Err(e) => format!("statement: {e}"),
+                Ok(_) => match tx.commit().await {
+                    Err(e) => format!("commit: {e}"),
+                    Ok(()) => panic!("{sql} was committed"),
+                },
+            }
+        })
+    }
+
+    async fn close(&self) {
+        on_raw!(self, pool => pool.close().await)
+    }
 }
 
 #[tokio::test]
@@ -990,18 +1072,18 @@ async fn migrate_check_on_older_and_newer_ledgers_postgres() {
     migrate_check(t).await;
 }
 
-/// Two gateways upgrading one PostgreSQL ledger at once: the migration lock
-/// lets one migrate and the other find it done; both end current.
-#[tokio::test]
-async fn two_nodes_migrate_at_once() {
-    let Some(t) = TestLedger::postgres().await else {
-        return;
-    };
+/// Two gateways upgrading one ledger at once: the migration lock
+/// (PostgreSQL's advisory lock, SQLite's lock file) lets one migrate and the
+/// other find it done; both end current.
+async fn two_nodes_migrate(t: TestLedger) {
     let env = Env::new(&t, "");
     let mut children: Vec<_> = (0..2)
         .map(|_| {
-            Command::new(env!("CARGO_BIN_EXE_settlegate"))
-                .args(["--ledger", t.url.as_deref().expect("url"), "--data-dir"])
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_settlegate"));
+            if let Some(url) = &t.url {
+                cmd.args(["--ledger", url]);
+            }
+            cmd.arg("--data-dir")
                 .arg(&env.data)
                 .arg("migrate")
                 .stdout(Stdio::piped())
@@ -1014,13 +1096,80 @@ async fn two_nodes_migrate_at_once() {
         let out = c.wait_with_output().expect("migrate ends");
         assert!(
             out.status.success(),
-            "{}",
+            "{}: {}",
+            t.backend,
             String::from_utf8_lossy(&out.stderr)
         );
     }
     let (code, v) = env.json(&["migrate", "--check", "--json"]);
     assert_eq!(code, 0, "{v:#}");
     t.drop_db().await;
+}
+
+#[tokio::test]
+async fn two_nodes_migrate_at_once_sqlite() {
+    two_nodes_migrate(TestLedger::sqlite()).await;
+}
+
+#[tokio::test]
+async fn two_nodes_migrate_at_once_postgres() {
+    let Some(t) = TestLedger::postgres().await else {
+        return;
+    };
+    two_nodes_migrate(t).await;
+}
+
+/// An SQLite ledger is migrated under `ledger.db-migrate`, locked: a
+/// migration waits while another process holds the lock, and runs once it
+/// is let go.
+#[tokio::test]
+async fn sqlite_migrations_wait_for_the_lock() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new(&TestLedger::sqlite(), "");
+    std::fs::create_dir_all(&env.data).expect("data dir");
+    let ledger = env.data.join("ledger.db");
+    older_ledger(&format!("sqlite://{}", ledger.display()), 17).await;
+    let lock_path = env.data.join("ledger.db-migrate");
+    let lock = std::fs::File::create(&lock_path).expect("lock file");
+    lock.lock().expect("lock");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_settlegate"))
+        .arg("--data-dir")
+        .arg(&env.data)
+        .arg("migrate")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("migrate");
+    // /proc/locks lists a process waiting for a lock as `N: -> FLOCK …
+    // <pid> <major>:<minor>:<inode> …`.
+    let inode = format!(":{} ", std::fs::metadata(&lock_path).expect("lock").ino());
+    let waiter = format!(" {} ", child.id());
+    wait_for(
+        "migrate to wait for the lock",
+        Duration::from_secs(60),
+        || {
+            assert!(
+                child.try_wait().expect("child").is_none(),
+                "migrate ended without waiting for the lock"
+            );
+            std::fs::read_to_string("/proc/locks")
+                .expect("/proc/locks")
+                .lines()
+                .any(|l| l.contains("->") && l.contains(&waiter) && l.contains(&inode))
+        },
+    );
+    let (code, v) = env.json(&["migrate", "--check", "--json"]);
+    assert_eq!(code, 7, "still behind while the lock is held: {v:#}");
+    assert_eq!(v["pending"], serde_json::json!([18]), "{v:#}");
+    drop(lock);
+    let out = child.wait_with_output().expect("migrate ends");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, v) = env.json(&["migrate", "--check", "--json"]);
+    assert_eq!(code, 0, "{v:#}");
 }
 
 /// The systemd unit carries the hardening the README promises, and

@@ -321,7 +321,7 @@ impl Ledger {
     /// Open the ledger: `url` when given (`sqlite://PATH`, `postgres://…`),
     /// otherwise SQLite at `<data_dir>/ledger.db`, created on first use.
     /// Migrations run on open, under a lock: PostgreSQL's advisory lock
-    /// (sqlx's migrator takes it), SQLite's write lock on its one file. A
+    /// (sqlx's migrator takes it), on SQLite a lock file beside the ledger. A
     /// ledger a newer version migrated is refused before anything is written.
     pub async fn open(url: Option<&str>, data_dir: &Path) -> Result<Ledger, LedgerError> {
         let ledger = Ledger::connect(url, data_dir).await?;
@@ -332,7 +332,11 @@ impl Ledger {
         }
         let migrated = match &ledger.pool {
             Pool::Postgres(pool) => sqlx::migrate!("migrations/postgres").run(pool).await,
-            Pool::Sqlite(pool) => sqlx::migrate!("migrations/sqlite").run(pool).await,
+            // Nothing pending stays so: no lock to wait for.
+            Pool::Sqlite(pool) => match ledger.sqlite_migration_lock(&status).await {
+                Ok(_lock) => sqlx::migrate!("migrations/sqlite").run(pool).await,
+                Err(e) => Err(sqlx::migrate::MigrateError::Execute(sqlx::Error::Io(e))),
+            },
         };
         if let Err(source) = migrated {
             ledger.close().await;
@@ -342,6 +346,38 @@ impl Ledger {
             });
         }
         Ok(ledger)
+    }
+
+    /// `<ledger>-migrate`, locked. sqlx's migrator takes no lock on SQLite:
+    /// two processes opening one behind ledger at once would each read what
+    /// is applied, and the second would run a migration again (and fail on
+    /// the migrations table after redoing it). Held, the lock lets one
+    /// migrate while the others wait, then find the work done.
+    async fn sqlite_migration_lock(
+        &self,
+        status: &MigrationStatus,
+    ) -> std::io::Result<Option<std::fs::File>> {
+        let Some(path) = self
+            .sqlite_path
+            .as_ref()
+            .filter(|_| !status.pending.is_empty())
+        else {
+            return Ok(None);
+        };
+        let mut name = path.as_os_str().to_owned();
+        name.push("-migrate");
+        let lock_path = PathBuf::from(name);
+        tokio::task::spawn_blocking(move || {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)?;
+            file.lock()?;
+            Ok(Some(file))
+        })
+        .await
+        .map_err(std::io::Error::other)?
     }
 
     /// Where the ledger's schema stands, without changing it (an SQLite
