@@ -26,6 +26,8 @@ if [ ! -s "$data" ] || [ "$(cat "$dir/.size" 2>/dev/null)" != "$size" ]; then
 fi
 records=$(wc -l < "$csv")
 now() { date +%s.%N; }
+# Each timed step starts with nothing of the step before left to write back.
+start() { sync; now; }
 rate() { awk -v n="$records" -v t="$1" 'BEGIN{printf "%.0f", n/t}'; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", b-a}'; }
 cfg="$dir/settlegate.toml"
@@ -44,14 +46,14 @@ echo "records: $records"
 backends=${BACKENDS:-sqlite postgres}
 if [[ " $backends " == *" sqlite "* ]]; then
 # --- SQLite ---------------------------------------------------------------
-rm -rf "$dir/sg-sqlite"; t0=$(now)
+rm -rf "$dir/sg-sqlite"; t0=$(start)
 "$BIN_DIR/settlegate" --config "$cfg" --data-dir "$dir/sg-sqlite" ingest --partner cardco "$data" > /dev/null
 t1=$(now); sg_sqlite=$(secs "$t0" "$t1")
 rm -f "$dir/import.db"*
 # Same columns as settlegate's entries; the implicit rowid is its id.
 sqlite3 "$dir/import.db" "PRAGMA journal_mode=WAL;" > /dev/null
 sqlite3 "$dir/import.db" "${table/id INTEGER PRIMARY KEY, /}"
-t0=$(now)
+t0=$(start)
 sqlite3 "$dir/import.db" <<SQL
 PRAGMA synchronous=FULL;
 .import --csv "$full" entries
@@ -63,13 +65,13 @@ if [[ " $backends " == *" postgres "* ]]; then
 # --- PostgreSQL -----------------------------------------------------------
 db=settlegate_bench_$$
 psql -q "$pgurl" -c "CREATE DATABASE $db" ; url="${pgurl%/*}/$db"
-rm -rf "$dir/sg-pg"; t0=$(now)
+rm -rf "$dir/sg-pg"; t0=$(start)
 "$BIN_DIR/settlegate" --config "$cfg" --data-dir "$dir/sg-pg" --ledger "$url" ingest --partner cardco "$data" > /dev/null
 t1=$(now); sg_pg=$(secs "$t0" "$t1")
 psql -q "$pgurl" -c "DROP DATABASE $db WITH (FORCE)"; psql -q "$pgurl" -c "CREATE DATABASE $db"
 psql -q "$url" -c "${table/id INTEGER PRIMARY KEY/id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY}"
 psql -q "$url" -c "ALTER TABLE entries ALTER COLUMN amount TYPE NUMERIC USING amount::numeric"
-t0=$(now)
+t0=$(start)
 psql -q "$url" -c "\\copy entries (file_id, partner, format, business_date, record_no, record_key, amount, kind, fields) FROM '$full' CSV"
 t1=$(now); cp=$(secs "$t0" "$t1")
 psql -q "$pgurl" -c "DROP DATABASE $db WITH (FORCE)"
