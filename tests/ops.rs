@@ -1046,30 +1046,45 @@ impl RawLedger {
     }
 }
 
-#[tokio::test]
-async fn entries_found_after_upgrade_sqlite() {
-    entries_found_after_upgrade(TestLedger::sqlite()).await;
-}
+/// `name::sqlite` and `name::postgres` running `body` on each ledger
+/// (PostgreSQL's only where one answers).
+macro_rules! both_ledgers {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            use super::*;
 
-#[tokio::test]
-async fn entries_found_after_upgrade_postgres() {
-    let Some(t) = TestLedger::postgres().await else {
-        return;
+            #[tokio::test]
+            async fn sqlite() {
+                $body(TestLedger::sqlite()).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                if let Some(t) = TestLedger::postgres().await {
+                    $body(t).await;
+                }
+            }
+        }
     };
-    entries_found_after_upgrade(t).await;
 }
 
-#[tokio::test]
-async fn migrate_check_on_older_and_newer_ledgers_sqlite() {
-    migrate_check(TestLedger::sqlite()).await;
-}
+both_ledgers!(entries_found_after_upgrade, entries_found_after_upgrade);
 
-#[tokio::test]
-async fn migrate_check_on_older_and_newer_ledgers_postgres() {
-    let Some(t) = TestLedger::postgres().await else {
-        return;
-    };
-    migrate_check(t).await;
+both_ledgers!(migrate_check_on_older_and_newer_ledgers, migrate_check);
+
+/// `settlegate migrate` on the data dir (and `--ledger url`), its output kept.
+fn spawn_migrate(data: &Path, url: Option<&str>) -> std::process::Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_settlegate"));
+    if let Some(url) = url {
+        cmd.args(["--ledger", url]);
+    }
+    cmd.arg("--data-dir")
+        .arg(data)
+        .arg("migrate")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("migrate")
 }
 
 /// Two gateways upgrading one ledger at once: the migration lock
@@ -1078,19 +1093,7 @@ async fn migrate_check_on_older_and_newer_ledgers_postgres() {
 async fn two_nodes_migrate(t: TestLedger) {
     let env = Env::new(&t, "");
     let mut children: Vec<_> = (0..2)
-        .map(|_| {
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_settlegate"));
-            if let Some(url) = &t.url {
-                cmd.args(["--ledger", url]);
-            }
-            cmd.arg("--data-dir")
-                .arg(&env.data)
-                .arg("migrate")
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("migrate")
-        })
+        .map(|_| spawn_migrate(&env.data, t.url.as_deref()))
         .collect();
     for c in children.drain(..) {
         let out = c.wait_with_output().expect("migrate ends");
@@ -1106,18 +1109,7 @@ async fn two_nodes_migrate(t: TestLedger) {
     t.drop_db().await;
 }
 
-#[tokio::test]
-async fn two_nodes_migrate_at_once_sqlite() {
-    two_nodes_migrate(TestLedger::sqlite()).await;
-}
-
-#[tokio::test]
-async fn two_nodes_migrate_at_once_postgres() {
-    let Some(t) = TestLedger::postgres().await else {
-        return;
-    };
-    two_nodes_migrate(t).await;
-}
+both_ledgers!(two_nodes_migrate_at_once, two_nodes_migrate);
 
 /// An SQLite ledger is migrated under `ledger.db-migrate`, locked: a
 /// migration waits while another process holds the lock, and runs once it
@@ -1132,14 +1124,7 @@ async fn sqlite_migrations_wait_for_the_lock() {
     let lock_path = env.data.join("ledger.db-migrate");
     let lock = std::fs::File::create(&lock_path).expect("lock file");
     lock.lock().expect("lock");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_settlegate"))
-        .arg("--data-dir")
-        .arg(&env.data)
-        .arg("migrate")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("migrate");
+    let mut child = spawn_migrate(&env.data, None);
     // /proc/locks lists a process waiting for a lock as `N: -> FLOCK …
     // <pid> <major>:<minor>:<inode> …`.
     let inode = format!(":{} ", std::fs::metadata(&lock_path).expect("lock").ino());
