@@ -367,17 +367,30 @@ impl Ledger {
         let mut name = path.as_os_str().to_owned();
         name.push("-migrate");
         let lock_path = PathBuf::from(name);
-        tokio::task::spawn_blocking(move || {
-            let file = std::fs::OpenOptions::new()
+        let named = |e: std::io::Error| {
+            std::io::Error::new(e.kind(), format!("{}: {e}", lock_path.display()))
+        };
+        // A lock needs no write access: a file another user created (say
+        // `migrate` run as root) is opened for reading.
+        let file = match std::fs::File::open(&lock_path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::OpenOptions::new()
                 .create(true)
                 .truncate(false)
                 .write(true)
-                .open(&lock_path)?;
-            file.lock()?;
-            Ok(Some(file))
-        })
-        .await
-        .map_err(std::io::Error::other)?
+                .open(&lock_path),
+            other => other,
+        }
+        .map_err(named)?;
+        match file.try_lock() {
+            Ok(()) => return Ok(Some(file)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(named(e)),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+        }
+        tracing::info!(lock = %lock_path.display(), "waiting for another process migrating the ledger");
+        let locked = tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+            .await
+            .map_err(std::io::Error::other)?;
+        locked.map(Some).map_err(named)
     }
 
     /// Where the ledger's schema stands, without changing it (an SQLite
@@ -390,13 +403,13 @@ impl Ledger {
             Some(u) => u.to_string(),
             None => format!("sqlite://{}", data_dir.join("ledger.db").display()),
         };
-        if url_text.starts_with("sqlite:") {
-            let path = PathBuf::from(
-                url_text
-                    .trim_start_matches("sqlite://")
-                    .trim_start_matches("sqlite:"),
-            );
-            if !path.exists() {
+        if url_text.starts_with("sqlite:") && !sqlite_in_memory(&url_text) {
+            let opts =
+                SqliteConnectOptions::from_str(&url_text).map_err(|source| LedgerError::Open {
+                    url: redact_url(&url_text),
+                    source,
+                })?;
+            if !opts.get_filename().exists() {
                 return Ok(MigrationStatus::of(
                     redact_url(&url_text),
                     known_versions(Backend::Sqlite),
@@ -469,25 +482,26 @@ impl Ledger {
                 sqlite_path: None,
             })
         } else if url.starts_with("sqlite:") {
-            let path = PathBuf::from(
-                url.trim_start_matches("sqlite://")
-                    .trim_start_matches("sqlite:"),
-            );
-            if let Some(parent) = path.parent()
+            let parsed = SqliteConnectOptions::from_str(&url).map_err(open_err)?;
+            // An in-memory ledger has no file (and one process).
+            let path = (!sqlite_in_memory(&url)).then(|| parsed.get_filename().to_path_buf());
+            if let Some(parent) = path.as_deref().and_then(Path::parent)
                 && !parent.as_os_str().is_empty()
             {
                 std::fs::create_dir_all(parent).map_err(|e| open_err(sqlx::Error::Io(e)))?;
             }
-            let full = |source: sqlx::Error| match disk_full(&path, &source) {
-                Some(free) => LedgerError::DiskFull {
-                    path: path.display().to_string(),
+            let full = |source: sqlx::Error| match path
+                .as_deref()
+                .and_then(|p| Some((p, disk_full(p, &source)?)))
+            {
+                Some((p, free)) => LedgerError::DiskFull {
+                    path: p.display().to_string(),
                     free,
                     source,
                 },
                 None => open_err(source),
             };
-            let opts = SqliteConnectOptions::from_str(&url)
-                .map_err(open_err)?
+            let opts = parsed
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 // Money: a commit is on disk before it is acknowledged.
@@ -528,7 +542,7 @@ impl Ledger {
             Ok(Ledger {
                 pool: Pool::Sqlite(pool),
                 url: shown,
-                sqlite_path: Some(path),
+                sqlite_path: path,
             })
         } else {
             Err(LedgerError::State(format!(
@@ -639,6 +653,15 @@ fn free_bytes(dir: &Path) -> Option<u64> {
     Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
+/// Whether an `sqlite:` URL names an in-memory database (sqlx's spellings).
+fn sqlite_in_memory(url: &str) -> bool {
+    let rest = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let (database, query) = rest.split_once('?').unwrap_or((rest, ""));
+    database == ":memory:" || query.split('&').any(|kv| kv == "mode=memory")
+}
+
 /// A raw statement for tests that must prove the database (not the code)
 /// refuses something, e.g. editing an audit event.
 pub async fn execute_raw(ledger: &Ledger, sql: &str) -> Result<u64, sqlx::Error> {
@@ -673,5 +696,30 @@ mod where_tests {
             where_clause(&[("a =", false), ("b >=", true), ("c <", true)]),
             " WHERE b >= $1 AND c < $2"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sqlite_in_memory;
+
+    #[test]
+    fn in_memory_urls_have_no_file() {
+        for url in [
+            "sqlite::memory:",
+            "sqlite://:memory:",
+            "sqlite://ledger.db?mode=memory",
+            "sqlite:ledger.db?cache=shared&mode=memory",
+        ] {
+            assert!(sqlite_in_memory(url), "{url}");
+        }
+        for url in [
+            "sqlite:///var/lib/settlegate/ledger.db",
+            "sqlite://ledger.db?mode=rwc",
+            "sqlite://memory.db",
+            "sqlite://:memory:.db",
+        ] {
+            assert!(!sqlite_in_memory(url), "{url}");
+        }
     }
 }
