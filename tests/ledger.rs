@@ -435,6 +435,20 @@ async fn entries_name_files(t: TestLedger) {
     t.drop_db().await;
 }
 
+/// File b of the range tests: keys 4 and 5, paying 0.07 and 0.11.
+async fn feed_b(l: &Ledger, b: i64, how: Stream) -> Result<u64, LedgerError> {
+    let d = |units: i64| Decimal::new(units, 2);
+    feed_amounts(
+        l,
+        b,
+        &identity("fb", "kb"),
+        &["4", "5"],
+        &[d(7), d(11)],
+        how,
+    )
+    .await
+}
+
 /// A file's entries are found by the ids its feed took: its originals in
 /// record order, its reversals once superseded (a re-send of the same keys
 /// with other amounts), and nothing of another file. The ranges
@@ -454,16 +468,7 @@ async fn entries_are_found_by_their_feeds_ids(t: TestLedger) {
     )
     .await
     .expect("feed a");
-    feed_amounts(
-        &l,
-        b,
-        &identity("fb", "kb"),
-        &["4", "5"],
-        &[d(7), d(11)],
-        Stream::OneBatch,
-    )
-    .await
-    .expect("feed b");
+    feed_b(&l, b, Stream::OneBatch).await.expect("feed b");
     // A re-send of a's keys supersedes it.
     let c = arrive(&l, "cc").await;
     supersede_and_check(&l, &t, [a, b, c], Stream::RecordPerBatch).await;
@@ -558,16 +563,9 @@ async fn interleaved_feeds_keep_their_entries(t: TestLedger) {
     for batch in a_batches.by_ref().take(2) {
         tx.send(batch).await.expect("send");
     }
-    feed_amounts(
-        &l,
-        b,
-        &identity("fb", "kb"),
-        &["4", "5"],
-        &[d(7), d(11)],
-        Stream::RecordPerBatch,
-    )
-    .await
-    .expect("feed b while a's feed is open");
+    feed_b(&l, b, Stream::RecordPerBatch)
+        .await
+        .expect("feed b while a's feed is open");
     for batch in a_batches {
         tx.send(batch).await.expect("send");
     }

@@ -403,13 +403,13 @@ impl Ledger {
             Some(u) => u.to_string(),
             None => format!("sqlite://{}", data_dir.join("ledger.db").display()),
         };
-        if url_text.starts_with("sqlite:") && !sqlite_in_memory(&url_text) {
+        if url_text.starts_with("sqlite:") {
             let opts =
                 SqliteConnectOptions::from_str(&url_text).map_err(|source| LedgerError::Open {
                     url: redact_url(&url_text),
                     source,
                 })?;
-            if !opts.get_filename().exists() {
+            if sqlite_file(&url_text, &opts).is_some_and(|file| !file.exists()) {
                 return Ok(MigrationStatus::of(
                     redact_url(&url_text),
                     known_versions(Backend::Sqlite),
@@ -483,8 +483,7 @@ impl Ledger {
             })
         } else if url.starts_with("sqlite:") {
             let parsed = SqliteConnectOptions::from_str(&url).map_err(open_err)?;
-            // An in-memory ledger has no file (and one process).
-            let path = (!sqlite_in_memory(&url)).then(|| parsed.get_filename().to_path_buf());
+            let path = sqlite_file(&url, &parsed);
             if let Some(parent) = path.as_deref().and_then(Path::parent)
                 && !parent.as_os_str().is_empty()
             {
@@ -653,6 +652,12 @@ fn free_bytes(dir: &Path) -> Option<u64> {
     Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
+/// The file an `sqlite:` URL names, as sqlx reads it (decoded, its query
+/// left out); none for an in-memory database (one process, no file).
+fn sqlite_file(url: &str, opts: &SqliteConnectOptions) -> Option<PathBuf> {
+    (!sqlite_in_memory(url)).then(|| opts.get_filename().to_path_buf())
+}
+
 /// Whether an `sqlite:` URL names an in-memory database (sqlx's spellings).
 fn sqlite_in_memory(url: &str) -> bool {
     let rest = url
@@ -700,7 +705,7 @@ mod where_tests {
 }
 
 #[cfg(test)]
-mod tests {
+mod sqlite_url_tests {
     use super::sqlite_in_memory;
 
     #[test]
