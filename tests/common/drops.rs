@@ -20,12 +20,18 @@ pub fn files_in(dir: &Path) -> Vec<String> {
 }
 
 /// Names of the files claimed from an inbox and not finished yet
-/// (`.taking/<owner>/<n>/<name>`).
+/// (`.taking/<owner>/<n>.<name>`, or `.taking/<owner>/<n>/<name>`).
 pub fn claimed_files(inbox: &Path) -> Vec<String> {
     let mut out = Vec::new();
     for owner in files_in(&inbox.join(".taking")) {
-        for n in files_in(&inbox.join(".taking").join(&owner)) {
-            out.extend(files_in(&inbox.join(".taking").join(&owner).join(n)));
+        let dir = inbox.join(".taking").join(&owner);
+        for entry in files_in(&dir) {
+            match entry.split_once('.') {
+                Some((n, name)) if n.bytes().all(|b| b.is_ascii_digit()) => {
+                    out.push(name.to_string())
+                }
+                _ => out.extend(files_in(&dir.join(entry))),
+            }
         }
     }
     out
