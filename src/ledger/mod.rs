@@ -792,6 +792,28 @@ mod busy_tests {
             "{total:?}"
         );
     }
+
+    /// SQLite reports a busy timeout of 0 once a busy handler of one's own
+    /// replaces the one `busy_timeout` set.
+    #[tokio::test]
+    async fn the_ledgers_connections_wait_with_this_handler() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = super::Ledger::open(None, dir.path()).await.unwrap();
+        let super::Pool::Sqlite(pool) = &ledger.pool else {
+            panic!("the default ledger is SQLite");
+        };
+        // Every connection of the pool, not only the first.
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            let mut conn = pool.acquire().await.unwrap();
+            let timeout: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            assert_eq!(timeout, 0);
+            held.push(conn);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -69,11 +69,18 @@ fn prefix_fits(n: u64, name: &str) -> bool {
     n.to_string().len() + 1 + name.len() <= NAME_MAX
 }
 
+/// A claim number as this module writes it (no sign, no leading zero), so
+/// that the number names the very entry it was read from.
+fn claim_number(text: &str) -> Option<u64> {
+    let canonical =
+        text.bytes().all(|b| b.is_ascii_digit()) && (text == "0" || !text.starts_with('0'));
+    canonical.then(|| text.parse().ok()).flatten()
+}
+
 /// The claim number and the inbox name of a prefixed claimed file.
 fn unprefixed(entry: &str) -> Option<(u64, &str)> {
     let (n, name) = entry.split_once('.')?;
-    let digits = !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
-    (digits && !name.is_empty()).then_some((n.parse().ok()?, name))
+    (!name.is_empty()).then_some((claim_number(n)?, name))
 }
 
 /// An owner directory of a dead process, taken over with its lock held.
@@ -251,25 +258,21 @@ impl Owner {
         let fits = std::iter::once(data)
             .chain(control)
             .all(|name| prefix_fits(n, name));
-        let claimed = if fits {
-            Claimed {
-                key,
-                dir: self.own_dir(),
-                prefix: format!("{n}."),
-                data: data.to_string(),
-                control: control.map(String::from),
-            }
-        } else {
-            let dir = self.own_dir().join(n.to_string());
-            std::fs::create_dir(&dir)?;
-            Claimed {
-                key,
-                dir,
-                prefix: String::new(),
-                data: data.to_string(),
-                control: control.map(String::from),
-            }
+        let mut claimed = Claimed {
+            key,
+            dir: self.own_dir(),
+            prefix: format!("{n}."),
+            data: data.to_string(),
+            control: control.map(String::from),
         };
+        let own_dir = |c: &mut Claimed| {
+            c.dir = c.dir.join(n.to_string());
+            c.prefix.clear();
+            std::fs::create_dir(&c.dir)
+        };
+        if !fits {
+            own_dir(&mut claimed)?;
+        }
         let gone = |c: &Claimed| {
             if c.has_own_dir() {
                 let _ = std::fs::remove_dir(&c.dir);
@@ -277,7 +280,16 @@ impl Owner {
         };
         // The data file first: a process that loses the race for it touches
         // nothing else.
-        if let Err(e) = std::fs::rename(self.inbox.join(data), claimed.data_path()) {
+        let mut taken = std::fs::rename(self.inbox.join(data), claimed.data_path());
+        if let Err(e) = &taken
+            && e.kind() == io::ErrorKind::InvalidFilename
+            && !claimed.has_own_dir()
+        {
+            // A file system with shorter names than NAME_MAX.
+            own_dir(&mut claimed)?;
+            taken = std::fs::rename(self.inbox.join(data), claimed.data_path());
+        }
+        if let Err(e) = taken {
             gone(&claimed);
             return if e.kind() == io::ErrorKind::NotFound {
                 Ok(None)
@@ -404,7 +416,7 @@ impl Owner {
                 let Ok(entry) = e.file_name().into_string() else {
                     continue;
                 };
-                if let Ok(n) = entry.parse::<u64>() {
+                if let Some(n) = claim_number(&entry) {
                     own_dirs.insert(n);
                 } else if let Some((n, name)) = unprefixed(&entry) {
                     claims.entry(n).or_default().push(name.to_string());
@@ -658,11 +670,12 @@ mod tests {
     fn claims_sit_side_by_side_and_a_name_too_long_gets_a_directory() {
         let inbox = tempfile::tempdir().unwrap();
         let long = format!("{}.dat", "L".repeat(NAME_MAX - 4));
-        for n in ["a.dat", "7.dat", long.as_str()] {
+        let names = ["a.dat", "7.dat", long.as_str(), "12"];
+        for n in names {
             std::fs::write(inbox.path().join(n), n.as_bytes()).unwrap();
         }
         let mut o = Owner::with_id(inbox.path(), "in:t", "one-1-1");
-        let files = ["a.dat", "7.dat", long.as_str()].map(|n| (n.to_string(), None));
+        let files = names.map(|n| (n.to_string(), None));
         let claims: Vec<Claimed> = o
             .claim_all(&files)
             .unwrap()
@@ -673,6 +686,7 @@ mod tests {
         assert_eq!(claims[0].data_path(), own.join("1.a.dat"));
         assert_eq!(claims[1].data_path(), own.join("2.7.dat"));
         assert_eq!(claims[2].data_path(), own.join("3").join(&long));
+        assert_eq!(claims[3].data_path(), own.join("4.12"));
         for c in &claims {
             assert_eq!(std::fs::read(c.data_path()).unwrap(), c.data.as_bytes());
             o.done(c).unwrap();
@@ -769,8 +783,43 @@ mod tests {
     fn only_names_with_a_claim_number_are_claims() {
         assert_eq!(unprefixed("12.a.dat"), Some((12, "a.dat")));
         assert_eq!(unprefixed("0.7"), Some((0, "7")));
-        for odd in ["a.dat", ".dat", "12.", "12", "-1.a", "1x.a", ""] {
+        for odd in [
+            "a.dat",
+            ".dat",
+            "12.",
+            "12",
+            "-1.a",
+            "+1.a",
+            "01.a",
+            "1x.a",
+            "",
+            "99999999999999999999.a",
+        ] {
             assert_eq!(unprefixed(odd), None, "{odd}");
         }
+        assert_eq!(claim_number("0"), Some(0));
+        for odd in ["05", "+5", "", "5 ", "99999999999999999999"] {
+            assert_eq!(claim_number(odd), None, "{odd}");
+        }
+    }
+
+    #[test]
+    fn a_stray_entry_in_a_dead_owners_directory_is_left_alone() {
+        let inbox = tempfile::tempdir().unwrap();
+        // `05` and `+5` are no claim this module wrote: were they read as
+        // claim 5, the owner's directory would be looked for under `5`.
+        dead_owner(
+            inbox.path(),
+            "dead-1-1",
+            &["05/x.dat", "+5/y.dat", "01.z.dat", "6.12"],
+        );
+        let mut o = Owner::with_id(inbox.path(), "in:t", "next-2-2");
+        let taken = o.adopt_dead(&no_control).unwrap();
+        let found: Vec<(&str, &str)> = taken
+            .iter()
+            .map(|c| (c.key.as_str(), c.data.as_str()))
+            .collect();
+        assert_eq!(found, [("in:t/dead-1-1/6", "12")]);
+        assert_eq!(std::fs::read(taken[0].data_path()).unwrap(), b"6.12");
     }
 }
