@@ -16,7 +16,7 @@ use settlegate::intake::{Arrival, Bytes, FixedClock, Gateway};
 use settlegate::judge::{Judgement, Verdict};
 use settlegate::ledger::{
     Decision, FeedPlan, Guard, HeldUpload, Identity, Ledger, LedgerError, NewArrival, NewEntry,
-    Pairing, execute_raw,
+    Pairing, Recorded, execute_raw,
 };
 use settlegate::model::{Channel, FileState};
 use tokio::sync::mpsc;
@@ -940,6 +940,83 @@ async fn an_sqlite_connection_left_in_a_transaction_is_not_reused() {
     l.close().await;
 }
 
+/// Arrivals recorded together: one row and one `received` event each, a
+/// claim recorded before found and not recorded again; and when the
+/// transaction fails as a whole (an arrival takes a held half that is
+/// gone), each is recorded alone with its own result.
+async fn arrivals_are_recorded_together(t: TestLedger) {
+    let dir = tempfile::tempdir().unwrap();
+    let l = open(&t, dir.path()).await;
+    let claimed = |checksum, claim| NewArrival {
+        channel: Channel::Watch,
+        claim: Some(claim),
+        ..arrival(checksum)
+    };
+    let first = l
+        .record_arrival(&claimed("c-1", "in:cardco/o/1"))
+        .await
+        .expect("record")
+        .id();
+    let together = l
+        .record_arrivals(&[
+            claimed("c-2", "in:cardco/o/2"),
+            claimed("c-1", "in:cardco/o/1"),
+            claimed("c-3", "in:cardco/o/3"),
+            arrival("c-4"),
+        ])
+        .await
+        .expect("recorded together");
+    let recorded: Vec<Recorded> = together.into_iter().map(|r| r.expect("recorded")).collect();
+    assert!(matches!(recorded[0], Recorded::New(_)), "{recorded:?}");
+    assert_eq!(recorded[1], Recorded::Already(first), "{}", t.backend);
+    assert!(matches!(recorded[2], Recorded::New(_)), "{recorded:?}");
+    assert!(matches!(recorded[3], Recorded::New(_)), "{recorded:?}");
+    let files = l.files(&Default::default()).await.expect("files");
+    let mut checksums: Vec<&str> = files.iter().map(|f| f.checksum.as_str()).collect();
+    checksums.sort();
+    assert_eq!(checksums, ["c-1", "c-2", "c-3", "c-4"], "{}", t.backend);
+    for r in &recorded {
+        let events = l.events(r.id()).await.expect("events");
+        assert_eq!(events.len(), 1, "{}: {events:?}", t.backend);
+        assert_eq!(events[0].kind, "received");
+    }
+
+    let gone = [HeldUpload {
+        name: "gone.dat".into(),
+        checksum: "c-gone".into(),
+        size: 1,
+        held_at: now(),
+    }];
+    let alone = l
+        .record_arrivals(&[
+            arrival("c-5"),
+            NewArrival {
+                takes_held: &gone,
+                ..arrival("c-6")
+            },
+            arrival("c-7"),
+        ])
+        .await
+        .expect("recorded alone");
+    assert!(matches!(alone[0], Ok(Recorded::New(_))), "{alone:?}");
+    assert!(
+        matches!(&alone[1], Err(LedgerError::HeldGone(n)) if n == "gone.dat"),
+        "{alone:?}"
+    );
+    assert!(matches!(alone[2], Ok(Recorded::New(_))), "{alone:?}");
+    let files = l.files(&Default::default()).await.expect("files");
+    let mut checksums: Vec<&str> = files.iter().map(|f| f.checksum.as_str()).collect();
+    checksums.sort();
+    assert_eq!(
+        checksums,
+        ["c-1", "c-2", "c-3", "c-4", "c-5", "c-7"],
+        "{}: the refused arrival recorded nothing",
+        t.backend
+    );
+    l.close().await;
+    t.drop_db().await;
+}
+
 macro_rules! both {
     ($name:ident, $body:ident) => {
         mod $name {
@@ -986,3 +1063,4 @@ both!(races, racing_gateways_feed_once);
 both!(recovery, recovery_judges_and_answers_with_receipts);
 both!(drill_twins, arrival_drills_do_not_block_their_twin);
 both!(held_halves, a_held_half_leaves_only_with_its_arrival);
+both!(together, arrivals_are_recorded_together);

@@ -19,6 +19,19 @@ use crate::ledger::{
 use crate::model::{DrillSignal, FileState};
 use crate::stage::Stored;
 
+/// The log line of a recorded arrival; its file id.
+fn log_recorded(arrival: &Arrival, stored: &Stored, recorded: Recorded) -> i64 {
+    match recorded {
+        Recorded::New(id) => {
+            tracing::info!(file_id = id, partner = %arrival.partner, channel = %arrival.channel, name = %arrival.name.escape_debug(), checksum = %stored.checksum, "staged");
+        }
+        Recorded::Already(id) => {
+            tracing::info!(file_id = id, partner = %arrival.partner, claim = arrival.claim.as_deref().unwrap_or_default(), name = %arrival.name.escape_debug(), "this claim was recorded before a restart; finishing it");
+        }
+    }
+    recorded.id()
+}
+
 /// Entries per batch handed from the parsing thread to the feeding task.
 const FEED_BATCH: usize = 4096;
 
@@ -61,38 +74,104 @@ impl Gateway {
     /// record the arrival (`received`); returns its file id. Once this
     /// returns, the caller may let go of its copy: nothing is lost.
     pub async fn record(&self, arrival: &Arrival, bytes: Bytes<'_>) -> Result<i64, IntakeError> {
-        self.partner(&arrival.partner)?;
-        let (stored, control) = self.stage(bytes).await?;
+        let (stored, control) = self.stage_for(arrival, bytes).await?;
         let recorded = self
             .ledger
-            .record_arrival(&NewArrival {
-                partner: &arrival.partner,
-                channel: arrival.channel,
-                endpoint: arrival.endpoint.as_deref(),
-                source_path: arrival.source_path.as_deref(),
-                name: &arrival.name,
-                received_at: self.clock.now(),
-                size: stored.size,
-                checksum: &stored.checksum,
-                sidecar_checksum: control.as_ref().map(|s| s.checksum.as_str()),
-                actor: &arrival.actor,
-                reason: arrival.reason.as_deref(),
-                remote: arrival.remote.as_ref(),
-                claim: arrival.claim.as_deref(),
-                redelivery_of: arrival.redelivery_of,
-                fence: arrival.fence.as_ref(),
-                takes_held: &arrival.takes_held,
-            })
+            .record_arrival(&self.new_arrival(arrival, &stored, control.as_ref()))
             .await?;
-        match recorded {
-            Recorded::New(id) => {
-                tracing::info!(file_id = id, partner = %arrival.partner, channel = %arrival.channel, name = %arrival.name.escape_debug(), checksum = %stored.checksum, "staged");
-            }
-            Recorded::Already(id) => {
-                tracing::info!(file_id = id, partner = %arrival.partner, claim = arrival.claim.as_deref().unwrap_or_default(), name = %arrival.name.escape_debug(), "this claim was recorded before a restart; finishing it");
-            }
+        Ok(log_recorded(arrival, &stored, recorded))
+    }
+
+    /// [`Gateway::record`] of several arrivals, staged `parallel` at a time
+    /// and recorded in one ledger transaction (one commit for all); a result
+    /// for each, in order. An arrival that cannot be staged is left out of
+    /// the transaction, with its error; when the ledger fails the whole
+    /// call, each staged arrival's error says so in words.
+    pub async fn record_all(
+        &self,
+        arrivals: &[(Arrival, Bytes<'_>)],
+        parallel: usize,
+    ) -> Vec<Result<i64, IntakeError>> {
+        let mut staged: Vec<Result<(Stored, Option<Stored>), IntakeError>> =
+            Vec::with_capacity(arrivals.len());
+        for some in arrivals.chunks(parallel.max(1)) {
+            let stages = some
+                .iter()
+                .map(|(arrival, bytes)| self.stage_for(arrival, *bytes));
+            staged.extend(futures::future::join_all(stages).await);
         }
-        Ok(recorded.id())
+        let (stored, mut failed): (Vec<_>, Vec<_>) = staged
+            .into_iter()
+            .map(|s| match s {
+                Ok(s) => (Some(s), None),
+                Err(e) => (None, Some(e)),
+            })
+            .unzip();
+        let new: Vec<NewArrival<'_>> = arrivals
+            .iter()
+            .zip(&stored)
+            .filter_map(|((arrival, _), s)| {
+                let (data, control) = s.as_ref()?;
+                Some(self.new_arrival(arrival, data, control.as_ref()))
+            })
+            .collect();
+        let (mut recorded, whole) = match self.ledger.record_arrivals(&new).await {
+            Ok(r) => (r.into_iter(), None),
+            Err(e) => (Vec::new().into_iter(), Some(e.to_string())),
+        };
+        arrivals
+            .iter()
+            .zip(&stored)
+            .zip(failed.iter_mut())
+            .map(|(((arrival, _), s), failed)| match (s, failed.take()) {
+                (Some((data, _)), _) => match recorded.next() {
+                    Some(Ok(r)) => Ok(log_recorded(arrival, data, r)),
+                    Some(Err(e)) => Err(e.into()),
+                    None => Err(IntakeError::Internal(format!(
+                        "not recorded: {}",
+                        whole.as_deref().unwrap_or("no result for this arrival")
+                    ))),
+                },
+                (None, Some(e)) => Err(e),
+                (None, None) => Err(IntakeError::Internal("an arrival was not staged".into())),
+            })
+            .collect()
+    }
+
+    async fn stage_for(
+        &self,
+        arrival: &Arrival,
+        bytes: Bytes<'_>,
+    ) -> Result<(Stored, Option<Stored>), IntakeError> {
+        self.partner(&arrival.partner)?;
+        self.stage(bytes).await
+    }
+
+    /// The ledger's row for an arrival whose bytes are stored.
+    fn new_arrival<'a>(
+        &self,
+        arrival: &'a Arrival,
+        stored: &'a Stored,
+        control: Option<&'a Stored>,
+    ) -> NewArrival<'a> {
+        NewArrival {
+            partner: &arrival.partner,
+            channel: arrival.channel,
+            endpoint: arrival.endpoint.as_deref(),
+            source_path: arrival.source_path.as_deref(),
+            name: &arrival.name,
+            received_at: self.clock.now(),
+            size: stored.size,
+            checksum: &stored.checksum,
+            sidecar_checksum: control.map(|s| s.checksum.as_str()),
+            actor: &arrival.actor,
+            reason: arrival.reason.as_deref(),
+            remote: arrival.remote.as_ref(),
+            claim: arrival.claim.as_deref(),
+            redelivery_of: arrival.redelivery_of,
+            fence: arrival.fence.as_ref(),
+            takes_held: &arrival.takes_held,
+        }
     }
 
     /// Put an arrival's bytes (and its control file's) in the content store;

@@ -397,6 +397,82 @@ pub(super) fn related_details(related: Option<i64>) -> Option<String> {
     related.map(|r| serde_json::json!({ "related_file_id": r }).to_string())
 }
 
+/// The statements recording arrival `$a` in transaction `$tx` (see
+/// [`Ledger::record_arrival`]); the new row's id.
+macro_rules! arrival_in {
+    ($tx:expr, $a:expr, $fence_sql:expr) => {{
+        let tx = $tx;
+        let a: &NewArrival<'_> = $a;
+        async {
+            let details = serde_json::json!({
+                "name": a.name, "channel": a.channel.as_str(), "endpoint": a.endpoint,
+                "source_path": a.source_path, "size": a.size, "checksum": a.checksum,
+                "sidecar_checksum": a.sidecar_checksum, "claim": a.claim, "redelivery_of": a.redelivery_of,
+            })
+            .to_string();
+            if let Some(fence) = a.fence
+                && !super::cluster::check_fence!(&mut **tx, $fence_sql, fence)?
+            {
+                return Err(LedgerError::LeaseLost(fence.lease.clone()));
+            }
+            for h in a.takes_held {
+                let taken = sqlx::query(
+                    "DELETE FROM held_uploads WHERE partner = $1 AND name = $2 AND checksum = $3",
+                )
+                .bind(a.partner)
+                .bind(&h.name)
+                .bind(&h.checksum)
+                .execute(&mut **tx)
+                .await
+                .map_err(query_error("take a held upload"))?;
+                if taken.rows_affected() != 1 {
+                    return Err(LedgerError::HeldGone(h.name.clone()));
+                }
+            }
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO files (partner, channel, endpoint, source_path, name, received_at, size, checksum, sidecar_checksum, verdict, claim, redelivery_of) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'received', $10, $11) RETURNING id",
+            )
+            .bind(a.partner)
+            .bind(a.channel.as_str())
+            .bind(a.endpoint)
+            .bind(a.source_path)
+            .bind(a.name)
+            .bind(a.received_at)
+            .bind(a.size as i64)
+            .bind(a.checksum)
+            .bind(a.sidecar_checksum)
+            .bind(a.claim)
+            .bind(a.redelivery_of)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(query_error("record arrival"))?;
+            insert_event!(&mut **tx, a.received_at, id, FileState::Received.as_str(), a.actor, a.reason, Some(details))?;
+            if let Some(r) = a.remote {
+                // Another gateway process may have taken the same remote file
+                // at the same moment: both arrivals are kept (the judge sees the
+                // second as a duplicate), the first one is remembered.
+                sqlx::query(
+                    "INSERT INTO remote_files (partner, endpoint, path, size, mtime, file_id, taken_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                )
+                .bind(&r.partner)
+                .bind(&r.endpoint)
+                .bind(&r.path)
+                .bind(r.size as i64)
+                .bind(r.mtime)
+                .bind(id)
+                .bind(a.received_at)
+                .execute(&mut **tx)
+                .await
+                .map_err(query_error("remember remote file"))?;
+            }
+            Ok::<i64, LedgerError>(id)
+        }
+        .await
+    }};
+}
+
 impl Ledger {
     /// Record an arrival (verdict `received`) and its audit event, in one
     /// transaction; returns its id. Its bytes must already be in the content
@@ -422,73 +498,69 @@ impl Ledger {
         }
     }
 
-    async fn insert_arrival(&self, a: &NewArrival<'_>) -> Result<i64, LedgerError> {
-        let details = serde_json::json!({
-            "name": a.name, "channel": a.channel.as_str(), "endpoint": a.endpoint,
-            "source_path": a.source_path, "size": a.size, "checksum": a.checksum,
-            "sidecar_checksum": a.sidecar_checksum, "claim": a.claim, "redelivery_of": a.redelivery_of,
-        })
-        .to_string();
+    /// Record several arrivals in one transaction (one commit for all),
+    /// each as [`Ledger::record_arrival`] would, in order. A claim recorded
+    /// before is found, not recorded again. When one arrival fails the
+    /// transaction (another process recorded its claim meanwhile, its held
+    /// half is gone, its lease lost), each is recorded on its own, so each
+    /// gets its own result; any other failure (the ledger unreachable, a
+    /// full disk) is the whole call's.
+    pub async fn record_arrivals(
+        &self,
+        arrivals: &[NewArrival<'_>],
+    ) -> Result<Vec<Result<Recorded, LedgerError>>, LedgerError> {
+        if arrivals.len() > 1 {
+            match self.insert_arrivals(arrivals).await {
+                Ok(recorded) => return Ok(recorded.into_iter().map(Ok).collect()),
+                Err(
+                    e @ (LedgerError::Guard(_)
+                    | LedgerError::HeldGone(_)
+                    | LedgerError::LeaseLost(_)),
+                ) => {
+                    tracing::debug!(arrivals = arrivals.len(), error = %e, "an arrival failed the others' transaction; recording each alone")
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mut out = Vec::with_capacity(arrivals.len());
+        for a in arrivals {
+            out.push(self.record_arrival(a).await);
+        }
+        Ok(out)
+    }
+
+    async fn insert_arrivals(
+        &self,
+        arrivals: &[NewArrival<'_>],
+    ) -> Result<Vec<Recorded>, LedgerError> {
         let fence_sql = self.fence_sql();
         on_pool!(self, pool => {
             let mut tx = pool.begin().await.map_err(query_error("begin"))?;
-            if let Some(fence) = a.fence
-                && !super::cluster::check_fence!(&mut *tx, fence_sql, fence)?
-            {
-                return Err(LedgerError::LeaseLost(fence.lease.clone()));
+            let mut out = Vec::with_capacity(arrivals.len());
+            for a in arrivals {
+                let before: Option<i64> = match a.claim {
+                    Some(claim) => sqlx::query_scalar("SELECT id FROM files WHERE claim = $1")
+                        .bind(claim)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(query_error("look up a claim"))?,
+                    None => None,
+                };
+                out.push(match before {
+                    Some(id) => Recorded::Already(id),
+                    None => Recorded::New(arrival_in!(&mut tx, a, fence_sql)?),
+                });
             }
-            for h in a.takes_held {
-                let taken = sqlx::query(
-                    "DELETE FROM held_uploads WHERE partner = $1 AND name = $2 AND checksum = $3",
-                )
-                .bind(a.partner)
-                .bind(&h.name)
-                .bind(&h.checksum)
-                .execute(&mut *tx)
-                .await
-                .map_err(query_error("take a held upload"))?;
-                if taken.rows_affected() != 1 {
-                    return Err(LedgerError::HeldGone(h.name.clone()));
-                }
-            }
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO files (partner, channel, endpoint, source_path, name, received_at, size, checksum, sidecar_checksum, verdict, claim, redelivery_of) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'received', $10, $11) RETURNING id",
-            )
-            .bind(a.partner)
-            .bind(a.channel.as_str())
-            .bind(a.endpoint)
-            .bind(a.source_path)
-            .bind(a.name)
-            .bind(a.received_at)
-            .bind(a.size as i64)
-            .bind(a.checksum)
-            .bind(a.sidecar_checksum)
-            .bind(a.claim)
-            .bind(a.redelivery_of)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(query_error("record arrival"))?;
-            insert_event!(&mut *tx, a.received_at, id, FileState::Received.as_str(), a.actor, a.reason, Some(details))?;
-            if let Some(r) = a.remote {
-                // Another gateway process may have taken the same remote file
-                // at the same moment: both arrivals are kept (the judge sees the
-                // second as a duplicate), the first one is remembered.
-                sqlx::query(
-                    "INSERT INTO remote_files (partner, endpoint, path, size, mtime, file_id, taken_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-                )
-                .bind(&r.partner)
-                .bind(&r.endpoint)
-                .bind(&r.path)
-                .bind(r.size as i64)
-                .bind(r.mtime)
-                .bind(id)
-                .bind(a.received_at)
-                .execute(&mut *tx)
-                .await
-                .map_err(query_error("remember remote file"))?;
-            }
+            tx.commit().await.map_err(query_error("commit arrivals"))?;
+            Ok(out)
+        })
+    }
+
+    async fn insert_arrival(&self, a: &NewArrival<'_>) -> Result<i64, LedgerError> {
+        let fence_sql = self.fence_sql();
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(query_error("begin"))?;
+            let id = arrival_in!(&mut tx, a, fence_sql)?;
             tx.commit().await.map_err(query_error("commit arrival"))?;
             Ok(id)
         })

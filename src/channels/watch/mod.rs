@@ -41,6 +41,9 @@ const CONTROL_FILE_WARNING: Duration = Duration::from_secs(600);
 /// Files claimed together (their directories synced once).
 const CLAIM_BATCH: usize = 256;
 
+/// Claimed files whose arrivals are recorded in one ledger transaction.
+const RECORD_BATCH: usize = 64;
+
 /// How long a failed file waits before it is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
 
@@ -409,16 +412,28 @@ pub async fn run_inbox(
             }
         }
         // Up to `parallel_files` claimed files are taken at once: each is
-        // recorded, judged and fed in its own transactions as alone, while
-        // their fsyncs and commits overlap. A file of the same name claimed
-        // earlier goes first.
+        // judged and fed in its own transactions as alone, while their
+        // fsyncs and commits overlap. A file of the same name claimed
+        // earlier goes first. Their arrivals are recorded before, up to
+        // `RECORD_BATCH` in one transaction; one that fails there is
+        // recorded alone by `take`, which reports its error.
         let now = Instant::now();
         let mut names = HashSet::new();
-        let ready: Vec<&mut Pending> = pending
+        let mut ready: Vec<&mut Pending> = pending
             .iter_mut()
             .filter(|p| names.insert(p.claimed.data.clone()))
             .filter(|p| p.retry_at.is_none_or(|t| t <= now))
             .collect();
+        if inbox.direction == Direction::Inbound {
+            let mut unrecorded: Vec<&mut &mut Pending> =
+                ready.iter_mut().filter(|p| p.file_id.is_none()).collect();
+            for batch in unrecorded.chunks_mut(RECORD_BATCH) {
+                if *shutdown.borrow() {
+                    break;
+                }
+                record_together(&gw, &inbox, batch, settings.parallel_files).await;
+            }
+        }
         let (gw_ref, inbox_ref, owner_ref, shutdown_ref) = (&gw, &inbox, &owner, &shutdown);
         futures::stream::iter(ready)
             .for_each_concurrent(settings.parallel_files, |p| async move {
@@ -519,6 +534,51 @@ fn complete_pairs(
     }
 }
 
+/// Record the arrivals of claimed files in one ledger transaction; each
+/// recorded one keeps its file id.
+async fn record_together(
+    gw: &Gateway,
+    inbox: &Inbox,
+    batch: &mut [&mut &mut Pending],
+    parallel: usize,
+) {
+    let actor = gateway_actor();
+    let paths: Vec<(PathBuf, Option<PathBuf>)> = batch
+        .iter()
+        .map(|p| (p.claimed.data_path(), p.claimed.control_path()))
+        .collect();
+    let arrivals: Vec<(Arrival, Bytes<'_>)> = batch
+        .iter()
+        .zip(&paths)
+        .map(|(p, (data, control))| {
+            (
+                arrival_of(inbox, &p.claimed, &actor),
+                Bytes::Files {
+                    data,
+                    control: control.as_deref(),
+                },
+            )
+        })
+        .collect();
+    let recorded = gw.record_all(&arrivals, parallel).await;
+    for (p, r) in batch.iter_mut().zip(recorded) {
+        match r {
+            Ok(id) => p.file_id = Some(id),
+            Err(e) => {
+                tracing::debug!(partner = %inbox.partner, name = %p.claimed.data.escape_debug(), error = %e, "not recorded with its batch; recorded alone")
+            }
+        }
+    }
+}
+
+/// The arrival of a claimed file from an inbox.
+fn arrival_of(inbox: &Inbox, c: &Claimed, actor: &str) -> Arrival {
+    let mut arrival = Arrival::new(&inbox.partner, Channel::Watch, &c.data, actor);
+    arrival.source_path = Some(inbox.dir.join(&c.data).display().to_string());
+    arrival.claim = Some(c.key.clone());
+    arrival
+}
+
 /// Take one claimed file: record it with its claim's key (a claim recorded
 /// before a crash is found, not recorded again), finish it (judge it if
 /// still unjudged; its receipt), then remove it — in that order, so a crash
@@ -543,10 +603,7 @@ async fn take(
             let file_id = match p.file_id {
                 Some(id) => id,
                 None => {
-                    let mut arrival = Arrival::new(&inbox.partner, Channel::Watch, &c.data, &actor);
-                    arrival.source_path = Some(source_path);
-                    arrival.claim = Some(c.key.clone());
-                    let id = gw.record(&arrival, bytes).await?;
+                    let id = gw.record(&arrival_of(inbox, &c, &actor), bytes).await?;
                     p.file_id = Some(id);
                     id
                 }
