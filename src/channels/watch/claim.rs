@@ -564,6 +564,15 @@ mod tests {
         )
     }
 
+    /// Finish every claim, let the owner go, and see the inbox end empty.
+    fn finish_all(o: &mut Owner, claims: &[Claimed], inbox: &Path) {
+        for c in claims {
+            o.done(c).unwrap();
+        }
+        o.release();
+        assert!(!inbox.join(CLAIMED).exists(), "an idle inbox ends empty");
+    }
+
     #[test]
     fn a_claim_moves_the_file_and_is_not_taken_twice() {
         let inbox = tempfile::tempdir().unwrap();
@@ -605,11 +614,7 @@ mod tests {
         // Held now: a third process leaves them alone.
         let mut third = Owner::with_id(inbox.path(), "in:t", "third-5-5");
         assert!(third.adopt_dead(&no_control).unwrap().is_empty());
-        for c in &taken {
-            next.done(c).unwrap();
-        }
-        next.release();
-        assert!(!inbox.path().join(CLAIMED).exists());
+        finish_all(&mut next, &taken, inbox.path());
     }
 
     #[test]
@@ -689,10 +694,8 @@ mod tests {
         assert_eq!(claims[3].data_path(), own.join("4.12"));
         for c in &claims {
             assert_eq!(std::fs::read(c.data_path()).unwrap(), c.data.as_bytes());
-            o.done(c).unwrap();
         }
-        o.release();
-        assert!(!inbox.path().join(CLAIMED).exists());
+        finish_all(&mut o, &claims, inbox.path());
     }
 
     /// A dead owner's directory as `files` (paths under it) describe it, with
@@ -737,11 +740,7 @@ mod tests {
                 ("in:t/dead-1-1/10", "3.4.dat", b"10.3.4.dat".to_vec()),
             ]
         );
-        for c in &taken {
-            o.done(c).unwrap();
-        }
-        o.release();
-        assert!(!inbox.path().join(CLAIMED).exists());
+        finish_all(&mut o, &taken, inbox.path());
     }
 
     #[test]
