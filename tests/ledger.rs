@@ -971,6 +971,18 @@ async fn arrivals_are_recorded_together(t: TestLedger) {
     assert_eq!(recorded[1], Recorded::Already(first), "{}", t.backend);
     assert!(matches!(recorded[2], Recorded::New(_)), "{recorded:?}");
     assert!(matches!(recorded[3], Recorded::New(_)), "{recorded:?}");
+    if let Some(url) = t.url.as_deref() {
+        // One transaction wrote the three rows.
+        let pool = sqlx::PgPool::connect(url).await.expect("connect");
+        let writers: i64 = sqlx::query_scalar(
+            "SELECT COUNT(DISTINCT xmin::text) FROM files WHERE checksum IN ('c-2', 'c-3', 'c-4')",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+        assert_eq!(writers, 1);
+        pool.close().await;
+    }
     let files = l.files(&Default::default()).await.expect("files");
     let mut checksums: Vec<&str> = files.iter().map(|f| f.checksum.as_str()).collect();
     checksums.sort();
@@ -1015,6 +1027,87 @@ async fn arrivals_are_recorded_together(t: TestLedger) {
     );
     l.close().await;
     t.drop_db().await;
+}
+
+/// A claim another process is recording at the same moment: the arrivals'
+/// transaction waits for it and, once it is committed, finds its row
+/// instead of failing, and records the others.
+async fn a_claim_recorded_meanwhile_elsewhere_is_found(t: TestLedger) {
+    let dir = tempfile::tempdir().unwrap();
+    let l = open(&t, dir.path()).await;
+    let url = t.url.clone().expect("a PostgreSQL ledger");
+    let other = sqlx::PgPool::connect(&url).await.expect("connect");
+    let mut elsewhere = other.begin().await.expect("begin");
+    let theirs: i64 = sqlx::query_scalar(
+        "INSERT INTO files (partner, channel, name, received_at, size, checksum, verdict, claim) \
+         VALUES ('cardco', 'watch', 'x.dat', now(), 1, 'c-theirs', 'received', 'in:cardco/o/9') RETURNING id",
+    )
+    .fetch_one(&mut *elsewhere)
+    .await
+    .expect("insert elsewhere");
+    let ours = {
+        let l = l.clone();
+        tokio::spawn(async move {
+            let claimed = |checksum, claim| NewArrival {
+                channel: Channel::Watch,
+                claim: Some(claim),
+                ..arrival(checksum)
+            };
+            l.record_arrivals(&[
+                claimed("c-ours", "in:cardco/o/9"),
+                claimed("c-next", "in:cardco/o/10"),
+            ])
+            .await
+        })
+    };
+    // Our insert waits on theirs: a lock not granted to a session of this
+    // database (a transaction id's lock names no database).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_locks WHERE NOT granted \
+             AND pid IN (SELECT pid FROM pg_stat_activity WHERE datname = current_database())",
+        )
+        .fetch_one(&other)
+        .await
+        .expect("locks");
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the arrivals never waited for the other transaction"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    elsewhere.commit().await.expect("commit elsewhere");
+    let recorded: Vec<Recorded> = ours
+        .await
+        .expect("task")
+        .expect("recorded together")
+        .into_iter()
+        .map(|r| r.expect("recorded"))
+        .collect();
+    assert_eq!(recorded[0], Recorded::Already(theirs));
+    assert!(matches!(recorded[1], Recorded::New(_)), "{recorded:?}");
+    let files = l.files(&Default::default()).await.expect("files");
+    let mut checksums: Vec<&str> = files.iter().map(|f| f.checksum.as_str()).collect();
+    checksums.sort();
+    assert_eq!(checksums, ["c-next", "c-theirs"]);
+    other.close().await;
+    l.close().await;
+    t.drop_db().await;
+}
+
+mod claim_recorded_elsewhere {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        if let Some(t) = TestLedger::postgres().await {
+            a_claim_recorded_meanwhile_elsewhere_is_found(t).await;
+        }
+    }
 }
 
 macro_rules! both {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 
-use super::{Guard, Ledger, LedgerError, on_pool, query_error, where_clause};
+use super::{Ledger, LedgerError, on_pool, query_error, where_clause};
 use crate::format::VerifyError;
 use crate::judge::{Judgement, PriorFile};
 use crate::model::{Channel, DrillSignal, DrillSource, FileState, Verdict};
@@ -398,7 +398,11 @@ pub(super) fn related_details(related: Option<i64>) -> Option<String> {
 }
 
 /// The statements recording arrival `$a` in transaction `$tx` (see
-/// [`Ledger::record_arrival`]); the new row's id.
+/// [`Ledger::record_arrival`]). The insert comes first (after the fence's
+/// check), so on SQLite the transaction takes the write lock with its first
+/// write rather than upgrading a read, which fails at once when another
+/// connection wrote meanwhile; a claim recorded before inserts nothing and
+/// is found.
 macro_rules! arrival_in {
     ($tx:expr, $a:expr, $fence_sql:expr) => {{
         let tx = $tx;
@@ -415,6 +419,36 @@ macro_rules! arrival_in {
             {
                 return Err(LedgerError::LeaseLost(fence.lease.clone()));
             }
+            let id: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO files (partner, channel, endpoint, source_path, name, received_at, size, checksum, sidecar_checksum, verdict, claim, redelivery_of) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'received', $10, $11) \
+                 ON CONFLICT (claim) WHERE claim IS NOT NULL DO NOTHING RETURNING id",
+            )
+            .bind(a.partner)
+            .bind(a.channel.as_str())
+            .bind(a.endpoint)
+            .bind(a.source_path)
+            .bind(a.name)
+            .bind(a.received_at)
+            .bind(a.size as i64)
+            .bind(a.checksum)
+            .bind(a.sidecar_checksum)
+            .bind(a.claim)
+            .bind(a.redelivery_of)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(query_error("record arrival"))?;
+            let Some(id) = id else {
+                let claim = a.claim.unwrap_or_default();
+                let before: Option<i64> = sqlx::query_scalar("SELECT id FROM files WHERE claim = $1")
+                    .bind(claim)
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(query_error("look up a claim"))?;
+                return before.map(Recorded::Already).ok_or_else(|| {
+                    LedgerError::State(format!("claim {claim} is recorded but its file is not found"))
+                });
+            };
             for h in a.takes_held {
                 let taken = sqlx::query(
                     "DELETE FROM held_uploads WHERE partner = $1 AND name = $2 AND checksum = $3",
@@ -429,24 +463,6 @@ macro_rules! arrival_in {
                     return Err(LedgerError::HeldGone(h.name.clone()));
                 }
             }
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO files (partner, channel, endpoint, source_path, name, received_at, size, checksum, sidecar_checksum, verdict, claim, redelivery_of) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'received', $10, $11) RETURNING id",
-            )
-            .bind(a.partner)
-            .bind(a.channel.as_str())
-            .bind(a.endpoint)
-            .bind(a.source_path)
-            .bind(a.name)
-            .bind(a.received_at)
-            .bind(a.size as i64)
-            .bind(a.checksum)
-            .bind(a.sidecar_checksum)
-            .bind(a.claim)
-            .bind(a.redelivery_of)
-            .fetch_one(&mut **tx)
-            .await
-            .map_err(query_error("record arrival"))?;
             insert_event!(&mut **tx, a.received_at, id, FileState::Received.as_str(), a.actor, a.reason, Some(details))?;
             if let Some(r) = a.remote {
                 // Another gateway process may have taken the same remote file
@@ -467,7 +483,7 @@ macro_rules! arrival_in {
                 .await
                 .map_err(query_error("remember remote file"))?;
             }
-            Ok::<i64, LedgerError>(id)
+            Ok::<Recorded, LedgerError>(Recorded::New(id))
         }
         .await
     }};
@@ -479,32 +495,22 @@ impl Ledger {
     /// store. An arrival whose claim is already recorded is not recorded
     /// again: the first row's id is returned (`Recorded::Already`).
     pub async fn record_arrival(&self, a: &NewArrival<'_>) -> Result<Recorded, LedgerError> {
-        match self.insert_arrival(a).await {
-            Ok(id) => Ok(Recorded::New(id)),
-            Err(LedgerError::Guard(Guard::Claim)) => {
-                let claim = a.claim.unwrap_or_default();
-                let id: Option<i64> = on_pool!(self, pool => sqlx::query_scalar("SELECT id FROM files WHERE claim = $1")
-                    .bind(claim)
-                    .fetch_optional(pool)
-                    .await)
-                .map_err(query_error("look up a claim"))?;
-                id.map(Recorded::Already).ok_or_else(|| {
-                    LedgerError::State(format!(
-                        "claim {claim} is recorded but its file is not found"
-                    ))
-                })
-            }
-            Err(e) => Err(e),
-        }
+        let fence_sql = self.fence_sql();
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await.map_err(query_error("begin"))?;
+            let recorded = arrival_in!(&mut tx, a, fence_sql)?;
+            tx.commit().await.map_err(query_error("commit arrival"))?;
+            Ok(recorded)
+        })
     }
 
     /// Record several arrivals in one transaction (one commit for all),
     /// each as [`Ledger::record_arrival`] would, in order. A claim recorded
-    /// before is found, not recorded again. When one arrival fails the
-    /// transaction (another process recorded its claim meanwhile, its held
-    /// half is gone, its lease lost), each is recorded on its own, so each
-    /// gets its own result; any other failure (the ledger unreachable, a
-    /// full disk) is the whole call's.
+    /// before (also by another process meanwhile) is found, not recorded
+    /// again. When one arrival fails the transaction (its held half is
+    /// gone, its lease lost), each is recorded on its own, so each gets its
+    /// own result; any other failure (the ledger unreachable, a full disk)
+    /// is the whole call's.
     pub async fn record_arrivals(
         &self,
         arrivals: &[NewArrival<'_>],
@@ -538,31 +544,10 @@ impl Ledger {
             let mut tx = pool.begin().await.map_err(query_error("begin"))?;
             let mut out = Vec::with_capacity(arrivals.len());
             for a in arrivals {
-                let before: Option<i64> = match a.claim {
-                    Some(claim) => sqlx::query_scalar("SELECT id FROM files WHERE claim = $1")
-                        .bind(claim)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(query_error("look up a claim"))?,
-                    None => None,
-                };
-                out.push(match before {
-                    Some(id) => Recorded::Already(id),
-                    None => Recorded::New(arrival_in!(&mut tx, a, fence_sql)?),
-                });
+                out.push(arrival_in!(&mut tx, a, fence_sql)?);
             }
             tx.commit().await.map_err(query_error("commit arrivals"))?;
             Ok(out)
-        })
-    }
-
-    async fn insert_arrival(&self, a: &NewArrival<'_>) -> Result<i64, LedgerError> {
-        let fence_sql = self.fence_sql();
-        on_pool!(self, pool => {
-            let mut tx = pool.begin().await.map_err(query_error("begin"))?;
-            let id = arrival_in!(&mut tx, a, fence_sql)?;
-            tx.commit().await.map_err(query_error("commit arrival"))?;
-            Ok(id)
         })
     }
 
