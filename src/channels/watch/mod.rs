@@ -44,6 +44,12 @@ const CLAIM_BATCH: usize = 256;
 /// Claimed files whose arrivals are recorded in one ledger transaction.
 const RECORD_BATCH: usize = 64;
 
+/// The most files, and bytes, recorded and judged in one round of an
+/// inbox: a file is recorded shortly before it is judged (one recorded
+/// long before would look left unjudged to the nodes' sweep).
+const ROUND_FILES: usize = 512;
+const ROUND_BYTES: u64 = 128 << 20;
+
 /// How long a failed file waits before it is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
 
@@ -417,13 +423,25 @@ pub async fn run_inbox(
         // earlier goes first. Their arrivals are recorded before, up to
         // `RECORD_BATCH` in one transaction; one that fails there is
         // recorded alone by `take`, which reports its error.
-        let now = Instant::now();
-        let mut names = HashSet::new();
-        let mut ready: Vec<&mut Pending> = pending
-            .iter_mut()
-            .filter(|p| names.insert(p.claimed.data.clone()))
-            .filter(|p| p.retry_at.is_none_or(|t| t <= now))
-            .collect();
+        let mut ready: Vec<&mut Pending> = ready_now(&mut pending).take(ROUND_FILES).collect();
+        let paths: Vec<PathBuf> = ready.iter().map(|p| p.claimed.data_path()).collect();
+        let sizes = tokio::task::spawn_blocking(move || {
+            paths
+                .iter()
+                .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+                .collect::<Vec<u64>>()
+        })
+        .await
+        .unwrap_or_default();
+        let mut bytes = 0u64;
+        let within = sizes
+            .iter()
+            .position(|size| {
+                bytes = bytes.saturating_add(*size);
+                bytes > ROUND_BYTES
+            })
+            .map_or(ready.len(), |past| past.max(1));
+        ready.truncate(within);
         if inbox.direction == Direction::Inbound {
             let mut unrecorded: Vec<&mut &mut Pending> =
                 ready.iter_mut().filter(|p| p.file_id.is_none()).collect();
@@ -464,6 +482,7 @@ pub async fn run_inbox(
             })
             .await;
         pending.retain(|p| !p.taken);
+        let more = ready_now(&mut pending).next().is_some();
         if pending.is_empty() {
             let _ = with_owner(&owner, |o| {
                 o.release();
@@ -471,7 +490,10 @@ pub async fn run_inbox(
             })
             .await;
         }
-        let wait = if tracker.pending() || !pending.is_empty() {
+        let wait = if more {
+            // The next round's files are claimed already.
+            Duration::ZERO
+        } else if tracker.pending() || !pending.is_empty() {
             (settings.settle / 4)
                 .max(Duration::from_millis(50))
                 .min(settings.rescan)
@@ -488,6 +510,17 @@ pub async fn run_inbox(
         }
     }
     tracing::info!(partner = %inbox.partner, "inbox stopped");
+}
+
+/// The pending files that may be taken now, in claim order: not waiting to
+/// be retried, and the first of each name.
+fn ready_now(pending: &mut [Pending]) -> impl Iterator<Item = &mut Pending> {
+    let now = Instant::now();
+    let mut names = HashSet::new();
+    pending
+        .iter_mut()
+        .filter(move |p| names.insert(p.claimed.data.clone()))
+        .filter(move |p| p.retry_at.is_none_or(|t| t <= now))
 }
 
 /// Claim work (renames, fsyncs, locks) on the blocking pool.
