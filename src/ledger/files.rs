@@ -398,11 +398,12 @@ pub(super) fn related_details(related: Option<i64>) -> Option<String> {
 }
 
 /// The statements recording arrival `$a` in transaction `$tx` (see
-/// [`Ledger::record_arrival`]). The insert comes first (after the fence's
-/// check), so on SQLite the transaction takes the write lock with its first
-/// write rather than upgrading a read, which fails at once when another
-/// connection wrote meanwhile; a claim recorded before inserts nothing and
-/// is found.
+/// [`Ledger::record_arrival`]). The insert comes first, so on SQLite the
+/// transaction takes the write lock with its first write rather than
+/// upgrading a read, which fails at once when another connection wrote
+/// meanwhile; a claim recorded before inserts nothing and is found. The
+/// lease's fence is checked after it, in the same transaction: a lost lease
+/// still records nothing.
 macro_rules! arrival_in {
     ($tx:expr, $a:expr, $fence_sql:expr) => {{
         let tx = $tx;
@@ -414,11 +415,6 @@ macro_rules! arrival_in {
                 "sidecar_checksum": a.sidecar_checksum, "claim": a.claim, "redelivery_of": a.redelivery_of,
             })
             .to_string();
-            if let Some(fence) = a.fence
-                && !super::cluster::check_fence!(&mut **tx, $fence_sql, fence)?
-            {
-                return Err(LedgerError::LeaseLost(fence.lease.clone()));
-            }
             let id: Option<i64> = sqlx::query_scalar(
                 "INSERT INTO files (partner, channel, endpoint, source_path, name, received_at, size, checksum, sidecar_checksum, verdict, claim, redelivery_of) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'received', $10, $11) \
@@ -449,6 +445,11 @@ macro_rules! arrival_in {
                     LedgerError::State(format!("claim {claim} is recorded but its file is not found"))
                 });
             };
+            if let Some(fence) = a.fence
+                && !super::cluster::check_fence!(&mut **tx, $fence_sql, fence)?
+            {
+                return Err(LedgerError::LeaseLost(fence.lease.clone()));
+            }
             for h in a.takes_held {
                 let taken = sqlx::query(
                     "DELETE FROM held_uploads WHERE partner = $1 AND name = $2 AND checksum = $3",
