@@ -100,18 +100,11 @@ impl Gateway {
                 .map(|(arrival, bytes)| self.stage_for(arrival, *bytes));
             staged.extend(futures::future::join_all(stages).await);
         }
-        let (stored, mut failed): (Vec<_>, Vec<_>) = staged
-            .into_iter()
-            .map(|s| match s {
-                Ok(s) => (Some(s), None),
-                Err(e) => (None, Some(e)),
-            })
-            .unzip();
         let new: Vec<NewArrival<'_>> = arrivals
             .iter()
-            .zip(&stored)
+            .zip(&staged)
             .filter_map(|((arrival, _), s)| {
-                let (data, control) = s.as_ref()?;
+                let (data, control) = s.as_ref().ok()?;
                 Some(self.new_arrival(arrival, data, control.as_ref()))
             })
             .collect();
@@ -121,19 +114,16 @@ impl Gateway {
         };
         arrivals
             .iter()
-            .zip(&stored)
-            .zip(failed.iter_mut())
-            .map(|(((arrival, _), s), failed)| match (s, failed.take()) {
-                (Some((data, _)), _) => match recorded.next() {
-                    Some(Ok(r)) => Ok(log_recorded(arrival, data, r)),
-                    Some(Err(e)) => Err(e.into()),
+            .zip(staged)
+            .map(|((arrival, _), s)| {
+                let (data, _) = s?;
+                match recorded.next() {
+                    Some(r) => Ok(log_recorded(arrival, &data, r?)),
                     None => Err(IntakeError::Internal(format!(
                         "not recorded: {}",
                         whole.as_deref().unwrap_or("no result for this arrival")
                     ))),
-                },
-                (None, Some(e)) => Err(e),
-                (None, None) => Err(IntakeError::Internal("an arrival was not staged".into())),
+                }
             })
             .collect()
     }

@@ -417,12 +417,13 @@ pub async fn run_inbox(
                 }
             }
         }
-        // Up to `parallel_files` claimed files are taken at once: each is
-        // judged and fed in its own transactions as alone, while their
-        // fsyncs and commits overlap. A file of the same name claimed
-        // earlier goes first. Their arrivals are recorded before, up to
-        // `RECORD_BATCH` in one transaction; one that fails there is
-        // recorded alone by `take`, which reports its error.
+        // One round: the claimed files that may go now (a file of the same
+        // name claimed earlier goes first), up to `ROUND_FILES` and
+        // `ROUND_BYTES`. Their arrivals are recorded `RECORD_BATCH` in one
+        // transaction (one that fails there is recorded alone by `take`,
+        // which reports its error); then up to `parallel_files` are taken at
+        // once, each judged and fed in its own transactions as alone, while
+        // their fsyncs and commits overlap.
         let mut ready: Vec<&mut Pending> = ready_now(&mut pending).take(ROUND_FILES).collect();
         let paths: Vec<PathBuf> = ready.iter().map(|p| p.claimed.data_path()).collect();
         let sizes = tokio::task::spawn_blocking(move || {
@@ -433,15 +434,7 @@ pub async fn run_inbox(
         })
         .await
         .unwrap_or_default();
-        let mut bytes = 0u64;
-        let within = sizes
-            .iter()
-            .position(|size| {
-                bytes = bytes.saturating_add(*size);
-                bytes > ROUND_BYTES
-            })
-            .map_or(ready.len(), |past| past.max(1));
-        ready.truncate(within);
+        ready.truncate(round_len(&sizes, ready.len()));
         if inbox.direction == Direction::Inbound {
             let mut unrecorded: Vec<&mut &mut Pending> =
                 ready.iter_mut().filter(|p| p.file_id.is_none()).collect();
@@ -510,6 +503,20 @@ pub async fn run_inbox(
         }
     }
     tracing::info!(partner = %inbox.partner, "inbox stopped");
+}
+
+/// How many of `count` files (the first `sizes.len()` of them of these
+/// sizes) make a round: the files before the one that takes the round past
+/// `ROUND_BYTES`, and at least one.
+fn round_len(sizes: &[u64], count: usize) -> usize {
+    let mut bytes = 0u64;
+    sizes
+        .iter()
+        .position(|size| {
+            bytes = bytes.saturating_add(*size);
+            bytes > ROUND_BYTES
+        })
+        .map_or(count, |past| past.max(1))
 }
 
 /// The pending files that may be taken now, in claim order: not waiting to
@@ -691,6 +698,18 @@ async fn take(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_round_ends_before_the_file_that_takes_it_past_its_bytes() {
+        let mib = 1 << 20;
+        assert_eq!(round_len(&[mib; 3], 3), 3);
+        assert_eq!(round_len(&[100 * mib, 28 * mib, 1], 3), 2);
+        // A file larger than a round goes alone.
+        assert_eq!(round_len(&[200 * mib, 1], 2), 1);
+        assert_eq!(round_len(&[1, 200 * mib], 2), 1);
+        // Sizes that could not be read count as nothing.
+        assert_eq!(round_len(&[], 5), 5);
+    }
 
     #[test]
     fn temporary_names() {
