@@ -426,14 +426,18 @@ pub async fn run_inbox(
         // their fsyncs and commits overlap.
         let mut ready: Vec<&mut Pending> = ready_now(&mut pending).take(ROUND_FILES).collect();
         let paths: Vec<PathBuf> = ready.iter().map(|p| p.claimed.data_path()).collect();
-        let sizes = tokio::task::spawn_blocking(move || {
-            paths
-                .iter()
-                .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
-                .collect::<Vec<u64>>()
-        })
-        .await
-        .unwrap_or_default();
+        let sizes = if paths.is_empty() {
+            Vec::new()
+        } else {
+            tokio::task::spawn_blocking(move || {
+                paths
+                    .iter()
+                    .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+                    .collect::<Vec<u64>>()
+            })
+            .await
+            .unwrap_or_default()
+        };
         ready.truncate(round_len(&sizes, ready.len()));
         if inbox.direction == Direction::Inbound {
             let mut unrecorded: Vec<&mut &mut Pending> =
@@ -499,7 +503,13 @@ pub async fn run_inbox(
                 while wake.try_recv().is_ok() {}
             }
             _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.changed() => {}
+            changed = shutdown.changed() => {
+                // Its sender gone, the gateway is stopping (a start that
+                // failed drops it without a word): stop too.
+                if changed.is_err() {
+                    break;
+                }
+            }
         }
     }
     tracing::info!(partner = %inbox.partner, "inbox stopped");
